@@ -1,0 +1,176 @@
+//! Bounded capture of a sandbox's stdout and stderr.
+//!
+//! Whatever the sandbox prints, the driver keeps at most `limit` bytes per
+//! stream: the first half (head) and the last half (tail), with a count of
+//! the bytes dropped between them. Memory stays bounded however much is
+//! printed; the supervisor decides separately when too much was printed.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+
+/// One captured stream: head and tail of what was printed, and how many
+/// bytes were dropped between them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedStream {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+    /// Bytes dropped between `head` and `tail`.
+    pub dropped: u64,
+}
+
+impl CapturedStream {
+    /// Total bytes the sandbox wrote to this stream.
+    pub fn total(&self) -> u64 {
+        self.head.len() as u64 + self.dropped + self.tail.len() as u64
+    }
+
+    /// The marker placed between head and tail when bytes were dropped.
+    pub fn marker(dropped: u64) -> String {
+        format!("\n[... rlm-sandbox: {dropped} bytes dropped ...]\n")
+    }
+
+    /// Head, marker (if anything was dropped) and tail as text; invalid
+    /// UTF-8 is replaced, never an error.
+    pub fn render(&self) -> String {
+        let mut out = String::from_utf8_lossy(&self.head).into_owned();
+        if self.dropped > 0 {
+            out.push_str(&Self::marker(self.dropped));
+        }
+        out.push_str(&String::from_utf8_lossy(&self.tail));
+        out
+    }
+}
+
+/// Keeps the first `limit / 2` bytes and the last `limit - limit / 2` bytes
+/// written to it.
+#[derive(Debug)]
+pub struct BoundedCapture {
+    head_limit: usize,
+    tail_limit: usize,
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    dropped: u64,
+}
+
+impl BoundedCapture {
+    pub fn new(limit: usize) -> Self {
+        let head_limit = limit / 2;
+        BoundedCapture {
+            head_limit,
+            tail_limit: limit - head_limit,
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Bytes seen so far, kept or dropped.
+    pub fn total(&self) -> u64 {
+        self.head.len() as u64 + self.dropped + self.tail.len() as u64
+    }
+
+    pub fn push(&mut self, mut data: &[u8]) {
+        let room = self.head_limit - self.head.len();
+        let take = room.min(data.len());
+        self.head.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if data.is_empty() {
+            return;
+        }
+        if data.len() >= self.tail_limit {
+            // The new data alone fills the tail: everything before it goes.
+            let skip = data.len() - self.tail_limit;
+            self.dropped += (self.tail.len() + skip) as u64;
+            self.tail.clear();
+            self.tail.extend(&data[skip..]);
+            return;
+        }
+        let overflow = (self.tail.len() + data.len()).saturating_sub(self.tail_limit);
+        self.tail.drain(..overflow);
+        self.dropped += overflow as u64;
+        self.tail.extend(data);
+    }
+
+    pub fn finish(self) -> CapturedStream {
+        CapturedStream {
+            head: self.head,
+            tail: self.tail.into(),
+            dropped: self.dropped,
+        }
+    }
+}
+
+/// Reads `reader` to its end into a [`BoundedCapture`]; `on_chunk` sees the
+/// running total after every read and returns false to stop reading early
+/// (the output ceiling). Never holds more than `limit` bytes plus one buffer.
+pub fn drain<R: Read>(
+    mut reader: R,
+    limit: usize,
+    mut on_chunk: impl FnMut(u64) -> bool,
+) -> io::Result<CapturedStream> {
+    let mut capture = BoundedCapture::new(limit);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        capture.push(&buf[..n]);
+        if !on_chunk(capture.total()) {
+            break;
+        }
+    }
+    Ok(capture.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_everything_under_the_limit() {
+        let mut c = BoundedCapture::new(10);
+        c.push(b"abc");
+        c.push(b"de");
+        let s = c.finish();
+        assert_eq!(s.head, b"abcde");
+        assert_eq!(s.tail, b"");
+        assert_eq!(s.dropped, 0);
+        assert_eq!(s.render(), "abcde");
+    }
+
+    #[test]
+    fn keeps_head_and_tail_and_counts_the_middle() {
+        let mut c = BoundedCapture::new(6);
+        for chunk in [&b"0123"[..], b"4567", b"89"] {
+            c.push(chunk);
+        }
+        let s = c.finish();
+        assert_eq!(s.head, b"012");
+        assert_eq!(s.tail, b"789");
+        assert_eq!(s.dropped, 4);
+        assert_eq!(s.total(), 10);
+        assert_eq!(
+            s.render(),
+            "012\n[... rlm-sandbox: 4 bytes dropped ...]\n789"
+        );
+    }
+
+    #[test]
+    fn one_huge_write_keeps_its_own_tail() {
+        let mut c = BoundedCapture::new(4);
+        c.push(b"abcdefghij");
+        let s = c.finish();
+        assert_eq!((s.head.as_slice(), s.tail.as_slice(), s.dropped), (&b"ab"[..], &b"ij"[..], 6));
+    }
+
+    #[test]
+    fn drain_stops_when_told() {
+        let data = vec![b'x'; 1 << 20];
+        let s = drain(&data[..], 8, |total| total < 100_000).expect("read from a slice");
+        assert!(s.total() >= 100_000 && s.total() < (1 << 20), "{}", s.total());
+        assert_eq!(s.head.len() + s.tail.len(), 8);
+    }
+}

@@ -125,6 +125,63 @@ pub fn drain<R: Read>(
     Ok(capture.finish())
 }
 
+/// A child's stdout or stderr pipe as a plain file, so both streams have
+/// one type.
+pub fn pipe_file(pipe: impl Into<std::os::fd::OwnedFd>) -> std::fs::File {
+    std::fs::File::from(pipe.into())
+}
+
+/// A thread draining one pipe into a shared [`BoundedCapture`], so the
+/// supervisor can take what was captured even if some process still holds
+/// the pipe's write end.
+pub struct Reader {
+    shared: std::sync::Arc<std::sync::Mutex<BoundedCapture>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Reader {
+    /// Starts draining `pipe`; `on_bytes(n)` is called with the size of
+    /// every chunk read (for the output ceiling shared by both streams).
+    pub fn spawn<R: Read + Send + 'static>(
+        mut pipe: R,
+        limit: usize,
+        on_bytes: impl Fn(usize) + Send + 'static,
+    ) -> Self {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(BoundedCapture::new(limit)));
+        let (tx, done) = std::sync::mpsc::channel();
+        let sink = shared.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Ok(mut c) = sink.lock() {
+                            c.push(&buf[..n]);
+                        }
+                        on_bytes(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
+        });
+        Reader { shared, done }
+    }
+
+    /// Waits up to `wait` for the end of the stream, then takes what was
+    /// captured (the reader thread, if still blocked, keeps only its buffer).
+    pub fn finish(self, wait: std::time::Duration) -> CapturedStream {
+        let _ = self.done.recv_timeout(wait);
+        let mut guard = match self.shared.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::replace(&mut *guard, BoundedCapture::new(0)).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +221,21 @@ mod tests {
         c.push(b"abcdefghij");
         let s = c.finish();
         assert_eq!((s.head.as_slice(), s.tail.as_slice(), s.dropped), (&b"ab"[..], &b"ij"[..], 6));
+    }
+
+    #[test]
+    fn reader_collects_a_pipe_and_counts_bytes() {
+        let (r, mut w) = std::io::pipe().expect("pipe");
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let reader = Reader::spawn(r, 8, move |n| {
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        });
+        std::io::Write::write_all(&mut w, b"hello, bounded world").expect("write");
+        drop(w);
+        let s = reader.finish(std::time::Duration::from_secs(5));
+        assert_eq!((s.head.as_slice(), s.tail.as_slice(), s.dropped), (&b"hell"[..], &b"orld"[..], 12));
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 20);
     }
 
     #[test]

@@ -1,4 +1,17 @@
 //! rlm-sandbox: run untrusted Python under runsc (gVisor) or runc, without a
-//! Docker daemon. See DESIGN.md for the data flow.
+//! Docker daemon. See DESIGN.md for the data flow:
+//! config → bundle → runtime → supervise (capture, cgroup) → egress → result.
 
+pub mod bundle;
 pub mod capture;
+pub mod check;
+pub mod cgroup;
+pub mod config;
+pub mod egress;
+pub mod gc;
+pub mod local;
+pub mod procs;
+pub mod result;
+pub mod rootfs;
+pub mod runtime;
+pub mod supervise;

@@ -1,0 +1,335 @@
+//! config.json for one sandbox, built with the oci-spec builders.
+//!
+//! `spec` is a pure function of its input: the golden files under
+//! `bundles/golden/` are its output for each preset and runtime, and a test
+//! fails when the two drift, so a reviewer can read exactly what a sandbox
+//! gets.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use oci_spec::OciSpecError;
+
+use crate::config::Limits;
+use crate::runtime::RuntimeKind;
+
+/// Where the sandbox sees the driver's input directory (code, context).
+pub const INPUT_DIR: &str = rootfs_builder::INPUT_DIR;
+/// The code file inside [`INPUT_DIR`].
+pub const CODE_FILE: &str = "main.py";
+/// CFS period; the quota is `cpus × period`.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Everything config.json depends on.
+#[derive(Debug, Clone)]
+pub struct SpecInput<'a> {
+    pub limits: &'a Limits,
+    pub runtime: RuntimeKind,
+    pub network_enabled: bool,
+    /// The read-only Python rootfs.
+    pub rootfs: &'a Path,
+    /// Host directory bind-mounted read-only at [`INPUT_DIR`].
+    pub input_dir: &'a Path,
+    /// `linux.cgroupsPath`: a leaf below the driver's own per-run cgroup.
+    pub cgroups_path: &'a str,
+    pub seccomp: LinuxSeccomp,
+}
+
+/// The process the sandbox runs: isolated-mode Python (no environment
+/// variables, no user site), unbuffered so output printed before a kill is
+/// kept, no bytecode writes (the root is read-only anyway).
+pub fn python_args() -> Vec<String> {
+    vec![
+        rootfs_builder::PYTHON.to_string(),
+        "-I".to_string(),
+        "-B".to_string(),
+        "-u".to_string(),
+        format!("{INPUT_DIR}/{CODE_FILE}"),
+    ]
+}
+
+pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
+    let limits = input.limits;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(rootfs_builder::SANDBOX_UID)
+                .gid(rootfs_builder::SANDBOX_GID)
+                .additional_gids(Vec::<u32>::new())
+                .build()?,
+        )
+        .args(python_args())
+        .env(vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
+            "HOME=/tmp".to_string(),
+            "LANG=C.UTF-8".to_string(),
+        ])
+        .cwd("/tmp")
+        // No capability in any set: root inside (if reached) could do nothing
+        // a capability grants.
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(HashSet::new())
+                .effective(HashSet::new())
+                .inheritable(HashSet::new())
+                .permitted(HashSet::new())
+                .ambient(HashSet::new())
+                .build()?,
+        )
+        // setuid binaries and file capabilities cannot raise privileges.
+        .no_new_privileges(true)
+        .rlimits(rlimits(limits, input.runtime)?)
+        .oom_score_adj(1000)
+        .build()?;
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Cgroup,
+    ];
+    if !input.network_enabled {
+        // A new network namespace with nothing in it but a down loopback.
+        namespaces.insert(1, LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let memory = i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX);
+    let resources = LinuxResourcesBuilder::default()
+        // swap = memory: the sandbox can never swap.
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(memory)
+                .swap(memory)
+                .disable_oom_killer(false)
+                .build()?,
+        )
+        .pids(LinuxPidsBuilder::default().limit(i64::from(limits.pids)).build()?)
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota((limits.cpus * CPU_PERIOD_US as f64).round() as i64)
+                .period(CPU_PERIOD_US)
+                .build()?,
+        )
+        // No device node beyond the runtime's defaults (null, zero, full,
+        // random, urandom, tty).
+        .devices(vec![LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?])
+        .build()?;
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources)
+        .cgroups_path(PathBuf::from(input.cgroups_path))
+        .seccomp(input.seccomp.clone())
+        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .build()?;
+
+    SpecBuilder::default()
+        .version("1.0.2")
+        .hostname("sandbox")
+        .root(
+            RootBuilder::default()
+                .path(input.rootfs)
+                .readonly(true)
+                .build()?,
+        )
+        .mounts(mounts(limits, input.input_dir)?)
+        .process(process)
+        .linux(linux)
+        .build()
+}
+
+fn rlimits(
+    limits: &Limits,
+    runtime: RuntimeKind,
+) -> Result<Vec<oci_spec::runtime::PosixRlimit>, OciSpecError> {
+    let rlimit = |typ, n: u64| {
+        PosixRlimitBuilder::default()
+            .typ(typ)
+            .soft(n)
+            .hard(n)
+            .build()
+    };
+    let mut out = vec![
+        // No core dumps: a crash must not write the process's memory anywhere.
+        rlimit(PosixRlimitType::RlimitCore, 0)?,
+        rlimit(PosixRlimitType::RlimitNofile, limits.open_files)?,
+    ];
+    // Under runsc the pids cgroup counts the Sentry's host tasks, not the
+    // guest's; gVisor enforces RLIMIT_NPROC per sandbox, so it is the guest
+    // task limit there. Under runc RLIMIT_NPROC counts per host uid across
+    // every sandbox, so it would let one sandbox starve the others: the pids
+    // cgroup is the limit there.
+    if runtime == RuntimeKind::Runsc {
+        out.push(rlimit(PosixRlimitType::RlimitNproc, u64::from(limits.pids))?);
+    }
+    Ok(out)
+}
+
+fn mounts(limits: &Limits, input_dir: &Path) -> Result<Vec<Mount>, OciSpecError> {
+    let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| {
+        MountBuilder::default()
+            .destination(dest)
+            .typ(typ)
+            .source(source)
+            .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+    };
+    let tmp_size = format!("size={}", limits.tmp_bytes);
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        // Own, small /dev/shm: nothing shared with the host or other sandboxes.
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=1m"],
+        )?,
+        // The only writable place; its pages are charged to the memory limit.
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "noexec", "mode=1777", &tmp_size],
+        )?,
+        MountBuilder::default()
+            .destination(INPUT_DIR)
+            .typ("bind")
+            .source(input_dir)
+            .options(
+                ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                    .map(String::from)
+                    .to_vec(),
+            )
+            .build()?,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+
+    /// Renders the golden config.json of a preset and runtime: fixed paths
+    /// and ids so the file is byte-for-byte reproducible.
+    pub(crate) fn golden(preset: Preset, runtime: RuntimeKind) -> String {
+        let config = preset.config();
+        let input = SpecInput {
+            limits: &config.limits,
+            runtime,
+            network_enabled: config.network_enabled,
+            rootfs: Path::new("/var/cache/rlm-sandbox/rootfs"),
+            input_dir: Path::new("/run/rlm-sandbox/rlms-golden/input"),
+            cgroups_path: "/rlm-sandbox/rlms-golden/ctr",
+            seccomp: crate::bundle::seccomp::default_profile(),
+        };
+        let spec = spec(&input).expect("spec builds");
+        let mut text = serde_json::to_string_pretty(&spec).expect("spec serialises");
+        text.push('\n');
+        text
+    }
+
+    fn golden_cases() -> Vec<(Preset, RuntimeKind)> {
+        vec![
+            (Preset::Maximum, RuntimeKind::Runsc),
+            (Preset::Standard, RuntimeKind::Runsc),
+            (Preset::Standard, RuntimeKind::Runc),
+            (Preset::Development, RuntimeKind::Runsc),
+            (Preset::Development, RuntimeKind::Runc),
+        ]
+    }
+
+    fn golden_path(preset: Preset, runtime: RuntimeKind) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("bundles/golden")
+            .join(format!("{}-{}.json", preset.name(), runtime.name()))
+    }
+
+    /// Fails when the writer's output drifts from the checked-in golden
+    /// files. After an intended change: `RLM_UPDATE_GOLDEN=1 cargo test
+    /// golden`, then review the diff.
+    #[test]
+    fn golden_config_json_matches() {
+        let update = std::env::var_os("RLM_UPDATE_GOLDEN").is_some();
+        for (preset, runtime) in golden_cases() {
+            let path = golden_path(preset, runtime);
+            let actual = golden(preset, runtime);
+            if update {
+                std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+                std::fs::write(&path, &actual).expect("write golden");
+                continue;
+            }
+            let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("{}: {e}; run RLM_UPDATE_GOLDEN=1 cargo test golden", path.display())
+            });
+            assert!(
+                expected == actual,
+                "{} drifted from the bundle writer; run RLM_UPDATE_GOLDEN=1 cargo test golden \
+                 and review the diff",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn the_threat_model_is_in_the_spec() {
+        let text = golden(Preset::Standard, RuntimeKind::Runc);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["process"]["user"]["uid"], rootfs_builder::SANDBOX_UID);
+        for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
+            assert_eq!(v["process"]["capabilities"][set], serde_json::json!([]), "{set}");
+        }
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .map(|n| n["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(ns, ["pid", "network", "ipc", "uts", "mount", "cgroup"]);
+        let mem = &v["linux"]["resources"]["memory"];
+        assert_eq!(mem["limit"], 536_870_912);
+        assert_eq!(mem["swap"], 536_870_912);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 50);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 100_000);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let tmp = v["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/tmp")
+            .expect("/tmp mount");
+        for opt in ["nosuid", "nodev", "noexec", "size=67108864"] {
+            assert!(tmp["options"].as_array().expect("options").contains(&opt.into()), "{opt}");
+        }
+    }
+
+    #[test]
+    fn nproc_only_under_runsc() {
+        let has_nproc = |runtime| golden(Preset::Standard, runtime).contains("RLIMIT_NPROC");
+        assert!(has_nproc(RuntimeKind::Runsc));
+        assert!(!has_nproc(RuntimeKind::Runc));
+    }
+}

@@ -1,0 +1,546 @@
+//! The driver's own per-run cgroup, `/rlm-sandbox/<id>`, in every mounted
+//! hierarchy. The runtime creates and deletes the leaf below it
+//! (`linux.cgroupsPath = /rlm-sandbox/<id>/ctr`); the driver reads the
+//! parent's counters after the runtime exits, then removes the parent.
+//!
+//! What survives the leaf (measured on Linux 6.18, hybrid, runc 1.1.5 and
+//! runsc 20221219):
+//! - cpu usage (v1 `cpuacct.usage`, v2 `cpu.stat`) and memory peak (v1
+//!   `memory.max_usage_in_bytes`, v2 `memory.peak`) aggregate upward.
+//! - The OOM-kill counter does only on v2: `memcg_memory_event()` stops at
+//!   the victim's own memcg unless the memory controller is on the unified
+//!   hierarchy (and `memory_localevents` is off). On v1 the parent's
+//!   `memory.oom_control` stays `oom_kill 0` after a child's OOM kill.
+//!   So on v1 the count is read from the leaf while it exists (`runc run
+//!   --keep`), or the run holds its memory limit on the parent
+//!   ([`RunCgroup::limit_memory`]): then the eventfd armed on the parent's
+//!   `memory.oom_control` at creation counts the OOMs that hit it.
+
+mod counters;
+mod layout;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub use counters::{
+    parse_cpu_stat_ns, parse_keyed, parse_memory_events, parse_oom_control, parse_single,
+};
+pub use layout::{Capabilities, CgroupLayout, CgroupMode, V1Hierarchy};
+
+/// Directory below each hierarchy's root that holds every run's cgroup.
+pub const ROOT_DIR: &str = "rlm-sandbox";
+/// The runtime's leaf below the run's cgroup.
+pub const LEAF_DIR: &str = "ctr";
+/// How long `remove` retries a cgroup whose processes are still exiting.
+const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("failed to read {}: {err}", path.display())]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("no cgroup hierarchy with root \"/\" is mounted (read {}). Hint: mount cgroup2 at /sys/fs/cgroup", path.display())]
+    NoCgroupMounts { path: PathBuf },
+    #[error("invalid run id {id:?}: use 1-64 characters from [A-Za-z0-9._-], not \".\" or \"..\"")]
+    InvalidRunId { id: String },
+    #[error("failed to create cgroup {}: {err}{}", path.display(), rollback_note(rollback))]
+    Create {
+        path: PathBuf,
+        err: std::io::Error,
+        /// Removing what was already created also failed.
+        rollback: Option<Box<CgroupError>>,
+    },
+    #[error("failed to write {data:?} to {}: {err}", path.display())]
+    Write {
+        path: PathBuf,
+        data: String,
+        err: std::io::Error,
+    },
+    #[error("failed to remove cgroup {}: {err}. Hint: processes still in it? see its cgroup.procs", path.display())]
+    Remove { path: PathBuf, err: std::io::Error },
+}
+
+fn rollback_note(rollback: &Option<Box<CgroupError>>) -> String {
+    rollback
+        .as_ref()
+        .map(|e| format!(" (and cleaning up: {e})"))
+        .unwrap_or_default()
+}
+
+/// Where the run's memory counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MemoryDir {
+    V1(PathBuf),
+    V2 { dir: PathBuf, hierarchical: bool },
+}
+
+/// The per-run parent cgroup the driver owns: created before the runtime
+/// starts, removed after. Counter getters return `None` when unreadable.
+#[derive(Debug)]
+pub struct RunCgroup {
+    id: String,
+    /// `<mount>/rlm-sandbox/<id>` in every hierarchy, in creation order.
+    dirs: Vec<PathBuf>,
+    memory: Option<MemoryDir>,
+    /// v1 `cpuacct` dir, else the unified dir (`cpu.stat`).
+    cpu: Option<(PathBuf, bool /*v1*/)>,
+    unified: Option<PathBuf>,
+    freezer: Option<PathBuf>,
+    oom_watch: Option<OomWatch>,
+    /// The run's memory limit is set on this parent (v1 OOM detection).
+    parent_limited: bool,
+    removed: AtomicBool,
+}
+
+impl RunCgroup {
+    /// mkdir `/rlm-sandbox/<id>` in each hierarchy. On v2 also enables the
+    /// limited controllers in the subtree on the way down, so the runtime
+    /// can set limits on its leaf. A failure removes what was created.
+    pub fn create(layout: &CgroupLayout, run_id: &str) -> Result<Self, CgroupError> {
+        validate_id(run_id)?;
+        let mut cg = Self {
+            id: run_id.to_owned(),
+            dirs: Vec::new(),
+            memory: None,
+            cpu: None,
+            unified: None,
+            freezer: None,
+            oom_watch: None,
+            parent_limited: false,
+            removed: AtomicBool::new(false),
+        };
+        if let Err(err) = cg.populate(layout) {
+            let rollback = cg.remove_ref().err().map(Box::new);
+            return Err(match err {
+                CgroupError::Create { path, err, .. } => CgroupError::Create {
+                    path,
+                    err,
+                    rollback,
+                },
+                other => {
+                    if let Some(r) = rollback {
+                        eprintln!("rlm-sandbox: cgroup: {r}");
+                    }
+                    other
+                }
+            });
+        }
+        Ok(cg)
+    }
+
+    fn populate(&mut self, layout: &CgroupLayout) -> Result<(), CgroupError> {
+        let run_dir = |mount: &Path| mount.join(ROOT_DIR).join(&self.id);
+        for mount in layout.mounts() {
+            let base = mount.join(ROOT_DIR);
+            mkdir(&base, true)?;
+            let dir = base.join(&self.id);
+            mkdir(&dir, false)?;
+            self.dirs.push(dir);
+        }
+        if let Some(cpuset) = layout.v1_mount("cpuset") {
+            // A new v1 cpuset starts with no cpus and no mems, and no task
+            // can join it then: inherit the parent's.
+            copy_cpuset(cpuset, &cpuset.join(ROOT_DIR))?;
+            copy_cpuset(&cpuset.join(ROOT_DIR), &run_dir(cpuset))?;
+        }
+        if let Some(unified) = layout.unified_mount() {
+            let base = unified.join(ROOT_DIR);
+            for level in [unified.to_path_buf(), base.clone(), base.join(&self.id)] {
+                enable_controllers(&level)?;
+            }
+            self.unified = Some(run_dir(unified));
+        }
+        self.memory = match (
+            layout.mode(),
+            layout.v1_mount("memory"),
+            layout.unified_mount(),
+        ) {
+            (CgroupMode::V2, _, Some(u)) => Some(MemoryDir::V2 {
+                dir: run_dir(u),
+                hierarchical: !layout.local_events(),
+            }),
+            (_, Some(m), _) => Some(MemoryDir::V1(run_dir(m))),
+            _ => None,
+        };
+        self.cpu = match (layout.v1_mount("cpuacct"), layout.unified_mount()) {
+            (Some(m), _) => Some((run_dir(m), true)),
+            (None, Some(u)) => Some((run_dir(u), false)),
+            _ => None,
+        };
+        self.freezer = layout.v1_mount("freezer").map(run_dir);
+        if let Some(MemoryDir::V1(dir)) = &self.memory {
+            // Best effort: without it, v1 OOM detection needs the leaf.
+            self.oom_watch = OomWatch::arm(dir).ok();
+        }
+        Ok(())
+    }
+
+    /// `linux.cgroupsPath` for config.json.
+    pub fn container_path(&self) -> String {
+        format!("/{ROOT_DIR}/{}/{LEAF_DIR}", self.id)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The run's directory in every hierarchy.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Enforces `bytes` (memory, no swap) on this parent cgroup. On v1 this
+    /// is what makes [`Self::oom_kills`] work after the runtime deleted its
+    /// leaf: give the leaf no lower limit, or its OOMs are not the parent's.
+    pub fn limit_memory(&mut self, bytes: u64) -> Result<(), CgroupError> {
+        let value = bytes.to_string();
+        match &self.memory {
+            Some(MemoryDir::V1(dir)) => {
+                // memsw must stay ≥ memory: lower memory first.
+                write_file(&dir.join("memory.limit_in_bytes"), &value)?;
+                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write_file(&memsw, &value)?;
+                }
+                self.parent_limited = true;
+            }
+            Some(MemoryDir::V2 { dir, .. }) => {
+                write_file(&dir.join("memory.max"), &value)?;
+                let swap = dir.join("memory.swap.max");
+                if swap.exists() {
+                    write_file(&swap, "0")?;
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// OOM kills in the run. `None` when they cannot be known: removed, no
+    /// memory controller, or v1 with the leaf gone and no parent limit.
+    pub fn oom_kills(&self) -> Option<u64> {
+        if self.removed.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.memory.as_ref()? {
+            MemoryDir::V2 {
+                dir,
+                hierarchical: true,
+            } => read_parsed(&dir.join("memory.events"), parse_memory_events),
+            MemoryDir::V2 {
+                dir,
+                hierarchical: false,
+            } => sum_if_leaves(dir, "memory.events", parse_memory_events),
+            MemoryDir::V1(dir) => sum_if_leaves(dir, "memory.oom_control", parse_oom_control)
+                .or_else(|| {
+                    let watch = self.oom_watch.as_ref().filter(|_| self.parent_limited)?;
+                    let own = read_parsed(&dir.join("memory.oom_control"), parse_oom_control)?;
+                    Some(watch.events().max(own))
+                }),
+        }
+    }
+
+    /// Peak memory of the whole run (hierarchical on v1 and v2).
+    pub fn memory_peak_bytes(&self) -> Option<u64> {
+        match self.memory.as_ref()? {
+            MemoryDir::V1(dir) => read_parsed(&dir.join("memory.max_usage_in_bytes"), parse_single),
+            MemoryDir::V2 { dir, .. } => read_parsed(&dir.join("memory.peak"), parse_single),
+        }
+    }
+
+    /// CPU time of the whole run, in nanoseconds.
+    pub fn cpu_usage_ns(&self) -> Option<u64> {
+        match self.cpu.as_ref()? {
+            (dir, true) => read_parsed(&dir.join("cpuacct.usage"), parse_single),
+            (dir, false) => read_parsed(&dir.join("cpu.stat"), parse_cpu_stat_ns),
+        }
+    }
+
+    /// Every pid below the run's cgroup in any hierarchy, sorted, once each.
+    /// (runsc leaves the unified tree empty in hybrid mode; runc joins it.)
+    pub fn pids(&self) -> Vec<i32> {
+        let pids: BTreeSet<i32> = self.dirs.iter().flat_map(|d| procs_below(d)).collect();
+        pids.into_iter().collect()
+    }
+
+    /// SIGKILLs everything in the run (sandbox, gofer, stubs, guest);
+    /// returns how many distinct pids were signalled. v2 `cgroup.kill`
+    /// when present; on v1 the freezer stops a fork loop from outrunning us.
+    pub fn kill_all(&self) -> usize {
+        let mut killed = BTreeSet::new();
+        if let Some(u) = &self.unified {
+            let knob = u.join("cgroup.kill");
+            // v2 kills the whole subtree atomically, fork loops included.
+            // Members of v1 hierarchies only (runsc in hybrid mode) are
+            // left for the loop below.
+            let members = procs_below(u);
+            if knob.exists() && write_file(&knob, "1").is_ok() {
+                killed.extend(members);
+            }
+        }
+        let freezer = self.freezer.as_ref().map(|f| f.join("freezer.state"));
+        for _round in 0..5 {
+            let frozen = freezer
+                .as_ref()
+                .is_some_and(|f| write_file(f, "FROZEN").is_ok());
+            let pids = self.pids();
+            for &pid in &pids {
+                if pid > 0 && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                    killed.insert(pid);
+                }
+            }
+            if let (true, Some(f)) = (frozen, &freezer) {
+                // Killed tasks only die once thawed.
+                let _ = write_file(f, "THAWED");
+            }
+            if pids.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        killed.len()
+    }
+
+    /// Removes the run's cgroup in every hierarchy (depth first).
+    pub fn remove(self) -> Result<(), CgroupError> {
+        self.remove_ref()
+    }
+
+    /// As [`Self::remove`], for a guard's `Drop`. Every hierarchy is tried;
+    /// the first error is returned. Idempotent.
+    pub fn remove_ref(&self) -> Result<(), CgroupError> {
+        let mut first = None;
+        for dir in self.dirs.iter().rev() {
+            if let Err(e) = remove_tree(dir) {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            None => {
+                self.removed.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Ids of runs whose cgroup is still there, in any hierarchy.
+pub fn leftover_runs(layout: &CgroupLayout) -> Vec<String> {
+    let mut ids = BTreeSet::new();
+    for mount in layout.mounts() {
+        let Ok(entries) = std::fs::read_dir(mount.join(ROOT_DIR)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && validate_id(&name).is_ok() {
+                ids.insert(name);
+            }
+        }
+    }
+    ids.into_iter().collect()
+}
+
+/// Removes a leftover run's cgroup in every hierarchy. Kill its processes
+/// first (they keep a cgroup busy).
+pub fn remove_run(layout: &CgroupLayout, run_id: &str) -> Result<(), CgroupError> {
+    validate_id(run_id)?;
+    let mut first = None;
+    for mount in layout.mounts() {
+        if let Err(e) = remove_tree(&mount.join(ROOT_DIR).join(run_id)) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+fn validate_id(id: &str) -> Result<(), CgroupError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if (1..=64).contains(&id.len()) && id.chars().all(ok_char) && id != "." && id != ".." {
+        Ok(())
+    } else {
+        Err(CgroupError::InvalidRunId { id: id.to_owned() })
+    }
+}
+
+fn mkdir(path: &Path, may_exist: bool) -> Result<(), CgroupError> {
+    match std::fs::create_dir(path) {
+        Err(err) if !(may_exist && err.kind() == ErrorKind::AlreadyExists) => {
+            Err(CgroupError::Create {
+                path: path.to_path_buf(),
+                err,
+                rollback: None,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes to an existing control file; never creates one. (cgroupfs
+/// ignores O_TRUNC, as for a shell's `>`; it matters for fake trees.)
+fn write_file(path: &Path, data: &str) -> Result<(), CgroupError> {
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(data.as_bytes()))
+        .map_err(|err| CgroupError::Write {
+            path: path.to_path_buf(),
+            data: data.to_owned(),
+            err,
+        })
+}
+
+fn read_parsed(path: &Path, parse: fn(&str) -> Option<u64>) -> Option<u64> {
+    parse(&std::fs::read_to_string(path).ok()?)
+}
+
+/// `dir` and every cgroup below it, parents before children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while let Some(d) = out.get(i).cloned() {
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            out.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Pids in `dir`'s `cgroup.procs` and every descendant's.
+fn procs_below(dir: &Path) -> BTreeSet<i32> {
+    subtree(dir)
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|t| {
+            t.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Sum of a non-hierarchical counter over `dir` and its children, only
+/// while children exist (the leaf's count dies with the leaf).
+fn sum_if_leaves(dir: &Path, file: &str, parse: fn(&str) -> Option<u64>) -> Option<u64> {
+    let all = subtree(dir);
+    if all.len() < 2 {
+        return None;
+    }
+    all.iter().map(|d| read_parsed(&d.join(file), parse)).sum()
+}
+
+/// rmdir depth first; retries EBUSY while processes finish exiting.
+fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    for d in subtree(dir).iter().rev() {
+        let deadline = Instant::now() + REMOVE_PATIENCE;
+        loop {
+            match std::fs::remove_dir(d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) => {
+                    return Err(CgroupError::Remove {
+                        path: d.clone(),
+                        err,
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_cpuset(from: &Path, to: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let (Ok(value), Ok(current)) = (
+            std::fs::read_to_string(from.join(file)),
+            std::fs::read_to_string(to.join(file)),
+        ) else {
+            continue;
+        };
+        if current.trim().is_empty() && !value.trim().is_empty() {
+            write_file(&to.join(file), value.trim())?;
+        }
+    }
+    Ok(())
+}
+
+/// Enables memory, pids and cpu for `level`'s children where `level` offers
+/// them and they are not on yet (one write, as the kernel accepts a list).
+fn enable_controllers(level: &Path) -> Result<(), CgroupError> {
+    let Ok(available) = std::fs::read_to_string(level.join("cgroup.controllers")) else {
+        return Ok(());
+    };
+    let enabled = std::fs::read_to_string(level.join("cgroup.subtree_control")).unwrap_or_default();
+    let has = |text: &str, c: &str| text.split_whitespace().any(|x| x == c);
+    let missing: Vec<String> = layout::LIMITED_CONTROLLERS
+        .iter()
+        .filter(|c| has(&available, c) && !has(&enabled, c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write_file(&level.join("cgroup.subtree_control"), &missing.join(" "))
+}
+
+/// An eventfd registered on a v1 `memory.oom_control` through
+/// `cgroup.event_control`: it counts OOM situations at that cgroup's own
+/// limit (not at a child's). Note the kernel also signals it once when the
+/// cgroup is removed, so read it before removal.
+#[derive(Debug)]
+struct OomWatch {
+    eventfd: File,
+    total: AtomicU64,
+}
+
+impl OomWatch {
+    fn arm(dir: &Path) -> std::io::Result<Self> {
+        // SAFETY: eventfd(2) takes no pointers; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let eventfd = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // The kernel keeps its own reference to the event; this control
+        // file may be closed once registered.
+        let control = File::open(dir.join("memory.oom_control"))?;
+        let line = format!("{} {}", eventfd.as_raw_fd(), control.as_raw_fd());
+        write_file(&dir.join("cgroup.event_control"), &line).map_err(std::io::Error::other)?;
+        Ok(Self {
+            eventfd,
+            total: AtomicU64::new(0),
+        })
+    }
+
+    /// OOM events so far (reading resets the eventfd, so keep a total).
+    fn events(&self) -> u64 {
+        let mut buf = [0u8; 8];
+        if let Ok(8) = (&self.eventfd).read(&mut buf) {
+            self.total
+                .fetch_add(u64::from_ne_bytes(buf), Ordering::Relaxed);
+        }
+        self.total.load(Ordering::Relaxed)
+    }
+}

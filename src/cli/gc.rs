@@ -1,0 +1,41 @@
+//! `rlm-sandbox gc`.
+
+use clap::Args;
+use rlm_sandbox::cgroup::CgroupLayout;
+
+use super::SandboxArgs;
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+pub fn run(args: &GcArgs) -> anyhow::Result<i32> {
+    let config = args.sandbox.config()?;
+    let layout = CgroupLayout::detect()?;
+    let report = rlm_sandbox::gc::collect(&config.state_dir, &layout);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for id in &report.removed {
+            println!("removed {id}");
+        }
+        for id in &report.in_use {
+            println!("in use  {id} (a live driver holds it)");
+        }
+        println!(
+            "{} removed, {} in use, {} processes killed",
+            report.removed.len(),
+            report.in_use.len(),
+            report.killed_processes
+        );
+        for e in &report.errors {
+            eprintln!("rlm-sandbox: gc: {e}");
+        }
+    }
+    Ok(if report.errors.is_empty() { 0 } else { 1 })
+}

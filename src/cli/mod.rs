@@ -1,0 +1,188 @@
+//! Command-line interface: one file per subcommand, no logic beyond
+//! turning arguments into library calls and results into output.
+
+mod bundle;
+mod check;
+mod filter;
+mod gc;
+mod rootfs;
+mod run;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use rlm_sandbox::config::{Config, Key, Layers};
+
+/// Run untrusted Python in a gVisor (runsc) or runc sandbox, without a
+/// Docker daemon.
+///
+/// Configuration: defaults < preset < config file (--config / RLM_CONFIG,
+/// a JSON object whose keys are the RLM_* names without the prefix, in lower
+/// case) < RLM_* environment variables < flags.
+#[derive(Debug, Parser)]
+#[command(name = "rlm-sandbox", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Python code once in a fresh sandbox and remove it afterwards.
+    ///
+    /// Code comes from -c CODE, a FILE, or stdin. By default the sandbox's
+    /// stdout and stderr pass through and the exit code is the code's own;
+    /// when the driver ended the run it exits 124 (timeout), 137 (out of
+    /// memory), 128+N (killed by signal N), 123 (output ceiling), 125 (the
+    /// sandbox failed to run) or 130 (interrupted). --json prints one result
+    /// object instead (see the README's result contract).
+    Run(run::RunArgs),
+    /// Show this host's security posture: runtimes, cgroups, limits, seccomp,
+    /// rootfs. Exits 1 when the configured policy cannot be met.
+    Check(check::CheckArgs),
+    /// Remove what killed drivers left behind: containers, processes,
+    /// cgroups and run directories with the rlms- prefix.
+    Gc(gc::GcArgs),
+    /// Build or inspect the Python rootfs.
+    #[command(subcommand)]
+    Rootfs(rootfs::RootfsCommand),
+    /// Write the OCI bundle a run would use, without running it.
+    Bundle(bundle::BundleArgs),
+    /// Apply the egress filter (secrets, entropy, context echo) to stdin.
+    Filter(filter::FilterArgs),
+}
+
+/// The sandbox settings every subcommand that runs or checks a sandbox
+/// takes. Each flag overrides its RLM_* variable.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SandboxArgs {
+    /// JSON config file (lowest layer above the preset).
+    #[arg(long, value_name = "FILE", env = "RLM_CONFIG")]
+    config: Option<PathBuf>,
+    /// maximum (runsc required) | standard (runsc, runc fallback) | development [RLM_PRESET]
+    #[arg(long, value_name = "PRESET")]
+    preset: Option<String>,
+    /// oci (alias docker) | local (NO isolation) [RLM_EXECUTION_MODE]
+    #[arg(long, value_name = "MODE")]
+    mode: Option<String>,
+    /// auto | runsc | runc [RLM_DOCKER_RUNTIME]
+    #[arg(long, value_name = "RUNTIME")]
+    runtime: Option<String>,
+    /// Allow runc when runsc was asked for and is missing [RLM_ALLOW_UNSAFE_RUNTIME]
+    #[arg(long)]
+    allow_unsafe_runtime: bool,
+    /// Share the host's network (off by default; refused by --preset maximum) [RLM_NETWORK_ENABLED]
+    #[arg(long)]
+    network: bool,
+    /// Memory limit, no swap, e.g. 512m [RLM_MEMORY_LIMIT]
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU cores, fractional, e.g. 1 or 0.5 [RLM_CPU_LIMIT]
+    #[arg(long, value_name = "CORES")]
+    cpus: Option<String>,
+    /// Maximum tasks (processes + threads) [RLM_PIDS_LIMIT]
+    #[arg(long, value_name = "N")]
+    pids: Option<String>,
+    /// Wall-clock limit in seconds [RLM_EXECUTION_TIMEOUT]
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<String>,
+    /// Bytes kept per stream, head and tail [RLM_MAX_STDOUT_BYTES]
+    #[arg(long, value_name = "SIZE")]
+    max_stdout_bytes: Option<String>,
+    /// Bytes printed in all after which the sandbox is killed [RLM_MAX_OUTPUT_BYTES]
+    #[arg(long, value_name = "SIZE")]
+    max_output_bytes: Option<String>,
+    /// Size of the sandbox's /tmp [RLM_TMP_SIZE]
+    #[arg(long, value_name = "SIZE")]
+    tmp_size: Option<String>,
+    /// Python rootfs directory (default: built into the cache on first use) [RLM_ROOTFS]
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<String>,
+    /// seccomp profile, OCI linux.seccomp JSON (default: built in) [RLM_SECCOMP_PROFILE]
+    #[arg(long, value_name = "FILE")]
+    seccomp_profile: Option<String>,
+    /// Directory for run bundles and runtime state [RLM_STATE_DIR]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<String>,
+    /// runsc binary [RLM_RUNSC_PATH]
+    #[arg(long, value_name = "PATH")]
+    runsc_path: Option<String>,
+    /// runc binary [RLM_RUNC_PATH]
+    #[arg(long, value_name = "PATH")]
+    runc_path: Option<String>,
+    /// Extra runsc global flags, e.g. "--platform=systrap" [RLM_RUNSC_FLAGS]
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    runsc_flags: Option<String>,
+}
+
+impl SandboxArgs {
+    fn flags(&self) -> BTreeMap<Key, String> {
+        let mut flags = BTreeMap::new();
+        let mut put = |key, value: &Option<String>| {
+            if let Some(v) = value {
+                flags.insert(key, v.clone());
+            }
+        };
+        put(Key::Preset, &self.preset);
+        put(Key::ExecutionMode, &self.mode);
+        put(Key::Runtime, &self.runtime);
+        put(Key::MemoryLimit, &self.memory);
+        put(Key::CpuLimit, &self.cpus);
+        put(Key::PidsLimit, &self.pids);
+        put(Key::ExecutionTimeout, &self.timeout);
+        put(Key::MaxStdoutBytes, &self.max_stdout_bytes);
+        put(Key::MaxOutputBytes, &self.max_output_bytes);
+        put(Key::TmpSize, &self.tmp_size);
+        put(Key::Rootfs, &self.rootfs);
+        put(Key::SeccompProfile, &self.seccomp_profile);
+        put(Key::StateDir, &self.state_dir);
+        put(Key::RunscPath, &self.runsc_path);
+        put(Key::RuncPath, &self.runc_path);
+        put(Key::RunscFlags, &self.runsc_flags);
+        if self.allow_unsafe_runtime {
+            flags.insert(Key::AllowUnsafeRuntime, "true".into());
+        }
+        if self.network {
+            flags.insert(Key::NetworkEnabled, "true".into());
+        }
+        flags
+    }
+
+    /// The merged configuration of every layer.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let layers = Layers::collect(
+            self.config.as_deref(),
+            |name| std::env::var(name).ok(),
+            &self.flags(),
+        )?;
+        Ok(layers.resolve()?)
+    }
+}
+
+/// Exit code for a driver failure (bad configuration, missing runtime...).
+pub const EXIT_DRIVER_ERROR: i32 = 2;
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Gc(args) => gc::run(args),
+        Command::Rootfs(cmd) => rootfs::run(cmd),
+        Command::Filter(args) => filter::run(args),
+        Command::Bundle(args) => bundle::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("rlm-sandbox: error: {err:#}");
+            EXIT_DRIVER_ERROR
+        }
+    }
+}
+
+/// Progress of a rootfs build, one line each on stderr.
+pub fn print_progress(p: &rlm_sandbox::rootfs::Progress) {
+    eprintln!("rlm-sandbox: rootfs: {p}");
+}

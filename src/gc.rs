@@ -1,0 +1,95 @@
+//! `gc`: removes what drivers that were killed (SIGKILL, power loss) left
+//! behind, recognised by the project's id prefix: run directories whose
+//! lock no live driver holds, their processes and runtime state, and cgroups.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::cgroup::{self, CgroupLayout};
+use crate::runtime::{find_binary, Runtime, RuntimeKind};
+use crate::supervise::{guard, ID_PREFIX};
+
+/// What one `gc` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Run ids cleaned up.
+    pub removed: Vec<String>,
+    /// Run ids in use by a live driver, left alone.
+    pub in_use: Vec<String>,
+    /// Processes killed.
+    pub killed_processes: usize,
+    /// What could not be removed, one message each.
+    pub errors: Vec<String>,
+}
+
+pub fn collect(state_dir: &Path, layout: &CgroupLayout) -> GcReport {
+    let mut report = GcReport::default();
+    let mut ids = BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(ID_PREFIX) {
+                ids.insert(name);
+            }
+        }
+    }
+    ids.extend(cgroup::leftover_runs(layout));
+    for id in ids {
+        let dir = state_dir.join(&id);
+        // Held by a live driver: not ours to touch.
+        let _lock = if dir.exists() {
+            match guard::try_lock(&dir) {
+                Some(lock) => Some(lock),
+                None if dir.join(guard::LOCK_FILE).exists() => {
+                    report.in_use.push(id);
+                    continue;
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        report.killed_processes += crate::procs::kill_mentioning(&id);
+        delete_runtime_state(&dir.join("state"), &id);
+        if let Err(e) = cgroup::remove_run(layout, &id) {
+            report.errors.push(format!("cgroup of {id}: {e}"));
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                report.errors.push(format!("{}: {e}", dir.display()));
+            }
+        }
+        report.removed.push(id);
+    }
+    report
+}
+
+/// Asks each installed runtime to delete the container, in case its state
+/// or processes remain (best effort: the directory goes next anyway).
+fn delete_runtime_state(state_root: &Path, id: &str) {
+    let has_state = std::fs::read_dir(state_root)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if !has_state {
+        return;
+    }
+    for kind in [RuntimeKind::Runsc, RuntimeKind::Runc] {
+        let Some(path) = find_binary(kind.name(), None) else {
+            continue;
+        };
+        let runtime = Runtime {
+            kind,
+            path,
+            extra_flags: Vec::new(),
+        };
+        let argv = runtime.delete_argv(state_root, Path::new("/dev/null"), id);
+        let _ = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

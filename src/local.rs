@@ -1,0 +1,118 @@
+//! `local` mode: the host's python with NO isolation, for development only.
+//! Same capture, timeout, classification and egress filter as a sandbox, so
+//! a caller sees the same result shape; never the default.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::capture::{pipe_file, Reader};
+use crate::config::Limits;
+use crate::egress::{EgressFilter, Stream};
+use crate::result::{ExecResult, Truncated, Usage};
+use crate::supervise::{classify, EndedBy, Observed, SuperviseError};
+
+/// Printed on stderr before every local run.
+pub const DANGER: &str = "rlm-sandbox: DANGER: RLM_EXECUTION_MODE=local runs the code on this \
+host with NO isolation: no sandbox, no network block, no resource limits beyond the timeout. \
+Never use it for untrusted code or in production.";
+
+pub fn run(
+    limits: &Limits,
+    egress: &EgressFilter,
+    code: &[u8],
+    cancel: &AtomicBool,
+) -> Result<ExecResult, SuperviseError> {
+    let start = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("rlms-local-")
+        .tempdir()
+        .map_err(|err| SuperviseError::RunDir {
+            path: std::env::temp_dir(),
+            err,
+        })?;
+    let path = dir.path().join("main.py");
+    std::fs::write(&path, code).map_err(|err| SuperviseError::Write {
+        path: path.clone(),
+        err,
+    })?;
+    let mut child = Command::new("python3")
+        .arg("-I")
+        .arg("-u")
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|err| SuperviseError::Spawn {
+            runtime: "python3".into(),
+            err,
+        })?;
+    let pgid = Pid::from_raw(child.id() as i32);
+    let readers = [
+            child.stdout.take().map(pipe_file),
+            child.stderr.take().map(pipe_file),
+        ]
+        .map(|p| p.map(|p| Reader::spawn(p, limits.max_stdout_bytes, |_| {})));
+    let mut ended_by = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|err| SuperviseError::Spawn {
+            runtime: "python3".into(),
+            err,
+        })? {
+            break status;
+        }
+        if ended_by.is_none() {
+            if cancel.load(Ordering::Relaxed) {
+                ended_by = Some(EndedBy::Cancelled);
+            } else if start.elapsed() >= limits.timeout {
+                ended_by = Some(EndedBy::Timeout);
+            }
+            if ended_by.is_some() {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let [stdout, stderr] =
+        readers.map(|r| r.map(|r| r.finish(Duration::from_secs(1))).unwrap_or_default());
+    use std::os::unix::process::ExitStatusExt;
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s));
+    let (status, signal) = classify(&Observed {
+        exit_code,
+        ended_by,
+        ..Observed::default()
+    });
+    if ended_by == Some(EndedBy::Cancelled) {
+        return Err(SuperviseError::Interrupted);
+    }
+    let out = egress.filter(Stream::Stdout, &stdout);
+    let err = egress.filter(Stream::Stderr, &stderr);
+    let mut findings = out.findings;
+    findings.extend(err.findings);
+    Ok(ExecResult {
+        status,
+        exit_code,
+        signal,
+        stdout: out.text,
+        stderr: err.text,
+        truncated: Truncated {
+            stdout: stdout.dropped,
+            stderr: stderr.dropped,
+        },
+        findings,
+        runtime: None,
+        duration_ms: start.elapsed().as_millis() as u64,
+        usage: Usage::default(),
+        error: None,
+    })
+}

@@ -1,0 +1,73 @@
+//! The Python rootfs a sandbox runs on: the configured one, or the default
+//! one, built into the cache on first use.
+
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use thiserror::Error;
+
+pub use rootfs_builder::{Manifest, Progress};
+
+#[derive(Debug, Error)]
+pub enum RootfsError {
+    #[error(
+        "rootfs {path} has no Python at {python}; build one with `rlm-sandbox rootfs build \
+         --output {path}` or point RLM_ROOTFS at a rootfs"
+    )]
+    NoPython { path: PathBuf, python: &'static str },
+    #[error("cannot lock {path} to build the default rootfs: {err}")]
+    Lock { path: PathBuf, err: std::io::Error },
+    #[error("building the default rootfs failed: {0}")]
+    Build(#[from] rootfs_builder::Error),
+}
+
+/// Whether `rootfs` looks usable: its Python exists.
+pub fn has_python(rootfs: &Path) -> bool {
+    rootfs
+        .join(rootfs_builder::PYTHON.trim_start_matches('/'))
+        .exists()
+}
+
+/// The configured rootfs, checked; or the default one, built (once, under a
+/// lock so concurrent first runs do not race) when missing.
+pub fn resolve(
+    configured: Option<&Path>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<PathBuf, RootfsError> {
+    if let Some(path) = configured {
+        return if has_python(path) {
+            Ok(path.to_path_buf())
+        } else {
+            Err(RootfsError::NoPython {
+                path: path.to_path_buf(),
+                python: rootfs_builder::PYTHON,
+            })
+        };
+    }
+    let path = rootfs_builder::default_rootfs_dir();
+    if has_python(&path) {
+        return Ok(path);
+    }
+    let lock_path = path.with_extension("lock");
+    let lock_err = |err| RootfsError::Lock {
+        path: lock_path.clone(),
+        err,
+    };
+    if let Some(parent) = lock_path.parent() {
+        std::fs::create_dir_all(parent).map_err(lock_err)?;
+    }
+    let file = std::fs::File::create(&lock_path).map_err(lock_err)?;
+    let _lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| lock_err(std::io::Error::from(errno)))?;
+    // Another driver may have built it while we waited for the lock.
+    if !has_python(&path) {
+        rootfs_builder::build(
+            &rootfs_builder::BuildOptions {
+                output: path.clone(),
+                ..Default::default()
+            },
+            progress,
+        )?;
+    }
+    Ok(path)
+}

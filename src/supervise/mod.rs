@@ -1,0 +1,399 @@
+//! One run, from bundle to result: create the run's cgroup and bundle,
+//! `<runtime> run`, wait with a wall-clock limit while both streams are
+//! drained, read the cgroup's counters, clean up, classify, filter.
+
+mod classify;
+pub mod guard;
+
+use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxSeccomp;
+use thiserror::Error;
+
+use crate::bundle::spec::{self, SpecInput};
+use crate::capture::{pipe_file, CapturedStream, Reader};
+use crate::cgroup::{CgroupError, CgroupLayout, RunCgroup};
+use crate::config::Config;
+use crate::egress::{EgressFilter, Stream};
+use crate::result::{ExecResult, RuntimeUsed, Status, Truncated, Usage};
+use crate::runtime::Selection;
+
+pub use classify::{classify, EndedBy, Observed};
+pub use guard::{new_run_id, CleanupError, RunDir, RunGuard, ID_PREFIX};
+
+/// After the driver kills the sandbox, how long the runtime may take to
+/// notice before the runtime's own processes are killed too.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+/// How long to wait for the pipes to close after the runtime exited.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// On cgroup v1, how far below the sandbox's memory limit the driver's
+/// parent cgroup is limited (see `Sandbox::run`).
+const V1_OOM_MARGIN: u64 = 4 << 20;
+/// The longest the supervisor sleeps between checks of the cancel flag.
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Error)]
+pub enum SuperviseError {
+    #[error("cannot prepare run directory under {path}: {err}")]
+    RunDir { path: PathBuf, err: std::io::Error },
+    #[error("cannot write {path}: {err}")]
+    Write { path: PathBuf, err: std::io::Error },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("cannot build config.json: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    #[error("cannot start {runtime}: {err}")]
+    Spawn { runtime: String, err: std::io::Error },
+    #[error("interrupted; the sandbox was killed and removed")]
+    Interrupted,
+    #[error("the run ended ({status}) but cleanup failed: {cleanup}")]
+    Cleanup {
+        status: &'static str,
+        cleanup: CleanupError,
+    },
+}
+
+/// What every run of one configuration shares: decided once, reused.
+pub struct Sandbox {
+    pub config: Config,
+    pub selection: Selection,
+    pub rootfs: PathBuf,
+    pub seccomp: LinuxSeccomp,
+    pub layout: CgroupLayout,
+    pub cgroup_caps: crate::cgroup::Capabilities,
+    pub egress: EgressFilter,
+}
+
+impl Sandbox {
+    /// Runs `code` in a fresh sandbox and removes everything afterwards.
+    /// `cancel` set from elsewhere (a signal handler) ends the run early.
+    pub fn run(&self, code: &[u8], cancel: &AtomicBool) -> Result<ExecResult, SuperviseError> {
+        let start = Instant::now();
+        let id = new_run_id();
+        let runtime = &self.selection.runtime;
+        let state_dir = &self.config.state_dir;
+        let mut guard = RunGuard::create(state_dir, &id, runtime.clone()).map_err(|err| {
+            SuperviseError::RunDir {
+                path: state_dir.clone(),
+                err,
+            }
+        })?;
+        let dir = guard.dir.clone();
+        let mut cgroup = RunCgroup::create(&self.layout, &id)?;
+        if !self.cgroup_caps.hierarchical_oom_counter {
+            // v1 counts an OOM kill only in the runtime's leaf, which the
+            // runtime deletes on exit; an OOM taken at our parent's limit is
+            // heard by the parent's eventfd. The margin below the leaf's
+            // limit exceeds the largest single charge (a 2 MiB huge page),
+            // so the parent's limit is always the one hit.
+            let limit = self.config.limits.memory_bytes;
+            cgroup.limit_memory(limit.saturating_sub(V1_OOM_MARGIN))?;
+        }
+        let cgroups_path = cgroup.container_path();
+        guard.cgroup = Some(cgroup);
+        self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, code)?;
+
+        let argv = runtime.run_argv(
+            &dir.state_root(),
+            &dir.log(),
+            &dir.bundle(),
+            &id,
+            self.config.network_enabled,
+        );
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C at the terminal reaches the
+            // driver only, which then ends the run in order; and the whole
+            // group can be killed if the runtime hangs.
+            .process_group(0)
+            .spawn()
+            .map_err(|err| SuperviseError::Spawn {
+                runtime: runtime.path.display().to_string(),
+                err,
+            })?;
+        let pgid = Pid::from_raw(child.id() as i32);
+
+        let (tx, events) = mpsc::channel::<Event>();
+        let limits = &self.config.limits;
+        let printed = Arc::new(AtomicU64::new(0));
+        let readers = [
+            child.stdout.take().map(pipe_file),
+            child.stderr.take().map(pipe_file),
+        ].map(|pipe| {
+            let (printed, tx, ceiling) = (printed.clone(), tx.clone(), limits.max_output_bytes);
+            pipe.map(|pipe| {
+                Reader::spawn(pipe, limits.max_stdout_bytes, move |n| {
+                    let before = printed.fetch_add(n as u64, Ordering::Relaxed);
+                    if before <= ceiling && before + n as u64 > ceiling {
+                        let _ = tx.send(Event::OutputCeiling);
+                    }
+                })
+            })
+        });
+        let waiter_tx = tx;
+        std::thread::spawn(move || {
+            let _ = waiter_tx.send(Event::Exited(child.wait()));
+        });
+
+        let deadline = start + limits.timeout;
+        let mut ended_by = None;
+        let mut escalate_at = None;
+        let exit: std::io::Result<ExitStatus> = loop {
+            let now = Instant::now();
+            let until = escalate_at.unwrap_or(deadline);
+            match events.recv_timeout(until.saturating_duration_since(now).min(TICK)) {
+                Ok(Event::Exited(status)) => break status,
+                Ok(Event::OutputCeiling) => {
+                    if ended_by.is_none() {
+                        ended_by = Some(EndedBy::OutputLimit);
+                        escalate_at = Some(self.kill(&guard, now));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if ended_by.is_none() && cancel.load(Ordering::Relaxed) {
+                        ended_by = Some(EndedBy::Cancelled);
+                        escalate_at = Some(self.kill(&guard, now));
+                    } else if ended_by.is_none() && now >= deadline {
+                        ended_by = Some(EndedBy::Timeout);
+                        escalate_at = Some(self.kill(&guard, now));
+                    } else if escalate_at.is_some_and(|t| now >= t) {
+                        // The runtime did not exit after its sandbox was
+                        // killed: it hangs. Kill it and everything it started.
+                        let _ = killpg(pgid, Signal::SIGKILL);
+                        crate::procs::kill_mentioning(&id);
+                        escalate_at = Some(now + KILL_GRACE);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(std::io::Error::other("runtime waiter thread vanished"))
+                }
+            }
+        };
+
+        // Counters first: cleanup removes the cgroup they live in.
+        let usage = guard.cgroup.as_ref().map_or_else(Usage::default, |cg| Usage {
+            memory_peak_bytes: cg.memory_peak_bytes(),
+            cpu_time_ms: cg.cpu_usage_ns().map(|ns| ns / 1_000_000),
+            oom_kills: cg.oom_kills(),
+        });
+        let runtime_error = runtime_log_error(&dir.log());
+        // Whatever still holds the pipes dies with the cleanup's kill.
+        if let Some(cg) = &guard.cgroup {
+            cg.kill_all();
+        }
+        let [stdout, stderr] =
+            readers.map(|r| r.map(|r| r.finish(DRAIN_WAIT)).unwrap_or_default());
+        let cleanup = guard.cleanup(ended_by.is_some() || exit.is_err() || runtime_error.is_some());
+
+        let (exit_code, runtime_signal) = match &exit {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                (status.code(), status.signal())
+            }
+            Err(_) => (None, None),
+        };
+        let observed = Observed {
+            exit_code,
+            runtime_signal: if ended_by.is_some() { None } else { runtime_signal },
+            ended_by,
+            oom_kills: usage.oom_kills,
+            runtime_error: runtime_error.or_else(|| exit.as_ref().err().map(|e| e.to_string())),
+        };
+        let (status, signal) = classify(&observed);
+        if let Err(cleanup) = cleanup {
+            return Err(SuperviseError::Cleanup {
+                status: status.as_str(),
+                cleanup,
+            });
+        }
+        if ended_by == Some(EndedBy::Cancelled) {
+            return Err(SuperviseError::Interrupted);
+        }
+        Ok(self.result(
+            status,
+            exit_code,
+            signal,
+            [stdout, stderr],
+            usage,
+            (status == Status::SandboxError)
+                .then_some(observed.runtime_error)
+                .flatten(),
+            start.elapsed(),
+        ))
+    }
+
+    /// Writes `bundle_dir/config.json` and `input_dir/main.py`: everything a
+    /// runtime needs to run `code` as this sandbox would.
+    pub fn write_bundle(
+        &self,
+        bundle_dir: &std::path::Path,
+        input_dir: &std::path::Path,
+        cgroups_path: &str,
+        code: &[u8],
+    ) -> Result<(), SuperviseError> {
+        write(&input_dir.join(spec::CODE_FILE), code)?;
+        let spec = spec::spec(&SpecInput {
+            limits: &self.config.limits,
+            runtime: self.selection.runtime.kind,
+            network_enabled: self.config.network_enabled,
+            rootfs: &self.rootfs,
+            input_dir,
+            cgroups_path,
+            seccomp: self.seccomp.clone(),
+        })?;
+        let config_path = bundle_dir.join("config.json");
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| SuperviseError::Write {
+            path: config_path.clone(),
+            err: e.into(),
+        })?;
+        write(&config_path, &json)
+    }
+
+    /// Kills everything in the run's cgroup; returns when to escalate to
+    /// killing the runtime itself.
+    fn kill(&self, guard: &RunGuard, now: Instant) -> Instant {
+        if let Some(cg) = &guard.cgroup {
+            cg.kill_all();
+        }
+        now + KILL_GRACE
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn result(
+        &self,
+        status: Status,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        [stdout, stderr]: [CapturedStream; 2],
+        usage: Usage,
+        error: Option<String>,
+        elapsed: Duration,
+    ) -> ExecResult {
+        let truncated = Truncated {
+            stdout: stdout.dropped,
+            stderr: stderr.dropped,
+        };
+        let out = self.egress.filter(Stream::Stdout, &stdout);
+        let err = self.egress.filter(Stream::Stderr, &stderr);
+        let mut findings = out.findings;
+        findings.extend(err.findings);
+        ExecResult {
+            status,
+            exit_code,
+            signal,
+            stdout: out.text,
+            stderr: err.text,
+            truncated,
+            findings,
+            runtime: Some(RuntimeUsed::from(&self.selection)),
+            duration_ms: elapsed.as_millis() as u64,
+            usage,
+            error,
+        }
+    }
+}
+
+enum Event {
+    Exited(std::io::Result<ExitStatus>),
+    OutputCeiling,
+}
+
+fn write(path: &std::path::Path, data: &[u8]) -> Result<(), SuperviseError> {
+    std::fs::write(path, data).map_err(|err| SuperviseError::Write {
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+/// The last error-level message of a runtime's JSON log: both runtimes log
+/// `{"level":"error","msg":...}` when they fail, and nothing at that level
+/// when the container merely exits non-zero.
+pub fn runtime_log_error(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    parse_log_errors(&text)
+}
+
+fn parse_log_errors(text: &str) -> Option<String> {
+    // runsc writes its JSON objects back to back, not one per line.
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .filter(|v| v["level"] == "error")
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_log_errors() {
+        let runc = r#"{"level":"error","msg":"runc run failed: invalid rootfs","time":"x"}
+"#;
+        assert_eq!(parse_log_errors(runc).as_deref(), Some("runc run failed: invalid rootfs"));
+        let runsc = r#"{"msg":"a","level":"error"}{"msg":"b","level":"warning"}{"msg":"c","level":"error"}"#;
+        assert_eq!(parse_log_errors(runsc).as_deref(), Some("c"));
+        assert_eq!(parse_log_errors(r#"{"msg":"x","level":"info"}"#), None);
+        assert_eq!(parse_log_errors(""), None);
+    }
+}
+
+/// Why a sandbox could not be prepared (nothing ran).
+#[derive(Debug, Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::bundle::seccomp::SeccompError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("rlm-sandbox must run as root to start runc or runsc (effective uid is {0})")]
+    NotRoot(u32),
+}
+
+impl Sandbox {
+    /// Decides everything runs of `config` share: runtime, rootfs (built on
+    /// first use, reporting `progress`), seccomp profile, cgroup layout.
+    pub fn prepare(
+        config: Config,
+        egress: EgressFilter,
+        progress: &mut dyn FnMut(&crate::rootfs::Progress),
+    ) -> Result<Sandbox, PrepareError> {
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid != 0 {
+            return Err(PrepareError::NotRoot(euid));
+        }
+        let selection = crate::runtime::select(&config)?;
+        let rootfs = crate::rootfs::resolve(config.rootfs.as_deref(), progress)?;
+        let seccomp = match &config.seccomp_profile {
+            Some(path) => crate::bundle::seccomp::load(path)?,
+            None => crate::bundle::seccomp::default_profile(),
+        };
+        let layout = CgroupLayout::detect()?;
+        let cgroup_caps = layout.capabilities();
+        Ok(Sandbox {
+            config,
+            selection,
+            rootfs,
+            seccomp,
+            layout,
+            cgroup_caps,
+            egress,
+        })
+    }
+}

@@ -1,0 +1,180 @@
+//! Helpers for integration tests that run the real `rlm-sandbox` binary
+//! against real runtimes, as root. A missing prerequisite is a printed skip
+//! locally and a failure when CI=true.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rlm-sandbox");
+
+/// Returns false (after printing why) when `runtime` cannot be tested here;
+/// panics instead when CI=true.
+pub fn prerequisites(runtime: &str) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root privileges".to_string());
+    }
+    if rlm_sandbox::runtime::find_binary(runtime, None).is_none() {
+        missing.push(format!("{runtime} (apt-get install {runtime})"));
+    }
+    let rootfs = std::env::var_os("RLM_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(rootfs_builder::default_rootfs_dir);
+    if !rlm_sandbox::rootfs::has_python(&rootfs) {
+        missing.push(format!("the rootfs at {} (scripts/setup builds it)", rootfs.display()));
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("missing {}", missing.join(", "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// A private state directory per test, checked empty at the end.
+pub struct Env {
+    pub state: tempfile::TempDir,
+    pub runtime: String,
+}
+
+impl Env {
+    pub fn new(runtime: &str) -> Env {
+        Env {
+            state: tempfile::Builder::new()
+                .prefix("rlm-test-state-")
+                .tempdir()
+                .expect("state tempdir"),
+            runtime: runtime.to_string(),
+        }
+    }
+
+    /// `rlm-sandbox <args...>` with this test's runtime and state dir.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("RLM_DOCKER_RUNTIME", &self.runtime)
+            .env("RLM_STATE_DIR", self.state.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs `rlm-sandbox run --json <args>` with `code` on stdin; returns
+    /// the parsed result and the driver's pid.
+    pub fn run_json(&self, code: &[u8], args: &[&str]) -> (serde_json::Value, Output) {
+        let mut full = vec!["run", "--json"];
+        full.extend_from_slice(args);
+        let mut child = self.command(&full).stdin(Stdio::piped()).spawn().expect("spawn");
+        let pid = child.id();
+        feed(&mut child, code);
+        let out = child.wait_with_output().expect("wait");
+        self.assert_clean(pid);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "not a JSON result ({e}): stdout={text:?} stderr={:?}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (value, out)
+    }
+
+    /// Nothing of the driver `pid`'s runs is left: no run directory, no
+    /// runtime state, no cgroup, no process.
+    pub fn assert_clean(&self, pid: u32) {
+        assert_clean_runs(self.state.path(), &format!("rlms-{pid}-"));
+    }
+}
+
+pub fn feed(child: &mut Child, data: &[u8]) {
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let data = data.to_vec();
+    // A writer thread: the driver may exit (e.g. on a bad flag) before
+    // reading everything, and a large write must not deadlock the test.
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+}
+
+/// Checks the state directory, every cgroup hierarchy and /proc for runs
+/// whose id starts with `prefix`.
+pub fn assert_clean_runs(state_dir: &Path, prefix: &str) {
+    let leftovers: Vec<String> = std::fs::read_dir(state_dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftovers.iter().all(|n| !n.starts_with(prefix)),
+        "run directories left in {}: {leftovers:?}",
+        state_dir.display()
+    );
+    let mut cgroups = Vec::new();
+    for hierarchy in cgroup_mounts() {
+        let parent = hierarchy.join("rlm-sandbox");
+        if let Ok(d) = std::fs::read_dir(&parent) {
+            for e in d.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(prefix) {
+                    cgroups.push(parent.join(name));
+                }
+            }
+        }
+    }
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    // Processes can take a moment to be reaped after SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let procs = rlm_sandbox::procs::pids_mentioning(Path::new("/proc"), prefix);
+        if procs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left behind: {procs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Mount points of every cgroup hierarchy (v1 controllers and v2).
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+        .filter_map(|l| l.split_whitespace().nth(4).map(PathBuf::from))
+        .collect()
+}
+
+/// Declares one test per runtime: `name_runsc` and `name_runc`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($(fn $name:ident($env:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                fn body($env: &common::Env) $body
+                #[test]
+                fn runsc() {
+                    if common::prerequisites("runsc") {
+                        body(&common::Env::new("runsc"));
+                    }
+                }
+                #[test]
+                fn runc() {
+                    if common::prerequisites("runc") {
+                        body(&common::Env::new("runc"));
+                    }
+                }
+            }
+        )*
+    };
+}

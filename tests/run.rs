@@ -1,0 +1,251 @@
+//! `rlm-sandbox run` against real runsc and runc: outputs, exit codes,
+//! inputs, limits and their classification, and nothing left behind.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+on_both_runtimes! {
+    fn prints_and_exit_codes(env) {
+        let (r, out) = env.run_json(
+            b"import sys\nprint('hello from the sandbox')\nprint('to stderr', file=sys.stderr)\nsys.exit(3)\n",
+            &[],
+        );
+        assert_eq!(r["status"], "error", "{r}");
+        assert_eq!(r["exit_code"], 3);
+        assert_eq!(r["signal"], serde_json::Value::Null);
+        assert_eq!(r["stdout"], "hello from the sandbox\n");
+        assert_eq!(r["stderr"], "to stderr\n");
+        assert_eq!(r["runtime"]["name"], env.runtime.as_str());
+        assert_eq!(r["runtime"]["fallback"], false);
+        assert_eq!(out.status.code(), Some(3));
+        let (r, out) = env.run_json(b"print(6 * 7)", &[]);
+        assert_eq!((r["status"].as_str(), r["exit_code"].as_i64()), (Some("ok"), Some(0)));
+        assert_eq!(r["stdout"], "42\n");
+        assert_eq!(out.status.code(), Some(0));
+        assert!(r["duration_ms"].as_u64().is_some());
+        assert!(r["usage"]["memory_peak_bytes"].as_u64().is_some_and(|b| b > 0), "{r}");
+    }
+
+    fn passes_streams_through_without_json(env) {
+        let out = env
+            .command(&["run", "-c", "import sys; print('out'); sys.stderr.write('err\\n'); sys.exit(5)"])
+            .output()
+            .expect("run");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+        assert_eq!(out.status.code(), Some(5));
+    }
+
+    fn code_from_argument_file_and_stdin(env) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("code.py");
+        std::fs::write(&file, "print('from a file')").expect("write");
+        let out = env.command(&["run", file.to_str().expect("utf8")]).output().expect("run");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "from a file\n");
+        let out = env.command(&["run", "-c", "print('from -c')"]).output().expect("run");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "from -c\n");
+        let (r, _) = env.run_json(b"print('from stdin')", &["-"]);
+        assert_eq!(r["stdout"], "from stdin\n");
+    }
+
+    fn ten_megabytes_of_code_from_stdin(env) {
+        // 10 MB of code never fits argv (128 KiB per argument): it must
+        // travel through the bundle.
+        let mut code = String::from("total = 0\n");
+        while code.len() < 10 << 20 {
+            code.push_str("total += 1  # padding padding padding padding padding padding\n");
+        }
+        code.push_str("print(total)\n");
+        let lines = code.lines().count() - 2;
+        let (r, _) = env.run_json(code.as_bytes(), &["--timeout", "60"]);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["stdout"], format!("{lines}\n"));
+    }
+
+    fn timeout_is_reported_within_two_seconds(env) {
+        let start = Instant::now();
+        let (r, _) = env.run_json(b"while True: pass", &["--timeout", "2"]);
+        let elapsed = start.elapsed();
+        assert_eq!(r["status"], "timeout", "{r}");
+        assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+    }
+
+    fn output_ceiling_ends_an_endless_print_loop(env) {
+        let (r, _) = env.run_json(
+            b"while True: print('spam' * 1000)",
+            &["--max-output-bytes", "20m", "--max-stdout-bytes", "64k", "--timeout", "30"],
+        );
+        assert_eq!(r["status"], "output_limit", "{r}");
+        assert!(r["truncated"]["stdout"].as_u64().expect("count") > 10 << 20, "{r}");
+        assert!(r["stdout"].as_str().expect("text").contains("bytes dropped"));
+    }
+
+    fn a_gigabyte_of_output_keeps_the_driver_small(env) {
+        let mut child = env
+            .command(&[
+                "run", "--json", "--max-output-bytes", "2g", "--timeout", "120", "-c",
+                "import sys\nb = 'x' * (1 << 20)\nfor _ in range(1024): sys.stdout.write(b)\nprint('END')",
+            ])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            stdout.read_to_string(&mut s).expect("read");
+            s
+        });
+        let mut peak_kib = 0u64;
+        while child.try_wait().expect("try_wait").is_none() {
+            if let Some(kib) = vm_hwm_kib(pid) {
+                peak_kib = peak_kib.max(kib);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let r: serde_json::Value = serde_json::from_str(reader.join().expect("join").trim()).expect("json");
+        env.assert_clean(pid);
+        assert_eq!(r["status"], "ok", "{r}");
+        let kept = r["stdout"].as_str().expect("stdout");
+        assert!(kept.ends_with("xxxxEND\n"), "tail kept");
+        let dropped = r["truncated"]["stdout"].as_u64().expect("dropped");
+        assert_eq!(dropped + (1 << 20), (1 << 30) + 4, "1 GiB + 'END\\n' minus the 1 MiB kept");
+        assert!(peak_kib > 0, "never saw the driver's memory");
+        assert!(peak_kib < 20 * 1024, "driver peak RSS {peak_kib} KiB");
+    }
+
+    fn nothing_left_after_a_runtime_failure(env) {
+        // A rootfs without Python: refused before anything starts.
+        let empty = tempfile::tempdir().expect("tempdir");
+        let out = env
+            .command(&["run", "--rootfs", empty.path().to_str().expect("utf8"), "-c", "print(1)"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("has no Python"));
+        // A rootfs whose Python cannot start: the runtime fails.
+        let broken = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(broken.path().join("usr/bin")).expect("mkdir");
+        std::fs::write(broken.path().join("usr/bin/python3"), "not an executable").expect("write");
+        let mut child = env
+            .command(&["run", "--json", "--rootfs", broken.path().to_str().expect("utf8"), "-c", "print(1)"])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("wait");
+        env.assert_clean(pid);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(r["status"], "sandbox_error", "{r}");
+        assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+        assert_eq!(out.status.code(), Some(125));
+    }
+
+    fn interrupted_driver_removes_its_sandbox(env) {
+        let mut child = env
+            .command(&["run", "-c", "import time\nprint('started', flush=True)\ntime.sleep(60)"])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 8];
+        stdout.read_exact(&mut first).expect("sandbox started");
+        assert_eq!(&first, b"started\n");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT)
+            .expect("SIGINT");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(130));
+        env.assert_clean(pid);
+    }
+
+    fn gc_removes_what_a_killed_driver_left(env) {
+        let mut child = env
+            .command(&["run", "-c", "import time\nprint('started', flush=True)\ntime.sleep(120)"])
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 8];
+        stdout.read_exact(&mut first).expect("sandbox started");
+        child.kill().expect("SIGKILL the driver");
+        child.wait().expect("reap");
+        // The driver died without cleaning: its run is still there.
+        let runs: Vec<_> = std::fs::read_dir(env.state.path()).expect("state").flatten().collect();
+        assert_eq!(runs.len(), 1, "the killed driver's run directory");
+        let out = env.command(&["gc", "--json"]).output().expect("gc");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let prefix = format!("rlms-{pid}-");
+        assert!(
+            report["removed"].as_array().expect("removed").iter().any(|id| id.as_str().is_some_and(|s| s.starts_with(&prefix))),
+            "{report}"
+        );
+        env.assert_clean(pid);
+    }
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn memory_bomb_is_oom_with_137_on_runc() {
+    if !common::prerequisites("runc") {
+        return;
+    }
+    let env = common::Env::new("runc");
+    let (r, out) = env.run_json(b"x = 'a' * 10**9\nprint('survived')", &[]);
+    assert_eq!(r["status"], "oom", "{r}");
+    assert_eq!(r["exit_code"], 137);
+    assert_eq!(r["usage"]["oom_kills"].as_u64().map(|n| n >= 1), Some(true), "{r}");
+    assert_eq!(out.status.code(), Some(137));
+    assert!(!r["stdout"].as_str().expect("stdout").contains("survived"));
+}
+
+#[test]
+fn memory_bomb_on_runsc_is_contained_and_reported_as_measured() {
+    if !common::prerequisites("runsc") {
+        return;
+    }
+    let env = common::Env::new("runsc");
+    let (r, _) = env.run_json(b"x = 'a' * 10**9\nprint('survived')", &[]);
+    // gVisor's Sentry holds the guest's memory: the host OOM killer ends
+    // the whole sandbox, and the cgroup counter says so.
+    assert!(!r["stdout"].as_str().expect("stdout").contains("survived"), "{r}");
+    assert_eq!(r["status"], "oom", "{r}");
+    assert_eq!(r["exit_code"], 137, "{r}");
+    assert!(r["usage"]["oom_kills"].as_u64().is_some_and(|n| n >= 1), "{r}");
+}
+
+#[test]
+fn a_hung_runtime_is_killed_at_the_timeout() {
+    if !common::prerequisites("runsc") {
+        return;
+    }
+    // runsc --platform=kvm hangs forever on this kind of host: the driver
+    // must kill the runtime's own processes, not only the sandbox.
+    let env = common::Env::new("runsc");
+    let start = Instant::now();
+    let (r, _) = env.run_json(b"print('never')", &["--timeout", "3", "--runsc-flags", "--platform=kvm"]);
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    assert_eq!(r["status"], "timeout", "{r}");
+    assert_ne!(r["stdout"], "never\n");
+}
+
+#[test]
+fn stdin_is_not_inherited() {
+    if !common::prerequisites("runc") {
+        return;
+    }
+    let env = common::Env::new("runc");
+    let out = env
+        .command(&["run", "-c", "import sys; print(repr(sys.stdin.read()))"])
+        .stdin(Stdio::piped())
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "''\n");
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rlm_sandbox::capture::CapturedStream;
-use rlm_sandbox::egress::{ContextEchoIndex, EchoConfig, EgressConfig, EgressFilter, KnownSecret, Stream};
+use rlm_sandbox::egress::{
+    ContextEchoIndex, EchoConfig, EgressConfig, EgressFilter, KnownSecret, Stream,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -30,21 +32,90 @@ impl Rng {
         items[self.below(items.len())]
     }
     fn pick_from(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len).map(|_| alphabet[self.below(alphabet.len())] as char).collect()
+        (0..len)
+            .map(|_| alphabet[self.below(alphabet.len())] as char)
+            .collect()
     }
 }
 
 const WORDS: &[&str] = &[
-    "the", "model", "reads", "context", "and", "prints", "a", "summary", "of", "each", "chapter",
-    "revenue", "grew", "in", "quarter", "while", "costs", "fell", "customers", "reported", "issues",
-    "with", "login", "pages", "token", "secret", "password", "key", "analysis", "shows", "that",
-    "results", "were", "consistent", "across", "regions", "north", "south", "between", "because",
-    "however", "document", "section", "table", "figure", "according", "authentication", "service",
-    "configuration", "environment", "Tuesday", "January", "London", "Paris", "the", "of", "to",
+    "the",
+    "model",
+    "reads",
+    "context",
+    "and",
+    "prints",
+    "a",
+    "summary",
+    "of",
+    "each",
+    "chapter",
+    "revenue",
+    "grew",
+    "in",
+    "quarter",
+    "while",
+    "costs",
+    "fell",
+    "customers",
+    "reported",
+    "issues",
+    "with",
+    "login",
+    "pages",
+    "token",
+    "secret",
+    "password",
+    "key",
+    "analysis",
+    "shows",
+    "that",
+    "results",
+    "were",
+    "consistent",
+    "across",
+    "regions",
+    "north",
+    "south",
+    "between",
+    "because",
+    "however",
+    "document",
+    "section",
+    "table",
+    "figure",
+    "according",
+    "authentication",
+    "service",
+    "configuration",
+    "environment",
+    "Tuesday",
+    "January",
+    "London",
+    "Paris",
+    "the",
+    "of",
+    "to",
 ];
 const IDENTS: &[&str] = &[
-    "context", "chunk", "result", "answer", "i", "offset", "matches", "text", "line", "count",
-    "tokens", "token_count", "password_hint", "api_key_name", "secret_name", "buffer", "df", "row",
+    "context",
+    "chunk",
+    "result",
+    "answer",
+    "i",
+    "offset",
+    "matches",
+    "text",
+    "line",
+    "count",
+    "tokens",
+    "token_count",
+    "password_hint",
+    "api_key_name",
+    "secret_name",
+    "buffer",
+    "df",
+    "row",
 ];
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const HEX: &[u8] = b"0123456789abcdef";
@@ -68,13 +139,25 @@ fn code(rng: &mut Rng, out: &mut String, len: usize) {
         let (a, b) = (rng.pick(IDENTS), rng.pick(IDENTS));
         let line = match rng.below(8) {
             0 => format!("for {a} in range(len({b})):\n"),
-            1 => format!("    {a} = {b}[{}:{}]\n", rng.below(10_000), rng.below(100_000)),
+            1 => format!(
+                "    {a} = {b}[{}:{}]\n",
+                rng.below(10_000),
+                rng.below(100_000)
+            ),
             2 => format!("    if {a} == \"{}\":\n", rng.pick(WORDS)),
             3 => format!("        print(f\"{a}={{{b}}} at {{i}}\")\n"),
             4 => format!("def process_{a}_{b}(self, {a}, {b}=None):\n"),
-            5 => format!("    {a}.append(re.findall(r\"\\b{}\\w+\", {b}))\n", rng.pick(WORDS)),
+            5 => format!(
+                "    {a}.append(re.findall(r\"\\b{}\\w+\", {b}))\n",
+                rng.pick(WORDS)
+            ),
             6 => format!("fn {a}_{b}(x: &[u8]) -> Result<Vec<u8>, Error> {{ Ok(x.to_vec()) }}\n"),
-            _ => format!("    return {a} + {}  # {} {}\n", rng.below(100), rng.pick(WORDS), rng.pick(WORDS)),
+            _ => format!(
+                "    return {a} + {}  # {} {}\n",
+                rng.below(100),
+                rng.pick(WORDS),
+                rng.pick(WORDS)
+            ),
         };
         out.push_str(&line);
     }
@@ -97,7 +180,14 @@ fn csv_and_logs(rng: &mut Rng, out: &mut String, len: usize) {
     let end = out.len() + len;
     while out.len() < end {
         if rng.below(2) == 0 {
-            out.push_str(&format!("{},{},{}.{},{}\n", rng.below(1 << 30), rng.next(), rng.below(1000), rng.below(1_000_000), rng.next() as i64));
+            out.push_str(&format!(
+                "{},{},{}.{},{}\n",
+                rng.below(1 << 30),
+                rng.next(),
+                rng.below(1000),
+                rng.below(1_000_000),
+                rng.next() as i64
+            ));
         } else {
             out.push_str(&format!(
                 "2024-05-{:02}T{:02}:{:02}:{:02}Z INFO [worker-{}] GET /api/v1/users/{}/orders status=200 duration_ms={} sha256={}\n",
@@ -133,14 +223,20 @@ fn with_secrets(seed: u64, len: usize) -> (String, usize) {
     for (i, piece) in base.as_bytes().chunks(64 * 1024).enumerate() {
         out.push_str(&String::from_utf8_lossy(piece));
         let secret = match i % 8 {
-            0 => format!("AKIA{}", rng.pick_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)),
+            0 => format!(
+                "AKIA{}",
+                rng.pick_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+            ),
             1 => format!("ghp_{}", rng.pick_from(ALNUM, 36)),
             2 => format!("sk-proj-{}", rng.pick_from(ALNUM, 64)),
             3 => format!("xoxb-123456789012-{}", rng.pick_from(ALNUM, 24)),
             4 => format!("DB_PASSWORD={}", rng.pick_from(ALNUM, 14)),
             5 => format!("Authorization: Bearer {}", rng.pick_from(ALNUM, 40)),
             6 => format!("leaked {}", rng.pick_from(ALNUM, 40)),
-            _ => format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----", rng.pick_from(ALNUM, 64)),
+            _ => format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----",
+                rng.pick_from(ALNUM, 64)
+            ),
         };
         out.push_str(&format!("\n{secret}\n"));
         planted += 1;
@@ -157,20 +253,33 @@ fn report_accuracy() {
         Err(e) => panic!("filter: {e}"),
     };
     let benign = benign(1, CORPUS);
-    let fp = filter.filter_text(Stream::Stdout, benign.as_bytes()).findings;
-    eprintln!("egress: benign corpus {} bytes: {} false positives", benign.len(), fp.len());
+    let fp = filter
+        .filter_text(Stream::Stdout, benign.as_bytes())
+        .findings;
+    eprintln!(
+        "egress: benign corpus {} bytes: {} false positives",
+        benign.len(),
+        fp.len()
+    );
     for f in fp.iter().take(10) {
         eprintln!("  {} {:?}", f.kind, &benign[f.span[0]..f.span[1]]);
     }
     let (mixed, planted) = with_secrets(2, CORPUS);
-    let found = filter.filter_text(Stream::Stdout, mixed.as_bytes()).findings;
-    eprintln!("egress: mixed corpus: {planted} secrets planted, {} findings", found.len());
+    let found = filter
+        .filter_text(Stream::Stdout, mixed.as_bytes())
+        .findings;
+    eprintln!(
+        "egress: mixed corpus: {planted} secrets planted, {} findings",
+        found.len()
+    );
 }
 
 fn bench_filter(c: &mut Criterion) {
     report_accuracy();
     let mut group = c.benchmark_group("egress_filter");
-    group.sample_size(20).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
     let benign = benign(1, CORPUS);
     let (mixed, _) = with_secrets(2, CORPUS);
     let filter = match EgressFilter::new(EgressConfig::default()) {
@@ -178,24 +287,42 @@ fn bench_filter(c: &mut Criterion) {
         Err(e) => panic!("filter: {e}"),
     };
     group.throughput(Throughput::Bytes(benign.len() as u64));
-    group.bench_function("benign", |b| b.iter(|| filter.filter_text(Stream::Stdout, black_box(benign.as_bytes()))));
+    group.bench_function("benign", |b| {
+        b.iter(|| filter.filter_text(Stream::Stdout, black_box(benign.as_bytes())))
+    });
     group.throughput(Throughput::Bytes(mixed.len() as u64));
-    group.bench_function("mixed_with_secrets", |b| b.iter(|| filter.filter_text(Stream::Stdout, black_box(mixed.as_bytes()))));
+    group.bench_function("mixed_with_secrets", |b| {
+        b.iter(|| filter.filter_text(Stream::Stdout, black_box(mixed.as_bytes())))
+    });
     // With two known host secrets, and as a capped capture (head + tail).
     let known = vec![
-        KnownSecret::new("OPENAI_API_KEY", b"sk-proj-abcdefghijklmnopqrstuvwxyz0123456789".to_vec()),
+        KnownSecret::new(
+            "OPENAI_API_KEY",
+            b"sk-proj-abcdefghijklmnopqrstuvwxyz0123456789".to_vec(),
+        ),
         KnownSecret::new("DB_PASS", b"correct-horse-battery-staple".to_vec()),
     ];
     let known: Vec<KnownSecret> = known.into_iter().filter_map(Result::ok).collect();
-    let filter_known = match EgressFilter::new(EgressConfig { known_secrets: known, ..EgressConfig::default() }) {
+    let filter_known = match EgressFilter::new(EgressConfig {
+        known_secrets: known,
+        ..EgressConfig::default()
+    }) {
         Ok(f) => f,
         Err(e) => panic!("filter: {e}"),
     };
     group.throughput(Throughput::Bytes(benign.len() as u64));
-    group.bench_function("benign_known_secrets", |b| b.iter(|| filter_known.filter_text(Stream::Stdout, black_box(benign.as_bytes()))));
+    group.bench_function("benign_known_secrets", |b| {
+        b.iter(|| filter_known.filter_text(Stream::Stdout, black_box(benign.as_bytes())))
+    });
     let half = benign.len() / 2;
-    let captured = CapturedStream { head: benign.as_bytes()[..half].to_vec(), tail: benign.as_bytes()[half..].to_vec(), dropped: 12345 };
-    group.bench_function("benign_captured", |b| b.iter(|| filter.filter(Stream::Stderr, black_box(&captured))));
+    let captured = CapturedStream {
+        head: benign.as_bytes()[..half].to_vec(),
+        tail: benign.as_bytes()[half..].to_vec(),
+        dropped: 12345,
+    };
+    group.bench_function("benign_captured", |b| {
+        b.iter(|| filter.filter(Stream::Stderr, black_box(&captured)))
+    });
     group.finish();
 }
 
@@ -211,7 +338,9 @@ fn bench_echo(c: &mut Criterion) {
         index.window()
     );
     let mut group = c.benchmark_group("egress_echo");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Bytes(context.len() as u64));
     group.bench_function(BenchmarkId::new("index_build", "100MB"), |b| {
         b.iter(|| ContextEchoIndex::build(black_box(context.as_bytes()), &cfg))
@@ -223,26 +352,41 @@ fn bench_echo(c: &mut Criterion) {
     for _ in 0..16 {
         let at = rng.below(CONTEXT - 200_000);
         let at = (at..).find(|&i| context.is_char_boundary(i)).unwrap_or(0);
-        let end = (at + 100_000..).find(|&i| context.is_char_boundary(i)).unwrap_or(at);
-        let pos = (rng.below(output.len())..).find(|&i| output.is_char_boundary(i)).unwrap_or(0);
+        let end = (at + 100_000..)
+            .find(|&i| context.is_char_boundary(i))
+            .unwrap_or(at);
+        let pos = (rng.below(output.len())..)
+            .find(|&i| output.is_char_boundary(i))
+            .unwrap_or(0);
         output.insert_str(pos, &context[at..end]);
     }
     let report = index.check(output.as_bytes(), cfg.min_run);
-    eprintln!("egress: echo check: 16 planted 100 KB echoes, {} spans, {} bytes echoed", report.spans.len(), report.echoed_bytes);
+    eprintln!(
+        "egress: echo check: 16 planted 100 KB echoes, {} spans, {} bytes echoed",
+        report.spans.len(),
+        report.echoed_bytes
+    );
     let clean = benign(5, 16 << 20);
     let clean_report = index.check(clean.as_bytes(), cfg.min_run);
-    eprintln!("egress: echo check on unrelated output: {} spans, {} bytes", clean_report.spans.len(), clean_report.echoed_bytes);
+    eprintln!(
+        "egress: echo check on unrelated output: {} spans, {} bytes",
+        clean_report.spans.len(),
+        clean_report.echoed_bytes
+    );
     group.sample_size(20);
     group.throughput(Throughput::Bytes(output.len() as u64));
-    group.bench_function(BenchmarkId::new("check", "16MB_output"), |b| b.iter(|| index.check(black_box(output.as_bytes()), cfg.min_run)));
+    group.bench_function(BenchmarkId::new("check", "16MB_output"), |b| {
+        b.iter(|| index.check(black_box(output.as_bytes()), cfg.min_run))
+    });
     let filter = match EgressFilter::new(EgressConfig::default()) {
         Ok(f) => f.with_context(index.clone()),
         Err(e) => panic!("filter: {e}"),
     };
     group.throughput(Throughput::Bytes(clean.len() as u64));
-    group.bench_function(BenchmarkId::new("full_filter_with_context", "16MB_benign"), |b| {
-        b.iter(|| filter.filter_text(Stream::Stdout, black_box(clean.as_bytes())))
-    });
+    group.bench_function(
+        BenchmarkId::new("full_filter_with_context", "16MB_benign"),
+        |b| b.iter(|| filter.filter_text(Stream::Stdout, black_box(clean.as_bytes()))),
+    );
     group.finish();
 }
 

@@ -220,7 +220,10 @@ mod tests {
         let mut c = BoundedCapture::new(4);
         c.push(b"abcdefghij");
         let s = c.finish();
-        assert_eq!((s.head.as_slice(), s.tail.as_slice(), s.dropped), (&b"ab"[..], &b"ij"[..], 6));
+        assert_eq!(
+            (s.head.as_slice(), s.tail.as_slice(), s.dropped),
+            (&b"ab"[..], &b"ij"[..], 6)
+        );
     }
 
     #[test]
@@ -234,7 +237,10 @@ mod tests {
         std::io::Write::write_all(&mut w, b"hello, bounded world").expect("write");
         drop(w);
         let s = reader.finish(std::time::Duration::from_secs(5));
-        assert_eq!((s.head.as_slice(), s.tail.as_slice(), s.dropped), (&b"hell"[..], &b"orld"[..], 12));
+        assert_eq!(
+            (s.head.as_slice(), s.tail.as_slice(), s.dropped),
+            (&b"hell"[..], &b"orld"[..], 12)
+        );
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 20);
     }
 
@@ -242,7 +248,11 @@ mod tests {
     fn drain_stops_when_told() {
         let data = vec![b'x'; 1 << 20];
         let s = drain(&data[..], 8, |total| total < 100_000).expect("read from a slice");
-        assert!(s.total() >= 100_000 && s.total() < (1 << 20), "{}", s.total());
+        assert!(
+            s.total() >= 100_000 && s.total() < (1 << 20),
+            "{}",
+            s.total()
+        );
         assert_eq!(s.head.len() + s.tail.len(), 8);
     }
 }

@@ -174,7 +174,11 @@ pub fn posture(config: &Config) -> Posture {
         enforced,
         seccomp_kernel,
         seccomp_profile,
-        network: if config.network_enabled { "host (ENABLED)" } else { "none" },
+        network: if config.network_enabled {
+            "host (ENABLED)"
+        } else {
+            "none"
+        },
         limits: config.limits.clone(),
         rootfs: RootfsState {
             path: rootfs_path.display().to_string(),

@@ -465,7 +465,9 @@ fn apply(config: &mut Config, key: Key, raw: &Raw) -> Result<(), ConfigError> {
         }
         Key::PidsLimit => {
             limits.pids = parse(key, raw, |s| {
-                s.parse::<u32>().ok().filter(|n| (8..=1_000_000).contains(n))
+                s.parse::<u32>()
+                    .ok()
+                    .filter(|n| (8..=1_000_000).contains(n))
             })?
         }
         Key::ExecutionTimeout => {
@@ -606,9 +608,16 @@ mod tests {
              number with k, m or g (binary units), e.g. 512m"
         );
         let err = resolve(&[], &[(Key::ExecutionTimeout, "-3")]).expect_err("refused");
-        assert!(err.to_string().starts_with("invalid --timeout value \"-3\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid --timeout value \"-3\""),
+            "{err}"
+        );
         let err = resolve(&[("RLM_DOCKER_RUNTIME", "kata")], &[]).expect_err("refused");
-        assert!(err.to_string().contains("one of auto, runsc, runc"), "{err}");
+        assert!(
+            err.to_string().contains("one of auto, runsc, runc"),
+            "{err}"
+        );
         let err = resolve(&[("RLM_NETWORK_ENABLED", "maybe")], &[]).expect_err("refused");
         assert!(err.to_string().contains("RLM_NETWORK_ENABLED"), "{err}");
         let err = resolve(&[("RLM_CPU_LIMIT", "0")], &[]).expect_err("refused");
@@ -620,8 +629,11 @@ mod tests {
     #[test]
     fn maximum_refuses_runc_and_network() {
         assert!(resolve(&[("RLM_PRESET", "maximum")], &[]).is_ok());
-        let err = resolve(&[("RLM_PRESET", "maximum"), ("RLM_DOCKER_RUNTIME", "runc")], &[])
-            .expect_err("refused");
+        let err = resolve(
+            &[("RLM_PRESET", "maximum"), ("RLM_DOCKER_RUNTIME", "runc")],
+            &[],
+        )
+        .expect_err("refused");
         assert!(err.to_string().contains("requires runtime runsc"), "{err}");
         assert!(resolve(
             &[("RLM_PRESET", "maximum"), ("RLM_NETWORK_ENABLED", "true")],
@@ -668,10 +680,16 @@ mod tests {
         let err = Layers::collect(Some(&path), |_| None, &BTreeMap::new())
             .and_then(|l| l.resolve())
             .expect_err("refused");
-        assert!(err.to_string().starts_with("invalid memory_limit in "), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid memory_limit in "),
+            "{err}"
+        );
 
         std::fs::write(&path, r#"{"memroy_limit": "1g"}"#).expect("write");
         let err = Layers::collect(Some(&path), |_| None, &BTreeMap::new()).expect_err("refused");
-        assert!(err.to_string().contains("unknown setting \"memroy_limit\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown setting \"memroy_limit\""),
+            "{err}"
+        );
     }
 }

@@ -38,17 +38,22 @@ pub fn collect(state_dir: &Path, layout: &CgroupLayout) -> GcReport {
     ids.extend(cgroup::leftover_runs(layout));
     for id in ids {
         let dir = state_dir.join(&id);
-        // Held by a live driver: not ours to touch.
-        let _lock = if dir.exists() {
+        // A run directory's lock is held by its live driver. A cgroup
+        // without a directory here may belong to a driver using another
+        // state directory: its id names the driver's pid.
+        let _lock = if dir.join(guard::LOCK_FILE).exists() {
             match guard::try_lock(&dir) {
                 Some(lock) => Some(lock),
-                None if dir.join(guard::LOCK_FILE).exists() => {
+                None => {
                     report.in_use.push(id);
                     continue;
                 }
-                None => None,
             }
         } else {
+            if driver_alive(&id) {
+                report.in_use.push(id);
+                continue;
+            }
             None
         };
         report.killed_processes += crate::procs::kill_mentioning(&id);
@@ -64,6 +69,15 @@ pub fn collect(state_dir: &Path, layout: &CgroupLayout) -> GcReport {
         report.removed.push(id);
     }
     report
+}
+
+/// Whether the driver whose pid is in `id` (`rlms-<pid>-<random>`) still
+/// runs. Ids without a pid (bundles written for the raw runtime) have none.
+fn driver_alive(id: &str) -> bool {
+    id.strip_prefix(ID_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
 }
 
 /// Asks each installed runtime to delete the container, in case its state
@@ -91,5 +105,23 @@ fn delete_runtime_state(state_root: &Path, id: &str) {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_a_live_driver_is_in_use() {
+        assert!(driver_alive(&format!(
+            "{ID_PREFIX}{}-abcdef",
+            std::process::id()
+        )));
+        assert!(!driver_alive(&format!(
+            "{ID_PREFIX}{}-abcdef",
+            u32::MAX - 1
+        )));
+        assert!(!driver_alive("rlms-bundle-runc"));
     }
 }

@@ -4,8 +4,8 @@
 
 pub mod bundle;
 pub mod capture;
-pub mod check;
 pub mod cgroup;
+pub mod check;
 pub mod config;
 pub mod egress;
 pub mod gc;

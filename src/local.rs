@@ -56,10 +56,10 @@ pub fn run(
         })?;
     let pgid = Pid::from_raw(child.id() as i32);
     let readers = [
-            child.stdout.take().map(pipe_file),
-            child.stderr.take().map(pipe_file),
-        ]
-        .map(|p| p.map(|p| Reader::spawn(p, limits.max_stdout_bytes, |_| {})));
+        child.stdout.take().map(pipe_file),
+        child.stderr.take().map(pipe_file),
+    ]
+    .map(|p| p.map(|p| Reader::spawn(p, limits.max_stdout_bytes, |_| {})));
     let mut ended_by = None;
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|err| SuperviseError::Spawn {
@@ -81,12 +81,12 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(5));
     };
     let _ = killpg(pgid, Signal::SIGKILL);
-    let [stdout, stderr] =
-        readers.map(|r| r.map(|r| r.finish(Duration::from_secs(1))).unwrap_or_default());
+    let [stdout, stderr] = readers.map(|r| {
+        r.map(|r| r.finish(Duration::from_secs(1)))
+            .unwrap_or_default()
+    });
     use std::os::unix::process::ExitStatusExt;
-    let exit_code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s));
+    let exit_code = status.code().or_else(|| status.signal().map(|s| 128 + s));
     let (status, signal) = classify(&Observed {
         exit_code,
         ended_by,

@@ -52,7 +52,12 @@ mod tests {
             .args(["-c", "import time; time.sleep(30)", &marker])
             .spawn()
             .expect("spawn python3");
-        let found = pids_mentioning(Path::new("/proc"), &marker);
+        // Until the child has exec'd, its command line is still ours.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut found = Vec::new();
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            found = pids_mentioning(Path::new("/proc"), &marker);
+        }
         assert_eq!(found, vec![child.id() as i32]);
         assert_eq!(kill_mentioning(&marker), 1);
         let status = child.wait().expect("wait");

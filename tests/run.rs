@@ -148,10 +148,7 @@ on_both_runtimes! {
             .spawn()
             .expect("spawn");
         let pid = child.id();
-        let mut stdout = child.stdout.take().expect("stdout");
-        let mut first = [0u8; 8];
-        stdout.read_exact(&mut first).expect("sandbox started");
-        assert_eq!(&first, b"started\n");
+        common::wait_for_sandbox(pid);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT)
             .expect("SIGINT");
         let status = child.wait().expect("wait");
@@ -165,9 +162,7 @@ on_both_runtimes! {
             .spawn()
             .expect("spawn");
         let pid = child.id();
-        let mut stdout = child.stdout.take().expect("stdout");
-        let mut first = [0u8; 8];
-        stdout.read_exact(&mut first).expect("sandbox started");
+        common::wait_for_sandbox(pid);
         child.kill().expect("SIGKILL the driver");
         child.wait().expect("reap");
         // The driver died without cleaning: its run is still there.
@@ -200,7 +195,11 @@ fn memory_bomb_is_oom_with_137_on_runc() {
     let (r, out) = env.run_json(b"x = 'a' * 10**9\nprint('survived')", &[]);
     assert_eq!(r["status"], "oom", "{r}");
     assert_eq!(r["exit_code"], 137);
-    assert_eq!(r["usage"]["oom_kills"].as_u64().map(|n| n >= 1), Some(true), "{r}");
+    assert_eq!(
+        r["usage"]["oom_kills"].as_u64().map(|n| n >= 1),
+        Some(true),
+        "{r}"
+    );
     assert_eq!(out.status.code(), Some(137));
     assert!(!r["stdout"].as_str().expect("stdout").contains("survived"));
 }
@@ -214,10 +213,16 @@ fn memory_bomb_on_runsc_is_contained_and_reported_as_measured() {
     let (r, _) = env.run_json(b"x = 'a' * 10**9\nprint('survived')", &[]);
     // gVisor's Sentry holds the guest's memory: the host OOM killer ends
     // the whole sandbox, and the cgroup counter says so.
-    assert!(!r["stdout"].as_str().expect("stdout").contains("survived"), "{r}");
+    assert!(
+        !r["stdout"].as_str().expect("stdout").contains("survived"),
+        "{r}"
+    );
     assert_eq!(r["status"], "oom", "{r}");
     assert_eq!(r["exit_code"], 137, "{r}");
-    assert!(r["usage"]["oom_kills"].as_u64().is_some_and(|n| n >= 1), "{r}");
+    assert!(
+        r["usage"]["oom_kills"].as_u64().is_some_and(|n| n >= 1),
+        "{r}"
+    );
 }
 
 #[test]
@@ -229,7 +234,10 @@ fn a_hung_runtime_is_killed_at_the_timeout() {
     // must kill the runtime's own processes, not only the sandbox.
     let env = common::Env::new("runsc");
     let start = Instant::now();
-    let (r, _) = env.run_json(b"print('never')", &["--timeout", "3", "--runsc-flags", "--platform=kvm"]);
+    let (r, _) = env.run_json(
+        b"print('never')",
+        &["--timeout", "3", "--runsc-flags", "--platform=kvm"],
+    );
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     assert_eq!(r["status"], "timeout", "{r}");

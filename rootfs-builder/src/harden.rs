@@ -11,8 +11,15 @@ const SITECUSTOMIZE: &str = include_str!("../python/sitecustomize.py");
 
 /// stdlib parts a sandbox never needs (GUI, tests, installers, docs).
 const STDLIB_TRIM: &[&str] = &[
-    "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
-    "unittest/test", "distutils/tests",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "unittest/test",
+    "distutils/tests",
 ];
 const SHARE_TRIM: &[&str] = &["doc", "man", "locale", "lintian", "info", "bug", "menu"];
 
@@ -26,8 +33,15 @@ const BLOCKED: &[(&str, &str)] = &[
     ("ctypes", "the sandbox calls no foreign code"),
 ];
 const BLOCKED_EXTENSIONS: &[&str] = &[
-    "_ctypes.", "_ctypes_test.", "_multiprocessing.", "_posixshmem.", "_posixsubprocess.",
-    "_test", "xxlimited", "_xxtestfuzz.", "_xxsubinterpreters.",
+    "_ctypes.",
+    "_ctypes_test.",
+    "_multiprocessing.",
+    "_posixshmem.",
+    "_posixsubprocess.",
+    "_test",
+    "xxlimited",
+    "_xxtestfuzz.",
+    "_xxsubinterpreters.",
 ];
 
 /// Refuses to build when a host account already has the sandbox's uid.
@@ -107,9 +121,17 @@ pub fn harden(tree: &Path, version: &str) -> Result<(), Error> {
     write(&etc.join("passwd"), &passwd(), 0o644)?;
     write(&etc.join("group"), &group(), 0o644)?;
     // Present and root-only: reading it as the sandbox user is EACCES.
-    write(&etc.join("shadow"), "root:*:19000:0:99999:7:::\nsandbox:!:19000::::::\n", 0o600)?;
+    write(
+        &etc.join("shadow"),
+        "root:*:19000:0:99999:7:::\nsandbox:!:19000::::::\n",
+        0o600,
+    )?;
     write(&etc.join("hostname"), "sandbox\n", 0o644)?;
-    write(&etc.join("hosts"), "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n", 0o644)?;
+    write(
+        &etc.join("hosts"),
+        "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n",
+        0o644,
+    )?;
 
     for dir in SHARE_TRIM {
         remove(&tree.join("usr/share").join(dir))?;
@@ -121,7 +143,11 @@ pub fn harden(tree: &Path, version: &str) -> Result<(), Error> {
     for (module, reason) in BLOCKED {
         remove(&stdlib.join(module))?;
         remove(&stdlib.join(format!("{module}.py")))?;
-        write(&stdlib.join(format!("{module}.py")), &stub(module, reason), 0o644)?;
+        write(
+            &stdlib.join(format!("{module}.py")),
+            &stub(module, reason),
+            0o644,
+        )?;
     }
     let dynload = stdlib.join("lib-dynload");
     if let Ok(entries) = std::fs::read_dir(&dynload) {

@@ -35,12 +35,21 @@ pub struct BuildOptions {
 #[derive(Debug, Clone)]
 pub enum Progress {
     Resolving,
-    Downloading { packages: usize },
-    Unpacking { done: usize, total: usize },
+    Downloading {
+        packages: usize,
+    },
+    Unpacking {
+        done: usize,
+        total: usize,
+    },
     Hardening,
     Compiling,
     Hashing,
-    Done { path: PathBuf, bytes: u64, elapsed: Duration },
+    Done {
+        path: PathBuf,
+        bytes: u64,
+        elapsed: Duration,
+    },
 }
 
 impl fmt::Display for Progress {
@@ -76,7 +85,10 @@ pub enum Error {
         stderr: String,
     },
     #[error("cannot run `{command}`: {err}; the rootfs builder needs apt-get, apt-cache and dpkg-deb (Debian or Ubuntu)")]
-    Spawn { command: String, err: std::io::Error },
+    Spawn {
+        command: String,
+        err: std::io::Error,
+    },
     #[error("{action} {path}: {err}")]
     Io {
         action: &'static str,
@@ -93,7 +105,10 @@ pub enum Error {
     NotRoot(u32),
 }
 
-pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |err| Error::Io {
         action,
         path: path.to_path_buf(),

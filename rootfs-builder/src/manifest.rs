@@ -40,13 +40,19 @@ pub struct Manifest {
     pub tree_sha256: String,
 }
 
-pub fn write(tree: &Path, python_version: &str, packages: Vec<PackageInfo>) -> Result<Manifest, Error> {
+pub fn write(
+    tree: &Path,
+    python_version: &str,
+    packages: Vec<PackageInfo>,
+) -> Result<Manifest, Error> {
     let (tree_sha256, files, bytes) = hash_tree(tree)?;
     let distribution = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".into());
     let manifest = Manifest {
@@ -158,7 +164,8 @@ mod tests {
         std::fs::write(t.join("etc/a"), "two").expect("write");
         let h2 = hash_tree(t).expect("hash").0;
         assert_ne!(h1, h2);
-        std::fs::set_permissions(t.join("etc/a"), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::set_permissions(t.join("etc/a"), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
         assert_ne!(hash_tree(t).expect("hash").0, h2);
     }
 }

@@ -11,8 +11,17 @@ use crate::{io_err, run, Error};
 /// Packages in the closure that a Python sandbox does not need (perl, the
 /// packaging tools themselves, mail helpers): skipped, never unpacked.
 const SKIP: &[&str] = &[
-    "perl", "perl-base", "perl-modules", "libperl", "dpkg", "tar", "install-info", "mailcap",
-    "debconf", "debianutils", "base-files",
+    "perl",
+    "perl-base",
+    "perl-modules",
+    "libperl",
+    "dpkg",
+    "tar",
+    "install-info",
+    "mailcap",
+    "debconf",
+    "debianutils",
+    "base-files",
 ];
 
 fn skipped(name: &str) -> bool {
@@ -23,8 +32,11 @@ fn skipped(name: &str) -> bool {
 /// The Python version (e.g. "3.11") and the packages to install.
 pub fn resolve() -> Result<(String, Vec<String>), Error> {
     let out = run(Command::new("apt-cache").args(["depends", "python3-minimal"]))?;
-    let version = python_version(&out)
-        .ok_or_else(|| Error::NoPython(format!("python3-minimal depends on no python3.X-minimal: {out}")))?;
+    let version = python_version(&out).ok_or_else(|| {
+        Error::NoPython(format!(
+            "python3-minimal depends on no python3.X-minimal: {out}"
+        ))
+    })?;
     let out = run(Command::new("apt-cache").args([
         "depends",
         "--recurse",
@@ -45,7 +57,9 @@ pub fn resolve() -> Result<(String, Vec<String>), Error> {
 pub(crate) fn python_version(depends: &str) -> Option<String> {
     depends.lines().find_map(|l| {
         let t = l.trim();
-        let dep = t.strip_prefix("Depends: ").or_else(|| t.strip_prefix("PreDepends: "))?;
+        let dep = t
+            .strip_prefix("Depends: ")
+            .or_else(|| t.strip_prefix("PreDepends: "))?;
         let v = dep.strip_prefix("python")?.strip_suffix("-minimal")?;
         (v.starts_with("3.") && v[2..].bytes().all(|b| b.is_ascii_digit()) && v.len() > 2)
             .then(|| v.to_string())
@@ -87,7 +101,10 @@ pub fn download(names: &[String], dir: &Path) -> Result<Vec<PathBuf>, Error> {
 pub fn unpack(deb: &Path, tree: &Path) -> Result<PackageInfo, Error> {
     run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(tree))?;
     let bytes = std::fs::read(deb).map_err(io_err("cannot read", deb))?;
-    let file = deb.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = deb
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let (name, version, architecture) = parse_deb_name(&file);
     Ok(PackageInfo {
         name,
@@ -129,7 +146,15 @@ mod tests {
     #[test]
     fn closure_keeps_real_native_packages() {
         let out = "python3.11-minimal\n  Depends: libc6\nlibc6\n<debconf-2.0>\nperl-base\nlibperl5.36\nlibc6:i386\nzlib1g\nlibpython3.11-stdlib\nlibc6\n";
-        assert_eq!(closure(out), ["libc6", "libpython3.11-stdlib", "python3.11-minimal", "zlib1g"]);
+        assert_eq!(
+            closure(out),
+            [
+                "libc6",
+                "libpython3.11-stdlib",
+                "python3.11-minimal",
+                "zlib1g"
+            ]
+        );
     }
 
     #[test]
@@ -138,6 +163,9 @@ mod tests {
             parse_deb_name("libc6_2.36-9+deb12u14_amd64.deb"),
             ("libc6".into(), "2.36-9+deb12u14".into(), "amd64".into())
         );
-        assert_eq!(parse_deb_name("python3.11-minimal_3.11.2-6%3a1_amd64.deb").1, "3.11.2-6:1");
+        assert_eq!(
+            parse_deb_name("python3.11-minimal_3.11.2-6%3a1_amd64.deb").1,
+            "3.11.2-6:1"
+        );
     }
 }

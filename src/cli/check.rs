@@ -55,16 +55,25 @@ fn print_table(p: &Posture) {
             None => "nothing: no usable runtime".into(),
         },
     ));
-    rows.push(("cgroups".into(), p.cgroup_mode.unwrap_or("unavailable").into()));
+    rows.push((
+        "cgroups".into(),
+        p.cgroup_mode.unwrap_or("unavailable").into(),
+    ));
     if let Some(e) = &p.enforced {
         let l = &p.limits;
-        rows.push(("memory limit".into(), format!("{} ({} MiB)", yes(e.memory), l.memory_bytes >> 20)));
+        rows.push((
+            "memory limit".into(),
+            format!("{} ({} MiB)", yes(e.memory), l.memory_bytes >> 20),
+        ));
         rows.push((
             "no swap".into(),
             e.no_swap.map_or("unknown".into(), |b| yes(b).to_string()),
         ));
         rows.push(("pids limit".into(), format!("{} ({})", yes(e.pids), l.pids)));
-        rows.push(("cpu quota".into(), format!("{} ({} cores)", yes(e.cpu), l.cpus)));
+        rows.push((
+            "cpu quota".into(),
+            format!("{} ({} cores)", yes(e.cpu), l.cpus),
+        ));
         rows.push(("oom detection".into(), yes(e.oom_detection).into()));
     }
     rows.push(("timeout".into(), format!("{} s", l_secs(p))));
@@ -76,11 +85,22 @@ fn print_table(p: &Posture) {
         format!(
             "{} ({})",
             p.rootfs.path,
-            if p.rootfs.present { "present" } else { "missing" }
+            if p.rootfs.present {
+                "present"
+            } else {
+                "missing"
+            }
         ),
     ));
     if let Some(m) = &p.rootfs.manifest {
-        rows.push(("rootfs manifest".into(), serde_json::to_string(m).unwrap_or_default().chars().take(100).collect()));
+        rows.push((
+            "rootfs manifest".into(),
+            serde_json::to_string(m)
+                .unwrap_or_default()
+                .chars()
+                .take(100)
+                .collect(),
+        ));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {

@@ -19,7 +19,12 @@ pub struct EgressArgs {
     pub policy: Policy,
     /// Redact the value of this environment variable wherever it appears,
     /// also base64- and hex-encoded (repeatable)
-    #[arg(long = "redact-env", value_name = "NAME", env = "RLM_REDACT_ENV", value_delimiter = ',')]
+    #[arg(
+        long = "redact-env",
+        value_name = "NAME",
+        env = "RLM_REDACT_ENV",
+        value_delimiter = ','
+    )]
     pub redact_env: Vec<String>,
     /// Redact the contents of this file likewise (repeatable)
     #[arg(long = "redact-file", value_name = "PATH")]
@@ -68,7 +73,9 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(format!("expected true or false (flag --allow-hashes or RLM_ALLOW_HASHES), got {s:?}")),
+        _ => Err(format!(
+            "expected true or false (flag --allow-hashes or RLM_ALLOW_HASHES), got {s:?}"
+        )),
     }
 }
 
@@ -103,11 +110,13 @@ impl EgressArgs {
     pub fn to_config(&self) -> anyhow::Result<EgressConfig> {
         let mut known = Vec::new();
         for name in &self.redact_env {
-            known.push(KnownSecret::from_env(name).with_context(|| format!("--redact-env {name}"))?);
+            known
+                .push(KnownSecret::from_env(name).with_context(|| format!("--redact-env {name}"))?);
         }
         for path in &self.redact_file {
             known.push(
-                KnownSecret::from_file(path).with_context(|| format!("--redact-file {}", path.display()))?,
+                KnownSecret::from_file(path)
+                    .with_context(|| format!("--redact-file {}", path.display()))?,
             );
         }
         Ok(EgressConfig {
@@ -157,7 +166,9 @@ fn parse_stream(s: &str) -> Result<Stream, String> {
     match s {
         "stdout" => Ok(Stream::Stdout),
         "stderr" => Ok(Stream::Stderr),
-        _ => Err(format!("expected stdout or stderr (flag --stream), got {s:?}")),
+        _ => Err(format!(
+            "expected stdout or stderr (flag --stream), got {s:?}"
+        )),
     }
 }
 
@@ -165,7 +176,10 @@ fn parse_stream(s: &str) -> Result<Stream, String> {
 pub fn run(args: &FilterArgs) -> anyhow::Result<i32> {
     let filter = args.egress.to_filter()?;
     let mut input = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut input).context("cannot read stdin")?;
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .context("cannot read stdin")?;
     let filtered = filter.filter_text(args.stream, &input);
     let mut out = std::io::stdout().lock();
     if args.json {

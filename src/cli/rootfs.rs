@@ -47,18 +47,25 @@ pub fn run(cmd: &RootfsCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         RootfsCommand::Show { rootfs } => {
-            let dir = rootfs.clone().unwrap_or_else(rootfs_builder::default_rootfs_dir);
+            let dir = rootfs
+                .clone()
+                .unwrap_or_else(rootfs_builder::default_rootfs_dir);
             let manifest = rootfs_builder::read_manifest(&dir)?;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(0)
         }
         RootfsCommand::Verify { rootfs } => {
-            let dir = rootfs.clone().unwrap_or_else(rootfs_builder::default_rootfs_dir);
+            let dir = rootfs
+                .clone()
+                .unwrap_or_else(rootfs_builder::default_rootfs_dir);
             if rootfs_builder::verify(&dir)? {
                 println!("{}: tree matches its manifest", dir.display());
                 Ok(0)
             } else {
-                eprintln!("rlm-sandbox: {}: tree differs from its manifest", dir.display());
+                eprintln!(
+                    "rlm-sandbox: {}: tree differs from its manifest",
+                    dir.display()
+                );
                 Ok(1)
             }
         }

@@ -80,8 +80,9 @@ fn read_code(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
         return Ok(code.clone().into_bytes());
     }
     match &args.file {
-        Some(path) if path.as_os_str() != "-" => std::fs::read(path)
-            .with_context(|| format!("cannot read code file {}", path.display())),
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read(path).with_context(|| format!("cannot read code file {}", path.display()))
+        }
         _ => {
             let mut code = Vec::new();
             std::io::stdin()
@@ -111,9 +112,15 @@ fn pass_through(result: &ExecResult) -> anyhow::Result<()> {
     if let Some(note) = note {
         writeln!(err, "rlm-sandbox: {note}")?;
     }
-    for (stream, dropped) in [("stdout", result.truncated.stdout), ("stderr", result.truncated.stderr)] {
+    for (stream, dropped) in [
+        ("stdout", result.truncated.stdout),
+        ("stderr", result.truncated.stderr),
+    ] {
         if dropped > 0 {
-            writeln!(err, "rlm-sandbox: {stream}: {dropped} bytes dropped between head and tail")?;
+            writeln!(
+                err,
+                "rlm-sandbox: {stream}: {dropped} bytes dropped between head and tail"
+            )?;
         }
     }
     for f in &result.findings {

@@ -128,7 +128,11 @@ impl ContextEchoIndex {
             let (slot, mask) = bloom_slot(h, n);
             words[slot] |= mask;
         });
-        ContextEchoIndex { words, window, context_len: context.len() }
+        ContextEchoIndex {
+            words,
+            window,
+            context_len: context.len(),
+        }
     }
 
     /// Reads and indexes the context file at `path`.
@@ -164,7 +168,13 @@ impl ContextEchoIndex {
         // Short common passages (boilerplate lines, repeated JSON keys)
         // are shared by unrelated texts; a dump is made of long spans.
         let min_span = MIN_SPAN.min(self.context_len / 2);
-        let mut tracker = RunTracker { run: None, min_run, min_span, len: output.len(), report: EchoReport::default() };
+        let mut tracker = RunTracker {
+            run: None,
+            min_run,
+            min_span,
+            len: output.len(),
+            report: EchoReport::default(),
+        };
         // Fingerprints are looked up in batches: independent loads overlap
         // their cache misses instead of waiting one by one.
         const BATCH: usize = 4096;

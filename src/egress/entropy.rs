@@ -62,7 +62,15 @@ const HASH_LENGTHS: &[usize] = &[32, 40, 56, 64, 96, 128];
 
 /// Prefixes of base64-encoded file formats (PNG, JPEG, GIF, WebP/RIFF, PDF,
 /// gzip, zip): data, not a credential.
-const DATA_MAGIC: &[&[u8]] = &[b"iVBORw0KGgo", b"/9j/", b"R0lGOD", b"UklGR", b"JVBERi0", b"H4sI", b"UEsDB"];
+const DATA_MAGIC: &[&[u8]] = &[
+    b"iVBORw0KGgo",
+    b"/9j/",
+    b"R0lGOD",
+    b"UklGR",
+    b"JVBERi0",
+    b"H4sI",
+    b"UEsDB",
+];
 
 impl EntropyRules {
     /// Appends a hit for every high-entropy token of `text`.
@@ -130,7 +138,11 @@ impl EntropyRules {
                 && shannon(token) >= self.base64_threshold
         };
         if flagged && !wrapped_block(text, start, end) {
-            let kind = if hex { "high_entropy_hex" } else { "high_entropy_base64" };
+            let kind = if hex {
+                "high_entropy_hex"
+            } else {
+                "high_entropy_base64"
+            };
             // Padding belongs to the token.
             let mut stop = end;
             while stop < text.len() && stop - end < 2 && text[stop] == b'=' {
@@ -217,7 +229,10 @@ fn wrapped_block(text: &[u8], start: usize, end: usize) -> bool {
     }
     let len = end - start;
     let full_line = |s: usize, e: usize| {
-        e > s && text[s..e].iter().all(|&b| TOKEN[b as usize] || b == b'=' || b == b'\r')
+        e > s
+            && text[s..e]
+                .iter()
+                .all(|&b| TOKEN[b as usize] || b == b'=' || b == b'\r')
     };
     // A full line followed by another: this is not the last line.
     if len >= 48 && stop < text.len() {

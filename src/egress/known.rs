@@ -51,7 +51,9 @@ impl KnownSecret {
     pub fn from_env(name: &str) -> Result<Self, EgressError> {
         let value = std::env::var_os(name)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| EgressError::EnvUnset { name: name.to_string() })?;
+            .ok_or_else(|| EgressError::EnvUnset {
+                name: name.to_string(),
+            })?;
         use std::os::unix::ffi::OsStrExt as _;
         Self::new(name, value.as_bytes().to_vec())
     }
@@ -63,9 +65,10 @@ impl KnownSecret {
             path: path.to_path_buf(),
             err,
         })?;
-        let name = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Self::new(name, raw.trim_ascii().to_vec())
     }
 
@@ -102,7 +105,10 @@ impl KnownSecret {
                 }
             }
         }
-        let hex: Vec<u8> = v.iter().flat_map(|b| format!("{b:02x}").into_bytes()).collect();
+        let hex: Vec<u8> = v
+            .iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .collect();
         forms.push(hex.to_ascii_uppercase());
         forms.push(hex);
         forms.sort();
@@ -125,7 +131,9 @@ mod tests {
             blob.extend_from_slice(b"\"} trailing");
             let enc = base64::engine::general_purpose::STANDARD.encode(&blob);
             assert!(
-                forms.iter().any(|f| memchr::memmem::find(enc.as_bytes(), f).is_some()),
+                forms
+                    .iter()
+                    .any(|f| memchr::memmem::find(enc.as_bytes(), f).is_some()),
                 "prefix {prefix:?}: no form found in {enc}"
             );
         }

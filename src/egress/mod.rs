@@ -62,7 +62,11 @@ impl std::str::FromStr for Policy {
             "redact" => Ok(Policy::Redact),
             "block" => Ok(Policy::Block),
             "warn" => Ok(Policy::Warn),
-            _ => Err(EgressError::invalid("egress policy", s, "redact, block or warn")),
+            _ => Err(EgressError::invalid(
+                "egress policy",
+                s,
+                "redact, block or warn",
+            )),
         }
     }
 }
@@ -203,7 +207,12 @@ impl EgressConfig {
                 self.entropy_max_len.to_string(),
                 "at least the minimum token lengths",
             ),
-            (self.echo.min_run >= 1, "echo minimum run", self.echo.min_run.to_string(), "at least 1"),
+            (
+                self.echo.min_run >= 1,
+                "echo minimum run",
+                self.echo.min_run.to_string(),
+                "at least 1",
+            ),
             (
                 (8..=255).contains(&self.echo.max_window),
                 "echo window",
@@ -219,7 +228,11 @@ impl EgressConfig {
         ];
         for (ok, setting, value, accepted) in checks {
             if !ok {
-                return Err(EgressError::Invalid { setting, value, accepted });
+                return Err(EgressError::Invalid {
+                    setting,
+                    value,
+                    accepted,
+                });
             }
         }
         Ok(())
@@ -229,11 +242,19 @@ impl EgressConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
     #[error("invalid {setting} {value:?}: expected {accepted}")]
-    Invalid { setting: &'static str, value: String, accepted: &'static str },
+    Invalid {
+        setting: &'static str,
+        value: String,
+        accepted: &'static str,
+    },
     #[error("environment variable {name} (to redact) is unset or empty")]
     EnvUnset { name: String },
     #[error("known secret {source_name} is {len} bytes; values shorter than {min} would match ordinary text")]
-    SecretTooShort { source_name: String, len: usize, min: usize },
+    SecretTooShort {
+        source_name: String,
+        len: usize,
+        min: usize,
+    },
     // `err`, not `source`: the message already carries it, and a source
     // would print it twice in an error chain.
     #[error("cannot read {}: {err}", path.display())]
@@ -246,7 +267,11 @@ pub enum EgressError {
 
 impl EgressError {
     fn invalid(setting: &'static str, value: &str, accepted: &'static str) -> Self {
-        EgressError::Invalid { setting, value: value.to_string(), accepted }
+        EgressError::Invalid {
+            setting,
+            value: value.to_string(),
+            accepted,
+        }
     }
 }
 
@@ -278,7 +303,11 @@ pub(crate) struct Hit {
 
 impl Hit {
     pub(crate) fn new(start: usize, end: usize, kind: impl Into<Cow<'static, str>>) -> Self {
-        Hit { start, end, kind: kind.into() }
+        Hit {
+            start,
+            end,
+            kind: kind.into(),
+        }
     }
     fn is_echo(&self) -> bool {
         self.kind == "context_echo"
@@ -304,7 +333,11 @@ impl EgressFilter {
         config.validate()?;
         let mut literals: Vec<Vec<u8>> = Vec::new();
         if config.secret_patterns {
-            literals.extend(secrets::anchor_literals().iter().map(|l| l.as_bytes().to_vec()));
+            literals.extend(
+                secrets::anchor_literals()
+                    .iter()
+                    .map(|l| l.as_bytes().to_vec()),
+            );
         }
         let anchor_count = literals.len();
         let mut known_kinds = Vec::new();
@@ -413,7 +446,11 @@ impl EgressFilter {
                 if id < self.anchor_count {
                     self.secrets.confirm(text, id, m.start(), &mut hits);
                 } else if let Some(kind) = self.known_kinds.get(id - self.anchor_count) {
-                    hits.push(Hit::new(m.start(), absorb_padding(text, m.end()), kind.clone()));
+                    hits.push(Hit::new(
+                        m.start(),
+                        absorb_padding(text, m.end()),
+                        kind.clone(),
+                    ));
                 }
                 pos = m.start() + 1;
             }
@@ -424,7 +461,12 @@ impl EgressFilter {
         if let Some(index) = &self.context {
             let report = index.check(text, self.config.echo.min_run);
             if self.config.echo.is_echo(&report, index.context_len()) {
-                hits.extend(report.spans.iter().map(|&(s, e)| Hit::new(s, e, "context_echo")));
+                hits.extend(
+                    report
+                        .spans
+                        .iter()
+                        .map(|&(s, e)| Hit::new(s, e, "context_echo")),
+                );
             }
         }
         hits
@@ -432,9 +474,18 @@ impl EgressFilter {
 
     /// Applies the policy to `rendered` given its hits (rendered
     /// coordinates); `keep` is the capture marker, never redacted.
-    fn finish(&self, stream: Stream, rendered: &str, mut hits: Vec<Hit>, keep: Option<(usize, usize)>) -> FilteredStream {
+    fn finish(
+        &self,
+        stream: Stream,
+        rendered: &str,
+        mut hits: Vec<Hit>,
+        keep: Option<(usize, usize)>,
+    ) -> FilteredStream {
         if hits.is_empty() {
-            return FilteredStream { text: rendered.to_string(), findings: Vec::new() };
+            return FilteredStream {
+                text: rendered.to_string(),
+                findings: Vec::new(),
+            };
         }
         for hit in &mut hits {
             snap_to_chars(rendered, hit);
@@ -455,7 +506,10 @@ impl EgressFilter {
         }
         let specific = reported.len();
         for hit in hits.iter().filter(|h| is_entropy(h)) {
-            if !reported[..specific].iter().any(|r| r.start < hit.end && hit.start < r.end) {
+            if !reported[..specific]
+                .iter()
+                .any(|r| r.start < hit.end && hit.start < r.end)
+            {
                 reported.push(hit);
             }
         }
@@ -617,12 +671,17 @@ fn fragment_is_secret_like(fragment: &[u8]) -> bool {
         return false;
     }
     let has = |f: fn(&u8) -> bool| fragment.iter().any(f);
-    let mixed = has(u8::is_ascii_digit) && has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase);
+    let mixed =
+        has(u8::is_ascii_digit) && has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase);
     let hex = fragment.len() >= 16
         && fragment.iter().all(u8::is_ascii_hexdigit)
         && has(u8::is_ascii_digit)
         && has(u8::is_ascii_alphabetic);
-    mixed || hex || secrets::anchor_literals().iter().any(|a| fragment.starts_with(a.as_bytes()))
+    mixed
+        || hex
+        || secrets::anchor_literals()
+            .iter()
+            .any(|a| fragment.starts_with(a.as_bytes()))
 }
 
 #[cfg(test)]

@@ -233,9 +233,21 @@ fn rules() -> Result<&'static [Rule], EgressError> {
         rule_table()
             .into_iter()
             .map(|(kind, pattern, start, check, reach)| {
-                // Anchored: the match begins where `start` says.
-                let re = Regex::new(&format!("^(?:{pattern})")).map_err(|e| format!("{kind}: {e}"))?;
-                Ok(Rule { kind, re, start, check, reach })
+                // Anchored: the match begins where `start` says. ASCII
+                // classes: every pattern is an ASCII token format, and
+                // Unicode \w, \s and \d would cost ~15 MB and milliseconds
+                // of compilation on every run.
+                let re = regex::bytes::RegexBuilder::new(&format!("^(?:{pattern})"))
+                    .unicode(false)
+                    .build()
+                    .map_err(|e| format!("{kind}: {e}"))?;
+                Ok(Rule {
+                    kind,
+                    re,
+                    start,
+                    check,
+                    reach,
+                })
             })
             .collect()
     });
@@ -248,7 +260,11 @@ fn rules() -> Result<&'static [Rule], EgressError> {
 /// The anchor literals, in pattern-id order, for the shared Aho–Corasick
 /// automaton; the PEM anchor comes last.
 pub(crate) fn anchor_literals() -> Vec<&'static str> {
-    ANCHORS.iter().map(|(lit, _)| *lit).chain([PEM_ANCHOR]).collect()
+    ANCHORS
+        .iter()
+        .map(|(lit, _)| *lit)
+        .chain([PEM_ANCHOR])
+        .collect()
 }
 
 /// Confirms secret patterns around the anchors found by the prefilter.
@@ -289,7 +305,9 @@ impl SecretMatcher {
             ident -= 1;
         }
         for &id in *rule_ids {
-            let Some(rule) = self.rules.get(id) else { continue };
+            let Some(rule) = self.rules.get(id) else {
+                continue;
+            };
             let start = match rule.start {
                 Start::Identifier => ident,
                 Start::Anchor(back) => match at.checked_sub(back) {
@@ -303,7 +321,9 @@ impl SecretMatcher {
             }
             let end = text.len().min(at + rule.reach);
             let window = &text[start..end];
-            let Some(caps) = rule.re.captures(window) else { continue };
+            let Some(caps) = rule.re.captures(window) else {
+                continue;
+            };
             let Some(whole) = caps.get(0) else { continue };
             if start + whole.end() <= at {
                 continue;
@@ -314,7 +334,11 @@ impl SecretMatcher {
             };
             let after = window.get(secret.end()).copied();
             if accept(rule.check, secret.as_bytes(), after) {
-                out.push(Hit::new(start + secret.start(), start + secret.end(), rule.kind));
+                out.push(Hit::new(
+                    start + secret.start(),
+                    start + secret.end(),
+                    rule.kind,
+                ));
                 return;
             }
         }
@@ -361,12 +385,30 @@ fn accept(check: Check, value: &[u8], after: Option<u8>) -> bool {
 
 /// Placeholders that often follow `password =` and are no secret.
 const PLACEHOLDERS: &[&str] = &[
-    "none", "null", "nil", "true", "false", "undefined", "redacted", "password", "secret",
-    "required", "optional", "string", "example",
+    "none",
+    "null",
+    "nil",
+    "true",
+    "false",
+    "undefined",
+    "redacted",
+    "password",
+    "secret",
+    "required",
+    "optional",
+    "string",
+    "example",
 ];
 
 /// Code that reads a secret rather than holding one.
-const CODE_PREFIXES: &[&str] = &["os.environ", "os.getenv", "getenv", "process.env", "self.", "env."];
+const CODE_PREFIXES: &[&str] = &[
+    "os.environ",
+    "os.getenv",
+    "getenv",
+    "process.env",
+    "self.",
+    "env.",
+];
 
 fn assignment_value_ok(value: &[u8], after: Option<u8>, plain_words_ok: bool) -> bool {
     if after == Some(b'(') || after == Some(b'[') {
@@ -374,7 +416,9 @@ fn assignment_value_ok(value: &[u8], after: Option<u8>, plain_words_ok: bool) ->
     }
     let lower = value.to_ascii_lowercase();
     if PLACEHOLDERS.iter().any(|w| lower == w.as_bytes())
-        || CODE_PREFIXES.iter().any(|w| lower.starts_with(w.as_bytes()))
+        || CODE_PREFIXES
+            .iter()
+            .any(|w| lower.starts_with(w.as_bytes()))
     {
         return false;
     }
@@ -424,7 +468,10 @@ pub(crate) fn pem_block(text: &[u8], at: usize) -> Option<(usize, usize)> {
     let mut end = body;
     while end < limit
         && (text[end].is_ascii_alphanumeric()
-            || matches!(text[end], b'+' | b'/' | b'=' | b'\n' | b'\r' | b' ' | b'\\' | b':' | b','))
+            || matches!(
+                text[end],
+                b'+' | b'/' | b'=' | b'\n' | b'\r' | b' ' | b'\\' | b':' | b','
+            ))
     {
         end += 1;
     }

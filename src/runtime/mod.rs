@@ -73,7 +73,9 @@ pub enum RuntimeError {
     RunscMissing { where_: String },
     #[error("runc not found{where_}; install it (apt-get install runc) or set RLM_RUNC_PATH")]
     RuncMissing { where_: String },
-    #[error("no OCI runtime found: neither runsc nor runc is installed; apt-get install runsc runc")]
+    #[error(
+        "no OCI runtime found: neither runsc nor runc is installed; apt-get install runsc runc"
+    )]
     NoneFound,
 }
 
@@ -162,7 +164,14 @@ impl Runtime {
         if self.kind == RuntimeKind::Runsc {
             // An empty netns in config.json alone makes runsc fail; it needs
             // to be told that there is no network.
-            argv.push(if network_enabled { "--network=host" } else { "--network=none" }.into());
+            argv.push(
+                if network_enabled {
+                    "--network=host"
+                } else {
+                    "--network=none"
+                }
+                .into(),
+            );
         }
         argv.extend(["run".into(), "--bundle".into(), bundle.into(), id.into()]);
         argv
@@ -212,28 +221,48 @@ mod tests {
         let s = select_with(&c, None, found("/usr/sbin/runc")).expect("fallback");
         assert_eq!((s.runtime.kind, s.fallback), (RuntimeKind::Runc, true));
         assert!(s.warning().expect("warns").contains("WARNING"));
-        assert!(matches!(select_with(&c, None, None), Err(RuntimeError::NoneFound)));
+        assert!(matches!(
+            select_with(&c, None, None),
+            Err(RuntimeError::NoneFound)
+        ));
     }
 
     #[test]
     fn explicit_runsc_missing_is_an_error_unless_unsafe_is_allowed() {
-        let err = select_with(&config(RuntimeChoice::Runsc, false), None, found("/usr/sbin/runc"))
-            .expect_err("refused");
-        assert!(err.to_string().contains("RLM_ALLOW_UNSAFE_RUNTIME=true"), "{err}");
-        let s = select_with(&config(RuntimeChoice::Runsc, true), None, found("/usr/sbin/runc"))
-            .expect("allowed");
+        let err = select_with(
+            &config(RuntimeChoice::Runsc, false),
+            None,
+            found("/usr/sbin/runc"),
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string().contains("RLM_ALLOW_UNSAFE_RUNTIME=true"),
+            "{err}"
+        );
+        let s = select_with(
+            &config(RuntimeChoice::Runsc, true),
+            None,
+            found("/usr/sbin/runc"),
+        )
+        .expect("allowed");
         assert_eq!((s.runtime.kind, s.fallback), (RuntimeKind::Runc, true));
     }
 
     #[test]
     fn explicit_runc_is_no_fallback() {
-        let s = select_with(&config(RuntimeChoice::Runc, false), found("/r"), found("/usr/sbin/runc"))
-            .expect("runc");
+        let s = select_with(
+            &config(RuntimeChoice::Runc, false),
+            found("/r"),
+            found("/usr/sbin/runc"),
+        )
+        .expect("runc");
         assert_eq!((s.runtime.kind, s.fallback), (RuntimeKind::Runc, false));
     }
 
     fn strings(argv: Vec<OsString>) -> Vec<String> {
-        argv.into_iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        argv.into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
@@ -243,12 +272,29 @@ mod tests {
             path: "/usr/bin/runsc".into(),
             extra_flags: vec!["--platform=ptrace".into()],
         };
-        let argv = rt.run_argv(Path::new("/s"), Path::new("/l"), Path::new("/b"), "rlms-1", false);
+        let argv = rt.run_argv(
+            Path::new("/s"),
+            Path::new("/l"),
+            Path::new("/b"),
+            "rlms-1",
+            false,
+        );
         assert_eq!(
             strings(argv),
             [
-                "/usr/bin/runsc", "--root", "/s", "--log", "/l", "--log-format", "json",
-                "--oci-seccomp", "--platform=ptrace", "--network=none", "run", "--bundle", "/b",
+                "/usr/bin/runsc",
+                "--root",
+                "/s",
+                "--log",
+                "/l",
+                "--log-format",
+                "json",
+                "--oci-seccomp",
+                "--platform=ptrace",
+                "--network=none",
+                "run",
+                "--bundle",
+                "/b",
                 "rlms-1"
             ]
         );
@@ -264,8 +310,19 @@ mod tests {
         let (s, l) = (Path::new("/s"), Path::new("/l"));
         assert_eq!(
             strings(rt.run_argv(s, l, Path::new("/b"), "rlms-1", false)),
-            ["/usr/sbin/runc", "--root", "/s", "--log", "/l", "--log-format", "json", "run",
-             "--bundle", "/b", "rlms-1"]
+            [
+                "/usr/sbin/runc",
+                "--root",
+                "/s",
+                "--log",
+                "/l",
+                "--log-format",
+                "json",
+                "run",
+                "--bundle",
+                "/b",
+                "rlms-1"
+            ]
         );
         assert_eq!(
             strings(rt.kill_argv(s, l, "rlms-1"))[7..],

@@ -196,7 +196,10 @@ impl RunGuard {
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -241,6 +244,9 @@ mod tests {
         let b = new_run_id();
         assert!(a.starts_with(ID_PREFIX), "{a}");
         assert_ne!(a, b);
-        assert!(a.len() < 40, "ids must fit runtime and cgroup name limits: {a}");
+        assert!(
+            a.len() < 40,
+            "ids must fit runtime and cgroup name limits: {a}"
+        );
     }
 }

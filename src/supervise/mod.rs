@@ -5,8 +5,8 @@
 mod classify;
 pub mod guard;
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -50,7 +50,10 @@ pub enum SuperviseError {
     #[error("cannot build config.json: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("cannot start {runtime}: {err}")]
-    Spawn { runtime: String, err: std::io::Error },
+    Spawn {
+        runtime: String,
+        err: std::io::Error,
+    },
     #[error("interrupted; the sandbox was killed and removed")]
     Interrupted,
     #[error("the run ended ({status}) but cleanup failed: {cleanup}")]
@@ -110,7 +113,10 @@ impl Sandbox {
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -131,7 +137,8 @@ impl Sandbox {
         let readers = [
             child.stdout.take().map(pipe_file),
             child.stderr.take().map(pipe_file),
-        ].map(|pipe| {
+        ]
+        .map(|pipe| {
             let (printed, tx, ceiling) = (printed.clone(), tx.clone(), limits.max_output_bytes);
             pipe.map(|pipe| {
                 Reader::spawn(pipe, limits.max_stdout_bytes, move |n| {
@@ -183,18 +190,20 @@ impl Sandbox {
         };
 
         // Counters first: cleanup removes the cgroup they live in.
-        let usage = guard.cgroup.as_ref().map_or_else(Usage::default, |cg| Usage {
-            memory_peak_bytes: cg.memory_peak_bytes(),
-            cpu_time_ms: cg.cpu_usage_ns().map(|ns| ns / 1_000_000),
-            oom_kills: cg.oom_kills(),
-        });
+        let usage = guard
+            .cgroup
+            .as_ref()
+            .map_or_else(Usage::default, |cg| Usage {
+                memory_peak_bytes: cg.memory_peak_bytes(),
+                cpu_time_ms: cg.cpu_usage_ns().map(|ns| ns / 1_000_000),
+                oom_kills: cg.oom_kills(),
+            });
         let runtime_error = runtime_log_error(&dir.log());
         // Whatever still holds the pipes dies with the cleanup's kill.
         if let Some(cg) = &guard.cgroup {
             cg.kill_all();
         }
-        let [stdout, stderr] =
-            readers.map(|r| r.map(|r| r.finish(DRAIN_WAIT)).unwrap_or_default());
+        let [stdout, stderr] = readers.map(|r| r.map(|r| r.finish(DRAIN_WAIT)).unwrap_or_default());
         let cleanup = guard.cleanup(ended_by.is_some() || exit.is_err() || runtime_error.is_some());
 
         let (exit_code, runtime_signal) = match &exit {
@@ -206,7 +215,11 @@ impl Sandbox {
         };
         let observed = Observed {
             exit_code,
-            runtime_signal: if ended_by.is_some() { None } else { runtime_signal },
+            runtime_signal: if ended_by.is_some() {
+                None
+            } else {
+                runtime_signal
+            },
             ended_by,
             oom_kills: usage.oom_kills,
             runtime_error: runtime_error.or_else(|| exit.as_ref().err().map(|e| e.to_string())),
@@ -343,7 +356,10 @@ mod tests {
     fn runtime_log_errors() {
         let runc = r#"{"level":"error","msg":"runc run failed: invalid rootfs","time":"x"}
 "#;
-        assert_eq!(parse_log_errors(runc).as_deref(), Some("runc run failed: invalid rootfs"));
+        assert_eq!(
+            parse_log_errors(runc).as_deref(),
+            Some("runc run failed: invalid rootfs")
+        );
         let runsc = r#"{"msg":"a","level":"error"}{"msg":"b","level":"warning"}{"msg":"c","level":"error"}"#;
         assert_eq!(parse_log_errors(runsc).as_deref(), Some("c"));
         assert_eq!(parse_log_errors(r#"{"msg":"x","level":"info"}"#), None);

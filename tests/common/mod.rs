@@ -25,7 +25,10 @@ pub fn prerequisites(runtime: &str) -> bool {
         .map(PathBuf::from)
         .unwrap_or_else(rootfs_builder::default_rootfs_dir);
     if !rlm_sandbox::rootfs::has_python(&rootfs) {
-        missing.push(format!("the rootfs at {} (scripts/setup builds it)", rootfs.display()));
+        missing.push(format!(
+            "the rootfs at {} (scripts/setup builds it)",
+            rootfs.display()
+        ));
     }
     if missing.is_empty() {
         return true;
@@ -72,7 +75,11 @@ impl Env {
     pub fn run_json(&self, code: &[u8], args: &[&str]) -> (serde_json::Value, Output) {
         let mut full = vec!["run", "--json"];
         full.extend_from_slice(args);
-        let mut child = self.command(&full).stdin(Stdio::piped()).spawn().expect("spawn");
+        let mut child = self
+            .command(&full)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let pid = child.id();
         feed(&mut child, code);
         let out = child.wait_with_output().expect("wait");
@@ -139,9 +146,40 @@ pub fn assert_clean_runs(state_dir: &Path, prefix: &str) {
         if procs.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "processes left behind: {procs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "processes left behind: {procs:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until a sandbox of the driver `pid` has processes in its cgroup
+/// (the driver prints nothing before the run ends: output is filtered
+/// whole), then a little longer for Python to start.
+pub fn wait_for_sandbox(pid: u32) {
+    let prefix = format!("rlms-{pid}-");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        for hierarchy in cgroup_mounts() {
+            let Ok(runs) = std::fs::read_dir(hierarchy.join("rlm-sandbox")) else {
+                continue;
+            };
+            for run in runs.flatten() {
+                if !run.file_name().to_string_lossy().starts_with(&prefix) {
+                    continue;
+                }
+                let procs = std::fs::read_to_string(run.path().join("ctr/cgroup.procs"))
+                    .unwrap_or_default();
+                if !procs.trim().is_empty() {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no sandbox of driver {pid} started within 20 s");
 }
 
 /// Mount points of every cgroup hierarchy (v1 controllers and v2).

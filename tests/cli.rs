@@ -1,0 +1,221 @@
+//! The command line: bad configuration refused by name, runtime selection
+//! and its warnings, `check`, local mode's warning.
+
+mod common;
+
+use std::process::Command;
+
+fn rlm(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(args).env_remove("RLM_DOCKER_RUNTIME");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run rlm-sandbox")
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_values_are_refused_with_the_name_the_value_and_the_form() {
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_MEMORY_LIMIT", "lots")],
+            "invalid RLM_MEMORY_LIMIT value \"lots\": expected a size",
+        ),
+        (
+            &["run", "--memory", "12q", "-c", "print(1)"],
+            &[],
+            "invalid --memory value \"12q\"",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_EXECUTION_TIMEOUT", "-1")],
+            "invalid RLM_EXECUTION_TIMEOUT value \"-1\": expected seconds",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_CPU_LIMIT", "many")],
+            "invalid RLM_CPU_LIMIT value \"many\"",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_PIDS_LIMIT", "0")],
+            "invalid RLM_PIDS_LIMIT value \"0\": expected a whole number of tasks from 8",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_DOCKER_RUNTIME", "kata")],
+            "invalid RLM_DOCKER_RUNTIME value \"kata\": expected one of auto, runsc, runc",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_EXECUTION_MODE", "vm")],
+            "invalid RLM_EXECUTION_MODE value \"vm\": expected one of oci, docker",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_NETWORK_ENABLED", "maybe")],
+            "invalid RLM_NETWORK_ENABLED value \"maybe\": expected a boolean",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_MAX_STDOUT_BYTES", "10")],
+            "invalid RLM_MAX_STDOUT_BYTES value \"10\"",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_ROOTFS", "relative/dir")],
+            "invalid RLM_ROOTFS value \"relative/dir\": expected an absolute path",
+        ),
+        (
+            &["run", "-c", "print(1)"],
+            &[("RLM_PRESET", "maximum"), ("RLM_DOCKER_RUNTIME", "runc")],
+            "preset maximum requires runtime runsc",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let out = rlm(args, env);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} {env:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?} {env:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn a_config_file_is_read_and_its_errors_name_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rlm.json");
+    std::fs::write(&path, r#"{"memory_limit": "tiny"}"#).expect("write");
+    let out = rlm(&["check", "--config", path.to_str().expect("utf8")], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!("invalid memory_limit in {}", path.display())),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&path, r#"{"memory_limit": "256m"}"#).expect("write");
+    let out = rlm(
+        &["check", "--json", "--config", path.to_str().expect("utf8")],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["limits"]["memory_bytes"], 256 << 20);
+}
+
+#[test]
+fn missing_runsc_falls_back_loudly_or_is_refused() {
+    if !common::prerequisites("runc") {
+        return;
+    }
+    let state = tempfile::tempdir().expect("state");
+    let state = state.path().to_str().expect("utf8");
+    let missing = [
+        ("RLM_RUNSC_PATH", "/nonexistent/runsc"),
+        ("RLM_STATE_DIR", state),
+    ];
+    // auto: runc, with a warning and fallback: true.
+    let out = rlm(&["run", "--json", "-c", "print(1)"], &missing);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("WARNING: runsc (gVisor) not found; falling back to runc"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            v["runtime"]["name"].as_str(),
+            v["runtime"]["fallback"].as_bool()
+        ),
+        (Some("runc"), Some(true))
+    );
+    // Explicit runsc: refused, unless the unsafe fallback is allowed.
+    let mut env = missing.to_vec();
+    env.push(("RLM_DOCKER_RUNTIME", "runsc"));
+    let out = rlm(&["run", "-c", "print(1)"], &env);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("runsc (gVisor) not found at /nonexistent/runsc"),
+        "{}",
+        stderr(&out)
+    );
+    env.push(("RLM_ALLOW_UNSAFE_RUNTIME", "true"));
+    let out = rlm(&["run", "--json", "-c", "print(1)"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["runtime"]["fallback"], true);
+}
+
+#[test]
+fn check_reports_the_posture_and_fails_an_unmeetable_policy() {
+    if !common::prerequisites("runsc") || !common::prerequisites("runc") {
+        return;
+    }
+    let out = rlm(&["check", "--json"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["would_use"], "runsc");
+    assert_eq!(v["fallback"], false);
+    assert!(
+        v["runtimes"][0]["version"]
+            .as_str()
+            .is_some_and(|s| s.contains("runsc")),
+        "{v}"
+    );
+    assert!(
+        v["runtimes"][1]["version"]
+            .as_str()
+            .is_some_and(|s| s.contains("runc")),
+        "{v}"
+    );
+    assert_eq!(v["enforced"]["memory"], true);
+    assert_eq!(v["enforced"]["pids"], true);
+    assert_eq!(v["network"], "none");
+    assert!(
+        v["rootfs"]["manifest"]["tree_sha256"].as_str().is_some(),
+        "{v}"
+    );
+    let table = rlm(&["check"], &[]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("policy can be met"));
+    // maximum without runsc cannot be met.
+    let out = rlm(
+        &["check", "--preset", "maximum"],
+        &[("RLM_RUNSC_PATH", "/nonexistent/runsc")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("policy CANNOT be met"));
+}
+
+#[test]
+fn local_mode_warns_every_time() {
+    let out = rlm(
+        &["run", "--json", "--mode", "local", "-c", "print(2 + 2)"],
+        &[],
+    );
+    assert!(stderr(&out).contains("DANGER"), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["stdout"], "4\n");
+    assert_eq!(v["runtime"], serde_json::Value::Null);
+}
+
+#[test]
+fn rootfs_verify_matches_its_manifest() {
+    if !common::prerequisites("runc") {
+        return;
+    }
+    let out = rlm(&["rootfs", "verify"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

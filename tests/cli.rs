@@ -20,7 +20,8 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[test]
 fn bad_values_are_refused_with_the_name_the_value_and_the_form() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             &["run", "-c", "print(1)"],
             &[("RLM_MEMORY_LIMIT", "lots")],

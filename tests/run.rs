@@ -65,6 +65,41 @@ on_both_runtimes! {
         assert_eq!(r["stdout"], format!("{lines}\n"));
     }
 
+    fn the_rootfs_is_hardened(env) {
+        let code = br#"
+import os
+print("uid", os.getuid(), os.getgid())
+for m in ("subprocess", "multiprocessing", "ctypes", "_posixsubprocess"):
+    try:
+        __import__(m)
+        print(m, "IMPORTED")
+    except ImportError as e:
+        print(m, "ImportError", "rlm-sandbox" in str(e))
+try:
+    os.system("true")
+    print("system RAN")
+except PermissionError as e:
+    print("system PermissionError", "rlm-sandbox" in str(e))
+try:
+    open("/etc/shadow")
+    print("shadow READ")
+except PermissionError:
+    print("shadow PermissionError")
+import json, sqlite3, threading, hashlib
+t = threading.Thread(target=lambda: None); t.start(); t.join()
+open("/tmp/x", "w").write("ok")
+print("stdlib ok")
+"#;
+        let (r, _) = env.run_json(code, &[]);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(
+            r["stdout"],
+            "uid 65432 65432\nsubprocess ImportError True\nmultiprocessing ImportError True\n\
+             ctypes ImportError True\n_posixsubprocess ImportError True\n\
+             system PermissionError True\nshadow PermissionError\nstdlib ok\n"
+        );
+    }
+
     fn timeout_is_reported_within_two_seconds(env) {
         let start = Instant::now();
         let (r, _) = env.run_json(b"while True: pass", &["--timeout", "2"]);
@@ -129,7 +164,7 @@ on_both_runtimes! {
         let broken = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(broken.path().join("usr/bin")).expect("mkdir");
         std::fs::write(broken.path().join("usr/bin/python3"), "not an executable").expect("write");
-        let mut child = env
+        let child = env
             .command(&["run", "--json", "--rootfs", broken.path().to_str().expect("utf8"), "-c", "print(1)"])
             .spawn()
             .expect("spawn");

@@ -83,7 +83,11 @@ pub(crate) fn stub(module: &str, reason: &str) -> String {
     )
 }
 
+/// Replaces whatever is at `path` with a regular file. Never writes
+/// through a symlink: packages ship absolute links (Debian's
+/// sitecustomize.py -> /etc/python3.11/...), which would point at the host.
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
+    remove(path)?;
     std::fs::write(path, text).map_err(io_err("cannot write", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(io_err("cannot chmod", path))

@@ -288,6 +288,10 @@ impl RunCgroup {
                 killed.extend(members);
             }
         }
+        // Nothing left (the normal end of a run): no freezing, no waiting.
+        if self.pids().is_empty() {
+            return killed.len();
+        }
         let freezer = self.freezer.as_ref().map(|f| f.join("freezer.state"));
         for _round in 0..5 {
             let frozen = freezer

@@ -23,7 +23,9 @@ pub struct BundleArgs {
 
 pub fn run(args: &BundleArgs) -> anyhow::Result<i32> {
     let config = args.sandbox.config()?;
-    let egress = rlm_sandbox::egress::EgressFilter::new(Default::default())?;
+    let egress = rlm_sandbox::egress::PendingFilter::ready(rlm_sandbox::egress::EgressFilter::new(
+        Default::default(),
+    )?);
     let sandbox = Sandbox::prepare(config, egress, &mut super::print_progress)?;
     let input = args.output.join("input");
     std::fs::create_dir_all(&input)?;

@@ -137,6 +137,28 @@ impl EgressArgs {
     }
 
     /// The filter of one run: patterns compiled, context indexed.
+    /// Checks every setting now (a bad value is refused before anything
+    /// runs) and builds the filter on another thread while the sandbox runs.
+    pub fn to_pending(&self) -> anyhow::Result<rlm_sandbox::egress::PendingFilter> {
+        let config = self.to_config()?;
+        config.validate()?;
+        if let Some(path) = &self.context {
+            std::fs::metadata(path)
+                .with_context(|| format!("--context / RLM_CONTEXT_FILE {}", path.display()))?;
+        }
+        let context = self.context.clone();
+        Ok(rlm_sandbox::egress::PendingFilter::spawn(move || {
+            let echo = config.echo.clone();
+            let mut filter = EgressFilter::new(config).map_err(|e| e.to_string())?;
+            if let Some(path) = context {
+                let index = ContextEchoIndex::from_file(&path, &echo)
+                    .map_err(|e| format!("--context {}: {e}", path.display()))?;
+                filter = filter.with_context(index);
+            }
+            Ok(filter)
+        }))
+    }
+
     pub fn to_filter(&self) -> anyhow::Result<EgressFilter> {
         let config = self.to_config()?;
         let echo = config.echo.clone();

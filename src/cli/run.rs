@@ -34,7 +34,6 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let config = args.sandbox.config()?;
     let code = read_code(args)?;
-    let egress = args.egress.to_filter()?;
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [
         signal_hook::consts::SIGINT,
@@ -47,9 +46,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let outcome = match config.mode {
         ExecutionMode::Local => {
             eprintln!("{}", rlm_sandbox::local::DANGER);
+            let egress = args.egress.to_filter()?;
             rlm_sandbox::local::run(&config.limits, &egress, &code, &cancel)
         }
         ExecutionMode::Oci => {
+            let egress = args.egress.to_pending()?;
             let sandbox = Sandbox::prepare(config, egress, &mut super::print_progress)?;
             if let Some(warning) = sandbox.selection.warning() {
                 eprintln!("{warning}");

@@ -13,6 +13,7 @@
 mod echo;
 mod entropy;
 mod known;
+mod pending;
 mod secrets;
 
 use std::borrow::Cow;
@@ -25,6 +26,7 @@ use crate::capture::CapturedStream;
 
 pub use echo::{ContextEchoIndex, EchoReport, SHINGLE};
 pub use known::{KnownSecret, MIN_KNOWN_SECRET_LEN};
+pub use pending::PendingFilter;
 
 #[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]

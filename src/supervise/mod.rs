@@ -21,7 +21,7 @@ use crate::bundle::spec::{self, SpecInput};
 use crate::capture::{pipe_file, CapturedStream, Reader};
 use crate::cgroup::{CgroupError, CgroupLayout, RunCgroup};
 use crate::config::Config;
-use crate::egress::{EgressFilter, Stream};
+use crate::egress::{PendingFilter, Stream};
 use crate::result::{ExecResult, RuntimeUsed, Status, Truncated, Usage};
 use crate::runtime::Selection;
 
@@ -54,6 +54,8 @@ pub enum SuperviseError {
         runtime: String,
         err: std::io::Error,
     },
+    #[error("the egress filter could not be built, so no output is released: {0}")]
+    Egress(String),
     #[error("interrupted; the sandbox was killed and removed")]
     Interrupted,
     #[error("the run ended ({status}) but cleanup failed: {cleanup}")]
@@ -71,7 +73,8 @@ pub struct Sandbox {
     pub seccomp: LinuxSeccomp,
     pub layout: CgroupLayout,
     pub cgroup_caps: crate::cgroup::Capabilities,
-    pub egress: EgressFilter,
+    /// Built on its own thread while the first sandbox runs.
+    pub egress: PendingFilter,
 }
 
 impl Sandbox {
@@ -234,7 +237,7 @@ impl Sandbox {
         if ended_by == Some(EndedBy::Cancelled) {
             return Err(SuperviseError::Interrupted);
         }
-        Ok(self.result(
+        self.result(
             status,
             exit_code,
             signal,
@@ -244,7 +247,7 @@ impl Sandbox {
                 .then_some(observed.runtime_error)
                 .flatten(),
             start.elapsed(),
-        ))
+        )
     }
 
     /// Writes `bundle_dir/config.json` and `input_dir/main.py`: everything a
@@ -293,16 +296,17 @@ impl Sandbox {
         usage: Usage,
         error: Option<String>,
         elapsed: Duration,
-    ) -> ExecResult {
+    ) -> Result<ExecResult, SuperviseError> {
+        let egress = self.egress.get().map_err(SuperviseError::Egress)?;
         let truncated = Truncated {
             stdout: stdout.dropped,
             stderr: stderr.dropped,
         };
-        let out = self.egress.filter(Stream::Stdout, &stdout);
-        let err = self.egress.filter(Stream::Stderr, &stderr);
+        let out = egress.filter(Stream::Stdout, &stdout);
+        let err = egress.filter(Stream::Stderr, &stderr);
         let mut findings = out.findings;
         findings.extend(err.findings);
-        ExecResult {
+        Ok(ExecResult {
             status,
             exit_code,
             signal,
@@ -314,7 +318,7 @@ impl Sandbox {
             duration_ms: elapsed.as_millis() as u64,
             usage,
             error,
-        }
+        })
     }
 }
 
@@ -387,7 +391,7 @@ impl Sandbox {
     /// first use, reporting `progress`), seccomp profile, cgroup layout.
     pub fn prepare(
         config: Config,
-        egress: EgressFilter,
+        egress: PendingFilter,
         progress: &mut dyn FnMut(&crate::rootfs::Progress),
     ) -> Result<Sandbox, PrepareError> {
         let euid = nix::unistd::geteuid().as_raw();

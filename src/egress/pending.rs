@@ -1,0 +1,68 @@
+//! An egress filter built on another thread while the sandbox runs:
+//! compiling the patterns (and indexing a context) takes milliseconds, and
+//! nothing needs the filter before the sandbox's output is complete.
+
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use super::EgressFilter;
+
+type Built = Result<EgressFilter, String>;
+
+pub struct PendingFilter {
+    building: Mutex<Option<JoinHandle<Built>>>,
+    ready: OnceLock<Built>,
+}
+
+impl PendingFilter {
+    /// Starts `build` on its own thread.
+    pub fn spawn(build: impl FnOnce() -> Built + Send + 'static) -> Self {
+        PendingFilter {
+            building: Mutex::new(Some(std::thread::spawn(build))),
+            ready: OnceLock::new(),
+        }
+    }
+
+    /// A filter that is already built.
+    pub fn ready(filter: EgressFilter) -> Self {
+        let ready = OnceLock::new();
+        let _ = ready.set(Ok(filter));
+        PendingFilter {
+            building: Mutex::new(None),
+            ready,
+        }
+    }
+
+    /// The filter, waiting for its build if needed; the build's error
+    /// otherwise (then no output may leave unfiltered).
+    pub fn get(&self) -> Result<&EgressFilter, String> {
+        let built = self.ready.get_or_init(|| {
+            let handle = match self.building.lock() {
+                Ok(mut guard) => guard.take(),
+                Err(poisoned) => poisoned.into_inner().take(),
+            };
+            match handle.map(JoinHandle::join) {
+                Some(Ok(built)) => built,
+                Some(Err(_)) => Err("the egress filter's build panicked".into()),
+                None => Err("the egress filter was never built".into()),
+            }
+        });
+        built.as_ref().map_err(Clone::clone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_the_build_and_reports_its_error() {
+        let p = PendingFilter::spawn(|| {
+            EgressFilter::new(Default::default()).map_err(|e| e.to_string())
+        });
+        assert!(p.get().is_ok());
+        assert!(p.get().is_ok(), "a second get reuses the filter");
+        let failed = PendingFilter::spawn(|| Err("no context".into()));
+        assert_eq!(failed.get().err().as_deref(), Some("no context"));
+    }
+}

@@ -64,7 +64,6 @@ pub fn resolve(
         rootfs_builder::build(
             &rootfs_builder::BuildOptions {
                 output: path.clone(),
-                ..Default::default()
             },
             progress,
         )?;

@@ -35,10 +35,7 @@ pub fn run(cmd: &RootfsCommand) -> anyhow::Result<i32> {
                 .clone()
                 .unwrap_or_else(rootfs_builder::default_rootfs_dir);
             let manifest = rootfs_builder::build(
-                &rootfs_builder::BuildOptions {
-                    output,
-                    ..Default::default()
-                },
+                &rootfs_builder::BuildOptions { output },
                 &mut super::print_progress,
             )?;
             if *json {

@@ -99,9 +99,7 @@ fn delete_runtime_state(state_root: &Path, id: &str) {
             extra_flags: Vec::new(),
         };
         let argv = runtime.delete_argv(state_root, Path::new("/dev/null"), id);
-        let _ = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(std::process::Stdio::null())
+        let _ = crate::runtime::command(&argv)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();

@@ -12,8 +12,8 @@ use nix::unistd::Pid;
 
 use crate::capture::{pipe_file, Reader};
 use crate::config::Limits;
-use crate::egress::{EgressFilter, Stream};
-use crate::result::{ExecResult, Truncated, Usage};
+use crate::egress::EgressFilter;
+use crate::result::{Ended, ExecResult, Usage};
 use crate::supervise::{classify, EndedBy, Observed, SuperviseError};
 
 /// Printed on stderr before every local run.
@@ -95,24 +95,17 @@ pub fn run(
     if ended_by == Some(EndedBy::Cancelled) {
         return Err(SuperviseError::Interrupted);
     }
-    let out = egress.filter(Stream::Stdout, &stdout);
-    let err = egress.filter(Stream::Stderr, &stderr);
-    let mut findings = out.findings;
-    findings.extend(err.findings);
-    Ok(ExecResult {
-        status,
-        exit_code,
-        signal,
-        stdout: out.text,
-        stderr: err.text,
-        truncated: Truncated {
-            stdout: stdout.dropped,
-            stderr: stderr.dropped,
+    Ok(ExecResult::assemble(
+        Ended {
+            status,
+            exit_code,
+            signal,
+            error: None,
         },
-        findings,
-        runtime: None,
-        duration_ms: start.elapsed().as_millis() as u64,
-        usage: Usage::default(),
-        error: None,
-    })
+        [stdout, stderr],
+        egress,
+        None,
+        Usage::default(),
+        start.elapsed(),
+    ))
 }

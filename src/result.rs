@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use crate::egress::Finding;
+use crate::capture::CapturedStream;
+use crate::egress::{EgressFilter, Finding, Stream};
 use crate::runtime::{RuntimeKind, Selection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,4 +92,47 @@ pub struct ExecResult {
     pub usage: Usage,
     /// For `sandbox_error`: what the runtime said.
     pub error: Option<String>,
+}
+
+/// How a run ended, before its output is filtered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+}
+
+impl ExecResult {
+    /// Filters both captured streams through `egress` (nothing leaves
+    /// unfiltered) and assembles the result.
+    pub fn assemble(
+        ended: Ended,
+        [stdout, stderr]: [CapturedStream; 2],
+        egress: &EgressFilter,
+        runtime: Option<RuntimeUsed>,
+        usage: Usage,
+        elapsed: std::time::Duration,
+    ) -> ExecResult {
+        let out = egress.filter(Stream::Stdout, &stdout);
+        let err = egress.filter(Stream::Stderr, &stderr);
+        let mut findings = out.findings;
+        findings.extend(err.findings);
+        ExecResult {
+            status: ended.status,
+            exit_code: ended.exit_code,
+            signal: ended.signal,
+            stdout: out.text,
+            stderr: err.text,
+            truncated: Truncated {
+                stdout: stdout.dropped,
+                stderr: stderr.dropped,
+            },
+            findings,
+            runtime,
+            duration_ms: elapsed.as_millis() as u64,
+            usage,
+            error: ended.error,
+        }
+    }
 }

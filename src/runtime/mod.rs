@@ -130,6 +130,21 @@ pub fn select_with(
     }
 }
 
+/// A `Command` for an argv from the builders below: an environment of
+/// nothing but a fixed PATH (the runtime inherits none of the driver's
+/// variables, secrets included), stdin closed.
+pub fn command(argv: &[OsString]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 impl Runtime {
     /// Global flags, before the subcommand. Each run has its own state root.
     fn global(&self, state_root: &Path, log: &Path) -> Vec<OsString> {

@@ -4,7 +4,7 @@
 //! errors) on the normal path.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -193,14 +193,7 @@ impl RunGuard {
         let argv = self
             .runtime
             .delete_argv(&state_root, &self.dir.log(), &self.id);
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .stdin(Stdio::null())
+        let mut child = crate::runtime::command(&argv)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

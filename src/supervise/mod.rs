@@ -7,7 +7,7 @@ pub mod guard;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -21,8 +21,8 @@ use crate::bundle::spec::{self, SpecInput};
 use crate::capture::{pipe_file, CapturedStream, Reader};
 use crate::cgroup::{CgroupError, CgroupLayout, RunCgroup};
 use crate::config::Config;
-use crate::egress::{PendingFilter, Stream};
-use crate::result::{ExecResult, RuntimeUsed, Status, Truncated, Usage};
+use crate::egress::PendingFilter;
+use crate::result::{Ended, ExecResult, RuntimeUsed, Status, Usage};
 use crate::runtime::Selection;
 
 pub use classify::{classify, EndedBy, Observed};
@@ -113,14 +113,7 @@ impl Sandbox {
             &id,
             self.config.network_enabled,
         );
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .stdin(Stdio::null())
+        let mut child = crate::runtime::command(&argv)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group: a Ctrl-C at the terminal reaches the
@@ -292,33 +285,25 @@ impl Sandbox {
         status: Status,
         exit_code: Option<i32>,
         signal: Option<i32>,
-        [stdout, stderr]: [CapturedStream; 2],
+        streams: [CapturedStream; 2],
         usage: Usage,
         error: Option<String>,
         elapsed: Duration,
     ) -> Result<ExecResult, SuperviseError> {
         let egress = self.egress.get().map_err(SuperviseError::Egress)?;
-        let truncated = Truncated {
-            stdout: stdout.dropped,
-            stderr: stderr.dropped,
-        };
-        let out = egress.filter(Stream::Stdout, &stdout);
-        let err = egress.filter(Stream::Stderr, &stderr);
-        let mut findings = out.findings;
-        findings.extend(err.findings);
-        Ok(ExecResult {
-            status,
-            exit_code,
-            signal,
-            stdout: out.text,
-            stderr: err.text,
-            truncated,
-            findings,
-            runtime: Some(RuntimeUsed::from(&self.selection)),
-            duration_ms: elapsed.as_millis() as u64,
+        Ok(ExecResult::assemble(
+            Ended {
+                status,
+                exit_code,
+                signal,
+                error,
+            },
+            streams,
+            egress,
+            Some(RuntimeUsed::from(&self.selection)),
             usage,
-            error,
-        })
+            elapsed,
+        ))
     }
 }
 

@@ -25,7 +25,9 @@ pub enum Error {
     },
     #[error("cannot find the distribution's Python: {0}. Hint: run `apt-get update`")]
     NoPython(String),
-    #[error("apt-get download fetched {got} of {expected} packages into {dir}; missing: {missing}")]
+    #[error(
+        "apt-get download fetched {got} of {expected} packages into {dir}; missing: {missing}"
+    )]
     Download {
         dir: PathBuf,
         expected: usize,

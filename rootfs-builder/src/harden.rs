@@ -1,15 +1,19 @@
 //! Hardening of the unpacked tree: accounts, blocked modules, the audit
-//! hook, trimmed size, bytecode.
+//! hook, and trimming what a sandbox never needs.
 
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::Path;
-use std::process::Command;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
 
-use crate::{io_err, run, Error, SANDBOX_GID, SANDBOX_UID};
+use crate::error::IoContext;
+use crate::tree::{make_dir, remove, resolve, write_file};
+use crate::{Error, SANDBOX_GID, SANDBOX_UID};
 
 const SITECUSTOMIZE: &str = include_str!("../python/sitecustomize.py");
+const SUBPROCESS_SHIM: &str = include_str!("../python/subprocess_shim.py");
+/// Module name of [`SUBPROCESS_SHIM`] in the stdlib: not a blocked name.
+const SUBPROCESS_SHIM_MODULE: &str = "_rlm_sandbox_subprocess";
 
-/// stdlib parts a sandbox never needs (GUI, tests, installers, docs).
+/// stdlib parts a sandbox never needs (GUI, test suites, installers, docs).
 const STDLIB_TRIM: &[&str] = &[
     "test",
     "idlelib",
@@ -20,18 +24,32 @@ const STDLIB_TRIM: &[&str] = &[
     "pydoc_data",
     "unittest/test",
     "distutils/tests",
+    "ctypes/test",
+    "sqlite3/test",
 ];
-const SHARE_TRIM: &[&str] = &["doc", "man", "locale", "lintian", "info", "bug", "menu"];
+const SHARE_TRIM: &[&str] = &[
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/info",
+    "usr/share/bug",
+    "usr/share/menu",
+    // Debian's hook for its bug reporter; it would be imported at startup.
+    "etc/python{v}/sitecustomize.py",
+];
 
 /// Modules that would start processes or call foreign code: replaced by a
-/// stub raising ImportError, their C parts deleted. (The audit hook in
-/// sitecustomize also refuses them, including `_posixsubprocess`, which
-/// Debian compiles into the interpreter.)
-const BLOCKED: &[(&str, &str)] = &[
+/// stub raising ImportError, their C parts deleted (the audit hook in
+/// sitecustomize refuses them too, and `_posixsubprocess`, which Debian
+/// compiles into the interpreter).
+pub(crate) const BLOCKED: &[(&str, &str)] = &[
     ("subprocess", "the sandbox runs no other programs"),
     ("multiprocessing", "the sandbox creates no processes"),
     ("ctypes", "the sandbox calls no foreign code"),
 ];
+/// Prefixes of lib-dynload files deleted: the C halves of the blocked
+/// modules, and CPython's own test extensions.
 const BLOCKED_EXTENSIONS: &[&str] = &[
     "_ctypes.",
     "_ctypes_test.",
@@ -43,25 +61,38 @@ const BLOCKED_EXTENSIONS: &[&str] = &[
     "_xxtestfuzz.",
     "_xxsubinterpreters.",
 ];
+/// stdlib packages whose modules `import subprocess` at top level for its
+/// constants; those lines are pointed at the shim.
+const SUBPROCESS_IMPORTERS: &[&str] = &["asyncio"];
 
-/// Refuses to build when a host account already has the sandbox's uid.
-pub fn check_uid_free(passwd: &Path) -> Result<(), Error> {
-    let text = std::fs::read_to_string(passwd).unwrap_or_default();
-    match uid_owner(&text, SANDBOX_UID) {
-        Some(name) => Err(Error::UidTaken {
-            name,
-            uid: SANDBOX_UID,
-        }),
-        None => Ok(()),
+/// Refuses to build when a host account already has the sandbox's id: the
+/// sandbox's processes would be that account's to the host kernel.
+pub fn check_ids_free(passwd: &Path, group: &Path) -> Result<(), Error> {
+    for (file, id) in [(passwd, SANDBOX_UID), (group, SANDBOX_GID)] {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).ctx("read", file),
+        };
+        if let Some(name) = id_owner(&text, id) {
+            return Err(Error::IdTaken {
+                file: file.to_path_buf(),
+                name,
+                id,
+            });
+        }
     }
+    Ok(())
 }
 
-pub(crate) fn uid_owner(passwd: &str, uid: u32) -> Option<String> {
-    passwd.lines().find_map(|l| {
+/// The account (passwd) or group (group) with numeric id `id`: the third
+/// field in both formats.
+pub(crate) fn id_owner(text: &str, id: u32) -> Option<String> {
+    text.lines().find_map(|l| {
         let mut f = l.split(':');
         let name = f.next()?;
-        let found: u32 = f.nth(1)?.parse().ok()?;
-        (found == uid).then(|| name.to_string())
+        let found: u32 = f.nth(1)?.trim().parse().ok()?;
+        (found == id).then(|| name.to_string())
     })
 }
 
@@ -76,6 +107,10 @@ pub(crate) fn group() -> String {
     format!("root:x:0:\nsandbox:x:{SANDBOX_GID}:\n")
 }
 
+pub(crate) fn shadow() -> String {
+    "root:*:19000:0:99999:7:::\nsandbox:!:19000::::::\n".to_string()
+}
+
 pub(crate) fn stub(module: &str, reason: &str) -> String {
     format!(
         "# rlm-sandbox: {module} is removed from the sandbox's Python.\n\
@@ -83,103 +118,171 @@ pub(crate) fn stub(module: &str, reason: &str) -> String {
     )
 }
 
-/// Replaces whatever is at `path` with a regular file. Never writes
-/// through a symlink: packages ship absolute links (Debian's
-/// sitecustomize.py -> /etc/python3.11/...), which would point at the host.
-fn write(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
-    remove(path)?;
-    std::fs::write(path, text).map_err(io_err("cannot write", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io_err("cannot chmod", path))
-}
-
-fn remove(path: &Path) -> Result<(), Error> {
-    let result = match std::fs::symlink_metadata(path) {
-        Err(_) => return Ok(()),
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-    };
-    result.map_err(io_err("cannot remove", path))
+/// `text` with each top-level `import subprocess` line pointed at the shim;
+/// None when there is none.
+pub(crate) fn redirect_subprocess_import(text: &str) -> Option<String> {
+    let replacement = format!(
+        "import {SUBPROCESS_SHIM_MODULE} as subprocess  # rlm-sandbox: subprocess is blocked"
+    );
+    let mut out = String::with_capacity(text.len() + replacement.len());
+    let mut changed = false;
+    for line in text.split_inclusive('\n') {
+        // Only unindented lines: imports inside functions run on use.
+        if line.trim_end() == "import subprocess" {
+            out.push_str(&replacement);
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+            changed = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    changed.then_some(out)
 }
 
 pub fn harden(tree: &Path, version: &str) -> Result<(), Error> {
-    let python = tree.join("usr/bin/python3");
-    if std::fs::symlink_metadata(&python).is_err() {
-        symlink(format!("python{version}"), &python).map_err(io_err("cannot link", &python))?;
+    let python = resolve(tree, "usr/bin/python3")?;
+    let versioned = format!("python{version}");
+    if !resolve(tree, &format!("usr/bin/{versioned}"))?.is_file() {
+        return Err(Error::Unexpected {
+            path: tree.join("usr/bin").join(&versioned),
+            expected: format!("the interpreter, from python{version}-minimal"),
+        });
     }
+    remove(tree, "usr/bin/python3")?;
+    symlink(&versioned, &python).ctx("link", &python)?;
+
     for (dir, mode) in [
         ("tmp", 0o1777),
         ("proc", 0o555),
         ("dev", 0o755),
         ("sys", 0o555),
-        ("rlm", 0o755),
+        (crate::INPUT_DIR.trim_start_matches('/'), 0o755),
         ("etc/rlm-sandbox", 0o755),
     ] {
-        let path = tree.join(dir);
-        std::fs::create_dir_all(&path).map_err(io_err("cannot create", &path))?;
-        // An explicit chmod: a tmpfs mounted here takes this mode under runc.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(io_err("cannot chmod", &path))?;
+        make_dir(tree, dir, mode)?;
     }
-    let etc = tree.join("etc");
-    write(&etc.join("passwd"), &passwd(), 0o644)?;
-    write(&etc.join("group"), &group(), 0o644)?;
-    // Present and root-only: reading it as the sandbox user is EACCES.
-    write(
-        &etc.join("shadow"),
-        "root:*:19000:0:99999:7:::\nsandbox:!:19000::::::\n",
-        0o600,
+    write_file(tree, "etc/passwd", &passwd(), 0o644)?;
+    write_file(tree, "etc/group", &group(), 0o644)?;
+    // Present and root's only: reading it as the sandbox user is EACCES.
+    write_file(tree, "etc/shadow", &shadow(), 0o600)?;
+    write_file(tree, "etc/hostname", "sandbox\n", 0o644)?;
+    write_file(
+        tree,
+        "etc/hosts",
+        "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost\n",
+        0o644,
     )?;
-    write(&etc.join("hostname"), "sandbox\n", 0o644)?;
-    write(
-        &etc.join("hosts"),
-        "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost\n",
+    // Local files only: glibc never tries DNS or other services for names.
+    write_file(
+        tree,
+        "etc/nsswitch.conf",
+        "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
         0o644,
     )?;
 
-    for dir in SHARE_TRIM {
-        remove(&tree.join("usr/share").join(dir))?;
+    for rel in SHARE_TRIM {
+        remove(tree, &rel.replace("{v}", version))?;
     }
-    let stdlib = tree.join(format!("usr/lib/python{version}"));
+    // glibc's iconv modules (8 MB): Python's codecs are its own, and UTF-8
+    // and ASCII conversions are built into glibc.
+    for triplet in multiarch_dirs(tree)? {
+        remove(tree, &format!("usr/lib/{triplet}/gconv"))?;
+    }
+    let stdlib_rel = format!("usr/lib/python{version}");
+    let stdlib = resolve(tree, &stdlib_rel)?;
+    if !stdlib.is_dir() {
+        return Err(Error::Unexpected {
+            path: stdlib,
+            expected: format!("the standard library, from libpython{version}-stdlib"),
+        });
+    }
     for dir in STDLIB_TRIM {
-        remove(&stdlib.join(dir))?;
+        remove(tree, &format!("{stdlib_rel}/{dir}"))?;
     }
     for (module, reason) in BLOCKED {
-        remove(&stdlib.join(module))?;
-        remove(&stdlib.join(format!("{module}.py")))?;
-        write(
-            &stdlib.join(format!("{module}.py")),
+        remove(tree, &format!("{stdlib_rel}/{module}"))?;
+        write_file(
+            tree,
+            &format!("{stdlib_rel}/{module}.py"),
             &stub(module, reason),
             0o644,
         )?;
     }
-    let dynload = stdlib.join("lib-dynload");
-    if let Ok(entries) = std::fs::read_dir(&dynload) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if BLOCKED_EXTENSIONS.iter().any(|p| name.starts_with(p)) {
-                remove(&entry.path())?;
-            }
-        }
+    for name in blocked_extensions(&stdlib.join("lib-dynload"))? {
+        remove(tree, &format!("{stdlib_rel}/lib-dynload/{name}"))?;
     }
-    write(&stdlib.join("sitecustomize.py"), SITECUSTOMIZE, 0o644)?;
+    write_file(
+        tree,
+        &format!("{stdlib_rel}/{SUBPROCESS_SHIM_MODULE}.py"),
+        SUBPROCESS_SHIM,
+        0o644,
+    )?;
+    for package in SUBPROCESS_IMPORTERS {
+        redirect_package(tree, &format!("{stdlib_rel}/{package}"))?;
+    }
+    // Debian ships this as a link into /etc; write_file replaces the link.
+    write_file(
+        tree,
+        &format!("{stdlib_rel}/sitecustomize.py"),
+        SITECUSTOMIZE,
+        0o644,
+    )?;
     Ok(())
 }
 
-/// Precompiles the stdlib with the rootfs's own interpreter (so runs on a
-/// read-only root never need to write bytecode). One process: `-j` would
-/// need multiprocessing, which is gone by now.
-pub fn compile_bytecode(tree: &Path, version: &str) -> Result<(), Error> {
-    let stdlib = format!("/usr/lib/python{version}");
-    run(Command::new("chroot").arg(tree).args([
-        "/usr/bin/python3",
-        "-I",
-        "-m",
-        "compileall",
-        "-q",
-        &stdlib,
-    ]))?;
-    Ok(())
+/// The multiarch library directories (`x86_64-linux-gnu`) under usr/lib.
+fn multiarch_dirs(tree: &Path) -> Result<Vec<String>, Error> {
+    let lib = resolve(tree, "usr/lib")?;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&lib).ctx("list", &lib)? {
+        let name = entry
+            .ctx("list", &lib)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.contains("-linux-") {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+fn blocked_extensions(dynload: &Path) -> Result<Vec<String>, Error> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dynload).ctx("list", dynload)? {
+        let name = entry
+            .ctx("list", dynload)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if BLOCKED_EXTENSIONS.iter().any(|p| name.starts_with(p)) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Points each `import subprocess` line of the package's modules at the shim.
+fn redirect_package(tree: &Path, package_rel: &str) -> Result<Vec<PathBuf>, Error> {
+    let dir = resolve(tree, package_rel)?;
+    let mut changed = Vec::new();
+    for entry in std::fs::read_dir(&dir).ctx("list", &dir)? {
+        let name = entry.ctx("list", &dir)?.file_name();
+        let name = name.to_string_lossy();
+        if !name.ends_with(".py") {
+            continue;
+        }
+        let rel = format!("{package_rel}/{name}");
+        let path = resolve(tree, &rel)?;
+        let text = std::fs::read_to_string(&path).ctx("read", &path)?;
+        if let Some(patched) = redirect_subprocess_import(&text) {
+            write_file(tree, &rel, &patched, 0o644)?;
+            changed.push(path);
+        }
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -187,21 +290,85 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uid_owner_reads_passwd() {
+    fn id_owner_reads_passwd_and_group() {
         let text = "root:x:0:0:root:/root:/bin/bash\nbob:x:65432:100::/home/bob:/bin/sh\n";
-        assert_eq!(uid_owner(text, 65432).as_deref(), Some("bob"));
-        assert_eq!(uid_owner(text, 1000), None);
+        assert_eq!(id_owner(text, 65432).as_deref(), Some("bob"));
+        assert_eq!(id_owner(text, 1000), None);
+        assert_eq!(
+            id_owner("root:x:0:\nnogroup:x:65534:\n", 65534).as_deref(),
+            Some("nogroup")
+        );
+        assert_eq!(id_owner("# comment\n\nbroken\n", 0), None);
     }
 
     #[test]
-    fn accounts_have_the_sandbox_user() {
-        assert!(passwd().contains("sandbox:x:65432:65432:"));
-        assert!(group().contains("sandbox:x:65432:"));
+    fn check_ids_free_names_the_account_and_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwd = dir.path().join("passwd");
+        let group = dir.path().join("group");
+        std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").expect("write");
+        std::fs::write(&group, "root:x:0:\n").expect("write");
+        check_ids_free(&passwd, &group).expect("free");
+        std::fs::write(&group, "root:x:0:\nlp:x:65432:\n").expect("write");
+        let err = check_ids_free(&passwd, &group).expect_err("taken");
+        assert!(err.to_string().contains("\"lp\""), "{err}");
+        assert!(err.to_string().contains("65432"), "{err}");
+        check_ids_free(&dir.path().join("none"), &dir.path().join("none")).expect("missing");
+    }
+
+    #[test]
+    fn accounts_files_are_exact() {
+        assert_eq!(
+            passwd(),
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+             sandbox:x:65432:65432:rlm-sandbox:/tmp:/usr/sbin/nologin\n"
+        );
+        assert_eq!(group(), "root:x:0:\nsandbox:x:65432:\n");
+        assert!(shadow().starts_with("root:*:"));
     }
 
     #[test]
     fn stubs_raise_import_error_with_the_reason() {
-        let s = stub("subprocess", "the sandbox runs no other programs");
-        assert!(s.contains("raise ImportError(\"rlm-sandbox: subprocess is blocked: the sandbox runs no other programs\""));
+        assert_eq!(
+            stub("subprocess", "the sandbox runs no other programs"),
+            "# rlm-sandbox: subprocess is removed from the sandbox's Python.\n\
+             raise ImportError(\"rlm-sandbox: subprocess is blocked: the sandbox runs no other programs\", name=\"subprocess\")\n"
+        );
+    }
+
+    #[test]
+    fn only_top_level_subprocess_imports_are_redirected() {
+        let src =
+            "import os\nimport subprocess\nimport subprocessing\ndef f():\n    import subprocess\n";
+        assert_eq!(
+            redirect_subprocess_import(src).as_deref(),
+            Some(
+                "import os\nimport _rlm_sandbox_subprocess as subprocess  # rlm-sandbox: subprocess is blocked\n\
+                 import subprocessing\ndef f():\n    import subprocess\n"
+            )
+        );
+        assert_eq!(redirect_subprocess_import("import os\n"), None);
+    }
+
+    #[test]
+    fn python_sources_are_embedded() {
+        assert!(SITECUSTOMIZE.contains("sys.addaudithook("));
+        for event in [
+            "os.system",
+            "os.exec",
+            "os.posix_spawn",
+            "os.fork",
+            "os.forkpty",
+            "os.spawn",
+            "subprocess.Popen",
+            "pty.spawn",
+            "os.startfile",
+        ] {
+            assert!(
+                SITECUSTOMIZE.contains(&format!("(\"{event}\", ")),
+                "{event}"
+            );
+        }
+        assert!(SUBPROCESS_SHIM.contains("PIPE = -1"));
     }
 }

@@ -5,15 +5,20 @@
 //! happens in a temporary sibling of the output and is renamed into place
 //! only when complete, so a failed build leaves nothing behind.
 
+mod command;
+mod compile;
+mod error;
 mod harden;
 mod manifest;
 mod packages;
+mod staging;
+mod tree;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub use error::Error;
 pub use manifest::{read_manifest, verify, Manifest, PackageInfo, MANIFEST_PATH};
 
 /// The unprivileged user code runs as. In Debian's 65000–65533 range, which
@@ -59,7 +64,9 @@ impl fmt::Display for Progress {
             Progress::Downloading { packages } => write!(f, "downloading {packages} packages"),
             Progress::Unpacking { done, total } => write!(f, "unpacked {done}/{total} packages"),
             Progress::Hardening => write!(f, "hardening (users, blocked modules, audit hook)"),
-            Progress::Compiling => write!(f, "precompiling bytecode"),
+            Progress::Compiling => {
+                write!(f, "precompiling bytecode, self-check as the sandbox user")
+            }
             Progress::Hashing => write!(f, "hashing the tree for the manifest"),
             Progress::Done {
                 path,
@@ -76,147 +83,137 @@ impl fmt::Display for Progress {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("cannot run `{command}`: {err}; the rootfs builder needs apt-get, apt-cache and dpkg-deb (Debian or Ubuntu)")]
-    Spawn {
-        command: String,
-        err: std::io::Error,
-    },
-    #[error("{action} {path}: {err}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        err: std::io::Error,
-    },
-    #[error("no Python package found: {0}")]
-    NoPython(String),
-    #[error("host account {name:?} uses uid {uid}, the sandbox's uid; the sandbox's files and processes would be that account's")]
-    UidTaken { name: String, uid: u32 },
-    #[error("manifest {path}: {err}")]
-    Manifest { path: PathBuf, err: String },
-    #[error("building the rootfs needs root (to chroot for bytecode and to own files as root); effective uid is {0}")]
-    NotRoot(u32),
-}
-
-pub(crate) fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |err| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        err,
-    }
-}
-
-/// Runs a command; its stdout on success, an error naming it otherwise.
-pub(crate) fn run(cmd: &mut Command) -> Result<String, Error> {
-    let command = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|err| Error::Spawn {
-        command: command.clone(),
-        err,
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-        return Err(Error::Command {
-            command,
-            status: out.status.to_string(),
-            stderr: tail,
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// The effective uid, from /proc/self/status (std has no geteuid).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // Uid: real effective saved filesystem
+    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// Where `rlm-sandbox run` keeps the default rootfs: `$RLM_CACHE_DIR/rootfs`,
-/// else `/var/cache/rlm-sandbox/rootfs` for root, else the user's cache.
+/// else `/var/cache/rlm-sandbox/rootfs` for root, else
+/// `$XDG_CACHE_HOME/rlm-sandbox/rootfs` or `~/.cache/rlm-sandbox/rootfs`.
 pub fn default_rootfs_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RLM_CACHE_DIR") {
-        return PathBuf::from(dir).join("rootfs");
+    default_rootfs_dir_with(
+        std::env::var_os("RLM_CACHE_DIR").map(PathBuf::from),
+        effective_uid() == Some(0),
+        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+}
+
+fn default_rootfs_dir_with(
+    cache_dir: Option<PathBuf>,
+    is_root: bool,
+    xdg_cache_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> PathBuf {
+    let nonempty = |p: &PathBuf| !p.as_os_str().is_empty();
+    if let Some(dir) = cache_dir.filter(nonempty) {
+        return dir.join("rootfs");
     }
-    // SAFETY-free: geteuid via the environment-independent /proc view.
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/cache/rlm-sandbox/rootfs");
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("rlm-sandbox/rootfs")
+    xdg_cache_home
+        .filter(nonempty)
+        .or_else(|| home.filter(nonempty).map(|h| h.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("rlm-sandbox/rootfs")
 }
 
 /// Builds the rootfs at `opts.output`, replacing what is there only on
-/// success.
+/// success. Needs root and apt (Debian or Ubuntu); takes a few seconds.
 pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result<Manifest, Error> {
     let start = Instant::now();
-    let euid = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(u32::MAX);
+    let euid = effective_uid().unwrap_or(u32::MAX);
     if euid != 0 {
         return Err(Error::NotRoot(euid));
     }
-    harden::check_uid_free(Path::new("/etc/passwd"))?;
+    harden::check_ids_free(Path::new("/etc/passwd"), Path::new("/etc/group"))?;
     let output = &opts.output;
-    let parent = output.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "rootfs".into());
-    // Same filesystem as the output, so the final rename is atomic.
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.building-"))
-        .tempdir_in(parent)
-        .map_err(io_err("cannot create a staging directory in", parent))?;
-    let tree = staging.path().join("rootfs");
-    let debs = staging.path().join("debs");
-    std::fs::create_dir_all(&tree).map_err(io_err("cannot create", &tree))?;
-    std::fs::create_dir_all(&debs).map_err(io_err("cannot create", &debs))?;
+    staging::check_replaceable(output)?;
+    // Removed on every early return (drop); renamed into place at the end.
+    let staging = staging::Staging::new(output)?;
+    let tree = &staging.tree;
 
     progress(&Progress::Resolving);
     let (python_version, names) = packages::resolve()?;
     progress(&Progress::Downloading {
         packages: names.len(),
     });
-    let downloaded = packages::download(&names, &debs)?;
-    let total = downloaded.len();
+    let debs = packages::download(&names, &staging.debs)?;
+    let total = debs.len();
     let mut infos = Vec::with_capacity(total);
-    for (i, deb) in downloaded.iter().enumerate() {
-        infos.push(packages::unpack(deb, &tree)?);
+    for (i, deb) in debs.iter().enumerate() {
+        infos.push(packages::unpack(deb, tree)?);
         if (i + 1) % 10 == 0 || i + 1 == total {
             progress(&Progress::Unpacking { done: i + 1, total });
         }
     }
     progress(&Progress::Hardening);
-    harden::harden(&tree, &python_version)?;
+    harden::harden(tree, &python_version)?;
     progress(&Progress::Compiling);
-    harden::compile_bytecode(&tree, &python_version)?;
+    compile::compile_bytecode(tree, &python_version)?;
+    tree::normalize_ownership(tree)?;
+    compile::self_check(tree)?;
     progress(&Progress::Hashing);
-    let manifest = manifest::write(&tree, &python_version, infos)?;
-
-    // Swap into place: the old rootfs (if any) goes only after the new one
-    // is complete.
-    let old = staging.path().join("old");
-    if output.exists() {
-        std::fs::rename(output, &old).map_err(io_err("cannot move aside", output))?;
-    }
-    std::fs::rename(&tree, output).map_err(io_err("cannot move into place", output))?;
-    // The staging directory (debs, old tree) is removed on drop.
-    drop(staging);
+    let manifest = manifest::write(tree, &python_version, infos)?;
+    staging.commit(output)?;
     progress(&Progress::Done {
         path: output.clone(),
         bytes: manifest.bytes,
         elapsed: start.elapsed(),
     });
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rootfs_dir_precedence() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            default_rootfs_dir_with(p("/c"), /*is_root*/ true, p("/x"), p("/h")),
+            PathBuf::from("/c/rootfs")
+        );
+        assert_eq!(
+            default_rootfs_dir_with(None, /*is_root*/ true, p("/x"), p("/h")),
+            PathBuf::from("/var/cache/rlm-sandbox/rootfs")
+        );
+        assert_eq!(
+            default_rootfs_dir_with(p(""), /*is_root*/ false, p("/x"), p("/h")),
+            PathBuf::from("/x/rlm-sandbox/rootfs")
+        );
+        assert_eq!(
+            default_rootfs_dir_with(None, /*is_root*/ false, None, p("/h")),
+            PathBuf::from("/h/.cache/rlm-sandbox/rootfs")
+        );
+    }
+
+    #[test]
+    fn effective_uid_is_read() {
+        assert!(effective_uid().is_some());
+    }
+
+    #[test]
+    fn progress_lines() {
+        let done = Progress::Done {
+            path: PathBuf::from("/r"),
+            bytes: 48_000_000,
+            elapsed: Duration::from_millis(2500),
+        };
+        assert_eq!(done.to_string(), "built /r (48 MB) in 2.5 s");
+        assert_eq!(
+            Progress::Unpacking {
+                done: 10,
+                total: 38
+            }
+            .to_string(),
+            "unpacked 10/38 packages"
+        );
+    }
 }

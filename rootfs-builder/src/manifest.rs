@@ -1,14 +1,16 @@
 //! The manifest of a built rootfs: what it is made of, and a hash of the
 //! whole tree to tell whether it was changed since.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::IoContext;
 use crate::packages::hex;
-use crate::{io_err, Error, SANDBOX_GID, SANDBOX_UID};
+use crate::{Error, SANDBOX_GID, SANDBOX_UID};
 
 /// Inside the rootfs; excluded from the tree hash.
 pub const MANIFEST_PATH: &str = "etc/rlm-sandbox/manifest.json";
@@ -40,21 +42,25 @@ pub struct Manifest {
     pub tree_sha256: String,
 }
 
+/// Hashes `tree` and writes its manifest into it (the last write of a
+/// build: the manifest is the only entry outside the hash).
 pub fn write(
     tree: &Path,
     python_version: &str,
     packages: Vec<PackageInfo>,
 ) -> Result<Manifest, Error> {
+    // The manifest's directory is part of the tree: it must exist when hashed.
+    if let Some(dir) = Path::new(MANIFEST_PATH).parent().and_then(|d| d.to_str()) {
+        crate::tree::make_dir(tree, dir, 0o755)?;
+    }
     let (tree_sha256, files, bytes) = hash_tree(tree)?;
-    let distribution = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("PRETTY_NAME=")
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let os_release = Path::new("/etc/os-release");
+    let distribution = match fs::read_to_string(os_release) {
+        Ok(text) => pretty_name(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).ctx("read", os_release),
+    }
+    .unwrap_or_else(|| "unknown".into());
     let manifest = Manifest {
         builder_version: env!("CARGO_PKG_VERSION").to_string(),
         built_at: std::time::SystemTime::now()
@@ -75,15 +81,21 @@ pub fn write(
         path: path.clone(),
         err: e.to_string(),
     })?;
-    std::fs::write(&path, text + "\n").map_err(io_err("cannot write", &path))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-        .map_err(io_err("cannot chmod", &path))?;
+    crate::tree::write_file(tree, MANIFEST_PATH, &(text + "\n"), 0o644)?;
     Ok(manifest)
+}
+
+/// PRETTY_NAME of an os-release file, unquoted.
+pub(crate) fn pretty_name(os_release: &str) -> Option<String> {
+    os_release.lines().find_map(|l| {
+        let v = l.strip_prefix("PRETTY_NAME=")?.trim();
+        Some(v.trim_matches(|c| c == '"' || c == '\'').to_string())
+    })
 }
 
 pub fn read_manifest(rootfs: &Path) -> Result<Manifest, Error> {
     let path = rootfs.join(MANIFEST_PATH);
-    let text = std::fs::read_to_string(&path).map_err(io_err("cannot read", &path))?;
+    let text = fs::read_to_string(&path).ctx("read", &path)?;
     serde_json::from_str(&text).map_err(|e| Error::Manifest {
         path,
         err: e.to_string(),
@@ -96,7 +108,9 @@ pub fn verify(rootfs: &Path) -> Result<bool, Error> {
     Ok(hash_tree(rootfs)?.0 == manifest.tree_sha256)
 }
 
-/// (hash, regular files, bytes of regular files).
+/// (hash, regular files, bytes of regular files). The hash is sha256 over
+/// one line per entry, in path order:
+/// `path NUL kind NUL mode NUL uid:gid NUL sha256-of-content | link-target`.
 pub(crate) fn hash_tree(tree: &Path) -> Result<(String, u64, u64), Error> {
     let mut entries = Vec::new();
     walk(tree, tree, &mut entries)?;
@@ -108,38 +122,43 @@ pub(crate) fn hash_tree(tree: &Path) -> Result<(String, u64, u64), Error> {
             continue;
         }
         let path = tree.join(&rel);
-        let meta = std::fs::symlink_metadata(&path).map_err(io_err("cannot stat", &path))?;
-        let content = if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(io_err("cannot read link", &path))?;
-            format!("link:{}", target.display())
-        } else if meta.is_file() {
+        let meta = fs::symlink_metadata(&path).ctx("stat", &path)?;
+        let kind = meta.file_type();
+        let (kind, content) = if kind.is_symlink() {
+            let target = fs::read_link(&path).ctx("read link", &path)?;
+            ("link", target.display().to_string())
+        } else if kind.is_file() {
             files += 1;
             bytes += meta.len();
-            let data = std::fs::read(&path).map_err(io_err("cannot read", &path))?;
-            hex(&Sha256::digest(&data))
+            let mut file_hasher = Sha256::new();
+            let mut file = File::open(&path).ctx("open", &path)?;
+            std::io::copy(&mut file, &mut file_hasher).ctx("read", &path)?;
+            ("file", hex(&file_hasher.finalize()))
+        } else if kind.is_dir() {
+            ("dir", String::new())
         } else {
-            String::from("dir")
+            ("other", String::new())
         };
         hasher.update(format!(
-            "{}\0{:o}\0{}:{}\0{}\n",
+            "{}\0{kind}\0{:o}\0{}:{}\0{content}\n",
             rel.display(),
-            meta.mode(),
+            meta.mode() & 0o7777,
             meta.uid(),
             meta.gid(),
-            content
         ));
     }
     Ok((hex(&hasher.finalize()), files, bytes))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    for entry in std::fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
-        let entry = entry.map_err(io_err("cannot list", dir))?;
+    for entry in fs::read_dir(dir).ctx("list", dir)? {
+        let entry = entry.ctx("list", dir)?;
         let path = entry.path();
         if let Ok(rel) = path.strip_prefix(root) {
             out.push(rel.to_path_buf());
         }
-        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        // file_type() does not follow links: a linked directory is a link.
+        if entry.file_type().ctx("stat", &path)?.is_dir() {
             walk(root, &path, out)?;
         }
     }
@@ -149,23 +168,80 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn tree_hash_sees_content_mode_and_links_but_not_the_manifest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = dir.path();
-        std::fs::create_dir_all(t.join("etc/rlm-sandbox")).expect("mkdir");
-        std::fs::write(t.join("etc/a"), "one").expect("write");
+        fs::create_dir_all(t.join("etc/rlm-sandbox")).expect("mkdir");
+        fs::write(t.join("etc/a"), "one").expect("write");
         std::os::unix::fs::symlink("a", t.join("etc/b")).expect("link");
         let (h1, files, bytes) = hash_tree(t).expect("hash");
         assert_eq!((files, bytes), (1, 3));
-        std::fs::write(t.join(MANIFEST_PATH), "{}").expect("write");
+        fs::write(t.join(MANIFEST_PATH), "{}").expect("write");
         assert_eq!(hash_tree(t).expect("hash").0, h1, "manifest excluded");
-        std::fs::write(t.join("etc/a"), "two").expect("write");
+        fs::write(t.join("etc/a"), "two").expect("write");
         let h2 = hash_tree(t).expect("hash").0;
-        assert_ne!(h1, h2);
-        std::fs::set_permissions(t.join("etc/a"), std::fs::Permissions::from_mode(0o600))
-            .expect("chmod");
-        assert_ne!(hash_tree(t).expect("hash").0, h2);
+        assert_ne!(h1, h2, "content");
+        fs::set_permissions(t.join("etc/a"), fs::Permissions::from_mode(0o600)).expect("chmod");
+        let h3 = hash_tree(t).expect("hash").0;
+        assert_ne!(h3, h2, "mode");
+        fs::remove_file(t.join("etc/b")).expect("rm");
+        std::os::unix::fs::symlink("c", t.join("etc/b")).expect("link");
+        let h4 = hash_tree(t).expect("hash").0;
+        assert_ne!(h4, h3, "link target");
+        fs::create_dir(t.join("etc/empty")).expect("mkdir");
+        assert_ne!(hash_tree(t).expect("hash").0, h4, "new empty directory");
+    }
+
+    #[test]
+    fn tree_hash_is_a_known_value_for_a_known_tree() {
+        // Pins the line format: changing it changes every manifest.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        fs::write(t.join("a"), "one").expect("write");
+        fs::set_permissions(t.join("a"), fs::Permissions::from_mode(0o644)).expect("chmod");
+        let meta = fs::metadata(t.join("a")).expect("stat");
+        let line = format!(
+            "a\0file\0644\0{}:{}\0{}\n",
+            meta.uid(),
+            meta.gid(),
+            hex(&Sha256::digest(b"one"))
+        );
+        assert_eq!(hash_tree(t).expect("hash").0, hex(&Sha256::digest(line)));
+    }
+
+    #[test]
+    fn written_manifest_reads_back_and_verifies_until_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        fs::write(t.join("a"), "one").expect("write");
+        let pkg = PackageInfo {
+            name: "libc6".into(),
+            version: "2.36".into(),
+            architecture: "amd64".into(),
+            sha256: "00".into(),
+        };
+        let written = write(t, "3.11", vec![pkg]).expect("manifest");
+        let read = read_manifest(t).expect("read");
+        assert_eq!(read, written);
+        assert_eq!(
+            (read.sandbox_uid, read.python_version.as_str()),
+            (65432, "3.11")
+        );
+        assert!(verify(t).expect("verify"));
+        fs::write(t.join("a"), "changed").expect("write");
+        assert!(!verify(t).expect("verify"));
+    }
+
+    #[test]
+    fn os_release_pretty_name() {
+        let text = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+        assert_eq!(
+            pretty_name(text).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(pretty_name("ID=x\n"), None);
     }
 }

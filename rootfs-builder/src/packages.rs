@@ -1,19 +1,22 @@
 //! The distribution's Python packages: resolve, download, unpack.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::command::{command, run};
+use crate::error::IoContext;
 use crate::manifest::PackageInfo;
-use crate::{io_err, run, Error};
+use crate::Error;
 
-/// Packages in the closure that a Python sandbox does not need (perl, the
-/// packaging tools themselves, mail helpers): skipped, never unpacked.
+/// Packages in the closure that a Python sandbox does not need: perl and
+/// the packaging tools (dragged in by python3.X-minimal's maintainer
+/// scripts, which never run here), mail helpers, and libffi (used only by
+/// `_ctypes`, which is deleted). Skipped, never unpacked. A name matches
+/// exactly or followed by `-` or a digit (`perl-base`, `libperl5.36`).
 const SKIP: &[&str] = &[
     "perl",
-    "perl-base",
-    "perl-modules",
     "libperl",
     "dpkg",
     "tar",
@@ -22,22 +25,27 @@ const SKIP: &[&str] = &[
     "debconf",
     "debianutils",
     "base-files",
+    "libffi",
 ];
 
 fn skipped(name: &str) -> bool {
-    SKIP.iter()
-        .any(|s| name == *s || (name.starts_with(s) && name[s.len()..].starts_with(['-', '5'])))
+    SKIP.iter().any(|s| {
+        name.strip_prefix(s).is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        })
+    })
 }
 
 /// The Python version (e.g. "3.11") and the packages to install.
 pub fn resolve() -> Result<(String, Vec<String>), Error> {
-    let out = run(Command::new("apt-cache").args(["depends", "python3-minimal"]))?;
+    let out = run(command("apt-cache").args(["depends", "python3-minimal"]))?;
     let version = python_version(&out).ok_or_else(|| {
         Error::NoPython(format!(
-            "python3-minimal depends on no python3.X-minimal: {out}"
+            "`apt-cache depends python3-minimal` names no python3.X-minimal: {}",
+            out.trim().replace('\n', " ")
         ))
     })?;
-    let out = run(Command::new("apt-cache").args([
+    let out = run(command("apt-cache").args([
         "depends",
         "--recurse",
         "--no-recommends",
@@ -50,7 +58,18 @@ pub fn resolve() -> Result<(String, Vec<String>), Error> {
         &format!("python{version}-minimal"),
         &format!("libpython{version}-stdlib"),
     ]))?;
-    Ok((version, closure(&out)))
+    let names = closure(&out);
+    for needed in [
+        format!("python{version}-minimal"),
+        format!("libpython{version}-stdlib"),
+    ] {
+        if !names.contains(&needed) {
+            return Err(Error::NoPython(format!(
+                "{needed} is not in the resolved packages"
+            )));
+        }
+    }
+    Ok((version, names))
 }
 
 /// "3.11" from `apt-cache depends python3-minimal` output.
@@ -82,25 +101,46 @@ pub(crate) fn closure(depends: &str) -> Vec<String> {
 
 /// `apt-get download` into `dir`; the .deb paths, sorted.
 pub fn download(names: &[String], dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    run(Command::new("apt-get")
-        .arg("download")
-        .arg("-q")
+    // The staging directory is root's 0700: apt's `_apt` download user could
+    // not write there, so apt is told up front instead of warning.
+    run(command("apt-get")
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
         .args(names)
         .current_dir(dir))?;
     let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io_err("cannot list", dir))?
+        .ctx("list", dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "deb"))
         .collect();
     debs.sort();
+    let got: Vec<String> = debs
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| parse_deb_name(&n.to_string_lossy()).0)
+        .collect();
+    let missing: Vec<&str> = names
+        .iter()
+        .filter(|n| !got.contains(n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() || debs.len() != names.len() {
+        return Err(Error::Download {
+            dir: dir.to_path_buf(),
+            expected: names.len(),
+            got: debs.len(),
+            missing: missing.join(", "),
+        });
+    }
     Ok(debs)
 }
 
 /// Unpacks one .deb into `tree`; its name, version, architecture and hash
 /// (from the file name apt gives it: `name_version_arch.deb`).
 pub fn unpack(deb: &Path, tree: &Path) -> Result<PackageInfo, Error> {
-    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(tree))?;
-    let bytes = std::fs::read(deb).map_err(io_err("cannot read", deb))?;
+    run(command("dpkg-deb").arg("-x").arg(deb).arg(tree))?;
+    let mut hasher = Sha256::new();
+    let mut file = File::open(deb).ctx("open", deb)?;
+    std::io::copy(&mut file, &mut hasher).ctx("read", deb)?;
     let file = deb
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -110,7 +150,7 @@ pub fn unpack(deb: &Path, tree: &Path) -> Result<PackageInfo, Error> {
         name,
         version,
         architecture,
-        sha256: hex(&Sha256::digest(&bytes)),
+        sha256: hex(&hasher.finalize()),
     })
 }
 
@@ -145,16 +185,31 @@ mod tests {
 
     #[test]
     fn closure_keeps_real_native_packages() {
-        let out = "python3.11-minimal\n  Depends: libc6\nlibc6\n<debconf-2.0>\nperl-base\nlibperl5.36\nlibc6:i386\nzlib1g\nlibpython3.11-stdlib\nlibc6\n";
+        let out =
+            "python3.11-minimal\n  Depends: libc6\n  PreDepends: <awk>\nlibc6\n<debconf-2.0>\n\
+                   perl-base\nperl\nlibperl5.36\nperl-modules-5.36\nlibffi8\ntar\nlibc6:i386\n\
+                   zlib1g\nlibpython3.11-stdlib\nlibc6\nmedia-types\nlibtirpc3\n";
         assert_eq!(
             closure(out),
             [
                 "libc6",
                 "libpython3.11-stdlib",
+                "libtirpc3",
+                "media-types",
                 "python3.11-minimal",
                 "zlib1g"
             ]
         );
+    }
+
+    #[test]
+    fn skips_match_whole_or_versioned_names_only() {
+        for name in ["perl", "perl-base", "libperl5.36", "libffi8", "dpkg", "tar"] {
+            assert!(skipped(name), "{name}");
+        }
+        for name in ["libtirpc3", "target", "tarfile", "perlish", "libc6"] {
+            assert!(!skipped(name), "{name}");
+        }
     }
 
     #[test]

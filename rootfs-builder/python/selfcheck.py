@@ -1,0 +1,87 @@
+# rlm-sandbox: the built rootfs's self-check, run with `python3 -I -c` as the
+# sandbox user inside a chroot of the new tree. Prints one line per failure
+# on stderr and exits 1, or prints "rlm-sandbox self-check ok".
+import importlib, os, sys
+
+failures = []
+
+def check(what, ok, detail=""):
+    if not ok:
+        failures.append("%s%s" % (what, (": " + detail) if detail else ""))
+
+MODULES = (
+    "json re collections itertools math random hashlib datetime csv sqlite3 "
+    "ssl threading concurrent.futures uuid platform textwrap statistics decimal "
+    "base64 zlib gzip io mmap signal socket asyncio"
+).split()
+for name in MODULES:
+    try:
+        module = importlib.import_module(name)
+    except Exception as e:
+        check("import " + name, False, "%s: %s" % (type(e).__name__, e))
+        continue
+    cached = getattr(module, "__cached__", None)
+    if cached:
+        check("bytecode of " + name, os.path.exists(cached), cached + " missing")
+
+for name in ("subprocess", "multiprocessing", "ctypes", "_posixsubprocess", "_ctypes"):
+    try:
+        importlib.import_module(name)
+        check("import " + name, False, "succeeded")
+    except ImportError as e:
+        check("import " + name, str(e).startswith("rlm-sandbox: "), str(e))
+
+for what, call in (("os.system", lambda: os.system("true")),
+                   ("os.fork", os.fork),
+                   ("os.posix_spawn", lambda: os.posix_spawn(sys.executable, [sys.executable], {}))):
+    try:
+        call()
+        check(what, False, "succeeded")
+    except PermissionError as e:
+        check(what, str(e).startswith("rlm-sandbox: %s is blocked" % what), str(e))
+
+check("sitecustomize loaded", "sitecustomize" in sys.modules)
+check("isolated mode", sys.flags.isolated == 1)
+
+if os.getuid() != 0:
+    try:
+        open("/etc/shadow").close()
+        check("open /etc/shadow", False, "readable")
+    except PermissionError:
+        pass
+    try:
+        open("/usr/lib/rlm-sandbox-write-test", "w").close()
+        check("write to /usr/lib", False, "writable")
+    except PermissionError:
+        pass
+
+import asyncio, json, sqlite3, tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+with ThreadPoolExecutor(4) as pool:
+    check("thread pool", list(pool.map(lambda x: x * x, range(5))) == [0, 1, 4, 9, 16])
+with tempfile.NamedTemporaryFile("w+", dir="/tmp") as f:
+    f.write("data")
+    f.flush()
+    f.seek(0)
+    check("file I/O in /tmp", f.read() == "data")
+db = sqlite3.connect(":memory:")
+check("sqlite3", db.execute("select 6 * 7").fetchone() == (42,))
+
+async def _answer():
+    await asyncio.sleep(0)
+    return 42
+
+check("asyncio.run", asyncio.run(_answer()) == 42)
+try:
+    asyncio.run(asyncio.create_subprocess_exec("true"))
+    check("asyncio subprocess", False, "succeeded")
+except PermissionError as e:
+    check("asyncio subprocess", "rlm-sandbox:" in str(e), str(e))
+check("json", json.loads('{"a": [1]}') == {"a": [1]})
+
+if failures:
+    for line in failures:
+        print("FAIL " + line, file=sys.stderr)
+    sys.exit(1)
+print("rlm-sandbox self-check ok")

@@ -99,7 +99,7 @@ pub fn try_lock(dir: &Path) -> Option<Flock<std::fs::File>> {
 impl RunGuard {
     /// Creates the run directory (mode 0700 parents, readable input).
     pub fn create(state_dir: &Path, id: &str, runtime: Runtime) -> std::io::Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
@@ -124,9 +124,11 @@ impl RunGuard {
         for sub in [dir.bundle(), dir.state_root()] {
             std::fs::DirBuilder::new().mode(0o700).create(sub)?;
         }
-        // The sandbox user reads its code from here, through a read-only bind.
-        std::fs::DirBuilder::new().mode(0o755).create(dir.input())?;
-        std::fs::set_permissions(dir.input(), std::fs::Permissions::from_mode(0o755))?;
+        // The sandbox user reads its code from here, through a read-only
+        // bind; other host users cannot (the code and, later, the context
+        // may be private).
+        std::fs::DirBuilder::new().mode(0o750).create(dir.input())?;
+        share_with_sandbox(&dir.input(), 0o750)?;
         Ok(guard)
     }
 
@@ -217,6 +219,14 @@ impl RunGuard {
         crate::procs::kill_mentioning(&self.id);
         Ok(())
     }
+}
+
+/// Gives `path` to root and the sandbox's group, with `mode`: readable in
+/// the sandbox, by no other host user.
+pub fn share_with_sandbox(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(path, Some(0), Some(rootfs_builder::SANDBOX_GID))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 impl Drop for RunGuard {

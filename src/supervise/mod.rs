@@ -161,16 +161,16 @@ impl Sandbox {
                 Ok(Event::OutputCeiling) => {
                     if ended_by.is_none() {
                         ended_by = Some(EndedBy::OutputLimit);
-                        escalate_at = Some(self.kill(&guard, now));
+                        escalate_at = Some(kill_sandbox(&guard, now));
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if ended_by.is_none() && cancel.load(Ordering::Relaxed) {
                         ended_by = Some(EndedBy::Cancelled);
-                        escalate_at = Some(self.kill(&guard, now));
+                        escalate_at = Some(kill_sandbox(&guard, now));
                     } else if ended_by.is_none() && now >= deadline {
                         ended_by = Some(EndedBy::Timeout);
-                        escalate_at = Some(self.kill(&guard, now));
+                        escalate_at = Some(kill_sandbox(&guard, now));
                     } else if escalate_at.is_some_and(|t| now >= t) {
                         // The runtime did not exit after its sandbox was
                         // killed: it hangs. Kill it and everything it started.
@@ -252,7 +252,12 @@ impl Sandbox {
         cgroups_path: &str,
         code: &[u8],
     ) -> Result<(), SuperviseError> {
-        write(&input_dir.join(spec::CODE_FILE), code)?;
+        let code_path = input_dir.join(spec::CODE_FILE);
+        write(&code_path, code)?;
+        guard::share_with_sandbox(&code_path, 0o640).map_err(|err| SuperviseError::Write {
+            path: code_path.clone(),
+            err,
+        })?;
         let spec = spec::spec(&SpecInput {
             limits: &self.config.limits,
             runtime: self.selection.runtime.kind,
@@ -268,15 +273,6 @@ impl Sandbox {
             err: e.into(),
         })?;
         write(&config_path, &json)
-    }
-
-    /// Kills everything in the run's cgroup; returns when to escalate to
-    /// killing the runtime itself.
-    fn kill(&self, guard: &RunGuard, now: Instant) -> Instant {
-        if let Some(cg) = &guard.cgroup {
-            cg.kill_all();
-        }
-        now + KILL_GRACE
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -305,6 +301,15 @@ impl Sandbox {
             elapsed,
         ))
     }
+}
+
+/// Kills everything in the run's cgroup; returns when to escalate to
+/// killing the runtime itself.
+fn kill_sandbox(guard: &RunGuard, now: Instant) -> Instant {
+    if let Some(cg) = &guard.cgroup {
+        cg.kill_all();
+    }
+    now + KILL_GRACE
 }
 
 enum Event {

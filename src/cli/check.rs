@@ -76,7 +76,10 @@ fn print_table(p: &Posture) {
         ));
         rows.push(("oom detection".into(), yes(e.oom_detection).into()));
     }
-    rows.push(("timeout".into(), format!("{} s", l_secs(p))));
+    rows.push((
+        "timeout".into(),
+        format!("{} s", p.limits.timeout.as_secs_f64()),
+    ));
     rows.push(("network".into(), p.network.into()));
     rows.push(("seccomp (kernel)".into(), yes(p.seccomp_kernel).into()));
     rows.push(("seccomp profile".into(), p.seccomp_profile.clone()));
@@ -95,11 +98,13 @@ fn print_table(p: &Posture) {
     if let Some(m) = &p.rootfs.manifest {
         rows.push((
             "rootfs manifest".into(),
-            serde_json::to_string(m)
-                .unwrap_or_default()
-                .chars()
-                .take(100)
-                .collect(),
+            format!(
+                "Python {}, {} packages from {}, tree sha256 {}…",
+                m.python_version,
+                m.packages.len(),
+                m.distribution,
+                m.tree_sha256.get(..16).unwrap_or(&m.tree_sha256)
+            ),
         ));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -120,8 +125,4 @@ fn print_table(p: &Posture) {
             "policy CANNOT be met"
         }
     );
-}
-
-fn l_secs(p: &Posture) -> f64 {
-    p.limits.timeout.as_secs_f64()
 }

@@ -14,4 +14,5 @@ pub mod procs;
 pub mod result;
 pub mod rootfs;
 pub mod runtime;
+pub mod selftest;
 pub mod supervise;

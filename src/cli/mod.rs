@@ -7,6 +7,7 @@ mod filter;
 mod gc;
 mod rootfs;
 mod run;
+mod selftest;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +52,11 @@ enum Command {
     Bundle(bundle::BundleArgs),
     /// Apply the egress filter (secrets, entropy, context echo) to stdin.
     Filter(filter::FilterArgs),
+    /// Run the attack catalogue of the threat model (docs/SECURITY.md) on
+    /// this host, on every installed runtime (or --runtime runsc|runc|both),
+    /// and print attack, runtime, expected, observed, PASS/FAIL. Exits 1 on
+    /// any failure.
+    Selftest(selftest::SelftestArgs),
 }
 
 /// The sandbox settings every subcommand that runs or checks a sandbox
@@ -172,6 +178,7 @@ pub fn main() -> i32 {
         Command::Rootfs(cmd) => rootfs::run(cmd),
         Command::Filter(args) => filter::run(args),
         Command::Bundle(args) => bundle::run(args),
+        Command::Selftest(args) => selftest::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,454 @@
+//! The attacks, one per row of the threat model. Each prints one
+//! `RESULT key=value ...` line; errnos are printed as `Class/ERRNO` so a
+//! check compares exact strings, per runtime where the runtimes differ
+//! (measured on runc 1.1.5 and runsc 2022-12-19, see docs/SECURITY.md).
+
+use crate::config::Limits;
+use crate::result::Status;
+use crate::runtime::RuntimeKind;
+
+use super::{Attack, Fixture, Outcome, Verdict, RESULT_TAG};
+
+/// Shared Python helpers: `err(f)` names what calling `f` raised,
+/// `result(**kw)` prints the one machine-readable line.
+pub(super) const PRELUDE: &str = r#"import errno, os, sys
+def err(f):
+    try:
+        f()
+        return "OK"
+    except OSError as e:
+        n = e.errno
+        name = errno.errorcode.get(n, str(n)) if isinstance(n, int) and n > 0 else str(n)
+        return "%s/%s" % (type(e).__name__, name)
+    except BaseException as e:
+        return type(e).__name__
+def clear(f):
+    # "clear" means the exception names the sandbox's policy.
+    try:
+        f()
+        return "RAN"
+    except BaseException as e:
+        return type(e).__name__ + ("+clear" if "rlm-sandbox" in str(e) else "")
+def result(**kw):
+    print("RESULT " + " ".join("%s=%s" % kv for kv in kw.items()), flush=True)
+"#;
+
+fn py(body: &str) -> String {
+    format!("{PRELUDE}{body}")
+}
+
+fn keep(_: &mut Limits) {}
+
+pub(super) fn attack(
+    name: &'static str,
+    threat: &'static str,
+    expected: &'static str,
+    body: &str,
+    check: fn(&Outcome) -> Verdict,
+) -> Attack {
+    Attack {
+        name,
+        threat,
+        code: py(body),
+        expected,
+        limits: keep,
+        context: None,
+        fixture: Fixture::None,
+        check,
+    }
+}
+
+/// The raw `RESULT` line, required with a clean exit.
+pub(super) fn line<'a>(o: &'a Outcome) -> Result<&'a str, String> {
+    if o.result.status != Status::Ok {
+        return Err(o.describe("the attack did not run to its end"));
+    }
+    o.result
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_TAG))
+        .ok_or_else(|| o.describe("no RESULT line"))
+}
+
+/// The `RESULT` line must be exactly `runc` or `runsc`'s expectation.
+pub(super) fn exact(o: &Outcome, runc: &str, runsc: &str) -> Verdict {
+    let want = match o.runtime {
+        RuntimeKind::Runc => runc,
+        RuntimeKind::Runsc => runsc,
+    };
+    let got = line(o)?;
+    if got == want {
+        Ok(got.to_string())
+    } else {
+        Err(format!("{got} (want {want})"))
+    }
+}
+
+pub(super) fn value(o: &Outcome, key: &str) -> Result<String, String> {
+    o.values()?
+        .remove(key)
+        .ok_or_else(|| o.describe(&format!("no {key}= in the RESULT line")))
+}
+
+pub fn catalogue() -> Vec<Attack> {
+    vec![
+        attack(
+            "network_exfiltration",
+            "network exfiltration",
+            "connect to 8.8.8.8:53 fails: ENETUNREACH (runc) / EHOSTUNREACH (runsc)",
+            r#"import socket
+result(connect=err(lambda: socket.socket().connect(("8.8.8.8", 53))),
+       connect6=err(lambda: socket.socket(socket.AF_INET6).connect(("2001:4860:4860::8888", 53))))
+"#,
+            |o| {
+                exact(
+                    o,
+                    "connect=OSError/ENETUNREACH connect6=OSError/ENETUNREACH",
+                    "connect=OSError/EHOSTUNREACH connect6=OSError/EHOSTUNREACH",
+                )
+            },
+        ),
+        attack(
+            "dns",
+            "DNS",
+            "gethostbyname and getaddrinfo raise socket.gaierror",
+            r#"import socket
+def kind(f):
+    try:
+        f()
+        return "RESOLVED"
+    except socket.gaierror:
+        return "gaierror"
+    except BaseException as e:
+        return type(e).__name__
+result(gethostbyname=kind(lambda: socket.gethostbyname("example.com")),
+       getaddrinfo=kind(lambda: socket.getaddrinfo("example.com", 443)))
+"#,
+            |o| {
+                exact(
+                    o,
+                    "gethostbyname=gaierror getaddrinfo=gaierror",
+                    "gethostbyname=gaierror getaddrinfo=gaierror",
+                )
+            },
+        ),
+        Attack {
+            fixture: Fixture::LoopbackListener,
+            ..attack(
+                "host_loopback",
+                "host loopback",
+                "connect to the host's 127.0.0.1 listener is refused; it accepts nothing",
+                r#"import socket
+s = socket.socket()
+s.settimeout(5)
+result(port=int("@PORT@") > 0, connect=err(lambda: s.connect(("127.0.0.1", int("@PORT@")))))
+"#,
+                |o| {
+                    let got = exact(
+                        o,
+                        "port=True connect=ConnectionRefusedError/ECONNREFUSED",
+                        "port=True connect=ConnectionRefusedError/ECONNREFUSED",
+                    )?;
+                    match o.host.connections {
+                        Some(0) => Ok(format!("{got} host_accepted=0")),
+                        n => Err(format!("{got} host_accepted={n:?} (want 0)")),
+                    }
+                },
+            )
+        },
+        attack(
+            "raw_and_packet_sockets",
+            "raw and packet sockets",
+            "AF_PACKET and SOCK_RAW sockets raise PermissionError (EPERM)",
+            r#"import socket
+result(packet=err(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)),
+       raw=err(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)),
+       raw6=err(lambda: socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)))
+"#,
+            |o| {
+                let want = "packet=PermissionError/EPERM raw=PermissionError/EPERM \
+                            raw6=PermissionError/EPERM";
+                exact(o, want, want)
+            },
+        ),
+        attack(
+            "file_access",
+            "file access",
+            "open('/etc/shadow') raises PermissionError; /etc/passwd (baseline) reads",
+            r#"result(passwd=err(lambda: open("/etc/passwd").read()),
+       shadow=err(lambda: open("/etc/shadow").read()))
+"#,
+            |o| {
+                let want = "passwd=OK shadow=PermissionError/EACCES";
+                exact(o, want, want)
+            },
+        ),
+        Attack {
+            fixture: Fixture::HostCanary,
+            ..attack(
+                "host_files",
+                "host files",
+                "a host file is unreachable by its path, via /proc/1/root and /proc/self/root; \
+                 mountinfo's host paths, /proc/sysrq-trigger, /proc/kcore and /sys writes are \
+                 denied or absent",
+                r#"p = "@CANARY@"
+def read(path):
+    def f():
+        print(open(path).read())
+    return f
+def mount_roots_reachable():
+    # A mount's root is a path in its source filesystem: for bind mounts
+    # from the host (the rootfs, the input dir) a host path. proc and
+    # sysfs roots are paths inside those kernel filesystems, not host paths.
+    n = 0
+    for l in open("/proc/self/mountinfo"):
+        f = l.split()
+        fstype = f[f.index("-") + 1]
+        if f[3] != "/" and fstype not in ("proc", "sysfs") and os.path.exists(f[3]):
+            n += 1
+    return n
+def write(path, data):
+    def f():
+        with open(path, "w") as fh:
+            fh.write(data)
+    return f
+result(direct=err(read(p)), proc1root=err(read("/proc/1/root" + p)),
+       procselfroot=err(read("/proc/self/root" + p)),
+       mountinfo_host_paths_reachable=mount_roots_reachable(),
+       sysrq=err(write("/proc/sysrq-trigger", "h")),
+       kcore=err(lambda: open("/proc/kcore", "rb").read(16)),
+       sys=err(write("/sys/kernel/mm/transparent_hugepage/enabled", "never")))
+"#,
+                |o| {
+                    let common = "direct=FileNotFoundError/ENOENT \
+                                  proc1root=FileNotFoundError/ENOENT \
+                                  procselfroot=FileNotFoundError/ENOENT \
+                                  mountinfo_host_paths_reachable=0";
+                    let tail = "kcore=FileNotFoundError/ENOENT sys=FileNotFoundError/ENOENT";
+                    let got = exact(
+                        o,
+                        &format!("{common} sysrq=FileNotFoundError/ENOENT {tail}"),
+                        &format!("{common} sysrq=PermissionError/EACCES {tail}"),
+                    )?;
+                    // Baseline: the canary existed on the host, and its
+                    // content reached neither stream.
+                    match &o.host.canary {
+                        Some(c) if !o.result.stdout.contains(c) && !o.result.stderr.contains(c) => {
+                            Ok(got)
+                        }
+                        Some(_) => Err(format!("{got} but the canary's content leaked")),
+                        None => Err(format!("{got} but no canary was set up")),
+                    }
+                },
+            )
+        },
+        attack(
+            "read_only_root",
+            "read-only root",
+            "writes to /usr, /etc and / fail: EROFS (runc) / EACCES (runsc, permission is \
+             checked before the read-only mount); / is mounted ro",
+            r#"def write(path):
+    def f():
+        open(path, "w").close()
+    return f
+def root_ro():
+    for l in open("/proc/self/mountinfo"):
+        f = l.split()
+        if f[4] == "/":
+            return "ro" in f[5].split(",")
+result(usr=err(write("/usr/rlms")), etc=err(write("/etc/rlms")), root=err(write("/rlms")),
+       root_mount_ro=root_ro())
+"#,
+            |o| {
+                exact(
+                    o,
+                    "usr=OSError/EROFS etc=OSError/EROFS root=OSError/EROFS root_mount_ro=True",
+                    "usr=PermissionError/EACCES etc=PermissionError/EACCES \
+                     root=PermissionError/EACCES root_mount_ro=True",
+                )
+            },
+        ),
+        ]
+    .into_iter()
+    .chain(super::resources::attacks())
+    .chain([
+        attack(
+            "subprocess",
+            "subprocess",
+            "import subprocess raises ImportError naming the sandbox's policy",
+            r#"result(subprocess=clear(lambda: __import__("subprocess")),
+       posixsubprocess=clear(lambda: __import__("_posixsubprocess")))
+"#,
+            |o| {
+                let want = "subprocess=ImportError+clear posixsubprocess=ImportError+clear";
+                exact(o, want, want)
+            },
+        ),
+        attack(
+            "python_escapes",
+            "other escapes from Python",
+            "os.system, os.execv, os.posix_spawn, pty.spawn raise PermissionError; ctypes and \
+             multiprocessing raise ImportError; each names the sandbox's policy",
+            r#"import pty
+exe = sys.executable
+result(system=clear(lambda: os.system("true")),
+       execv=clear(lambda: os.execv(exe, [exe, "-c", "pass"])),
+       posix_spawn=clear(lambda: os.posix_spawn(exe, [exe, "-c", "pass"], {})),
+       pty_spawn=clear(lambda: pty.spawn([exe, "-c", "pass"])),
+       ctypes=clear(lambda: __import__("ctypes")),
+       multiprocessing=clear(lambda: __import__("multiprocessing")))
+"#,
+            |o| {
+                let want = "system=PermissionError+clear execv=PermissionError+clear \
+                            posix_spawn=PermissionError+clear pty_spawn=PermissionError+clear \
+                            ctypes=ImportError+clear multiprocessing=ImportError+clear";
+                exact(o, want, want)
+            },
+        ),
+        attack(
+            "privilege_escalation",
+            "privilege escalation",
+            "setuid/setgid fail (EPERM); no capabilities; NoNewPrivs 1 (runc; gVisor does not \
+             report it); no setuid or setgid file in the rootfs",
+            r#"import stat
+status = {}
+for l in open("/proc/self/status"):
+    k, _, v = l.partition(":")
+    status[k] = v.strip()
+def setid_files():
+    n = 0
+    for top in ("/usr", "/etc", "/lib", "/lib64", "/bin", "/sbin", "/rlm"):
+        for d, _, files in os.walk(top):
+            for f in files:
+                try:
+                    m = os.lstat(os.path.join(d, f)).st_mode
+                except OSError:
+                    continue
+                if m & (stat.S_ISUID | stat.S_ISGID):
+                    n += 1
+    return n
+result(uid=os.getuid(), setuid=err(lambda: os.setuid(0)), setgid=err(lambda: os.setgid(0)),
+       setgroups=err(lambda: os.setgroups([0])),
+       CapEff=status.get("CapEff"), CapPrm=status.get("CapPrm"), CapBnd=status.get("CapBnd"),
+       NoNewPrivs=status.get("NoNewPrivs", "unreported"), setid_files=setid_files())
+"#,
+            |o| {
+                let caps = "CapEff=0000000000000000 CapPrm=0000000000000000 \
+                            CapBnd=0000000000000000";
+                let ids = "uid=65432 setuid=PermissionError/EPERM setgid=PermissionError/EPERM \
+                           setgroups=PermissionError/EPERM";
+                exact(
+                    o,
+                    &format!("{ids} {caps} NoNewPrivs=1 setid_files=0"),
+                    &format!("{ids} {caps} NoNewPrivs=unreported setid_files=0"),
+                )
+            },
+        ),
+        attack(
+            "kernel_attack_surface",
+            "kernel attack surface",
+            "what Python 3.11 reaches of the denied syscalls fails with EPERM: sockets of \
+             families an unprivileged process may normally open (netlink, vsock, alg), \
+             socketpair(AF_INET), chroot, sethostname, clock_settime",
+            r#"import socket, time
+result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)),
+       vsock=err(lambda: socket.socket(40, socket.SOCK_STREAM, 0)),
+       alg=err(lambda: socket.socket(38, socket.SOCK_SEQPACKET, 0)),
+       socketpair_inet=err(lambda: socket.socketpair(socket.AF_INET)),
+       chroot=err(lambda: os.chroot("/")),
+       sethostname=err(lambda: socket.sethostname("rlms")),
+       clock_settime=err(lambda: time.clock_settime(time.CLOCK_REALTIME, 0)))
+"#,
+            |o| {
+                let want = "netlink=PermissionError/EPERM vsock=PermissionError/EPERM \
+                            alg=PermissionError/EPERM socketpair_inet=PermissionError/EPERM \
+                            chroot=PermissionError/EPERM sethostname=PermissionError/EPERM \
+                            clock_settime=PermissionError/EPERM";
+                exact(o, want, want)
+            },
+        ),
+        attack(
+            "devices",
+            "devices",
+            "/dev/mem and /dev/kmsg are absent; mknod of a character device fails (runc: \
+             EPERM) or makes a node that cannot be opened (runsc: ENXIO)",
+            r#"def mknod_open():
+    try:
+        os.mknod("/tmp/mem", 0o600 | 0o020000, os.makedev(1, 1))
+    except BaseException:
+        return "-"
+    return err(lambda: os.open("/tmp/mem", os.O_RDONLY))
+listed = set(os.listdir("/dev"))
+hot = [d for d in ("mem", "kmem", "port", "kmsg", "kvm", "sda", "vda", "nvme0", "loop0") if d in listed]
+result(mem=err(lambda: os.open("/dev/mem", os.O_RDONLY)),
+       kmsg=err(lambda: os.open("/dev/kmsg", os.O_RDONLY)),
+       mknod=err(lambda: os.mknod("/tmp/mem0", 0o600 | 0o020000, os.makedev(1, 1))),
+       mknod_open=mknod_open(), sensitive_dev_nodes=len(hot))
+"#,
+            |o| {
+                let absent = "mem=FileNotFoundError/ENOENT kmsg=FileNotFoundError/ENOENT";
+                exact(
+                    o,
+                    &format!(
+                        "{absent} mknod=PermissionError/EPERM mknod_open=- sensitive_dev_nodes=0"
+                    ),
+                    &format!("{absent} mknod=OK mknod_open=OSError/ENXIO sensitive_dev_nodes=0"),
+                )
+            },
+        ),
+        Attack {
+            fixture: Fixture::HostIpc,
+            ..attack(
+                "ipc",
+                "IPC",
+                "own IPC namespace (runc: a different ipc:[inode]; runsc: gVisor's own, no \
+                 host link); the host's SysV segment is invisible; /dev/shm is private",
+                r#"def ns():
+    try:
+        return os.readlink("/proc/self/ns/ipc")
+    except OSError as e:
+        return "%s/%s" % (type(e).__name__, errno.errorcode.get(e.errno))
+def shm():
+    try:
+        keys = [l.split()[0] for l in open("/proc/sysvipc/shm").readlines()[1:]]
+    except OSError as e:
+        return "%s/%s" % (type(e).__name__, errno.errorcode.get(e.errno))
+    return "host_key_visible" if "@SHMKEY@" in keys else "host_key_invisible"
+before = len(os.listdir("/dev/shm"))
+open("/dev/shm/@MARKER@", "w").write("x")
+result(ipc_ns=ns(), sysvipc_shm=shm(), devshm_entries_before=before)
+"#,
+                |o| {
+                    let ns = value(o, "ipc_ns")?;
+                    let got = exact(
+                        o,
+                        &format!(
+                            "ipc_ns={ns} sysvipc_shm=host_key_invisible devshm_entries_before=0"
+                        ),
+                        "ipc_ns=FileNotFoundError/ENOENT sysvipc_shm=FileNotFoundError/ENOENT \
+                         devshm_entries_before=0",
+                    )?;
+                    let host = &o.host;
+                    let own_ns = match o.runtime {
+                        RuntimeKind::Runc => {
+                            ns.starts_with("ipc:[") && Some(&ns) != host.host_ipc_ns.as_ref()
+                        }
+                        RuntimeKind::Runsc => true,
+                    };
+                    let observed = format!(
+                        "{got} host_ipc_ns={:?} host_segment_listed={} marker_on_host={}",
+                        host.host_ipc_ns, host.shm_on_host, host.marker_on_host
+                    );
+                    // Baseline: the host really lists its segment.
+                    if own_ns && host.shm_on_host && !host.marker_on_host {
+                        Ok(observed)
+                    } else {
+                        Err(observed)
+                    }
+                },
+            )
+        },
+        super::secrets::attack(),
+    ])
+    .collect()
+}

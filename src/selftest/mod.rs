@@ -1,0 +1,232 @@
+//! The attack catalogue: each row of the threat model (docs/SECURITY.md) as
+//! Python code run in a real sandbox and a check of its exact outcome.
+//!
+//! One list serves three callers: `rlm-sandbox selftest` (a table for the
+//! current host), `cargo test --test security` (one test per row and
+//! runtime) and `pytest tests/security/` (the rows of `selftest --json`).
+//!
+//! Every attack prints one machine-readable line, `RESULT key=value ...`,
+//! and its check compares the values with the exact outcome expected on
+//! each runtime. Where an errno alone could be met by accident, the attack
+//! carries a baseline (the code ran, the threads really spun, the host
+//! fixture really existed), so every check can fail.
+
+mod catalogue;
+mod fixture;
+mod resources;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+
+use serde::Serialize;
+
+use crate::config::{Config, Limits, RuntimeChoice};
+use crate::egress::{ContextEchoIndex, EgressConfig, EgressFilter, PendingFilter};
+use crate::result::ExecResult;
+use crate::runtime::RuntimeKind;
+use crate::supervise::Sandbox;
+
+pub use catalogue::catalogue;
+pub use fixture::{Fixture, HostFacts};
+
+/// The tag that starts the one line every attack prints.
+pub const RESULT_TAG: &str = "RESULT ";
+
+/// What an attack observed: the observed text, or the observed text of a
+/// failure.
+pub type Verdict = Result<String, String>;
+
+/// One attack of the threat model.
+pub struct Attack {
+    /// Stable identifier: the test name and the row key in `--json`.
+    pub name: &'static str,
+    /// The threat-model row it belongs to.
+    pub threat: &'static str,
+    /// The Python the sandbox runs; `@PORT@` and `@CANARY@` are replaced
+    /// by the fixture's values.
+    pub code: String,
+    /// The expected outcome, for people.
+    pub expected: &'static str,
+    /// Changes to the default limits this attack needs.
+    pub limits: fn(&mut Limits),
+    /// A context for the egress filter's echo detector.
+    pub context: Option<String>,
+    /// Something set up on the host before the run and inspected after it.
+    pub fixture: Fixture,
+    /// Compares what happened with what must happen.
+    pub check: fn(&Outcome) -> Verdict,
+}
+
+/// Everything a check may look at.
+pub struct Outcome<'a> {
+    pub runtime: RuntimeKind,
+    pub result: &'a ExecResult,
+    pub host: &'a HostFacts,
+    pub limits: &'a Limits,
+}
+
+impl Outcome<'_> {
+    /// The `key=value` pairs of the attack's `RESULT` line.
+    pub fn values(&self) -> Result<BTreeMap<String, String>, String> {
+        parse_result_line(&self.result.stdout).ok_or_else(|| self.describe("no RESULT line"))
+    }
+
+    /// A failure message that carries what was observed.
+    pub fn describe(&self, what: &str) -> String {
+        let r = self.result;
+        format!(
+            "{what}: status={} exit={:?} stdout={:?} stderr={:?}",
+            r.status.as_str(),
+            r.exit_code,
+            tail(&r.stdout, 600),
+            tail(&r.stderr, 600)
+        )
+    }
+}
+
+/// The first `RESULT` line of `stdout`, as ordered `key=value` pairs.
+pub fn parse_result_line(stdout: &str) -> Option<BTreeMap<String, String>> {
+    let line = stdout.lines().find_map(|l| l.strip_prefix(RESULT_TAG))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// One line of the selftest table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub attack: String,
+    pub threat: String,
+    pub runtime: RuntimeKind,
+    pub expected: String,
+    pub observed: String,
+    pub pass: bool,
+}
+
+/// The configuration one attack runs with on `runtime`: `base` with the
+/// runtime forced (no fallback) and the attack's limits applied.
+pub fn attack_config(base: &Config, runtime: RuntimeKind, attack: &Attack) -> Config {
+    let mut config = base.clone();
+    config.runtime = match runtime {
+        RuntimeKind::Runsc => RuntimeChoice::Runsc,
+        RuntimeKind::Runc => RuntimeChoice::Runc,
+    };
+    // A row must prove the runtime it names, never a fallback.
+    config.allow_unsafe_runtime = false;
+    (attack.limits)(&mut config.limits);
+    config
+}
+
+/// Runs `attack` on `runtime` and checks it. Every failure, including a
+/// sandbox that could not be prepared, is a failing row, never a skip.
+pub fn run_attack(base: &Config, runtime: RuntimeKind, attack: &Attack) -> Row {
+    let config = attack_config(base, runtime, attack);
+    let limits = config.limits.clone();
+    let verdict = execute(config, runtime, attack, &limits);
+    let (observed, pass) = match verdict {
+        Ok(observed) => (observed, true),
+        Err(observed) => (observed, false),
+    };
+    Row {
+        attack: attack.name.to_string(),
+        threat: attack.threat.to_string(),
+        runtime,
+        expected: attack.expected.to_string(),
+        observed,
+        pass,
+    }
+}
+
+fn execute(config: Config, runtime: RuntimeKind, attack: &Attack, limits: &Limits) -> Verdict {
+    let egress = egress_filter(attack.context.as_deref()).map_err(|e| format!("egress: {e}"))?;
+    let sandbox = Sandbox::prepare(config, PendingFilter::ready(egress), &mut |_| {})
+        .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
+    if sandbox.selection.runtime.kind != runtime {
+        return Err(format!(
+            "asked for {} but {} was selected",
+            runtime.name(),
+            sandbox.selection.runtime.kind.name()
+        ));
+    }
+    let fixture = attack
+        .fixture
+        .set_up()
+        .map_err(|e| format!("fixture: {e}"))?;
+    let code = fixture.substitute(&attack.code);
+    let result = sandbox
+        .run(code.as_bytes(), &AtomicBool::new(false))
+        .map_err(|e| format!("the run failed: {e}"))?;
+    let host = fixture.observe();
+    (attack.check)(&Outcome {
+        runtime,
+        result: &result,
+        host: &host,
+        limits,
+    })
+}
+
+/// The default egress filter, with `context` indexed for echo detection.
+fn egress_filter(context: Option<&str>) -> Result<EgressFilter, crate::egress::EgressError> {
+    let config = EgressConfig::default();
+    let echo = config.echo.clone();
+    let filter = EgressFilter::new(config)?;
+    Ok(match context {
+        Some(text) => filter.with_context(ContextEchoIndex::build(text.as_bytes(), &echo)),
+        None => filter,
+    })
+}
+
+/// Runs the whole catalogue on each runtime in turn.
+pub fn run_all(base: &Config, runtimes: &[RuntimeKind]) -> Vec<Row> {
+    let attacks = catalogue();
+    runtimes
+        .iter()
+        .flat_map(|&rt| attacks.iter().map(move |a| (rt, a)))
+        .map(|(rt, a)| run_attack(base, rt, a))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_is_parsed_in_order() {
+        let v = parse_result_line("noise\nRESULT a=1 b=x/y\nRESULT c=2\n").expect("line");
+        assert_eq!(v.get("a").map(String::as_str), Some("1"));
+        assert_eq!(v.get("b").map(String::as_str), Some("x/y"));
+        assert!(!v.contains_key("c"));
+        assert!(parse_result_line("nothing here").is_none());
+    }
+
+    #[test]
+    fn catalogue_names_are_unique_identifiers() {
+        let attacks = catalogue();
+        let mut names: Vec<&str> = attacks.iter().map(|a| a.name).collect();
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), attacks.len());
+        for a in &attacks {
+            assert!(
+                a.code.contains(RESULT_TAG.trim()),
+                "{} prints no RESULT",
+                a.name
+            );
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The security suite: every attack of the catalogue
+//! (`rlm_sandbox::selftest::catalogue`, the same list `rlm-sandbox selftest`
+//! runs) as one test per runtime, each asserting its exact outcome and then
+//! that nothing of the run was left behind.
+//!
+//! With CI=true a missing runtime, rootfs or root privilege fails the test
+//! (`common::prerequisites`); locally it is a printed skip.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rlm_sandbox::config::Config;
+use rlm_sandbox::runtime::RuntimeKind;
+use rlm_sandbox::selftest::{catalogue, run_attack};
+
+/// The library runs sandboxes in this process, so every run id starts with
+/// `rlms-<this pid>-`: two concurrent tests could not tell their leftovers
+/// from each other's live runs. One attack at a time keeps the check exact
+/// (and keeps the CPU test's measurement free of a neighbour).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn run_row(name: &str, runtime: RuntimeKind) {
+    if !common::prerequisites(runtime.name()) {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let attack = catalogue()
+        .into_iter()
+        .find(|a| a.name == name)
+        .unwrap_or_else(|| panic!("no attack named {name} in the catalogue"));
+    let state = tempfile::Builder::new()
+        .prefix("rlm-security-state-")
+        .tempdir()
+        .expect("state tempdir");
+    let config = Config {
+        state_dir: state.path().to_path_buf(),
+        rootfs: std::env::var_os("RLM_ROOTFS").map(PathBuf::from),
+        ..Config::default()
+    };
+    let row = run_attack(&config, runtime, &attack);
+    common::assert_clean_runs(state.path(), &format!("rlms-{}-", std::process::id()));
+    assert!(
+        row.pass,
+        "{name} on {}:\n  expected: {}\n  observed: {}",
+        runtime.name(),
+        row.expected,
+        row.observed
+    );
+    eprintln!("{name} on {}: {}", runtime.name(), row.observed);
+}
+
+/// One module per attack with a test per runtime: `<attack>::runsc` and
+/// `<attack>::runc`; and a test that the list is the catalogue, whole.
+macro_rules! security_rows {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn runsc() {
+                    super::run_row(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runsc);
+                }
+                #[test]
+                fn runc() {
+                    super::run_row(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runc);
+                }
+            }
+        )*
+
+        #[test]
+        fn every_attack_of_the_catalogue_has_its_tests() {
+            let mut listed = vec![$(stringify!($name)),*];
+            let mut attacks: Vec<&str> = catalogue().iter().map(|a| a.name).collect();
+            listed.sort_unstable();
+            attacks.sort_unstable();
+            assert_eq!(listed, attacks, "tests/security.rs must list every attack once");
+        }
+    };
+}
+
+security_rows! {
+    network_exfiltration,
+    dns,
+    host_loopback,
+    raw_and_packet_sockets,
+    file_access,
+    host_files,
+    read_only_root,
+    memory_bomb,
+    fork_bomb,
+    cpu_mining,
+    disk_fill,
+    subprocess,
+    python_escapes,
+    privilege_escalation,
+    kernel_attack_surface,
+    devices,
+    ipc,
+    secret_leakage,
+}

@@ -117,7 +117,7 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
         )
         .pids(
             LinuxPidsBuilder::default()
-                .limit(i64::from(limits.pids))
+                .limit(pids_cgroup_limit(limits, input.runtime))
                 .build()?,
         )
         .cpu(
@@ -156,6 +156,23 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
         .process(process)
         .linux(linux)
         .build()
+}
+
+/// Host tasks the Sentry and the gofer need beyond the guest's own: Go
+/// runtime threads and, on the ptrace platform, stub threads.
+const RUNSC_HOST_TASKS: i64 = 128;
+
+/// The pids cgroup limit. Under runc it is the sandbox's task limit. Under
+/// runsc it counts the Sentry's host tasks, not the guest's (the guest's
+/// limit is RLIMIT_NPROC, which gVisor enforces): without headroom a guest
+/// at its limit starves the Sentry, whose Go runtime then dies ("failed to
+/// create new OS thread", exit 2).
+fn pids_cgroup_limit(limits: &Limits, runtime: RuntimeKind) -> i64 {
+    let pids = i64::from(limits.pids);
+    match runtime {
+        RuntimeKind::Runc => pids,
+        RuntimeKind::Runsc => pids + RUNSC_HOST_TASKS,
+    }
 }
 
 fn rlimits(

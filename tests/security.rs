@@ -97,6 +97,7 @@ security_rows! {
     python_escapes,
     privilege_escalation,
     kernel_attack_surface,
+    kernel_syscalls,
     devices,
     ipc,
     secret_leakage,

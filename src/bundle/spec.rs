@@ -39,7 +39,21 @@ pub struct SpecInput<'a> {
     /// `linux.cgroupsPath`: a leaf below the driver's own per-run cgroup.
     pub cgroups_path: &'a str,
     pub seccomp: LinuxSeccomp,
+    pub program: Program,
 }
+
+/// What the sandbox's process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Python running [`CODE_FILE`]; the input mount is `noexec`.
+    Python,
+    /// The `rlm-probe` binary at [`PROBE_FILE`] (selftest only): the input
+    /// mount must allow exec for it.
+    Probe,
+}
+
+/// The probe binary inside [`INPUT_DIR`].
+pub const PROBE_FILE: &str = "probe";
 
 /// The process the sandbox runs: isolated-mode Python (no environment
 /// variables, no user site), no bytecode writes (the root is read-only
@@ -65,7 +79,10 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
                 .additional_gids(Vec::<u32>::new())
                 .build()?,
         )
-        .args(python_args())
+        .args(match input.program {
+            Program::Python => python_args(),
+            Program::Probe => vec![format!("{INPUT_DIR}/{PROBE_FILE}")],
+        })
         .env(vec![
             "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
             "HOME=/tmp".to_string(),
@@ -152,7 +169,7 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
                 .readonly(true)
                 .build()?,
         )
-        .mounts(mounts(limits, input.input_dir)?)
+        .mounts(mounts(limits, input.input_dir, input.program)?)
         .process(process)
         .linux(linux)
         .build()
@@ -205,7 +222,11 @@ fn rlimits(
     Ok(out)
 }
 
-fn mounts(limits: &Limits, input_dir: &Path) -> Result<Vec<Mount>, OciSpecError> {
+fn mounts(limits: &Limits, input_dir: &Path, program: Program) -> Result<Vec<Mount>, OciSpecError> {
+    let mut input_options = vec!["rbind", "ro", "nosuid", "nodev"];
+    if program == Program::Python {
+        input_options.push("noexec");
+    }
     let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| {
         MountBuilder::default()
             .destination(dest)
@@ -242,9 +263,10 @@ fn mounts(limits: &Limits, input_dir: &Path) -> Result<Vec<Mount>, OciSpecError>
             .typ("bind")
             .source(input_dir)
             .options(
-                ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                input_options
+                    .into_iter()
                     .map(String::from)
-                    .to_vec(),
+                    .collect::<Vec<_>>(),
             )
             .build()?,
     ])
@@ -267,6 +289,7 @@ mod tests {
             input_dir: Path::new("/run/rlm-sandbox/rlms-golden/input"),
             cgroups_path: "/rlm-sandbox/rlms-golden/ctr",
             seccomp: crate::bundle::seccomp::default_profile(),
+            program: Program::Python,
         };
         let spec = spec(&input).expect("spec builds");
         let mut text = serde_json::to_string_pretty(&spec).expect("spec serialises");

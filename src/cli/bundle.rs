@@ -36,7 +36,13 @@ pub fn run(args: &BundleArgs) -> anyhow::Result<i32> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let cgroups_path = format!("/rlm-sandbox/rlms-bundle-{name}/ctr");
-    sandbox.write_bundle(&args.output, &input, &cgroups_path, args.code.as_bytes())?;
+    sandbox.write_bundle(
+        &args.output,
+        &input,
+        &cgroups_path,
+        rlm_sandbox::bundle::spec::Program::Python,
+        args.code.as_bytes(),
+    )?;
     println!("{}", args.output.join("config.json").display());
     Ok(0)
 }

@@ -55,6 +55,7 @@ pub(super) fn attack(
         context: None,
         fixture: Fixture::None,
         check,
+        probe: false,
     }
 }
 
@@ -367,6 +368,34 @@ result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
                 exact(o, want, want)
             },
         ),
+        Attack {
+            probe: true,
+            code: String::new(),
+            ..attack(
+                "kernel_syscalls",
+                "kernel attack surface",
+                "rlm-probe (a binary run as the sandbox's process) gets EPERM from the seccomp \
+                 profile for mount, umount2, unshare, setns, ptrace, bpf, keyctl, add_key, \
+                 userfaultfd, io_uring_setup, perf_event_open, kexec_load, init_module, swapon, \
+                 reboot, clock_settime, personality(READ_IMPLIES_EXEC) and clone with namespace \
+                 flags, and ENOSYS for clone3; getpid works (the baseline)",
+                "",
+                |o| {
+                    let denied = [
+                        "mount", "umount2", "unshare", "setns", "ptrace", "bpf", "keyctl",
+                        "add_key", "userfaultfd", "io_uring_setup", "perf_event_open",
+                        "kexec_load", "init_module", "swapon", "reboot", "clock_settime",
+                        "personality",
+                    ];
+                    let mut want: Vec<String> = vec!["getpid=ok".into()];
+                    want.extend(denied.iter().map(|n| format!("{n}=EPERM")));
+                    want.push("clone3=ENOSYS".into());
+                    want.push("clone_newns=EPERM".into());
+                    let want = want.join(" ");
+                    exact(o, &want, &want)
+                },
+            )
+        },
         attack(
             "devices",
             "devices",

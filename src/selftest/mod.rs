@@ -56,6 +56,9 @@ pub struct Attack {
     pub fixture: Fixture,
     /// Compares what happened with what must happen.
     pub check: fn(&Outcome) -> Verdict,
+    /// Run the `rlm-probe` binary instead of `code` (syscalls Python
+    /// cannot reach).
+    pub probe: bool,
 }
 
 /// Everything a check may look at.
@@ -164,10 +167,16 @@ fn execute(config: Config, runtime: RuntimeKind, attack: &Attack, limits: &Limit
         .fixture
         .set_up()
         .map_err(|e| format!("fixture: {e}"))?;
-    let code = fixture.substitute(&attack.code);
-    let result = sandbox
-        .run(code.as_bytes(), &AtomicBool::new(false))
-        .map_err(|e| format!("the run failed: {e}"))?;
+    let cancel = AtomicBool::new(false);
+    let result = if attack.probe {
+        let probe = probe_binary()?;
+        let bytes =
+            std::fs::read(&probe).map_err(|e| format!("cannot read {}: {e}", probe.display()))?;
+        sandbox.run_probe(&bytes, &cancel)
+    } else {
+        sandbox.run(fixture.substitute(&attack.code).as_bytes(), &cancel)
+    }
+    .map_err(|e| format!("the run failed: {e}"))?;
     let host = fixture.observe();
     (attack.check)(&Outcome {
         runtime,
@@ -175,6 +184,25 @@ fn execute(config: Config, runtime: RuntimeKind, attack: &Attack, limits: &Limit
         host: &host,
         limits,
     })
+}
+
+/// The `rlm-probe` binary: `RLM_PROBE_BIN`, or beside this executable (or
+/// one directory up, for cargo's test binaries in target/*/deps).
+pub fn probe_binary() -> Result<std::path::PathBuf, String> {
+    if let Some(path) = std::env::var_os("RLM_PROBE_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let dir = exe.parent().unwrap_or(std::path::Path::new("/"));
+    [dir.join("rlm-probe"), dir.join("../rlm-probe")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "rlm-probe not found beside {} (cargo build --release builds it; or set RLM_PROBE_BIN)",
+                exe.display()
+            )
+        })
 }
 
 /// The default egress filter, with `context` indexed for echo detection.
@@ -221,7 +249,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), attacks.len());
-        for a in &attacks {
+        for a in attacks.iter().filter(|a| !a.probe) {
             assert!(
                 a.code.contains(RESULT_TAG.trim()),
                 "{} prints no RESULT",

@@ -89,6 +89,7 @@ sys.stdout.write(context)
         context: Some(context()),
         fixture: Fixture::None,
         check,
+        probe: false,
     }
 }
 

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxSeccomp;
 use thiserror::Error;
 
-use crate::bundle::spec::{self, SpecInput};
+use crate::bundle::spec::{self, Program, SpecInput};
 use crate::capture::{pipe_file, CapturedStream, Reader};
 use crate::cgroup::{CgroupError, CgroupLayout, RunCgroup};
 use crate::config::Config;
@@ -81,6 +81,25 @@ impl Sandbox {
     /// Runs `code` in a fresh sandbox and removes everything afterwards.
     /// `cancel` set from elsewhere (a signal handler) ends the run early.
     pub fn run(&self, code: &[u8], cancel: &AtomicBool) -> Result<ExecResult, SuperviseError> {
+        self.run_program(Program::Python, code, cancel)
+    }
+
+    /// Runs the `rlm-probe` binary (its bytes) as the sandbox's process, for
+    /// `selftest`: it calls the syscalls Python cannot reach.
+    pub fn run_probe(
+        &self,
+        probe: &[u8],
+        cancel: &AtomicBool,
+    ) -> Result<ExecResult, SuperviseError> {
+        self.run_program(Program::Probe, probe, cancel)
+    }
+
+    fn run_program(
+        &self,
+        program: Program,
+        input: &[u8],
+        cancel: &AtomicBool,
+    ) -> Result<ExecResult, SuperviseError> {
         let start = Instant::now();
         let id = new_run_id();
         let runtime = &self.selection.runtime;
@@ -104,7 +123,7 @@ impl Sandbox {
         }
         let cgroups_path = cgroup.container_path();
         guard.cgroup = Some(cgroup);
-        self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, code)?;
+        self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, program, input)?;
 
         let argv = runtime.run_argv(
             &dir.state_root(),
@@ -243,18 +262,24 @@ impl Sandbox {
         )
     }
 
-    /// Writes `bundle_dir/config.json` and `input_dir/main.py`: everything a
-    /// runtime needs to run `code` as this sandbox would.
+    /// Writes `bundle_dir/config.json` and the program's input (the code as
+    /// `input_dir/main.py`, or the probe binary): everything a runtime needs
+    /// to run it as this sandbox would.
     pub fn write_bundle(
         &self,
         bundle_dir: &std::path::Path,
         input_dir: &std::path::Path,
         cgroups_path: &str,
-        code: &[u8],
+        program: Program,
+        input: &[u8],
     ) -> Result<(), SuperviseError> {
-        let code_path = input_dir.join(spec::CODE_FILE);
-        write(&code_path, code)?;
-        guard::share_with_sandbox(&code_path, 0o640).map_err(|err| SuperviseError::Write {
+        let (file, mode) = match program {
+            Program::Python => (spec::CODE_FILE, 0o640),
+            Program::Probe => (spec::PROBE_FILE, 0o750),
+        };
+        let code_path = input_dir.join(file);
+        write(&code_path, input)?;
+        guard::share_with_sandbox(&code_path, mode).map_err(|err| SuperviseError::Write {
             path: code_path.clone(),
             err,
         })?;
@@ -266,6 +291,7 @@ impl Sandbox {
             input_dir,
             cgroups_path,
             seccomp: self.seccomp.clone(),
+            program,
         })?;
         let config_path = bundle_dir.join("config.json");
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| SuperviseError::Write {

@@ -95,6 +95,7 @@ security_rows! {
     disk_fill,
     subprocess,
     python_escapes,
+    builtin_fork_exec,
     privilege_escalation,
     kernel_attack_surface,
     kernel_syscalls,

@@ -10,7 +10,9 @@ the same modules there (code can remove the finder; not the hook).
 
 Known limit: Debian compiles `_posixsubprocess` into the interpreter, and
 `_imp.create_builtin` loads a built-in module without an "import" audit
-event, so `fork_exec` stays reachable to determined code. The boundary is
+event, so `fork_exec` stays reachable to determined code; the seccomp
+profile then refuses the process it would create (clone without
+CLONE_THREAD is EPERM; the selftest row builtin_fork_exec). The boundary is
 the runtime (gVisor or runc), the seccomp profile, the read-only root with
 no other programs in it, and the cgroup limits; this file only turns the
 common cases into a clear error.

@@ -152,6 +152,8 @@ mod tests {
         "move_mount", "open_tree", "mount_setattr", "pivot_root", "chroot",
         // namespaces (clone is only allowed through its masked rule)
         "unshare", "setns", "clone3",
+        // process creation: fork/vfork, and clone without CLONE_THREAD
+        "fork", "vfork",
         // kernel modules, kexec, swap, reboot, accounting
         "init_module", "finit_module", "delete_module", "create_module",
         "kexec_load", "kexec_file_load", "swapon", "swapoff", "reboot", "acct",
@@ -231,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn clone_is_allowed_only_without_namespace_flags() {
+    fn clone_is_allowed_only_for_threads_without_namespace_flags() {
         let p = default_profile();
         let rules = rules_for(&p, "clone");
         assert_eq!(rules.len(), 1, "exactly one rule may mention clone");
@@ -246,9 +248,10 @@ mod tests {
         let a = args[0];
         assert_eq!(a.index(), 0, "flags are arg 0 on x86_64 and aarch64");
         assert_eq!(a.op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
-        // CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET, all must be 0.
-        assert_eq!(a.value(), 0x7E02_0000);
-        assert_eq!(a.value_two().unwrap_or(0), 0);
+        // CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET must be
+        // 0 and CLONE_THREAD (0x10000) set: threads, never a new process.
+        assert_eq!(a.value(), 0x7E03_0000);
+        assert_eq!(a.value_two(), Some(0x1_0000));
     }
 
     #[test]

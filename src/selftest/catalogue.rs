@@ -307,6 +307,31 @@ result(system=clear(lambda: os.system("true")),
             },
         ),
         attack(
+            "builtin_fork_exec",
+            "other escapes from Python",
+            "the interpreter's built-in _posixsubprocess, reached around the import hook with \
+             _imp.create_builtin, cannot start a process: seccomp refuses clone without \
+             CLONE_THREAD (EPERM), while threads work (baseline)",
+            r#"import _imp, importlib.machinery, threading
+done = []
+t = threading.Thread(target=lambda: done.append(1)); t.start(); t.join()
+def fork_exec():
+    m = _imp.create_builtin(importlib.machinery.BuiltinImporter.find_spec("_posixsubprocess"))
+    r, w = os.pipe()
+    exe = sys.executable.encode()
+    # Python 3.11's signature: args, executables, close_fds, pass_fds, cwd,
+    # env, six pipe ends, errpipe r/w, restore_signals, call_setsid, pgid,
+    # gid, groups, uid, umask, preexec_fn, allow_vfork.
+    m.fork_exec([exe, b"-c", b"pass"], [exe], True, (), None, None, -1, -1, -1, -1, -1, -1,
+                r, w, True, False, -1, None, None, None, -1, None, False)
+result(thread=len(done), fork_exec=err(fork_exec))
+"#,
+            |o| {
+                let want = "thread=1 fork_exec=PermissionError/EPERM";
+                exact(o, want, want)
+            },
+        ),
+        attack(
             "privilege_escalation",
             "privilege escalation",
             "setuid/setgid fail (EPERM); no capabilities; NoNewPrivs 1 (runc; gVisor does not \

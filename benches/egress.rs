@@ -97,6 +97,124 @@ const WORDS: &[&str] = &[
     "of",
     "to",
 ];
+/// Ordinary English without the filter's keywords: the second benign
+/// corpus (the first one is keyword-dense on purpose).
+const PLAIN_WORDS: &[&str] = &[
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "had",
+    "they",
+    "you",
+    "were",
+    "their",
+    "one",
+    "all",
+    "we",
+    "can",
+    "her",
+    "has",
+    "there",
+    "been",
+    "if",
+    "more",
+    "when",
+    "will",
+    "would",
+    "who",
+    "so",
+    "no",
+    "people",
+    "time",
+    "year",
+    "government",
+    "country",
+    "market",
+    "water",
+    "history",
+    "between",
+    "development",
+    "important",
+    "different",
+    "following",
+    "information",
+    "experience",
+    "however",
+    "including",
+    "children",
+    "together",
+    "although",
+    "research",
+    "community",
+    "London",
+    "Monday",
+    "September",
+    "described",
+    "remained",
+    "village",
+    "river",
+    "school",
+];
+
+/// About `len` bytes of plain English sentences.
+fn plain_english(seed: u64, len: usize) -> String {
+    let mut rng = Rng(seed);
+    let mut out = String::with_capacity(len + 64);
+    let mut sentence_start = true;
+    while out.len() < len {
+        let word = rng.pick(PLAIN_WORDS);
+        if sentence_start {
+            let mut chars = word.chars();
+            if let Some(first) = chars.next() {
+                out.extend(first.to_uppercase());
+                out.push_str(chars.as_str());
+            }
+        } else {
+            out.push_str(word);
+        }
+        sentence_start = false;
+        match rng.below(16) {
+            0 => {
+                out.push_str(". ");
+                sentence_start = true;
+            }
+            1 => out.push_str(", "),
+            2 => out.push_str(&format!(" in {} ", 1800 + rng.below(225))),
+            3 if rng.below(8) == 0 => {
+                out.push_str(".\n\n");
+                sentence_start = true;
+            }
+            _ => out.push(' '),
+        }
+    }
+    out
+}
+
 const IDENTS: &[&str] = &[
     "context",
     "chunk",
@@ -264,6 +382,18 @@ fn report_accuracy() {
     for f in fp.iter().take(10) {
         eprintln!("  {} {:?}", f.kind, &benign[f.span[0]..f.span[1]]);
     }
+    let english = plain_english(6, CORPUS);
+    let fp = filter
+        .filter_text(Stream::Stdout, english.as_bytes())
+        .findings;
+    eprintln!(
+        "egress: plain English corpus {} bytes: {} false positives",
+        english.len(),
+        fp.len()
+    );
+    for f in fp.iter().take(10) {
+        eprintln!("  {} {:?}", f.kind, &english[f.span[0]..f.span[1]]);
+    }
     let (mixed, planted) = with_secrets(2, CORPUS);
     let found = filter
         .filter_text(Stream::Stdout, mixed.as_bytes())
@@ -289,6 +419,11 @@ fn bench_filter(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(benign.len() as u64));
     group.bench_function("benign", |b| {
         b.iter(|| filter.filter_text(Stream::Stdout, black_box(benign.as_bytes())))
+    });
+    let english = plain_english(6, CORPUS);
+    group.throughput(Throughput::Bytes(english.len() as u64));
+    group.bench_function("benign_plain_english", |b| {
+        b.iter(|| filter.filter_text(Stream::Stdout, black_box(english.as_bytes())))
     });
     group.throughput(Throughput::Bytes(mixed.len() as u64));
     group.bench_function("mixed_with_secrets", |b| {

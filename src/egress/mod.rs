@@ -10,20 +10,23 @@
 //! All three are linear in the output, and benign text costs little more
 //! than reading it (docs/BENCHMARKS.md).
 
+mod config;
 mod echo;
 mod entropy;
 mod known;
+mod literals;
 mod pending;
+mod render;
 mod secrets;
 
 use std::borrow::Cow;
-use std::path::PathBuf;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use serde::{Deserialize, Serialize};
 
 use crate::capture::CapturedStream;
+use render::{block_notice, echo_notice, redact, snap_to_chars};
 
+pub use config::{EchoAction, EchoConfig, EgressConfig, EgressError, Policy};
 pub use echo::{ContextEchoIndex, EchoReport, SHINGLE};
 pub use known::{KnownSecret, MIN_KNOWN_SECRET_LEN};
 pub use pending::PendingFilter;
@@ -40,239 +43,6 @@ impl Stream {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
-        }
-    }
-}
-
-/// What happens to a stream with findings.
-#[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// Each finding's span is replaced by `[REDACTED:<kind>]`.
-    #[default]
-    Redact,
-    /// The whole stream is replaced by a notice.
-    Block,
-    /// The stream passes unchanged; findings are still reported.
-    Warn,
-}
-
-impl std::str::FromStr for Policy {
-    type Err = EgressError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "redact" => Ok(Policy::Redact),
-            "block" => Ok(Policy::Block),
-            "warn" => Ok(Policy::Warn),
-            _ => Err(EgressError::invalid(
-                "egress policy",
-                s,
-                "redact, block or warn",
-            )),
-        }
-    }
-}
-
-/// What the `redact` policy does with a context echo.
-#[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum EchoAction {
-    /// The echoed spans are replaced by `[REDACTED:context_echo]`.
-    #[default]
-    Redact,
-    /// The whole stream is replaced by a notice telling the model to
-    /// search the context instead of printing it.
-    Notice,
-}
-
-impl std::str::FromStr for EchoAction {
-    type Err = EgressError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "redact" => Ok(EchoAction::Redact),
-            "notice" => Ok(EchoAction::Notice),
-            _ => Err(EgressError::invalid("echo action", s, "redact or notice")),
-        }
-    }
-}
-
-/// Context echo settings: the index shape (used by
-/// [`ContextEchoIndex::build`]) and the rule deciding what is an echo.
-#[derive(Clone, Debug)]
-pub struct EchoConfig {
-    /// Fraction of the context (0, 1] an output may reproduce before it is
-    /// an echo (`RLM_SIMILARITY_THRESHOLD`); `max_bytes` caps it for large
-    /// contexts.
-    pub similarity_threshold: f64,
-    /// Reproducing this many bytes is an echo whatever the context size.
-    pub max_bytes: usize,
-    /// Never an echo below this many bytes (tiny contexts, short quotes).
-    pub min_bytes: usize,
-    /// Consecutive matching fingerprints needed to count a region.
-    pub min_run: usize,
-    pub action: EchoAction,
-    /// Largest winnowing window (index density about 2 / (window + 1)).
-    pub max_window: usize,
-    /// Bloom filter bits per fingerprint (about 2% false positives at 12).
-    pub bloom_bits: usize,
-}
-
-impl Default for EchoConfig {
-    fn default() -> Self {
-        EchoConfig {
-            similarity_threshold: 0.5,
-            max_bytes: 32 * 1024,
-            min_bytes: 64,
-            min_run: 3,
-            action: EchoAction::Redact,
-            max_window: 100,
-            bloom_bits: 12,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct EgressConfig {
-    pub policy: Policy,
-    /// Known secret patterns (keys, tokens, private keys, assignments).
-    pub secret_patterns: bool,
-    /// High-entropy token detection.
-    pub entropy: bool,
-    /// Bits per character above which a base64-like token is a secret
-    /// (`RLM_ENTROPY_THRESHOLD`).
-    pub base64_entropy_threshold: f64,
-    /// The same for hex-like tokens (at most 4 bits per character).
-    pub hex_entropy_threshold: f64,
-    pub base64_min_len: usize,
-    pub hex_min_len: usize,
-    /// Longer tokens are data (images, archives), not credentials.
-    pub entropy_max_len: usize,
-    /// Hex tokens of digest lengths (32, 40, 56, 64, 96, 128) pass.
-    pub allow_hex_hashes: bool,
-    pub known_secrets: Vec<KnownSecret>,
-    pub echo: EchoConfig,
-}
-
-impl Default for EgressConfig {
-    fn default() -> Self {
-        EgressConfig {
-            policy: Policy::Redact,
-            secret_patterns: true,
-            entropy: true,
-            base64_entropy_threshold: 4.5,
-            hex_entropy_threshold: 3.0,
-            base64_min_len: 20,
-            hex_min_len: 32,
-            entropy_max_len: 256,
-            allow_hex_hashes: true,
-            known_secrets: Vec::new(),
-            echo: EchoConfig::default(),
-        }
-    }
-}
-
-impl EgressConfig {
-    /// Refuses values outside their meaningful range, naming the setting,
-    /// the value and the accepted form.
-    pub fn validate(&self) -> Result<(), EgressError> {
-        let in_range = |v: f64, lo: f64, hi: f64| v.is_finite() && v > lo && v <= hi;
-        let checks: [(bool, &'static str, String, &'static str); 8] = [
-            (
-                in_range(self.base64_entropy_threshold, 0.0, 8.0),
-                "base64 entropy threshold (RLM_ENTROPY_THRESHOLD)",
-                self.base64_entropy_threshold.to_string(),
-                "bits per character in (0, 8], e.g. 4.5",
-            ),
-            (
-                in_range(self.hex_entropy_threshold, 0.0, 4.0),
-                "hex entropy threshold",
-                self.hex_entropy_threshold.to_string(),
-                "bits per character in (0, 4], e.g. 3.0",
-            ),
-            (
-                in_range(self.echo.similarity_threshold, 0.0, 1.0),
-                "similarity threshold (RLM_SIMILARITY_THRESHOLD)",
-                self.echo.similarity_threshold.to_string(),
-                "a fraction of the context in (0, 1], e.g. 0.5",
-            ),
-            (
-                // The scan relies on it (entropy.rs); shorter tokens cannot
-                // reach a meaningful entropy anyway.
-                self.base64_min_len >= 16 && self.hex_min_len >= 16,
-                "entropy minimum token length",
-                format!("{}/{}", self.base64_min_len, self.hex_min_len),
-                "at least 16 characters",
-            ),
-            (
-                self.entropy_max_len >= self.base64_min_len.max(self.hex_min_len),
-                "entropy maximum token length",
-                self.entropy_max_len.to_string(),
-                "at least the minimum token lengths",
-            ),
-            (
-                self.echo.min_run >= 1,
-                "echo minimum run",
-                self.echo.min_run.to_string(),
-                "at least 1",
-            ),
-            (
-                (8..=255).contains(&self.echo.max_window),
-                "echo window",
-                self.echo.max_window.to_string(),
-                "8 to 255 fingerprints",
-            ),
-            (
-                (4..=64).contains(&self.echo.bloom_bits),
-                "echo bloom bits",
-                self.echo.bloom_bits.to_string(),
-                "4 to 64 bits per fingerprint",
-            ),
-        ];
-        for (ok, setting, value, accepted) in checks {
-            if !ok {
-                return Err(EgressError::Invalid {
-                    setting,
-                    value,
-                    accepted,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EgressError {
-    #[error("invalid {setting} {value:?}: expected {accepted}")]
-    Invalid {
-        setting: &'static str,
-        value: String,
-        accepted: &'static str,
-    },
-    #[error("environment variable {name} (to redact) is unset or empty")]
-    EnvUnset { name: String },
-    #[error("known secret {source_name} is {len} bytes; values shorter than {min} would match ordinary text")]
-    SecretTooShort {
-        source_name: String,
-        len: usize,
-        min: usize,
-    },
-    // `err`, not `source`: the message already carries it, and a source
-    // would print it twice in an error chain.
-    #[error("cannot read {}: {err}", path.display())]
-    ReadFile { path: PathBuf, err: std::io::Error },
-    #[error("built-in secret pattern failed to compile (a bug): {0}")]
-    Pattern(String),
-    #[error("cannot build the literal matcher: {0}")]
-    Automaton(String),
-}
-
-impl EgressError {
-    fn invalid(setting: &'static str, value: &str, accepted: &'static str) -> Self {
-        EgressError::Invalid {
-            setting,
-            value: value.to_string(),
-            accepted,
         }
     }
 }
@@ -323,7 +93,7 @@ pub struct EgressFilter {
     secrets: secrets::SecretMatcher,
     entropy: entropy::EntropyRules,
     /// Secret anchors (ids below `anchor_count`), then known secret forms.
-    literals: Option<AhoCorasick>,
+    literals: Option<literals::LiteralSet>,
     anchor_count: usize,
     /// For each known-secret form, its finding kind.
     known_kinds: Vec<String>,
@@ -333,32 +103,27 @@ pub struct EgressFilter {
 impl EgressFilter {
     pub fn new(config: EgressConfig) -> Result<Self, EgressError> {
         config.validate()?;
-        let mut literals: Vec<Vec<u8>> = Vec::new();
-        if config.secret_patterns {
-            literals.extend(
-                secrets::anchor_literals()
-                    .iter()
-                    .map(|l| l.as_bytes().to_vec()),
-            );
-        }
-        let anchor_count = literals.len();
+        let anchors: Vec<Vec<u8>> = if config.secret_patterns {
+            secrets::anchor_literals()
+                .iter()
+                .map(|l| l.as_bytes().to_vec())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let anchor_count = anchors.len();
+        let mut known = Vec::new();
         let mut known_kinds = Vec::new();
         for secret in &config.known_secrets {
             for form in secret.forms() {
-                literals.push(form);
+                known.push(form);
                 known_kinds.push(format!("known_secret:{}", secret.name));
             }
         }
-        let literals = if literals.is_empty() {
+        let literals = if anchors.is_empty() && known.is_empty() {
             None
         } else {
-            // A DFA: a few hundred states at most, the fastest search.
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(&literals)
-                .map_err(|e| EgressError::Automaton(e.to_string()))?;
-            Some(ac)
+            Some(literals::LiteralSet::new(&anchors, &known)?)
         };
         let entropy = entropy::EntropyRules {
             base64_threshold: config.base64_entropy_threshold,
@@ -439,23 +204,14 @@ impl EgressFilter {
     /// Every detector's hits on `text`, unsorted and possibly overlapping.
     fn detect(&self, text: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
-        if let Some(ac) = &self.literals {
-            let mut pos = 0;
-            // Every start position is visited, so an anchor inside another
-            // literal's match is still seen.
-            while let Some(m) = ac.find(Input::new(text).span(pos..text.len())) {
-                let id = m.pattern().as_usize();
+        if let Some(literals) = &self.literals {
+            literals.for_each(text, |id, start, end| {
                 if id < self.anchor_count {
-                    self.secrets.confirm(text, id, m.start(), &mut hits);
+                    self.secrets.confirm(text, id, start, &mut hits);
                 } else if let Some(kind) = self.known_kinds.get(id - self.anchor_count) {
-                    hits.push(Hit::new(
-                        m.start(),
-                        absorb_padding(text, m.end()),
-                        kind.clone(),
-                    ));
+                    hits.push(Hit::new(start, absorb_padding(text, end), kind.clone()));
                 }
-                pos = m.start() + 1;
-            }
+            });
         }
         if self.config.entropy {
             self.entropy.scan(text, &mut hits);
@@ -572,81 +328,6 @@ fn absorb_padding(text: &[u8], end: usize) -> usize {
     stop
 }
 
-/// Widens a hit to whole UTF-8 characters (echo spans are byte-granular).
-fn snap_to_chars(text: &str, hit: &mut Hit) {
-    hit.end = hit.end.min(text.len());
-    hit.start = hit.start.min(hit.end);
-    while !text.is_char_boundary(hit.start) {
-        hit.start -= 1;
-    }
-    while !text.is_char_boundary(hit.end) {
-        hit.end += 1;
-    }
-}
-
-/// Replaces the union of the hits' spans with `[REDACTED:<kind>]` (the
-/// kind of the first hit of each merged region), leaving `keep` intact.
-fn redact(text: &str, sorted_hits: &[Hit], keep: Option<(usize, usize)>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    let mut i = 0;
-    while i < sorted_hits.len() {
-        let first = &sorted_hits[i];
-        let mut end = first.end;
-        i += 1;
-        while i < sorted_hits.len() && sorted_hits[i].start <= end {
-            end = end.max(sorted_hits[i].end);
-            i += 1;
-        }
-        let start = first.start.max(copied);
-        if end <= start {
-            continue;
-        }
-        out.push_str(&text[copied..start]);
-        let label = format!("[REDACTED:{}]", first.kind);
-        match keep {
-            Some((ks, ke)) if start <= ks && ke <= end => {
-                if start < ks {
-                    out.push_str(&label);
-                }
-                out.push_str(&text[ks..ke]);
-                if ke < end {
-                    out.push_str(&label);
-                }
-            }
-            _ => out.push_str(&label),
-        }
-        copied = end;
-    }
-    out.push_str(&text[copied..]);
-    out
-}
-
-fn kinds_of(findings: &[Finding]) -> String {
-    let mut kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    kinds.join(", ")
-}
-
-fn block_notice(stream: Stream, findings: &[Finding]) -> String {
-    format!(
-        "[rlm-sandbox: {} withheld by the egress filter (policy block): {} finding(s): {}]\n",
-        stream.name(),
-        findings.len(),
-        kinds_of(findings)
-    )
-}
-
-fn echo_notice(stream: Stream, echoed: usize) -> String {
-    format!(
-        "[rlm-sandbox: {} withheld: it reproduced about {echoed} bytes of the context verbatim. \
-         The context is already loaded; search it (e.g. re.finditer, str.find) or slice it, \
-         and print only the short parts or the results you need.]\n",
-        stream.name()
-    )
-}
-
 /// Boundary fragments: the token ending the head and the one starting the
 /// tail are what is left of anything cut by the capture. When the joined
 /// scan did not already flag them, a fragment that looks like part of a
@@ -688,3 +369,7 @@ fn fragment_is_secret_like(fragment: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_echo;
+#[cfg(test)]
+mod tests_output;

@@ -2,8 +2,8 @@
 //! assignments), found by a literal prefilter and confirmed by a regex run
 //! only on a small window around each literal hit.
 //!
-//! Benign text is scanned at memory speed because the only full pass over it
-//! is an Aho–Corasick search (Teddy, SIMD) for short anchor literals; a
+//! Benign text is scanned quickly because the only full pass over it is an
+//! Aho–Corasick search for short anchor literals; a
 //! regex runs only where an anchor occurs, over a bounded window, so the
 //! cost stays linear in the text however many anchors it holds.
 
@@ -54,14 +54,17 @@ struct Rule {
 }
 
 /// Every anchor literal and the rules it triggers, tried in order; the
-/// first rule whose match covers the anchor wins. With the PEM anchor they
-/// are 32, the most the fast (slim, 32-byte AVX2) Teddy searcher takes: the
-/// rarer prefixes (AWS `ABIA`/`ACCA`/`A3T`, GitLab `gldt-` and kin, `Basic`
-/// auth headers, `API-KEY`) have rules but no anchor of their own, and are
-/// left to the entropy detector.
+/// first rule whose match covers the anchor wins. Every rule has at least
+/// one anchor: the literal pass is one Aho–Corasick DFA whatever their
+/// number, so rare prefixes (AWS `ABIA`/`ACCA`/`A3T`, every GitLab token
+/// prefix, `Basic` auth headers, `API-KEY`) are matched by their own
+/// pattern, not left to the entropy detector.
 const ANCHORS: &[(&str, &[usize])] = &[
     ("AKIA", &[0]),
     ("ASIA", &[0]),
+    ("ABIA", &[0]),
+    ("ACCA", &[0]),
+    ("A3T", &[0]),
     ("ghp_", &[2]),
     ("gho_", &[2]),
     ("ghu_", &[2]),
@@ -69,6 +72,12 @@ const ANCHORS: &[(&str, &[usize])] = &[
     ("ghr_", &[2]),
     ("github_pat_", &[3]),
     ("glpat-", &[4]),
+    ("gldt-", &[4]),
+    ("glrt-", &[4]),
+    ("glptt-", &[4]),
+    ("glcbt-", &[4]),
+    ("glft-", &[4]),
+    ("glsoat-", &[4]),
     ("GR1348941", &[5]),
     ("xox", &[6]),
     ("xapp-", &[7]),
@@ -80,6 +89,12 @@ const ANCHORS: &[(&str, &[usize])] = &[
     ("eyJ", &[13]),
     ("earer", &[14]),
     ("EARER", &[14]),
+    // `Authorization: Basic <base64>`; the space or tab keeps the word
+    // "basic" in prose from running the rule.
+    ("asic ", &[15]),
+    ("asic\t", &[15]),
+    ("ASIC ", &[15]),
+    ("ASIC\t", &[15]),
     ("://", &[16]),
     ("assw", &[17]),
     ("ASSW", &[17]),
@@ -87,10 +102,18 @@ const ANCHORS: &[(&str, &[usize])] = &[
     ("ECRET", &[1, 18]),
     ("oken", &[19]),
     ("OKEN", &[19]),
+    // `api_key`, `apiKey`, `API-KEY`, `X-Api-Key`: the spellings in use.
     ("pi_key", &[20]),
     ("PI_KEY", &[20]),
+    ("pi_Key", &[20]),
+    ("PI_Key", &[20]),
+    ("pi-key", &[20]),
+    ("PI-KEY", &[20]),
+    ("pi-Key", &[20]),
+    ("PI-Key", &[20]),
     ("pikey", &[20]),
     ("piKey", &[20]),
+    ("PIKEY", &[20]),
 ];
 
 /// The anchor of PEM private key blocks, handled by [`pem_block`] rather
@@ -316,7 +339,7 @@ impl SecretMatcher {
                     _ => continue,
                 },
             };
-            if matches!(rule.check, Check::Assignment { .. }) && !operator_follows(text, at) {
+            if matches!(rule.check, Check::Assignment { .. }) && !assignment_may_follow(text, at) {
                 continue;
             }
             let end = text.len().min(at + rule.reach);
@@ -349,9 +372,13 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Whether an assignment operator follows the identifier holding `at`:
-/// most keyword hits are prose (`the token is`) and end here cheaply.
-fn operator_follows(text: &[u8], at: usize) -> bool {
+/// Whether an assignment operator and a value the assignment regex could
+/// accept (quoted, or at least 6 value bytes) follow the identifier
+/// holding `at`. Most keyword hits are prose (`the token is`) or short
+/// values (`"tokens": 1234`) and end here, without running the regex.
+/// Never rejects what the regex would match: the key side of the regex is
+/// made of key bytes, so its operator is the one found here.
+fn assignment_may_follow(text: &[u8], at: usize) -> bool {
     let mut i = at;
     while i < text.len() && is_key_byte(text[i]) {
         i += 1;
@@ -362,7 +389,50 @@ fn operator_follows(text: &[u8], at: usize) -> bool {
     while i < text.len() && matches!(text[i], b' ' | b'\t') {
         i += 1;
     }
-    i < text.len() && matches!(text[i], b':' | b'=')
+    let Some(&op) = text.get(i) else {
+        return false;
+    };
+    if !matches!(op, b':' | b'=') {
+        return false;
+    }
+    // The value starts after `:`/`=` or after a two-byte `:=`/`=>`.
+    let two_byte = matches!(
+        (op, text.get(i + 1)),
+        (b':', Some(b'=')) | (b'=', Some(b'>'))
+    );
+    value_may_start(text, i + 1) || (two_byte && value_may_start(text, i + 2))
+}
+
+/// A quote, or at least 6 bytes of an unquoted value, after blanks.
+fn value_may_start(text: &[u8], mut i: usize) -> bool {
+    while i < text.len() && matches!(text[i], b' ' | b'\t') {
+        i += 1;
+    }
+    if matches!(text.get(i), Some(b'"' | b'\'')) {
+        return true;
+    }
+    let unquoted = |b: u8| {
+        !b.is_ascii_whitespace()
+            && b != 0x0B
+            && !matches!(
+                b,
+                b'"' | b'\''
+                    | b'`'
+                    | b','
+                    | b';'
+                    | b'&'
+                    | b'('
+                    | b')'
+                    | b'{'
+                    | b'}'
+                    | b'['
+                    | b']'
+                    | b'<'
+                    | b'>'
+            )
+    };
+    text.get(i..i + 6)
+        .is_some_and(|value| value.iter().all(|&b| unquoted(b)))
 }
 
 /// The post-regex checks that keep code and prose from matching.

@@ -45,7 +45,10 @@ enum Start {
 
 struct Rule {
     kind: &'static str,
-    re: Regex,
+    pattern: String,
+    /// Compiled on first use: most outputs trigger no rule at all, and
+    /// compiling every rule up front costs milliseconds on every run.
+    re: OnceLock<Option<Regex>>,
     start: Start,
     check: Check,
     /// Bytes after the anchor the window must include: longer than any
@@ -249,35 +252,40 @@ fn rule_table() -> Vec<(&'static str, String, Start, Check, usize)> {
     ]
 }
 
-/// The compiled rules, built once per process.
+/// Anchored (the match begins where `start` says), ASCII classes: every
+/// pattern is an ASCII token format, and Unicode \w, \s and \d would cost
+/// ~15 MB and milliseconds of compilation.
+fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(&format!("^(?:{pattern})"))
+        .unicode(false)
+        .build()
+}
+
+impl Rule {
+    /// The rule's regex, compiled the first time an anchor triggers it.
+    /// Every pattern compiles (`every_rule_compiles`); a `None` here would
+    /// only skip the rule.
+    fn regex(&self) -> Option<&Regex> {
+        self.re.get_or_init(|| compile(&self.pattern).ok()).as_ref()
+    }
+}
+
+/// The rules, built once per process; their regexes compile lazily.
 fn rules() -> Result<&'static [Rule], EgressError> {
-    static RULES: OnceLock<Result<Vec<Rule>, String>> = OnceLock::new();
-    let built = RULES.get_or_init(|| {
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
+    Ok(RULES.get_or_init(|| {
         rule_table()
             .into_iter()
-            .map(|(kind, pattern, start, check, reach)| {
-                // Anchored: the match begins where `start` says. ASCII
-                // classes: every pattern is an ASCII token format, and
-                // Unicode \w, \s and \d would cost ~15 MB and milliseconds
-                // of compilation on every run.
-                let re = regex::bytes::RegexBuilder::new(&format!("^(?:{pattern})"))
-                    .unicode(false)
-                    .build()
-                    .map_err(|e| format!("{kind}: {e}"))?;
-                Ok(Rule {
-                    kind,
-                    re,
-                    start,
-                    check,
-                    reach,
-                })
+            .map(|(kind, pattern, start, check, reach)| Rule {
+                kind,
+                pattern,
+                re: OnceLock::new(),
+                start,
+                check,
+                reach,
             })
             .collect()
-    });
-    match built {
-        Ok(rules) => Ok(rules),
-        Err(e) => Err(EgressError::Pattern(e.clone())),
-    }
+    }))
 }
 
 /// The anchor literals, in pattern-id order, for the shared Aho–Corasick
@@ -344,7 +352,7 @@ impl SecretMatcher {
             }
             let end = text.len().min(at + rule.reach);
             let window = &text[start..end];
-            let Some(caps) = rule.re.captures(window) else {
+            let Some(caps) = rule.regex().and_then(|re| re.captures(window)) else {
                 continue;
             };
             let Some(whole) = caps.get(0) else { continue };
@@ -546,4 +554,17 @@ pub(crate) fn pem_block(text: &[u8], at: usize) -> Option<(usize, usize)> {
         end += 1;
     }
     Some((at, end))
+}
+
+#[cfg(test)]
+mod compile_tests {
+    /// Regexes compile lazily, so a broken pattern must fail here.
+    #[test]
+    fn every_rule_compiles() {
+        for (kind, pattern, ..) in super::rule_table() {
+            if let Err(e) = super::compile(&pattern) {
+                panic!("{kind}: {e}");
+            }
+        }
+    }
 }

@@ -214,12 +214,17 @@ impl Sandbox {
                 oom_kills: cg.oom_kills(),
             });
         let runtime_error = runtime_log_error(&dir.log());
-        // Whatever still holds the pipes dies with the cleanup's kill.
-        if let Some(cg) = &guard.cgroup {
-            cg.kill_all();
+        let abnormal = ended_by.is_some() || exit.is_err() || runtime_error.is_some();
+        // After an abnormal end something may still hold the pipes: it dies
+        // now, before the readers are drained. (A runtime that exited by
+        // itself took its container with it; cleanup checks again anyway.)
+        if abnormal {
+            if let Some(cg) = &guard.cgroup {
+                cg.kill_all();
+            }
         }
         let [stdout, stderr] = readers.map(|r| r.map(|r| r.finish(DRAIN_WAIT)).unwrap_or_default());
-        let cleanup = guard.cleanup(ended_by.is_some() || exit.is_err() || runtime_error.is_some());
+        let cleanup = guard.cleanup(abnormal);
 
         let (exit_code, runtime_signal) = match &exit {
             Ok(status) => {

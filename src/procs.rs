@@ -46,12 +46,14 @@ mod tests {
     #[test]
     fn finds_and_kills_a_process_by_an_argument() {
         let marker = format!("rlms-proctest-{}", std::process::id());
-        // The marker is an argument of the process itself (a shell might
-        // exec its command and lose it).
-        let mut child = Command::new("python3")
-            .args(["-c", "import time; time.sleep(30)", &marker])
+        // The marker is the shell's $0; `read` is a builtin, so the shell
+        // neither execs (losing its argv) nor starts a child (which a
+        // wrapper such as a pyenv shim would, with the marker in its argv).
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "read line", &marker])
+            .stdin(std::process::Stdio::piped())
             .spawn()
-            .expect("spawn python3");
+            .expect("spawn sh");
         // Until the child has exec'd, its command line is still ours.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut found = Vec::new();

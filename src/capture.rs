@@ -100,31 +100,6 @@ impl BoundedCapture {
     }
 }
 
-/// Reads `reader` to its end into a [`BoundedCapture`]; `on_chunk` sees the
-/// running total after every read and returns false to stop reading early
-/// (the output ceiling). Never holds more than `limit` bytes plus one buffer.
-pub fn drain<R: Read>(
-    mut reader: R,
-    limit: usize,
-    mut on_chunk: impl FnMut(u64) -> bool,
-) -> io::Result<CapturedStream> {
-    let mut capture = BoundedCapture::new(limit);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        capture.push(&buf[..n]);
-        if !on_chunk(capture.total()) {
-            break;
-        }
-    }
-    Ok(capture.finish())
-}
-
 /// A child's stdout or stderr pipe as a plain file, so both streams have
 /// one type.
 pub fn pipe_file(pipe: impl Into<std::os::fd::OwnedFd>) -> std::fs::File {
@@ -242,17 +217,5 @@ mod tests {
             (&b"hell"[..], &b"orld"[..], 12)
         );
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 20);
-    }
-
-    #[test]
-    fn drain_stops_when_told() {
-        let data = vec![b'x'; 1 << 20];
-        let s = drain(&data[..], 8, |total| total < 100_000).expect("read from a slice");
-        assert!(
-            s.total() >= 100_000 && s.total() < (1 << 20),
-            "{}",
-            s.total()
-        );
-        assert_eq!(s.head.len() + s.tail.len(), 8);
     }
 }

@@ -83,10 +83,7 @@ fn driver_alive(id: &str) -> bool {
 /// Asks each installed runtime to delete the container, in case its state
 /// or processes remain (best effort: the directory goes next anyway).
 fn delete_runtime_state(state_root: &Path, id: &str) {
-    let has_state = std::fs::read_dir(state_root)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false);
-    if !has_state {
+    if !guard::has_runtime_state(state_root) {
         return;
     }
     for kind in [RuntimeKind::Runsc, RuntimeKind::Runc] {

@@ -181,10 +181,7 @@ impl RunGuard {
     /// not after a normal `run`; it does after a kill or a crash).
     fn delete_runtime_state(&self) -> Result<(), CleanupError> {
         let state_root = self.dir.state_root();
-        let has_state = std::fs::read_dir(&state_root)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if !has_state {
+        if !has_runtime_state(&state_root) {
             return Ok(());
         }
         let err = |detail: String| CleanupError::RuntimeState {
@@ -219,6 +216,14 @@ impl RunGuard {
         crate::procs::kill_mentioning(&self.id);
         Ok(())
     }
+}
+
+/// Whether a runtime left anything in its state root (it leaves nothing
+/// after a normal `run`; it does after a kill or a crash).
+pub fn has_runtime_state(state_root: &Path) -> bool {
+    std::fs::read_dir(state_root)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
 }
 
 /// Gives `path` to root and the sandbox's group, with `mode`: readable in

@@ -18,6 +18,7 @@ mod literals;
 mod pending;
 mod render;
 mod secrets;
+mod winnow;
 
 use std::borrow::Cow;
 
@@ -27,9 +28,10 @@ use crate::capture::CapturedStream;
 use render::{block_notice, echo_notice, redact, snap_to_chars};
 
 pub use config::{EchoAction, EchoConfig, EgressConfig, EgressError, Policy};
-pub use echo::{ContextEchoIndex, EchoReport, SHINGLE};
+pub use echo::{ContextEchoIndex, EchoReport};
 pub use known::{KnownSecret, MIN_KNOWN_SECRET_LEN};
 pub use pending::PendingFilter;
+pub use winnow::SHINGLE;
 
 #[derive(Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]

@@ -114,8 +114,12 @@ impl ExecResult {
         usage: Usage,
         elapsed: std::time::Duration,
     ) -> ExecResult {
-        let out = egress.filter(Stream::Stdout, &stdout);
-        let err = egress.filter(Stream::Stderr, &stderr);
+        let truncated = Truncated {
+            stdout: stdout.dropped,
+            stderr: stderr.dropped,
+        };
+        let out = egress.filter(Stream::Stdout, stdout);
+        let err = egress.filter(Stream::Stderr, stderr);
         let mut findings = out.findings;
         findings.extend(err.findings);
         ExecResult {
@@ -124,10 +128,7 @@ impl ExecResult {
             signal: ended.signal,
             stdout: out.text,
             stderr: err.text,
-            truncated: Truncated {
-                stdout: stdout.dropped,
-                stderr: stderr.dropped,
-            },
+            truncated,
             findings,
             runtime,
             duration_ms: elapsed.as_millis() as u64,

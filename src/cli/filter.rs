@@ -202,7 +202,7 @@ pub fn run(args: &FilterArgs) -> anyhow::Result<i32> {
         .lock()
         .read_to_end(&mut input)
         .context("cannot read stdin")?;
-    let filtered = filter.filter_text(args.stream, &input);
+    let filtered = filter.filter_bytes(args.stream, input);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &filtered).context("cannot write the result")?;

@@ -8,6 +8,9 @@
 //! nature (base64 images, wrapped base64 or hex dumps) and hashes printed
 //! as hashes are let through, as configured.
 
+use super::classify::{
+    classes, is_token_byte, token_mask, token_mask_partial, DIGIT, LOWER, NOT_HEX, UPPER,
+};
 use super::Hit;
 
 /// Thresholds and lengths of the entropy detector (from `EgressConfig`).
@@ -20,70 +23,6 @@ pub(crate) struct EntropyRules {
     /// Longer runs are data (images, archives), not credentials.
     pub max_len: usize,
     pub allow_hex_hashes: bool,
-}
-
-/// Base64 (standard and URL-safe) characters, without the `=` padding so
-/// that `key=value` splits into two tokens.
-const fn token_table() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'_' || c == b'-';
-        b += 1;
-    }
-    t
-}
-static TOKEN: [bool; 256] = token_table();
-
-/// Bit `i` set when `chunk[i]` is a token byte (see [`TOKEN`]).
-#[cfg(target_arch = "x86_64")]
-#[allow(unused_unsafe)] // the intrinsics are safe fns on newer compilers
-fn token_mask(chunk: &[u8; 64]) -> u64 {
-    use std::arch::x86_64::{
-        __m128i, _mm_add_epi8, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8,
-    };
-    let mut mask = 0u64;
-    for (i, part) in chunk.chunks_exact(16).enumerate() {
-        // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics
-        // are available; `part` is 16 readable bytes and `loadu` takes an
-        // unaligned pointer.
-        let bits = unsafe {
-            let v = _mm_loadu_si128(part.as_ptr().cast::<__m128i>());
-            // `lo <= v <= hi` as one signed compare: shifting `lo` to -128
-            // maps the range onto -128 ..= -128 + (hi - lo).
-            let range = |lo: u8, hi: u8| {
-                let shifted = _mm_add_epi8(v, _mm_set1_epi8(0x80u8.wrapping_sub(lo) as i8));
-                let limit = _mm_set1_epi8(0x80u8.wrapping_add(hi - lo + 1) as i8);
-                _mm_cmplt_epi8(shifted, limit)
-            };
-            let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
-            let classes = _mm_or_si128(
-                _mm_or_si128(range(b'/', b'9'), range(b'A', b'Z')),
-                range(b'a', b'z'),
-            );
-            let symbols = _mm_or_si128(_mm_or_si128(eq(b'+'), eq(b'-')), eq(b'_'));
-            _mm_movemask_epi8(_mm_or_si128(classes, symbols)) as u16
-        };
-        mask |= u64::from(bits) << (16 * i);
-    }
-    mask
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn token_mask(chunk: &[u8; 64]) -> u64 {
-    chunk
-        .iter()
-        .enumerate()
-        .fold(0, |m, (i, &b)| m | (u64::from(TOKEN[b as usize]) << i))
-}
-
-/// [`token_mask`] of up to 64 bytes (the end of the text).
-fn token_mask_partial(bytes: &[u8]) -> u64 {
-    let mut chunk = [b' '; 64];
-    chunk[..bytes.len()].copy_from_slice(bytes);
-    token_mask(&chunk)
 }
 
 /// Bit `i` set when bits `i ..= i + 15` of `bits` are all set.
@@ -124,14 +63,10 @@ impl EntropyRules {
         let n = text.len();
         let chunks = n.div_ceil(64);
         let mask_of = |c: usize| -> u64 {
-            let from = 64 * c;
-            match text.get(from..from + 64) {
-                Some(full) => {
-                    let mut chunk = [0u8; 64];
-                    chunk.copy_from_slice(full);
-                    token_mask(&chunk)
-                }
-                None => text.get(from..).map_or(0, token_mask_partial),
+            let rest = text.get(64 * c..).unwrap_or_default();
+            match rest.first_chunk::<64>() {
+                Some(chunk) => token_mask(chunk),
+                None => token_mask_partial(rest),
             }
         };
         // Positions before `resume` belong to a run already handled.
@@ -156,7 +91,7 @@ impl EntropyRules {
                 // A run reaching back before `p` began in an earlier
                 // chunk, where it was handled; this is a safety net.
                 let mut start = p;
-                while start > resume && TOKEN[text[start - 1] as usize] {
+                while start > resume && is_token_byte(text[start - 1]) {
                     start -= 1;
                 }
                 let gaps = !(pair >> (p - base));
@@ -165,7 +100,7 @@ impl EntropyRules {
                 } else {
                     base + 128
                 };
-                while end < n && TOKEN[text[end] as usize] {
+                while end < n && is_token_byte(text[end]) {
                     end += 1;
                 }
                 let end = end.min(n);
@@ -228,37 +163,6 @@ impl EntropyRules {
     }
 }
 
-const DIGIT: u8 = 1;
-const UPPER: u8 = 2;
-const LOWER: u8 = 4;
-const NOT_HEX: u8 = 8;
-
-const fn class_table() -> [u8; 256] {
-    let mut t = [NOT_HEX; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = if c.is_ascii_digit() {
-            DIGIT
-        } else if c.is_ascii_uppercase() {
-            UPPER | if c <= b'F' { 0 } else { NOT_HEX }
-        } else if c.is_ascii_lowercase() {
-            LOWER | if c <= b'f' { 0 } else { NOT_HEX }
-        } else {
-            NOT_HEX
-        };
-        b += 1;
-    }
-    t
-}
-static CLASS: [u8; 256] = class_table();
-
-/// The character classes present in `token`, in one pass (candidates are
-/// frequent in code and logs: paths, ids, long numbers).
-fn classes(token: &[u8]) -> u8 {
-    token.iter().fold(0, |seen, &b| seen | CLASS[b as usize])
-}
-
 /// Shannon entropy in bits per character.
 pub(crate) fn shannon(token: &[u8]) -> f64 {
     if token.is_empty() {
@@ -307,7 +211,7 @@ fn wrapped_block(text: &[u8], start: usize, end: usize) -> bool {
         e > s
             && text[s..e]
                 .iter()
-                .all(|&b| TOKEN[b as usize] || b == b'=' || b == b'\r')
+                .all(|&b| is_token_byte(b) || b == b'=' || b == b'\r')
     };
     // A full line followed by another: this is not the last line.
     if len >= 48 && stop < text.len() {
@@ -328,29 +232,9 @@ fn wrapped_block(text: &[u8], start: usize, end: usize) -> bool {
     false
 }
 
-/// Whether `b` can be part of a base64-like token.
-pub(crate) fn is_token_byte(b: u8) -> bool {
-    TOKEN[b as usize]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_chunk_classifier_agrees_with_the_table() {
-        for first in (0..=255u8).step_by(64) {
-            let mut chunk = [0u8; 64];
-            for (i, b) in chunk.iter_mut().enumerate() {
-                *b = first.wrapping_add(i as u8);
-            }
-            let mask = token_mask(&chunk);
-            for (i, byte) in chunk.iter().enumerate() {
-                let flagged = mask >> i & 1 == 1;
-                assert_eq!(flagged, TOKEN[*byte as usize], "byte {byte:#x}");
-            }
-        }
-    }
 
     #[test]
     fn runs_are_found_at_every_alignment_and_length() {

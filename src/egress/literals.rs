@@ -1,6 +1,7 @@
-//! The one literal pass over the text: secret anchors and known-secret
-//! forms together, leftmost-longest, resuming inside a match only where
-//! another literal could begin there.
+//! The literal passes over the text: secret anchors and known-secret
+//! forms, in groups chosen by how often they occur, each group one
+//! leftmost-longest search that resumes inside a match only where another
+//! literal of the group could begin there.
 
 use aho_corasick::{packed, AhoCorasick, AhoCorasickKind, Input, MatchKind};
 
@@ -14,84 +15,102 @@ enum Searcher {
     Automaton(AhoCorasick),
 }
 
+/// How a group is searched, by what measured fastest on this project's
+/// corpora (docs/BENCHMARKS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// Token prefixes and known secrets, rare in ordinary output: "fat"
+    /// Teddy (16 buckets, AVX2) when available, whose buckets keep many
+    /// literals from raising false candidates in prose.
+    Rare,
+    /// Words that ordinary output is full of (`token`, `password`): a pass
+    /// of their own, so that the many restarts after their matches cost a
+    /// search over a few literals; Teddy's own choice (slim for these).
+    Frequent,
+}
+
 /// One group of literals searched in one pass.
 struct Group {
     searcher: Searcher,
-    /// Added to the group's pattern ids.
-    first_id: usize,
+    /// The caller's id of each of the group's literals.
+    ids: Vec<usize>,
     /// For each literal, how far past a match's start the search resumes:
-    /// the first offset where some literal could start inside it (its
-    /// length when none can), so every occurrence of every literal is
-    /// still visited, as if each start position were tried.
+    /// the first offset where some literal of the group could start inside
+    /// it (its length when none can), so every occurrence of every literal
+    /// is still visited, as if each start position were tried.
     resume: Vec<usize>,
 }
 
-/// The literal groups: the secret anchors and the known-secret forms are
-/// searched in separate passes when together they exceed what Teddy takes,
-/// so that many known secrets never cost the anchors their SIMD search.
+/// The literals of one pass, each with the id reported for it.
+pub(crate) type Literals = Vec<(usize, Vec<u8>)>;
+
+/// The literal groups, each searched in its own pass.
 pub(crate) struct LiteralSet {
     groups: Vec<Group>,
 }
 
 /// Teddy's limit (aho-corasick's packed searcher).
-const TEDDY_MAX: usize = 64;
+pub(crate) const TEDDY_MAX: usize = 64;
 
 impl LiteralSet {
-    /// Ids are positions in `anchors` followed by `known`.
-    pub(crate) fn new(anchors: &[Vec<u8>], known: &[Vec<u8>]) -> Result<Self, EgressError> {
-        let all: Vec<Vec<u8>> = anchors.iter().chain(known).cloned().collect();
-        let parts: Vec<(usize, &[Vec<u8>])> = if all.len() <= TEDDY_MAX {
-            vec![(0, &all[..])]
-        } else {
-            vec![(0, anchors), (anchors.len(), known)]
-        };
-        let groups = parts
-            .into_iter()
+    /// `groups`: the literals of each pass with the ids reported for them.
+    pub(crate) fn new(groups: &[(Scan, Literals)]) -> Result<Self, EgressError> {
+        let groups = groups
+            .iter()
             .filter(|(_, lits)| !lits.is_empty())
-            .map(|(first_id, lits)| Group::new(lits, first_id))
+            .map(|(scan, lits)| Group::new(*scan, lits))
             .collect::<Result<_, _>>()?;
         Ok(LiteralSet { groups })
     }
 
     /// Calls `found(id, start, end)` for every occurrence of every literal
-    /// (at each start, the longest literal of its group starting there).
+    /// (at each start, the longest literal of its group starting there),
+    /// group by group.
     pub(crate) fn for_each(&self, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
         for group in &self.groups {
-            group.for_each(text, |id, s, e| found(group.first_id + id, s, e));
+            group.for_each(text, &mut found);
         }
     }
 }
 
 impl Group {
-    fn new(literals: &[Vec<u8>], first_id: usize) -> Result<Self, EgressError> {
-        let teddy = packed::Config::new()
-            .match_kind(packed::MatchKind::LeftmostLongest)
-            .only_teddy(true)
-            .builder()
-            .extend(literals)
-            .build();
-        let searcher = match teddy {
+    fn new(scan: Scan, literals: &[(usize, Vec<u8>)]) -> Result<Self, EgressError> {
+        let bytes: Vec<&[u8]> = literals.iter().map(|(_, l)| l.as_slice()).collect();
+        let teddy = |fat: Option<bool>| {
+            packed::Config::new()
+                .match_kind(packed::MatchKind::LeftmostLongest)
+                .only_teddy(true)
+                .only_teddy_fat(fat)
+                .builder()
+                .extend(&bytes)
+                .build()
+        };
+        let preferred = match scan {
+            Scan::Rare => teddy(Some(true)),
+            Scan::Frequent => None,
+        };
+        let searcher = match preferred.or_else(|| teddy(None)) {
             Some(s) => Searcher::Teddy(s),
             None => Searcher::Automaton(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::LeftmostLongest)
                     .kind(Some(AhoCorasickKind::DFA))
-                    .build(literals)
+                    .build(&bytes)
                     .map_err(|e| EgressError::Automaton(e.to_string()))?,
             ),
         };
-        let resume = literals
+        let resume = bytes
             .iter()
-            .map(|lit| first_inner_start(lit, literals))
+            .map(|lit| first_inner_start(lit, &bytes))
             .collect();
         Ok(Group {
             searcher,
-            first_id,
+            ids: literals.iter().map(|(id, _)| *id).collect(),
             resume,
         })
     }
 
-    fn for_each(&self, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
+    fn for_each(&self, text: &[u8], found: &mut impl FnMut(usize, usize, usize)) {
         let mut pos = 0;
         while pos < text.len() {
             let m = match &self.searcher {
@@ -102,16 +121,16 @@ impl Group {
                     .find(Input::new(text).span(pos..text.len()))
                     .map(|m| (m.pattern().as_usize(), m.start(), m.end())),
             };
-            let Some((id, start, end)) = m else { break };
-            found(id, start, end);
-            pos = start + self.resume.get(id).copied().unwrap_or(1).max(1);
+            let Some((local, start, end)) = m else { break };
+            found(self.ids[local], start, end);
+            pos = start + self.resume[local].max(1);
         }
     }
 }
 
 /// The first offset `k` (1 ≤ k ≤ len) where a literal could begin inside
 /// `lit`: `lit[k..]` is a prefix of some literal, or contains one.
-fn first_inner_start(lit: &[u8], literals: &[Vec<u8>]) -> usize {
+fn first_inner_start(lit: &[u8], literals: &[&[u8]]) -> usize {
     (1..lit.len())
         .find(|&k| {
             let rest = &lit[k..];
@@ -126,13 +145,21 @@ fn first_inner_start(lit: &[u8], literals: &[Vec<u8>]) -> usize {
 mod tests {
     use super::*;
 
+    fn group(scan: Scan, ids_literals: &[(usize, &str)]) -> (Scan, Literals) {
+        let lits = ids_literals
+            .iter()
+            .map(|(id, l)| (*id, l.as_bytes().to_vec()))
+            .collect();
+        (scan, lits)
+    }
+
     #[test]
     fn every_occurrence_is_visited_even_inside_another() {
-        let literals: Vec<Vec<u8>> = ["token", "ken_x", "abc", "bc"]
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
-        let set = LiteralSet::new(&literals[..2], &literals[2..]).expect("builds");
+        let set = LiteralSet::new(&[
+            group(Scan::Frequent, &[(0, "token"), (1, "ken_x")]),
+            group(Scan::Rare, &[(7, "abc"), (3, "bc")]),
+        ])
+        .expect("builds");
         let mut seen = Vec::new();
         set.for_each(b"xx token_x abcabc", |id, s, e| seen.push((id, s, e)));
         assert_eq!(
@@ -140,11 +167,22 @@ mod tests {
             vec![
                 (0, 3, 8),
                 (1, 5, 10),
-                (2, 11, 14),
+                (7, 11, 14),
                 (3, 12, 14),
-                (2, 14, 17),
+                (7, 14, 17),
                 (3, 15, 17)
             ]
         );
+    }
+
+    #[test]
+    fn groups_beyond_teddy_use_the_automaton() {
+        let many: Literals = (0..TEDDY_MAX + 10)
+            .map(|i| (100 + i, format!("lit{i:03}x").into_bytes()))
+            .collect();
+        let set = LiteralSet::new(&[(Scan::Rare, many)]).expect("builds");
+        let mut seen = Vec::new();
+        set.for_each(b"..lit007x..lit070x", |id, s, e| seen.push((id, s, e)));
+        assert_eq!(seen, vec![(107, 2, 9), (170, 11, 18)]);
     }
 }

@@ -10,6 +10,7 @@
 //! All three are linear in the output, and benign text costs little more
 //! than reading it (docs/BENCHMARKS.md).
 
+mod classify;
 mod config;
 mod echo;
 mod entropy;
@@ -25,6 +26,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::CapturedStream;
+use literals::Scan;
 use render::{block_notice, echo_notice, redact, snap_to_chars};
 
 pub use config::{EchoAction, EchoConfig, EgressConfig, EgressError, Policy};
@@ -105,27 +107,44 @@ pub struct EgressFilter {
 impl EgressFilter {
     pub fn new(config: EgressConfig) -> Result<Self, EgressError> {
         config.validate()?;
-        let anchors: Vec<Vec<u8>> = if config.secret_patterns {
+        let anchors = if config.secret_patterns {
             secrets::anchor_literals()
-                .iter()
-                .map(|l| l.as_bytes().to_vec())
-                .collect()
         } else {
             Vec::new()
         };
         let anchor_count = anchors.len();
+        let mut rare = Vec::new();
+        let mut frequent = Vec::new();
+        for (id, (literal, scan)) in anchors.into_iter().enumerate() {
+            let group = match scan {
+                Scan::Rare => &mut rare,
+                Scan::Frequent => &mut frequent,
+            };
+            group.push((id, literal.as_bytes().to_vec()));
+        }
         let mut known = Vec::new();
         let mut known_kinds = Vec::new();
         for secret in &config.known_secrets {
             for form in secret.forms() {
-                known.push(form);
+                known.push((anchor_count + known.len(), form));
                 known_kinds.push(format!("known_secret:{}", secret.name));
             }
         }
-        let literals = if anchors.is_empty() && known.is_empty() {
+        // Known secrets join the rare anchors while both fit one Teddy
+        // searcher; hundreds of forms get a pass of their own, so they
+        // never cost the anchors their SIMD search.
+        let mut groups = vec![(Scan::Frequent, frequent)];
+        if rare.len() + known.len() <= literals::TEDDY_MAX {
+            rare.extend(known);
+            groups.push((Scan::Rare, rare));
+        } else {
+            groups.push((Scan::Rare, rare));
+            groups.push((Scan::Rare, known));
+        }
+        let literals = if groups.iter().all(|(_, g)| g.is_empty()) {
             None
         } else {
-            Some(literals::LiteralSet::new(&anchors, &known)?)
+            Some(literals::LiteralSet::new(&groups)?)
         };
         let entropy = entropy::EntropyRules {
             base64_threshold: config.base64_entropy_threshold,
@@ -161,26 +180,38 @@ impl EgressFilter {
     }
 
     /// Filters arbitrary bytes (invalid UTF-8 is replaced first; spans
-    /// refer to the replaced text).
+    /// refer to the replaced text). Copies `text`; [`Self::filter_bytes`]
+    /// filters a buffer the caller gives up.
     pub fn filter_text(&self, stream: Stream, text: &[u8]) -> FilteredStream {
-        let text = utf8(text);
+        self.filter_bytes(stream, text.to_vec())
+    }
+
+    /// Like [`Self::filter_text`], in place: valid UTF-8 with nothing found
+    /// is returned without a copy.
+    pub fn filter_bytes(&self, stream: Stream, bytes: Vec<u8>) -> FilteredStream {
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let hits = self.detect(text.as_bytes());
-        self.finish(stream, &text, hits, None)
+        self.finish(stream, text, hits, None)
     }
 
     /// Filters a captured stream as rendered (head, marker, tail). The scan
     /// runs on head and tail joined without the marker, so a secret whose
     /// halves sit on both sides of it is still one match; its span then
     /// covers the marker, and redaction keeps the marker in place.
-    pub fn filter(&self, stream: Stream, captured: &CapturedStream) -> FilteredStream {
-        if captured.dropped == 0 {
-            let mut joined = captured.head.clone();
-            joined.extend_from_slice(&captured.tail);
-            return self.filter_text(stream, &joined);
+    pub fn filter(&self, stream: Stream, captured: CapturedStream) -> FilteredStream {
+        let CapturedStream {
+            mut head,
+            tail,
+            dropped,
+        } = captured;
+        if dropped == 0 {
+            head.extend_from_slice(&tail);
+            return self.filter_bytes(stream, head);
         }
-        let head = utf8(&captured.head);
-        let tail = utf8(&captured.tail);
-        let marker = CapturedStream::marker(captured.dropped);
+        let head = utf8(&head);
+        let tail = utf8(&tail);
+        let marker = CapturedStream::marker(dropped);
         let cut = head.len();
         let mut joined = String::with_capacity(head.len() + tail.len());
         joined.push_str(&head);
@@ -196,11 +227,8 @@ impl EgressFilter {
                 hit.end += m;
             }
         }
-        let mut rendered = String::with_capacity(joined.len() + m);
-        rendered.push_str(&head);
-        rendered.push_str(&marker);
-        rendered.push_str(&tail);
-        self.finish(stream, &rendered, hits, Some((cut, cut + m)))
+        joined.insert_str(cut, &marker);
+        self.finish(stream, joined, hits, Some((cut, cut + m)))
     }
 
     /// Every detector's hits on `text`, unsorted and possibly overlapping.
@@ -237,18 +265,18 @@ impl EgressFilter {
     fn finish(
         &self,
         stream: Stream,
-        rendered: &str,
+        rendered: String,
         mut hits: Vec<Hit>,
         keep: Option<(usize, usize)>,
     ) -> FilteredStream {
         if hits.is_empty() {
             return FilteredStream {
-                text: rendered.to_string(),
+                text: rendered,
                 findings: Vec::new(),
             };
         }
         for hit in &mut hits {
-            snap_to_chars(rendered, hit);
+            snap_to_chars(&rendered, hit);
         }
         // Longest first at each start, so contained duplicates (an entropy
         // hit inside a pattern hit) are dropped from the findings.
@@ -293,13 +321,13 @@ impl EgressFilter {
             .collect();
         findings.sort_by_key(|f| f.span);
         let text = match self.config.policy {
-            Policy::Warn => rendered.to_string(),
+            Policy::Warn => rendered,
             Policy::Block => block_notice(stream, &findings),
             Policy::Redact if notice_for_echo => {
                 let echoed: usize = echoes.iter().map(|h| h.end - h.start).sum();
                 echo_notice(stream, echoed)
             }
-            Policy::Redact => redact(rendered, &hits, keep),
+            Policy::Redact => redact(&rendered, &hits, keep),
         };
         FilteredStream { text, findings }
     }
@@ -336,11 +364,11 @@ fn absorb_padding(text: &[u8], end: usize) -> usize {
 /// key (a secret prefix, or digits and letters of both cases) is redacted.
 fn split_fragments(joined: &[u8], cut: usize, hits: &mut Vec<Hit>) {
     let mut start = cut;
-    while start > 0 && entropy::is_token_byte(joined[start - 1]) {
+    while start > 0 && classify::is_token_byte(joined[start - 1]) {
         start -= 1;
     }
     let mut end = cut;
-    while end < joined.len() && entropy::is_token_byte(joined[end]) {
+    while end < joined.len() && classify::is_token_byte(joined[end]) {
         end += 1;
     }
     for (s, e) in [(start, cut), (cut, end)] {
@@ -366,7 +394,7 @@ fn fragment_is_secret_like(fragment: &[u8]) -> bool {
         || hex
         || secrets::anchor_literals()
             .iter()
-            .any(|a| fragment.starts_with(a.as_bytes()))
+            .any(|(a, _)| fragment.starts_with(a.as_bytes()))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use regex::bytes::Regex;
 
+use super::literals::Scan::{self, Frequent, Rare};
 use super::{EgressError, Hit};
 
 /// What a rule redacts once its regex matched.
@@ -19,6 +20,10 @@ use super::{EgressError, Hit};
 enum Check {
     /// The whole token (capture group 1) is the secret.
     Token,
+    /// Like `Token`, for a token recognised only by the key it is assigned
+    /// to (`aws_secret_access_key = ...`): an assignment operator must
+    /// follow the key, as for `Assignment`.
+    KeyedToken,
     /// Like `Token`, but the token must mix digits and letters of both
     /// cases: real keys do with overwhelming probability, and
     /// identifiers that happen to share the prefix (`sk-some-css-class`)
@@ -56,67 +61,69 @@ struct Rule {
     reach: usize,
 }
 
-/// Every anchor literal and the rules it triggers, tried in order; the
-/// first rule whose match covers the anchor wins. Every rule has at least
-/// one anchor: the literal pass is one Aho–Corasick DFA whatever their
-/// number, so rare prefixes (AWS `ABIA`/`ACCA`/`A3T`, every GitLab token
+/// Every anchor literal, how often ordinary output holds it (which literal
+/// pass searches it), and the rules it triggers, tried in order; the first
+/// rule whose match covers the anchor wins. Every rule has at least one
+/// anchor, so rare prefixes (AWS `ABIA`/`ACCA`/`A3T`, every GitLab token
 /// prefix, `Basic` auth headers, `API-KEY`) are matched by their own
 /// pattern, not left to the entropy detector.
-const ANCHORS: &[(&str, &[usize])] = &[
-    ("AKIA", &[0]),
-    ("ASIA", &[0]),
-    ("ABIA", &[0]),
-    ("ACCA", &[0]),
-    ("A3T", &[0]),
-    ("ghp_", &[2]),
-    ("gho_", &[2]),
-    ("ghu_", &[2]),
-    ("ghs_", &[2]),
-    ("ghr_", &[2]),
-    ("github_pat_", &[3]),
-    ("glpat-", &[4]),
-    ("gldt-", &[4]),
-    ("glrt-", &[4]),
-    ("glptt-", &[4]),
-    ("glcbt-", &[4]),
-    ("glft-", &[4]),
-    ("glsoat-", &[4]),
-    ("GR1348941", &[5]),
-    ("xox", &[6]),
-    ("xapp-", &[7]),
-    ("hooks.slack.com", &[8]),
-    ("k_live_", &[9]),
-    ("k_test_", &[9]),
-    ("AIza", &[10]),
-    ("sk-", &[11, 12]),
-    ("eyJ", &[13]),
-    ("earer", &[14]),
-    ("EARER", &[14]),
+const ANCHORS: &[(&str, Scan, &[usize])] = &[
+    ("AKIA", Rare, &[0]),
+    ("ASIA", Rare, &[0]),
+    ("ABIA", Rare, &[0]),
+    ("ACCA", Rare, &[0]),
+    ("A3T", Rare, &[0]),
+    ("ghp_", Rare, &[2]),
+    ("gho_", Rare, &[2]),
+    ("ghu_", Rare, &[2]),
+    ("ghs_", Rare, &[2]),
+    ("ghr_", Rare, &[2]),
+    ("github_pat_", Rare, &[3]),
+    ("glpat-", Rare, &[4]),
+    ("gldt-", Rare, &[4]),
+    ("glrt-", Rare, &[4]),
+    ("glptt-", Rare, &[4]),
+    ("glcbt-", Rare, &[4]),
+    ("glft-", Rare, &[4]),
+    ("glsoat-", Rare, &[4]),
+    ("GR1348941", Rare, &[5]),
+    ("xox", Rare, &[6]),
+    ("xapp-", Rare, &[7]),
+    ("hooks.slack.com", Rare, &[8]),
+    ("k_live_", Rare, &[9]),
+    ("k_test_", Rare, &[9]),
+    ("AIza", Rare, &[10]),
+    ("sk-", Rare, &[11, 12]),
+    ("eyJ", Rare, &[13]),
+    ("earer", Frequent, &[14]),
+    ("EARER", Frequent, &[14]),
     // `Authorization: Basic <base64>`; the space or tab keeps the word
     // "basic" in prose from running the rule.
-    ("asic ", &[15]),
-    ("asic\t", &[15]),
-    ("ASIC ", &[15]),
-    ("ASIC\t", &[15]),
-    ("://", &[16]),
-    ("assw", &[17]),
-    ("ASSW", &[17]),
-    ("ecret", &[1, 18]),
-    ("ECRET", &[1, 18]),
-    ("oken", &[19]),
-    ("OKEN", &[19]),
+    ("asic ", Frequent, &[15]),
+    ("asic\t", Frequent, &[15]),
+    ("ASIC ", Frequent, &[15]),
+    ("ASIC\t", Frequent, &[15]),
+    ("://", Rare, &[16]),
+    ("assw", Frequent, &[17]),
+    ("ASSW", Frequent, &[17]),
+    ("assphrase", Frequent, &[17]),
+    ("ASSPHRASE", Frequent, &[17]),
+    ("ecret", Frequent, &[1, 18]),
+    ("ECRET", Frequent, &[1, 18]),
+    ("oken", Frequent, &[19]),
+    ("OKEN", Frequent, &[19]),
     // `api_key`, `apiKey`, `API-KEY`, `X-Api-Key`: the spellings in use.
-    ("pi_key", &[20]),
-    ("PI_KEY", &[20]),
-    ("pi_Key", &[20]),
-    ("PI_Key", &[20]),
-    ("pi-key", &[20]),
-    ("PI-KEY", &[20]),
-    ("pi-Key", &[20]),
-    ("PI-Key", &[20]),
-    ("pikey", &[20]),
-    ("piKey", &[20]),
-    ("PIKEY", &[20]),
+    ("pi_key", Frequent, &[20]),
+    ("PI_KEY", Frequent, &[20]),
+    ("pi_Key", Frequent, &[20]),
+    ("PI_Key", Frequent, &[20]),
+    ("pi-key", Frequent, &[20]),
+    ("PI-KEY", Frequent, &[20]),
+    ("pi-Key", Frequent, &[20]),
+    ("PI-Key", Frequent, &[20]),
+    ("pikey", Frequent, &[20]),
+    ("piKey", Frequent, &[20]),
+    ("PIKEY", Frequent, &[20]),
 ];
 
 /// The anchor of PEM private key blocks, handled by [`pem_block`] rather
@@ -148,7 +155,7 @@ fn rule_table() -> Vec<(&'static str, String, Start, Check, usize)> {
             "aws_secret_access_key",
             r#"(?i)aws_?secret_?(?:access_?)?key["']?[ \t]*[:=][ \t]*["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)"#.into(),
             Ident,
-            Token,
+            KeyedToken,
             128,
         ),
         // 2
@@ -288,13 +295,13 @@ fn rules() -> Result<&'static [Rule], EgressError> {
     }))
 }
 
-/// The anchor literals, in pattern-id order, for the shared Aho–Corasick
-/// automaton; the PEM anchor comes last.
-pub(crate) fn anchor_literals() -> Vec<&'static str> {
+/// The anchor literals, in id order (the ids `confirm` takes), each with
+/// the pass that searches it; the PEM anchor comes last.
+pub(crate) fn anchor_literals() -> Vec<(&'static str, Scan)> {
     ANCHORS
         .iter()
-        .map(|(lit, _)| *lit)
-        .chain([PEM_ANCHOR])
+        .map(|(lit, scan, _)| (*lit, *scan))
+        .chain([(PEM_ANCHOR, Rare)])
         .collect()
 }
 
@@ -325,31 +332,39 @@ impl SecretMatcher {
             }
             return;
         }
-        let Some((_, rule_ids)) = ANCHORS.get(anchor_id) else {
+        let Some((_, _, rule_ids)) = ANCHORS.get(anchor_id) else {
             return;
         };
-        // The identifier holding the anchor: where `Identifier` rules
-        // start and where an assignment's key ends.
-        let floor = at.saturating_sub(MAX_LOOKBACK);
-        let mut ident = at;
-        while ident > floor && is_key_byte(text[ident - 1]) {
-            ident -= 1;
-        }
+        // Whether an assignment operator follows (most keyword hits in
+        // prose and code end here), then the identifier holding the
+        // anchor, where `Identifier` rules start: each found once, when a
+        // rule first needs it.
+        let mut operator_follows = None;
+        let mut ident = None;
         for &id in *rule_ids {
             let Some(rule) = self.rules.get(id) else {
                 continue;
             };
+            if matches!(rule.check, Check::Assignment { .. } | Check::KeyedToken)
+                && !*operator_follows.get_or_insert_with(|| assignment_may_follow(text, at))
+            {
+                continue;
+            }
             let start = match rule.start {
-                Start::Identifier => ident,
+                Start::Identifier => *ident.get_or_insert_with(|| {
+                    let floor = at.saturating_sub(MAX_LOOKBACK);
+                    let mut ident = at;
+                    while ident > floor && is_key_byte(text[ident - 1]) {
+                        ident -= 1;
+                    }
+                    ident
+                }),
                 Start::Anchor(back) => match at.checked_sub(back) {
                     // `\b`: a token does not begin inside a word.
                     Some(s) if s == 0 || !is_word_byte(text[s - 1]) => s,
                     _ => continue,
                 },
             };
-            if matches!(rule.check, Check::Assignment { .. }) && !assignment_may_follow(text, at) {
-                continue;
-            }
             let end = text.len().min(at + rule.reach);
             let window = &text[start..end];
             let Some(caps) = rule.regex().and_then(|re| re.captures(window)) else {
@@ -384,8 +399,9 @@ fn is_word_byte(b: u8) -> bool {
 /// accept (quoted, or at least 6 value bytes) follow the identifier
 /// holding `at`. Most keyword hits are prose (`the token is`) or short
 /// values (`"tokens": 1234`) and end here, without running the regex.
-/// Never rejects what the regex would match: the key side of the regex is
-/// made of key bytes, so its operator is the one found here.
+/// Never rejects what an assignment regex (or the AWS secret key's) would
+/// match: their key side is made of key bytes, so their operator is the
+/// one found here, and their values are quoted or at least 6 such bytes.
 fn assignment_may_follow(text: &[u8], at: usize) -> bool {
     let mut i = at;
     while i < text.len() && is_key_byte(text[i]) {
@@ -446,7 +462,7 @@ fn value_may_start(text: &[u8], mut i: usize) -> bool {
 /// The post-regex checks that keep code and prose from matching.
 fn accept(check: Check, value: &[u8], after: Option<u8>) -> bool {
     match check {
-        Check::Token => true,
+        Check::Token | Check::KeyedToken => true,
         Check::MixedToken => {
             let has = |f: fn(&u8) -> bool| value.iter().any(f);
             has(u8::is_ascii_digit) && has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase)

@@ -219,6 +219,16 @@ fn assignments_bearer_and_url_credentials_redact_the_value() {
         "password_assignment",
     );
     assert_redacted(
+        "GPG_PASSPHRASE=tr0ub4dor.3x\n",
+        "tr0ub4dor.3x",
+        "password_assignment",
+    );
+    assert_redacted(
+        "{\"passphrase\": \"plainwordsonly\"}",
+        "plainwordsonly",
+        "password_assignment",
+    );
+    assert_redacted(
         "client_secret = \"s3cr3t-V4lue\"",
         "s3cr3t-V4lue",
         "secret_assignment",

@@ -83,7 +83,7 @@ fn a_secret_split_by_the_capture_marker_is_still_caught() {
         tail: b"NN7EXAMPLE\nend\n".to_vec(),
         dropped: 4096,
     };
-    let out = filter().filter(Stream::Stdout, &captured);
+    let out = filter().filter(Stream::Stdout, captured.clone());
     let rendered = captured.render();
     assert_eq!(kinds(&out), ["aws_access_key_id"]);
     let [s, e] = out.findings[0].span;
@@ -102,7 +102,7 @@ fn a_secret_split_by_the_capture_marker_is_still_caught() {
         tail: b"\nlater output\n".to_vec(),
         dropped: 10,
     };
-    let out = filter().filter(Stream::Stderr, &captured);
+    let out = filter().filter(Stream::Stderr, captured.clone());
     assert_eq!(kinds(&out), ["split_secret_fragment"]);
     assert!(!out.text.contains("ghp_0123"), "{}", out.text);
     // A private key whose END line landed in the tail.
@@ -111,7 +111,7 @@ fn a_secret_split_by_the_capture_marker_is_still_caught() {
         tail: b"Xq9z\n-----END PRIVATE KEY-----\nok\n".to_vec(),
         dropped: 1500,
     };
-    let out = filter().filter(Stream::Stdout, &captured);
+    let out = filter().filter(Stream::Stdout, captured.clone());
     assert!(
         !out.text.contains("MIIEvQ") && !out.text.contains("Xq9z"),
         "{}",

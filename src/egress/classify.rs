@@ -1,6 +1,7 @@
 //! Byte classes for the entropy detector, 16 bytes at a time with SSE2
-//! (part of every x86_64 CPU), by table elsewhere: which bytes can belong
-//! to a base64-like token, and which character classes a token mixes.
+//! (part of every x86_64 CPU; 32 with AVX2 where the CPU has it), by table
+//! elsewhere: which bytes can belong to a base64-like token, and which
+//! character classes a token mixes.
 
 /// Base64 (standard and URL-safe) characters, without the `=` padding so
 /// that `key=value` splits into two tokens.
@@ -67,6 +68,10 @@ fn classes_by_table(bytes: &[u8]) -> u8 {
 pub(crate) fn token_mask(chunk: &[u8; 64]) -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { avx2::token_mask(chunk) };
+        }
         sse2::token_mask(chunk)
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -171,6 +176,46 @@ mod sse2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn token_mask(chunk: &[u8; 64]) -> u64 {
+        let mut mask = 0u64;
+        for (i, part) in chunk.chunks_exact(32).enumerate() {
+            // SAFETY: AVX2 is enabled (the caller's promise); `part` is 32
+            // readable bytes and `loadu` takes an unaligned pointer.
+            let bits = unsafe {
+                let v = _mm256_loadu_si256(part.as_ptr().cast::<__m256i>());
+                let range = |lo: u8, hi: u8| {
+                    let shifted =
+                        _mm256_add_epi8(v, _mm256_set1_epi8(0x80u8.wrapping_sub(lo) as i8));
+                    _mm256_cmpgt_epi8(
+                        _mm256_set1_epi8(0x80u8.wrapping_add(hi - lo + 1) as i8),
+                        shifted,
+                    )
+                };
+                let eq = |c: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(c as i8));
+                let classes = _mm256_or_si256(
+                    _mm256_or_si256(range(b'/', b'9'), range(b'A', b'Z')),
+                    range(b'a', b'z'),
+                );
+                let symbols = _mm256_or_si256(_mm256_or_si256(eq(b'+'), eq(b'-')), eq(b'_'));
+                _mm256_movemask_epi8(_mm256_or_si256(classes, symbols)) as u32
+            };
+            mask |= u64::from(bits) << (32 * i);
+        }
+        mask
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,10 +227,20 @@ mod tests {
             for (i, b) in chunk.iter_mut().enumerate() {
                 *b = first.wrapping_add(i as u8);
             }
-            let mask = token_mask(&chunk);
-            for (i, byte) in chunk.iter().enumerate() {
-                let flagged = mask >> i & 1 == 1;
-                assert_eq!(flagged, TOKEN[*byte as usize], "byte {byte:#x}");
+            let mut masks = vec![("dispatched", token_mask(&chunk))];
+            #[cfg(target_arch = "x86_64")]
+            {
+                masks.push(("sse2", sse2::token_mask(&chunk)));
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    masks.push(("avx2", unsafe { avx2::token_mask(&chunk) }));
+                }
+            }
+            for (path, mask) in masks {
+                for (i, byte) in chunk.iter().enumerate() {
+                    let flagged = mask >> i & 1 == 1;
+                    assert_eq!(flagged, TOKEN[*byte as usize], "{path}: byte {byte:#x}");
+                }
             }
         }
     }

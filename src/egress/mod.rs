@@ -189,8 +189,7 @@ impl EgressFilter {
     /// Like [`Self::filter_text`], in place: valid UTF-8 with nothing found
     /// is returned without a copy.
     pub fn filter_bytes(&self, stream: Stream, bytes: Vec<u8>) -> FilteredStream {
-        let text = String::from_utf8(bytes)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let text = into_string(bytes);
         let hits = self.detect(text.as_bytes());
         self.finish(stream, text, hits, None)
     }
@@ -209,12 +208,12 @@ impl EgressFilter {
             head.extend_from_slice(&tail);
             return self.filter_bytes(stream, head);
         }
-        let head = utf8(&head);
-        let tail = utf8(&tail);
         let marker = CapturedStream::marker(dropped);
-        let cut = head.len();
-        let mut joined = String::with_capacity(head.len() + tail.len());
-        joined.push_str(&head);
+        let tail = utf8(&tail);
+        let mut joined = into_string(head);
+        let cut = joined.len();
+        // Room for the marker too: it goes in after the scan.
+        joined.reserve_exact(tail.len() + marker.len());
         joined.push_str(&tail);
         let mut hits = self.detect(joined.as_bytes());
         split_fragments(joined.as_bytes(), cut, &mut hits);
@@ -340,6 +339,12 @@ fn utf8(bytes: &[u8]) -> Cow<'_, str> {
         Ok(valid) => Cow::Borrowed(valid),
         Err(_) => String::from_utf8_lossy(bytes),
     }
+}
+
+/// `bytes` as UTF-8, in place when valid, invalid sequences replaced as
+/// `render()` does otherwise.
+fn into_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A base64 form of a known secret stops before the characters that mix

@@ -18,87 +18,10 @@ use rlm_sandbox::egress::{
     ContextEchoIndex, EchoConfig, EgressConfig, EgressFilter, KnownSecret, Stream,
 };
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-    fn pick_from(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len())] as char)
-            .collect()
-    }
-}
+#[path = "../src/egress/corpus.rs"]
+mod corpus;
+use corpus::{Rng, ALNUM, HEX, WORDS};
 
-const WORDS: &[&str] = &[
-    "the",
-    "model",
-    "reads",
-    "context",
-    "and",
-    "prints",
-    "a",
-    "summary",
-    "of",
-    "each",
-    "chapter",
-    "revenue",
-    "grew",
-    "in",
-    "quarter",
-    "while",
-    "costs",
-    "fell",
-    "customers",
-    "reported",
-    "issues",
-    "with",
-    "login",
-    "pages",
-    "token",
-    "secret",
-    "password",
-    "key",
-    "analysis",
-    "shows",
-    "that",
-    "results",
-    "were",
-    "consistent",
-    "across",
-    "regions",
-    "north",
-    "south",
-    "between",
-    "because",
-    "however",
-    "document",
-    "section",
-    "table",
-    "figure",
-    "according",
-    "authentication",
-    "service",
-    "configuration",
-    "environment",
-    "Tuesday",
-    "January",
-    "London",
-    "Paris",
-    "the",
-    "of",
-    "to",
-];
 /// Ordinary English without the filter's keywords: the second benign
 /// corpus (the first one is keyword-dense on purpose).
 const PLAIN_WORDS: &[&str] = &[
@@ -237,8 +160,6 @@ const IDENTS: &[&str] = &[
     "df",
     "row",
 ];
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-const HEX: &[u8] = b"0123456789abcdef";
 
 fn prose(rng: &mut Rng, out: &mut String, len: usize) {
     let end = out.len() + len;

@@ -403,6 +403,8 @@ fn fragment_is_secret_like(fragment: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+mod corpus;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_echo;

@@ -4,73 +4,7 @@
 
 use super::*;
 
-/// Deterministic pseudo-random bytes (splitmix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick_from(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len())] as char)
-            .collect()
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
-
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const HEX: &[u8] = b"0123456789abcdef";
-
-const WORDS: &[&str] = &[
-    "the",
-    "model",
-    "reads",
-    "context",
-    "and",
-    "prints",
-    "a",
-    "summary",
-    "of",
-    "each",
-    "chapter",
-    "revenue",
-    "grew",
-    "in",
-    "quarter",
-    "while",
-    "costs",
-    "fell",
-    "customers",
-    "reported",
-    "issues",
-    "with",
-    "login",
-    "pages",
-    "token",
-    "secret",
-    "password",
-    "key",
-    "analysis",
-    "shows",
-    "that",
-    "results",
-    "were",
-    "consistent",
-    "across",
-    "regions",
-    "north",
-    "south",
-];
+use super::corpus::{Rng, ALNUM, B64, HEX, WORDS};
 
 /// Prose-like text with numbers: never repeats a long passage.
 pub(super) fn prose(seed: u64, len: usize) -> String {

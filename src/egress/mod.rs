@@ -4,11 +4,13 @@
 //! context, on stdout and stderr alike, and applies one policy: redact
 //! (default), block the stream, or warn (pass and report).
 //!
-//! One literal pass (Aho–Corasick, SIMD) finds the anchors of every secret
-//! pattern and every known secret at once; a probing scan finds long
-//! base64/hex runs; the context index is checked in one rolling-hash pass.
-//! All three are linear in the output, and benign text costs little more
-//! than reading it (docs/BENCHMARKS.md).
+//! Two literal passes (Teddy, SIMD) find the anchors of every secret
+//! pattern and every known secret: one for rare token prefixes and known
+//! secrets, one for the words ordinary output is full of (`literals.rs`);
+//! a scan of SIMD byte-class masks finds long base64/hex runs; the context
+//! index is checked in one rolling-hash pass (`winnow.rs`). All are linear
+//! in the output, and benign text costs little more than reading it
+//! (docs/BENCHMARKS.md).
 
 mod classify;
 mod config;

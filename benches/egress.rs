@@ -20,7 +20,7 @@ use rlm_sandbox::egress::{
 
 #[path = "../src/egress/corpus.rs"]
 mod corpus;
-use corpus::{Rng, ALNUM, HEX, WORDS};
+use corpus::{csv_line, Rng, ALNUM, HEX, WORDS};
 
 /// Ordinary English without the filter's keywords: the second benign
 /// corpus (the first one is keyword-dense on purpose).
@@ -221,14 +221,7 @@ fn csv_and_logs(rng: &mut Rng, out: &mut String, len: usize) {
     let end = out.len() + len;
     while out.len() < end {
         if rng.below(2) == 0 {
-            out.push_str(&format!(
-                "{},{},{}.{},{}\n",
-                rng.below(1 << 30),
-                rng.next(),
-                rng.below(1000),
-                rng.below(1_000_000),
-                rng.next() as i64
-            ));
+            out.push_str(&csv_line(rng));
         } else {
             out.push_str(&format!(
                 "2024-05-{:02}T{:02}:{:02}:{:02}Z INFO [worker-{}] GET /api/v1/users/{}/orders status=200 duration_ms={} sha256={}\n",

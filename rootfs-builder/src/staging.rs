@@ -157,12 +157,16 @@ mod tests {
         fs::write(staging.tree.join("new"), "").expect("write");
         staging.commit(&output).expect("commit");
         assert!(output.join("new").exists() && !output.join("old").exists());
-        let names: Vec<_> = fs::read_dir(dir.path())
+        assert_eq!(names(dir.path()), ["rootfs"]);
+    }
+
+    /// The entries of `dir`: what a build left beside its output.
+    fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+        fs::read_dir(dir)
             .expect("ls")
             .flatten()
             .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, ["rootfs"]);
+            .collect()
     }
 
     #[test]
@@ -171,12 +175,7 @@ mod tests {
         let output = dir.path().join("rootfs");
         fs::create_dir(&output).expect("mkdir");
         drop(Staging::new(&output).expect("staging"));
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .expect("ls")
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(names, ["rootfs"]);
+        assert_eq!(names(dir.path()), ["rootfs"]);
     }
 
     #[test]

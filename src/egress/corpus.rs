@@ -34,6 +34,18 @@ impl Rng {
     }
 }
 
+/// One CSV line of numbers: ids, 64-bit values, decimals, negatives.
+pub(crate) fn csv_line(rng: &mut Rng) -> String {
+    format!(
+        "{},{},{}.{},{}\n",
+        rng.below(1 << 30),
+        rng.next(),
+        rng.below(1000),
+        rng.below(1_000_000),
+        rng.next() as i64
+    )
+}
+
 pub(crate) const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 pub(crate) const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 pub(crate) const HEX: &[u8] = b"0123456789abcdef";

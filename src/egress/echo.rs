@@ -124,7 +124,7 @@ impl ContextEchoIndex {
         });
         self.lookup(&batch, &mut tracker);
         if let Some(run) = tracker.run.take() {
-            tracker.close(run, self.window);
+            tracker.close(run);
         }
         let mut report = tracker.report;
         report.echoed_bytes = report.spans.iter().map(|(s, e)| e - s).sum();
@@ -141,7 +141,7 @@ impl ContextEchoIndex {
                 (true, Some((first, _, count))) => Some((first, end, count + 1)),
                 (true, None) => Some((end, end, 1)),
                 (false, Some(run)) => {
-                    tracker.close(run, self.window);
+                    tracker.close(run);
                     None
                 }
                 (false, None) => None,
@@ -167,11 +167,10 @@ impl RunTracker {
     /// those edges are left alone rather than risk hiding the output
     /// printed right after a dump (a few dozen bytes of context are what
     /// any peek shows anyway).
-    fn close(&mut self, (first, last, count): (usize, usize, usize), window: usize) {
+    fn close(&mut self, (first, last, count): (usize, usize, usize)) {
         if count < self.min_run.max(1) {
             return;
         }
-        let _ = window;
         let start = (first + 1).saturating_sub(SHINGLE);
         let end = self.len.min(last + 1);
         if end - start < self.min_span {

@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_beyond_teddy_use_the_automaton() {
+    fn groups_beyond_teddys_limit_still_find_every_literal() {
         let many: Literals = (0..TEDDY_MAX + 10)
             .map(|i| (100 + i, format!("lit{i:03}x").into_bytes()))
             .collect();

@@ -4,7 +4,7 @@
 
 use super::*;
 
-use super::corpus::{Rng, ALNUM, B64, HEX, WORDS};
+use super::corpus::{csv_line, Rng, ALNUM, B64, HEX, WORDS};
 
 /// Prose-like text with numbers: never repeats a long passage.
 pub(super) fn prose(seed: u64, len: usize) -> String {
@@ -271,18 +271,7 @@ fn benign_corpora_have_no_findings() {
         .map(|i| format!("{{\"id\": {i}, \"name\": \"user{i}\", \"score\": {}.{}, \"tags\": [\"a\", \"b\"]}}\n", rng.below(1000), rng.below(100)))
         .collect();
     assert_clean("json", &json);
-    let csv: String = (0..5000)
-        .map(|_| {
-            format!(
-                "{},{},{}.{},{}\n",
-                rng.below(1 << 30),
-                rng.next(),
-                rng.below(1000),
-                rng.below(1_000_000),
-                rng.next() as i64
-            )
-        })
-        .collect();
+    let csv: String = (0..5000).map(|_| csv_line(&mut rng)).collect();
     assert_clean("csv", &csv);
     let uuids: String = (0..2000)
         .map(|_| {

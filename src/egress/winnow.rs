@@ -279,16 +279,8 @@ impl<F: FnMut(usize, u64)> Winnower<F> {
             }
             let Some((f, fh)) = self.queue.front() else {
                 // Not reached (the stretch is dense whenever the queue is
-                // empty); winnowing the window by definition stays right.
-                let min = block.window_min(self.next, self.w);
-                if self.next + 1 >= self.w {
-                    self.choose(min);
-                }
-                self.dense = Some(Dense {
-                    min,
-                    expires: min.1 + self.w,
-                });
-                self.next += 1;
+                // empty); winnowing by definition from here stays right.
+                self.enter_dense(self.next, block);
                 continue;
             };
             // Until the front expires, every window's minimum is the front.
@@ -301,24 +293,28 @@ impl<F: FnMut(usize, u64)> Winnower<F> {
                 return;
             }
             self.queue.pop_front();
-            self.next = expires;
             match self.queue.front() {
                 Some((g, gh)) => {
                     self.choose((gh, g));
                     self.next = expires + 1;
                 }
-                None => {
-                    // Window `expires` holds no candidate.
-                    let min = block.window_min(expires, self.w);
-                    self.choose(min);
-                    self.dense = Some(Dense {
-                        min,
-                        expires: min.1 + self.w,
-                    });
-                    self.next = expires + 1;
-                }
+                None => self.enter_dense(expires, block),
             }
         }
+    }
+
+    /// Window `j` holds no candidate: its minimum by definition, and dense
+    /// winnowing from the next window on.
+    fn enter_dense(&mut self, j: usize, block: &Block) {
+        let min = block.window_min(j, self.w);
+        if j + 1 >= self.w {
+            self.choose(min);
+        }
+        self.dense = Some(Dense {
+            min,
+            expires: min.1 + self.w,
+        });
+        self.next = j + 1;
     }
 
     /// Winnowing by definition over the windows `self.next .. end`, none

@@ -56,6 +56,11 @@ pub fn collect(state_dir: &Path, layout: &CgroupLayout) -> GcReport {
             }
             None
         };
+        // The sandbox first (a runc container's processes do not name the
+        // id), then the runtime's own processes.
+        if let Ok(cg) = cgroup::RunCgroup::existing(layout, &id) {
+            report.killed_processes += cg.kill_all();
+        }
         report.killed_processes += crate::procs::kill_mentioning(&id);
         delete_runtime_state(&dir.join("state"), &id);
         if let Err(e) = cgroup::remove_run(layout, &id) {

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod capture;
 pub mod cgroup;
 pub mod check;
+pub mod code;
 pub mod config;
 pub mod egress;
 pub mod gc;

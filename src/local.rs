@@ -27,6 +27,7 @@ pub fn run(
     code: &[u8],
     cancel: &AtomicBool,
 ) -> Result<ExecResult, SuperviseError> {
+    crate::code::validate(code)?;
     let start = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("rlms-local-")

@@ -220,3 +220,55 @@ fn rootfs_verify_matches_its_manifest() {
     let out = rlm(&["rootfs", "verify"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// CPython stops reading a source file at a NUL byte, silently: such code
+/// is refused before any sandbox starts, naming the first NUL's offset.
+#[test]
+fn code_with_a_nul_byte_is_refused_before_any_sandbox_starts() {
+    let state = tempfile::tempdir().expect("state dir");
+    let code_file = state.path().join("code.py");
+    std::fs::write(&code_file, b"print(1)\x00print(2)\x00").expect("write code");
+    let file = code_file.to_str().expect("utf-8 path");
+    let state_dir = state.path().join("state");
+    let state_var = state_dir.to_str().expect("utf-8 path");
+    for args in [
+        vec!["run", file],
+        vec!["run", "--json", file],
+        vec!["run", "--mode", "local", file],
+        vec!["run", "--json", "--mode", "local", file],
+    ] {
+        let out = rlm(&args, &[("RLM_STATE_DIR", state_var)]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("NUL byte at byte offset 8"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if args.contains(&"--json") {
+            let v: serde_json::Value = serde_json::from_str(stdout.trim())
+                .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout:?}"));
+            assert_eq!(v["error"]["kind"], "nul_byte_in_code", "{v}");
+            assert_eq!(v["error"]["offset"], 8, "{v}");
+            assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("offset 8")));
+        } else {
+            assert_eq!(stdout, "", "{args:?}: nothing ran");
+        }
+        assert!(!state_dir.exists(), "{args:?}: a run directory was made");
+    }
+    // Stdin is read the same way.
+    let mut child = Command::new(common::BIN)
+        .args(["run", "--json"])
+        .env("RLM_STATE_DIR", state_var)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    common::feed(&mut child, b"\x00");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("a JSON error object");
+    assert_eq!(v["error"]["offset"], 0, "{v}");
+}

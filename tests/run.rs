@@ -198,6 +198,11 @@ print("stdlib ok")
             .expect("spawn");
         let pid = child.id();
         common::wait_for_sandbox(pid);
+        // The driver and its watchdog both die (a power cut, a kill of the
+        // whole tree): nothing cleans up but gc.
+        let watchdog = common::watchdog_of(pid).expect("the run's watchdog");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(watchdog as i32), nix::sys::signal::SIGKILL)
+            .expect("SIGKILL the watchdog");
         child.kill().expect("SIGKILL the driver");
         child.wait().expect("reap");
         // The driver died without cleaning: its run is still there.
@@ -291,4 +296,35 @@ fn stdin_is_not_inherited() {
         .output()
         .expect("run");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "''\n");
+}
+
+on_both_runtimes! {
+    // An orchestrator that SIGKILLs its worker (or the OOM killer choosing
+    // the driver) must not leave untrusted code running: the run's
+    // watchdog ends and removes the sandbox within seconds.
+    fn a_killed_driver_leaves_no_sandbox_running(env) {
+        for code in ["while True: pass", "import time\ntime.sleep(600)"] {
+            let mut child = env
+                .command(&["run", "--timeout", "600", "-c", code])
+                .spawn()
+                .expect("spawn");
+            let pid = child.id();
+            let prefix = format!("rlms-{pid}-");
+            common::wait_for_sandbox(pid);
+            // Baseline: the sandbox really runs, with processes in its cgroup.
+            let before = common::leftovers(env.state.path(), &prefix);
+            assert!(before.iter().any(|l| l.starts_with("cgroup ") && !l.ends_with("[]")), "{before:?}");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL)
+                .expect("kill the driver");
+            let _ = child.wait();
+            let killed = Instant::now();
+            let mut left = common::leftovers(env.state.path(), &prefix);
+            while !left.is_empty() && killed.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+                left = common::leftovers(env.state.path(), &prefix);
+            }
+            assert!(left.is_empty(), "{code:?}: 5 s after the driver's SIGKILL: {left:?}");
+            eprintln!("{code:?}: all gone {:?} after the driver's SIGKILL", killed.elapsed());
+        }
+    }
 }

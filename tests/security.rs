@@ -39,6 +39,9 @@ fn run_row(name: &str, runtime: RuntimeKind) {
     let config = Config {
         state_dir: state.path().to_path_buf(),
         rootfs: std::env::var_os("RLM_ROOTFS").map(PathBuf::from),
+        // scripts/test runs the runsc rows a second time on Debian 12's
+        // own runsc build (RLM_RUNSC_PATH).
+        runsc_path: std::env::var_os("RLM_RUNSC_PATH").map(PathBuf::from),
         ..Config::default()
     };
     let row = run_attack(&config, runtime, &attack);

@@ -174,7 +174,9 @@ mod tests {
     ];
 
     /// Names allowed only through an argument-checked rule.
-    const CONDITIONAL: &[&str] = &["clone", "socket", "socketpair", "personality"];
+    const CONDITIONAL: &[&str] = &[
+        "clone", "socket", "socketpair", "personality", "mknod", "mknodat",
+    ];
 
     fn rules_for<'a>(p: &'a LinuxSeccomp, name: &str) -> Vec<&'a LinuxSyscall> {
         p.syscalls()
@@ -326,6 +328,33 @@ mod tests {
         let p = default_profile();
         // PER_LINUX and 0xffffffff (query); READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE... denied.
         assert_eq!(allowed_arg0_values(&p, "personality"), vec![0, 0xFFFF_FFFF]);
+    }
+
+    /// The file-type bits (`S_IFMT`) of the mode each allow rule accepts,
+    /// with the mode's argument index; fails on any other comparison.
+    fn allowed_file_types(p: &LinuxSeccomp, name: &str) -> Vec<(u32, u64)> {
+        let mut types = Vec::new();
+        for r in rules_for(p, name) {
+            assert!(is_allow(r), "unexpected non-allow rule for {name}: {r:?}");
+            let args = r.args().as_deref().expect("argument-checked");
+            assert_eq!(args.len(), 1, "{name}: one comparison per rule, so rules OR");
+            assert_eq!(args[0].op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+            assert_eq!(args[0].value(), 0o170000, "{name}: the mask must be S_IFMT");
+            types.push((args[0].index() as u32, args[0].value_two().expect("datum")));
+        }
+        types.sort_unstable();
+        types
+    }
+
+    #[test]
+    fn mknod_only_for_regular_files_and_fifos() {
+        let p = default_profile();
+        // No type bits (a regular file), S_IFREG, S_IFIFO: never S_IFCHR
+        // (0o020000) or S_IFBLK (0o060000), so no device node of the
+        // sandbox's own making exists, on runc or in gVisor's tmpfs.
+        let want = |index| vec![(index, 0), (index, 0o010000), (index, 0o100000)];
+        assert_eq!(allowed_file_types(&p, "mknod"), want(1), "mode is arg 1");
+        assert_eq!(allowed_file_types(&p, "mknodat"), want(2), "mode is arg 2");
     }
 
     #[test]

@@ -107,18 +107,7 @@ impl RunCgroup {
     /// limited controllers in the subtree on the way down, so the runtime
     /// can set limits on its leaf. A failure removes what was created.
     pub fn create(layout: &CgroupLayout, run_id: &str) -> Result<Self, CgroupError> {
-        validate_id(run_id)?;
-        let mut cg = Self {
-            id: run_id.to_owned(),
-            dirs: Vec::new(),
-            memory: None,
-            cpu: None,
-            unified: None,
-            freezer: None,
-            oom_watch: None,
-            parent_limited: false,
-            removed: AtomicBool::new(false),
-        };
+        let mut cg = Self::empty(run_id)?;
         if let Err(err) = cg.populate(layout) {
             let rollback = cg.remove_ref().err().map(Box::new);
             return Err(match err {
@@ -136,6 +125,38 @@ impl RunCgroup {
             });
         }
         Ok(cg)
+    }
+
+    /// The cgroup of a run another process created (the watchdog of a
+    /// driver that died, `gc`): its directories that exist, for
+    /// [`Self::kill_all`] and [`Self::remove`]. Nothing is created.
+    pub fn existing(layout: &CgroupLayout, run_id: &str) -> Result<Self, CgroupError> {
+        let mut cg = Self::empty(run_id)?;
+        cg.dirs = layout
+            .mounts()
+            .map(|mount| mount.join(ROOT_DIR).join(run_id))
+            .filter(|dir| dir.is_dir())
+            .collect();
+        let unified = layout.unified_mount().map(|u| u.join(ROOT_DIR).join(run_id));
+        cg.unified = unified.filter(|dir| dir.is_dir());
+        let freezer = layout.v1_mount("freezer").map(|f| f.join(ROOT_DIR).join(run_id));
+        cg.freezer = freezer.filter(|dir| dir.is_dir());
+        Ok(cg)
+    }
+
+    fn empty(run_id: &str) -> Result<Self, CgroupError> {
+        validate_id(run_id)?;
+        Ok(Self {
+            id: run_id.to_owned(),
+            dirs: Vec::new(),
+            memory: None,
+            cpu: None,
+            unified: None,
+            freezer: None,
+            oom_watch: None,
+            parent_limited: false,
+            removed: AtomicBool::new(false),
+        })
     }
 
     fn populate(&mut self, layout: &CgroupLayout) -> Result<(), CgroupError> {

@@ -57,6 +57,10 @@ enum Command {
     /// and print attack, runtime, expected, observed, PASS/FAIL. Exits 1 on
     /// any failure.
     Selftest(selftest::SelftestArgs),
+    /// Internal: the watchdog every run starts, which cleans the run up if
+    /// its driver dies (src/supervise/watchdog.rs). Not for people.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
 }
 
 /// The sandbox settings every subcommand that runs or checks a sandbox
@@ -179,6 +183,7 @@ pub fn main() -> i32 {
         Command::Filter(args) => filter::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Selftest(args) => selftest::run(args),
+        Command::Watchdog => return rlm_sandbox::supervise::watchdog::serve(),
     };
     match outcome {
         Ok(code) => code,

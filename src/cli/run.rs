@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use rlm_sandbox::config::ExecutionMode;
+use rlm_sandbox::code::CodeError;
+use rlm_sandbox::config::{ConfigError, ExecutionMode};
 use rlm_sandbox::result::{ExecResult, Status};
-use rlm_sandbox::supervise::{Sandbox, SuperviseError};
+use rlm_sandbox::supervise::{PrepareError, Sandbox, SuperviseError};
 
 use super::filter::EgressArgs;
 use super::SandboxArgs;
@@ -31,9 +32,50 @@ pub struct RunArgs {
     egress: EgressArgs,
 }
 
+/// With --json a driver error is one JSON object too, `{"error": {"kind",
+/// "message", ...}}` on stdout, so a program reading the output always gets
+/// JSON; the exit code stays 2.
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    match run_inner(args) {
+        Err(err) if args.json => {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, &serde_json::json!({ "error": json_error(&err) }))?;
+            writeln!(out)?;
+            eprintln!("rlm-sandbox: error: {err:#}");
+            Ok(super::EXIT_DRIVER_ERROR)
+        }
+        other => other,
+    }
+}
+
+/// The `error` object of a driver error: a stable `kind`, the message, and
+/// the facts a program needs (the NUL byte's offset).
+fn json_error(err: &anyhow::Error) -> serde_json::Value {
+    let code = err.downcast_ref::<CodeError>().or_else(|| match err.downcast_ref() {
+        Some(SuperviseError::Code(c)) => Some(c),
+        _ => None,
+    });
+    let kind = if let Some(c) = code {
+        c.kind()
+    } else if err.downcast_ref::<ConfigError>().is_some() {
+        "config"
+    } else if err.downcast_ref::<PrepareError>().is_some() {
+        "prepare"
+    } else {
+        "driver"
+    };
+    let mut object = serde_json::json!({ "kind": kind, "message": format!("{err:#}") });
+    if let Some(CodeError::NulByte { offset }) = code {
+        object["offset"] = (*offset).into();
+    }
+    object
+}
+
+fn run_inner(args: &RunArgs) -> anyhow::Result<i32> {
     let config = args.sandbox.config()?;
     let code = read_code(args)?;
+    // Refused before anything is prepared (the library checks again).
+    rlm_sandbox::code::validate(&code)?;
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [
         signal_hook::consts::SIGINT,

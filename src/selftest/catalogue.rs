@@ -424,30 +424,42 @@ result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
         attack(
             "devices",
             "devices",
-            "/dev/mem and /dev/kmsg are absent; mknod of a character device fails (runc: \
-             EPERM) or makes a node that cannot be opened (runsc: ENXIO)",
-            r#"def mknod_open():
-    try:
-        os.mknod("/tmp/mem", 0o600 | 0o020000, os.makedev(1, 1))
-    except BaseException:
-        return "-"
-    return err(lambda: os.open("/tmp/mem", os.O_RDONLY))
+            "/dev/mem and /dev/kmsg are absent; mknod of character devices gVisor implements \
+             (null, zero, full, random, urandom, tty, ptmx, net/tun, fuse, mem) and of block \
+             devices (loop, sd) fails with EPERM (seccomp: mknod's file-type bits); a FIFO \
+             (made, written, read back) and a regular file still work (the baseline)",
+            r#"S_IFCHR, S_IFBLK = 0o020000, 0o060000
+def refused(kind, nodes):
+    bad = []
+    for major, minor in nodes:
+        path = "/tmp/node-%o-%d-%d" % (kind, major, minor)
+        got = err(lambda: os.mknod(path, 0o600 | kind, os.makedev(major, minor)))
+        if got != "PermissionError/EPERM":
+            bad.append("%d:%d:%s" % (major, minor, got))
+    return ",".join(bad) or "none"
+def fifo():
+    os.mkfifo("/tmp/fifo")
+    r = os.open("/tmp/fifo", os.O_RDONLY | os.O_NONBLOCK)
+    w = os.open("/tmp/fifo", os.O_WRONLY)
+    os.write(w, b"through")
+    return os.read(r, 16).decode()
+def regular():
+    os.mknod("/tmp/plain", 0o600)
+    return "regular" if os.path.isfile("/tmp/plain") else "not-regular"
 listed = set(os.listdir("/dev"))
 hot = [d for d in ("mem", "kmem", "port", "kmsg", "kvm", "sda", "vda", "nvme0", "loop0") if d in listed]
+chars = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (10, 200), (10, 229), (1, 1)]
 result(mem=err(lambda: os.open("/dev/mem", os.O_RDONLY)),
        kmsg=err(lambda: os.open("/dev/kmsg", os.O_RDONLY)),
-       mknod=err(lambda: os.mknod("/tmp/mem0", 0o600 | 0o020000, os.makedev(1, 1))),
-       mknod_open=mknod_open(), sensitive_dev_nodes=len(hot))
+       char_nodes_not_refused=refused(S_IFCHR, chars),
+       block_nodes_not_refused=refused(S_IFBLK, [(7, 0), (8, 0)]),
+       fifo=fifo(), mknod_regular=regular(), sensitive_dev_nodes=len(hot))
 "#,
             |o| {
-                let absent = "mem=FileNotFoundError/ENOENT kmsg=FileNotFoundError/ENOENT";
-                exact(
-                    o,
-                    &format!(
-                        "{absent} mknod=PermissionError/EPERM mknod_open=- sensitive_dev_nodes=0"
-                    ),
-                    &format!("{absent} mknod=OK mknod_open=OSError/ENXIO sensitive_dev_nodes=0"),
-                )
+                let want = "mem=FileNotFoundError/ENOENT kmsg=FileNotFoundError/ENOENT \
+                            char_nodes_not_refused=none block_nodes_not_refused=none \
+                            fifo=through mknod_regular=regular sensitive_dev_nodes=0";
+                exact(o, want, want)
             },
         ),
         Attack {
@@ -455,8 +467,11 @@ result(mem=err(lambda: os.open("/dev/mem", os.O_RDONLY)),
             ..attack(
                 "ipc",
                 "IPC",
-                "own IPC namespace (runc: a different ipc:[inode]; runsc: gVisor's own, no \
-                 host link); the host's SysV segment is invisible; /dev/shm is private",
+                "own IPC namespace: the host's SysV segment is invisible (runc: not listed in \
+                 /proc/sysvipc/shm; runsc: gVisor has no /proc/sysvipc) and /dev/shm is private \
+                 (empty inside; a file made there is not on the host). /proc/self/ns/ipc: runc, \
+                 an ipc:[inode] other than the host's; runsc 2022, absent (ENOENT); runsc \
+                 2023 and later, gVisor's own ipc:[n], not the host's",
                 r#"def ns():
     try:
         return os.readlink("/proc/self/ns/ipc")
@@ -474,23 +489,33 @@ result(ipc_ns=ns(), sysvipc_shm=shm(), devshm_entries_before=before)
 "#,
                 |o| {
                     let ns = value(o, "ipc_ns")?;
+                    let host = &o.host;
+                    let not_hosts = ns.starts_with("ipc:[") && Some(&ns) != host.host_ipc_ns.as_ref();
+                    // gVisor shows its own ipc namespace from the 2023
+                    // releases on; the 2022 build has no ns/ipc link.
+                    let (own_ns, build) = match (o.runtime, o.gvisor_release()) {
+                        (RuntimeKind::Runc, _) => (not_hosts, String::new()),
+                        (RuntimeKind::Runsc, Some(d)) if d < 20230101 => {
+                            (ns == "FileNotFoundError/ENOENT", format!(" gvisor={d}"))
+                        }
+                        (RuntimeKind::Runsc, d) => (
+                            not_hosts,
+                            format!(" gvisor={}", d.map_or("unknown".into(), |d| d.to_string())),
+                        ),
+                    };
                     let got = exact(
                         o,
                         &format!(
                             "ipc_ns={ns} sysvipc_shm=host_key_invisible devshm_entries_before=0"
                         ),
-                        "ipc_ns=FileNotFoundError/ENOENT sysvipc_shm=FileNotFoundError/ENOENT \
-                         devshm_entries_before=0",
+                        &format!(
+                            "ipc_ns={ns} sysvipc_shm=FileNotFoundError/ENOENT \
+                             devshm_entries_before=0"
+                        ),
                     )?;
-                    let host = &o.host;
-                    let own_ns = match o.runtime {
-                        RuntimeKind::Runc => {
-                            ns.starts_with("ipc:[") && Some(&ns) != host.host_ipc_ns.as_ref()
-                        }
-                        RuntimeKind::Runsc => true,
-                    };
                     let observed = format!(
-                        "{got} host_ipc_ns={:?} host_segment_listed={} marker_on_host={}",
+                        "{got}{build} own_ns={own_ns} host_ipc_ns={:?} host_segment_listed={} \
+                         marker_on_host={}",
                         host.host_ipc_ns, host.shm_on_host, host.marker_on_host
                     );
                     // Baseline: the host really lists its segment.

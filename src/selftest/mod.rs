@@ -64,12 +64,26 @@ pub struct Attack {
 /// Everything a check may look at.
 pub struct Outcome<'a> {
     pub runtime: RuntimeKind,
+    /// The first line of the runtime binary's `--version`, where it printed
+    /// one: rows that a runtime build observes differently name the build.
+    pub runtime_version: Option<&'a str>,
     pub result: &'a ExecResult,
     pub host: &'a HostFacts,
     pub limits: &'a Limits,
 }
 
 impl Outcome<'_> {
+    /// The gVisor release date (`20240729`) of a runsc build, from its
+    /// version line (`runsc version 0.0~20240729.0` as Debian builds it,
+    /// `runsc version release-20240729.0` upstream); `None` for runc or a
+    /// version line of another shape.
+    pub fn gvisor_release(&self) -> Option<u32> {
+        if self.runtime != RuntimeKind::Runsc {
+            return None;
+        }
+        gvisor_release(self.runtime_version?)
+    }
+
     /// The `key=value` pairs of the attack's `RESULT` line.
     pub fn values(&self) -> Result<BTreeMap<String, String>, String> {
         parse_result_line(&self.result.stdout).ok_or_else(|| self.describe("no RESULT line"))
@@ -86,6 +100,15 @@ impl Outcome<'_> {
             tail(&r.stderr, 600)
         )
     }
+}
+
+/// The date in a runsc version line: the first run of eight digits.
+fn gvisor_release(version: &str) -> Option<u32> {
+    let bytes = version.as_bytes();
+    (0..bytes.len().saturating_sub(7))
+        .map(|i| &bytes[i..i + 8])
+        .find(|w| w.iter().all(u8::is_ascii_digit))
+        .and_then(|w| std::str::from_utf8(w).ok()?.parse().ok())
 }
 
 /// The first `RESULT` line of `stdout`, as ordered `key=value` pairs.
@@ -178,8 +201,10 @@ fn execute(config: Config, runtime: RuntimeKind, attack: &Attack, limits: &Limit
     }
     .map_err(|e| format!("the run failed: {e}"))?;
     let host = fixture.observe();
+    let version = crate::runtime::version_of(&sandbox.selection.runtime.path);
     (attack.check)(&Outcome {
         runtime,
+        runtime_version: version.as_deref(),
         result: &result,
         host: &host,
         limits,
@@ -237,6 +262,14 @@ mod tests {
         assert_eq!(v.get("b").map(String::as_str), Some("x/y"));
         assert!(!v.contains_key("c"));
         assert!(parse_result_line("nothing here").is_none());
+    }
+
+    #[test]
+    fn gvisor_release_dates_from_version_lines() {
+        assert_eq!(gvisor_release("runsc version 0.0~20240729.0"), Some(20240729));
+        assert_eq!(gvisor_release("runsc version release-20221219.0"), Some(20221219));
+        assert_eq!(gvisor_release("runsc version 0.0~2024"), None);
+        assert_eq!(gvisor_release(""), None);
     }
 
     #[test]

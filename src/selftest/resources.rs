@@ -2,10 +2,9 @@
 //! the cgroup's measurements as well as the attack's RESULT line.
 
 use crate::result::Status;
-use crate::runtime::RuntimeKind;
 
 use super::catalogue::{attack, line, value};
-use super::{Attack, RESULT_TAG};
+use super::Attack;
 
 pub(super) fn attacks() -> Vec<Attack> {
     vec![
@@ -41,7 +40,8 @@ print("ALLOCATED", len(x), flush=True)
             "fork_bomb",
             "fork bomb",
             "os.fork() in a loop is refused; a thread loop stops below the pids limit \
-             (RuntimeError); the run ends on its own",
+             (RuntimeError); the run ends on its own with exit 0 (a runtime that dies at the \
+             limit fails the row)",
             r#"import threading
 forks = 0
 try:
@@ -65,23 +65,10 @@ gate.set()
 result(fork=fork, forks=forks, thread_error=thread_error, threads=threads)
 "#,
             |o| {
-                let r = o.result;
-                // Under runsc the pids cgroup counts the Sentry's host
-                // threads, not guest tasks: a guest at its RLIMIT_NPROC can
-                // push the Sentry over the pids limit, and the Go runtime
-                // then dies (exit 2). Contained, and reported as such.
-                let sentry_died = o.runtime == RuntimeKind::Runsc
-                    && r.status == Status::Error
-                    && r.exit_code == Some(2);
-                let got = if sentry_died {
-                    r.stdout
-                        .lines()
-                        .find_map(|l| l.strip_prefix(RESULT_TAG))
-                        .map(|l| format!("{l} sentry_exit=2"))
-                        .ok_or_else(|| o.describe("no RESULT line"))?
-                } else {
-                    line(o)?.to_string()
-                };
+                // The run must end by itself with its RESULT line on every
+                // build: a Sentry that dies at the limit (runsc exits 2) is
+                // a failure here, not a containment.
+                let got = line(o)?.to_string();
                 let threads: u32 = value(o, "threads")?
                     .parse()
                     .map_err(|_| o.describe("threads= is not a number"))?;

@@ -80,6 +80,9 @@ pub struct RunGuard {
     pub dir: RunDir,
     pub runtime: Runtime,
     pub cgroup: Option<RunCgroup>,
+    /// Cleans up if the driver dies; disarmed when the guard is dropped,
+    /// after its cleanup (fields drop after `Drop::drop`).
+    pub watchdog: Option<super::watchdog::Watchdog>,
     /// Held for the whole run: `gc` takes a run directory whose lock it can
     /// get as the leftover of a dead driver.
     _lock: Option<Flock<std::fs::File>>,
@@ -113,6 +116,7 @@ impl RunGuard {
             dir: dir.clone(),
             runtime,
             cgroup: None,
+            watchdog: None,
             _lock: None,
             done: false,
         };
@@ -130,6 +134,33 @@ impl RunGuard {
         std::fs::DirBuilder::new().mode(0o750).create(dir.input())?;
         share_with_sandbox(&dir.input(), 0o750)?;
         Ok(guard)
+    }
+
+    /// The guard of a run whose driver died (for its watchdog): `Ok(None)`
+    /// while a live driver still holds the run's lock, an error when the
+    /// run directory is gone (nothing left to do).
+    pub fn adopt(state_dir: &Path, id: &str, runtime: Runtime) -> std::io::Result<Option<Self>> {
+        let dir = RunDir {
+            root: state_dir.join(id),
+        };
+        std::fs::metadata(&dir.root)?;
+        let lock = match try_lock(&dir.root) {
+            Some(lock) => Some(lock),
+            None if dir.root.join(LOCK_FILE).exists() => return Ok(None),
+            None => None,
+        };
+        let cgroup = crate::cgroup::CgroupLayout::detect()
+            .ok()
+            .and_then(|layout| RunCgroup::existing(&layout, id).ok());
+        Ok(Some(RunGuard {
+            id: id.to_string(),
+            dir,
+            runtime,
+            cgroup,
+            watchdog: None,
+            _lock: lock,
+            done: false,
+        }))
     }
 
     /// Kills what is left, removes runtime state, cgroup and directory.

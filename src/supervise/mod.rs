@@ -4,6 +4,7 @@
 
 mod classify;
 pub mod guard;
+pub mod watchdog;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub enum SuperviseError {
     Write { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Watchdog(#[from] watchdog::WatchdogError),
     #[error("cannot build config.json: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("cannot start {runtime}: {err}")]
@@ -56,6 +59,9 @@ pub enum SuperviseError {
     },
     #[error("the egress filter could not be built, so no output is released: {0}")]
     Egress(String),
+    /// Refused before any sandbox started.
+    #[error(transparent)]
+    Code(#[from] crate::code::CodeError),
     #[error("interrupted; the sandbox was killed and removed")]
     Interrupted,
     #[error("the run ended ({status}) but cleanup failed: {cleanup}")]
@@ -80,7 +86,10 @@ pub struct Sandbox {
 impl Sandbox {
     /// Runs `code` in a fresh sandbox and removes everything afterwards.
     /// `cancel` set from elsewhere (a signal handler) ends the run early.
+    /// Code that would not run as written (a NUL byte) is refused before
+    /// anything is created.
     pub fn run(&self, code: &[u8], cancel: &AtomicBool) -> Result<ExecResult, SuperviseError> {
+        crate::code::validate(code)?;
         self.run_program(Program::Python, code, cancel)
     }
 
@@ -111,6 +120,11 @@ impl Sandbox {
             }
         })?;
         let dir = guard.dir.clone();
+        // Armed before the runtime starts; it starts while we write the
+        // cgroup and bundle.
+        guard.watchdog = Some(watchdog::Watchdog::start(&watchdog::Watched::new(
+            state_dir, &id, runtime,
+        ))?);
         let mut cgroup = RunCgroup::create(&self.layout, &id)?;
         if !self.cgroup_caps.hierarchical_oom_counter {
             // v1 counts an OOM kill only in the runtime's leaf, which the
@@ -124,6 +138,9 @@ impl Sandbox {
         let cgroups_path = cgroup.container_path();
         guard.cgroup = Some(cgroup);
         self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, program, input)?;
+        if let Some(w) = guard.watchdog.as_mut() {
+            w.armed()?;
+        }
 
         let argv = runtime.run_argv(
             &dir.state_root(),

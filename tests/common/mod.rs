@@ -154,6 +154,50 @@ pub fn assert_clean_runs(state_dir: &Path, prefix: &str) {
     }
 }
 
+/// What is left of runs whose id starts with `prefix`: run directories,
+/// cgroups (with the processes still in them), and processes naming the id.
+pub fn leftovers(state_dir: &Path, prefix: &str) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(state_dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .map(|n| format!("run directory {n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    for hierarchy in cgroup_mounts() {
+        let Ok(runs) = std::fs::read_dir(hierarchy.join("rlm-sandbox")) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            if run.file_name().to_string_lossy().starts_with(prefix) {
+                let procs = procs_below(&run.path());
+                left.push(format!("cgroup {} with processes {procs:?}", run.path().display()));
+            }
+        }
+    }
+    let procs = rlm_sandbox::procs::pids_mentioning(Path::new("/proc"), prefix);
+    if !procs.is_empty() {
+        left.push(format!("processes naming the run: {procs:?}"));
+    }
+    left
+}
+
+fn procs_below(dir: &Path) -> Vec<String> {
+    let mut procs: Vec<String> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    for sub in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if sub.file_type().is_ok_and(|t| t.is_dir()) {
+            procs.extend(procs_below(&sub.path()));
+        }
+    }
+    procs
+}
+
 /// Waits until a sandbox of the driver `pid` has processes in its cgroup
 /// (the driver prints nothing before the run ends: output is filtered
 /// whole), then a little longer for Python to start.
@@ -180,6 +224,20 @@ pub fn wait_for_sandbox(pid: u32) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("no sandbox of driver {pid} started within 20 s");
+}
+
+/// The pid of the watchdog (`rlm-sandbox __watchdog`) the driver `pid`
+/// started: its child with that command line.
+pub fn watchdog_of(pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let child: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let is_watchdog = cmdline.split(|&b| b == 0).any(|a| a == b"__watchdog");
+        (ppid == pid && is_watchdog).then_some(child)
+    })
 }
 
 /// Mount points of every cgroup hierarchy (v1 controllers and v2).

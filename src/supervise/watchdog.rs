@@ -1,0 +1,291 @@
+//! A sandbox must not outlive its driver. An orchestrator that SIGKILLs its
+//! worker, or the host's OOM killer choosing the driver, would otherwise
+//! leave untrusted code running with no timeout left to end it: `runc run`
+//! or `runsc run` is reparented and waits on, the container (runc) or the
+//! Sentry (runsc) runs on.
+//!
+//! So every run has a watchdog: a small `rlm-sandbox __watchdog` process in
+//! its own process group (a kill of the driver's group spares it) that
+//! blocks reading a pipe only the driver holds. The driver tells it which
+//! run it guards, and writes one byte when the run is cleaned up: the
+//! watchdog then exits. If the driver dies first, the kernel closes the
+//! pipe, the read returns end-of-file, and the watchdog does the cleanup
+//! the driver's guard would have done ([`RunGuard::cleanup`]): it kills the
+//! run's cgroup and runtime processes, deletes the runtime state, removes
+//! the cgroup and the run directory.
+//!
+//! The run id travels on the pipe, not in argv: `procs::kill_mentioning`
+//! finds a run's processes by the id in their command line, and must not
+//! kill the run's own watchdog.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::guard::RunGuard;
+use crate::runtime::{Runtime, RuntimeKind};
+
+/// The hidden subcommand of the `rlm-sandbox` binary that runs a watchdog.
+pub const SUBCOMMAND: &str = "__watchdog";
+/// The variable that names the `rlm-sandbox` binary for library callers
+/// whose own executable is not it.
+pub const BINARY_VAR: &str = "RLM_SANDBOX_BIN";
+/// The watchdog's answer once it is armed.
+const READY: &[u8] = b"armed\n";
+/// How long a driver waits for its watchdog to arm.
+const ARM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the watchdog of a dead driver waits for the run's lock (held
+/// only by a live driver; the kernel drops it with the driver's files).
+const LOCK_PATIENCE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Error)]
+pub enum WatchdogError {
+    #[error(
+        "cannot find the rlm-sandbox binary to start the run's watchdog (looked for {looked}). \
+         Hint: set {BINARY_VAR} to its path"
+    )]
+    NoBinary { looked: String },
+    #[error("cannot start the watchdog {}: {err}", path.display())]
+    Spawn { path: PathBuf, err: std::io::Error },
+    #[error("the watchdog {} did not arm: {detail}", path.display())]
+    NotArmed { path: PathBuf, detail: String },
+}
+
+/// What a watchdog needs to clean up its run: the first line on its stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watched {
+    pub state_dir: PathBuf,
+    pub id: String,
+    pub runtime: String,
+    pub runtime_path: PathBuf,
+}
+
+impl Watched {
+    pub fn new(state_dir: &Path, id: &str, runtime: &Runtime) -> Self {
+        Self {
+            state_dir: state_dir.to_path_buf(),
+            id: id.to_string(),
+            runtime: runtime.kind.name().to_string(),
+            runtime_path: runtime.path.clone(),
+        }
+    }
+
+    fn runtime(&self) -> Option<Runtime> {
+        let kind = match self.runtime.as_str() {
+            "runsc" => RuntimeKind::Runsc,
+            "runc" => RuntimeKind::Runc,
+            _ => return None,
+        };
+        Some(Runtime {
+            kind,
+            path: self.runtime_path.clone(),
+            extra_flags: Vec::new(),
+        })
+    }
+}
+
+/// The driver's end: dropping it disarms the watchdog (the run was cleaned
+/// up by the driver) and reaps it.
+pub struct Watchdog {
+    child: Child,
+    disarm: Option<ChildStdin>,
+    path: PathBuf,
+}
+
+impl Watchdog {
+    /// Starts the watchdog of `watched` without waiting for it to arm (it
+    /// starts while the driver writes the bundle): call [`Self::armed`]
+    /// before the runtime starts.
+    pub fn start(watched: &Watched) -> Result<Self, WatchdogError> {
+        let path = binary()?;
+        let spawn_err = |err| WatchdogError::Spawn {
+            path: path.clone(),
+            err,
+        };
+        let mut child = Command::new(&path)
+            .arg(SUBCOMMAND)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            // Its own group: an orchestrator killing the driver's process
+            // group, or a Ctrl-C at the terminal, does not reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut disarm = child.stdin.take();
+        let mut line = serde_json::to_vec(watched).map_err(|e| spawn_err(e.into()))?;
+        line.push(b'\n');
+        if let Some(pipe) = disarm.as_mut() {
+            pipe.write_all(&line).map_err(spawn_err)?;
+        }
+        Ok(Self {
+            child,
+            disarm,
+            path,
+        })
+    }
+
+    /// Waits until the watchdog has read its run and armed.
+    pub fn armed(&mut self) -> Result<(), WatchdogError> {
+        let not_armed = |detail: String| WatchdogError::NotArmed {
+            path: self.path.clone(),
+            detail,
+        };
+        let Some(mut out) = self.child.stdout.take() else {
+            return Ok(());
+        };
+        // A watchdog that starts cannot take long; one that hangs is
+        // killed, and the run refused.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut answer = [0u8; READY.len()];
+            let _ = tx.send(out.read_exact(&mut answer).map(|()| answer));
+        });
+        let got = rx.recv_timeout(ARM_TIMEOUT);
+        if got.is_err() {
+            let _ = self.child.kill();
+        }
+        match got {
+            Ok(Ok(answer)) if answer == READY => Ok(()),
+            Ok(Ok(answer)) => Err(not_armed(format!(
+                "it answered {:?}",
+                String::from_utf8_lossy(&answer)
+            ))),
+            Ok(Err(e)) => Err(not_armed(format!(
+                "it exited ({e}; status {:?}): an rlm-sandbox binary without {SUBCOMMAND}?",
+                self.child.try_wait().ok().flatten()
+            ))),
+            Err(_) => Err(not_armed(format!("no answer within {ARM_TIMEOUT:?}"))),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(mut pipe) = self.disarm.take() {
+            // Any byte disarms it; if it is gone already, so be it.
+            let _ = pipe.write_all(b"x");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The `rlm-sandbox` binary: `RLM_SANDBOX_BIN`; this executable if it is
+/// `rlm-sandbox`; beside it or one directory up (cargo's test binaries in
+/// target/*/deps); else PATH.
+pub fn binary() -> Result<PathBuf, WatchdogError> {
+    if let Some(path) = std::env::var_os(BINARY_VAR) {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().ok();
+    if let Some(exe) = exe.as_ref().filter(|e| e.file_name() == Some("rlm-sandbox".as_ref())) {
+        return Ok(exe.clone());
+    }
+    let beside: Vec<PathBuf> = exe
+        .iter()
+        .filter_map(|e| e.parent())
+        .flat_map(|dir| [dir.join("rlm-sandbox"), dir.join("../rlm-sandbox")])
+        .collect();
+    beside
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .or_else(|| crate::runtime::find_binary("rlm-sandbox", None))
+        .ok_or_else(|| WatchdogError::NoBinary {
+            looked: format!("${BINARY_VAR}, {beside:?}, PATH"),
+        })
+}
+
+/// The watchdog process itself (`rlm-sandbox __watchdog`): reads its run,
+/// arms, and waits. Returns the exit code.
+pub fn serve() -> i32 {
+    // Only the pipe decides: a hangup or Ctrl-C meant for the driver's
+    // terminal must not end the watchdog first.
+    for signal in [libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
+        // SAFETY: SIG_IGN installs no handler code; `signal` only changes
+        // this process's disposition.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+    // The host's OOM killer may pick the driver: the watchdog, a few MB,
+    // must survive to clean up (best effort: needs root, as runs do).
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut line = Vec::new();
+    let watched: Watched = match input.read_until(b'\n', &mut line) {
+        Ok(n) if n > 0 => match serde_json::from_slice(&line) {
+            Ok(w) => w,
+            Err(_) => return 2,
+        },
+        _ => return 2,
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        if out.write_all(READY).and_then(|()| out.flush()).is_err() {
+            return 2;
+        }
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        match input.read(&mut byte) {
+            Ok(1..) => return 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // End of file (or a broken pipe): the driver died.
+            _ => break,
+        }
+    }
+    clean_up_after_dead_driver(&watched);
+    0
+}
+
+/// What the driver's guard would have done, for a run whose driver died.
+fn clean_up_after_dead_driver(watched: &Watched) {
+    let Some(runtime) = watched.runtime() else {
+        return;
+    };
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    let mut guard = loop {
+        match RunGuard::adopt(&watched.state_dir, &watched.id, runtime.clone()) {
+            Ok(Some(guard)) => break guard,
+            // Cleaned up already (the driver died after its cleanup).
+            Err(_) => return,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            // Still locked: a live driver holds the run; not ours to end.
+            Ok(None) => return,
+        }
+    };
+    let _ = guard.cleanup(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watched_run_round_trips_as_one_json_line() {
+        let runtime = Runtime {
+            kind: RuntimeKind::Runsc,
+            path: "/usr/bin/runsc".into(),
+            extra_flags: vec!["--platform=systrap".into()],
+        };
+        let w = Watched::new(Path::new("/run/rlm-sandbox"), "rlms-1-abc", &runtime);
+        let line = serde_json::to_string(&w).expect("serialises");
+        assert!(!line.contains('\n'));
+        let back: Watched = serde_json::from_str(&line).expect("parses");
+        assert_eq!(back, w);
+        assert_eq!(back.runtime().map(|r| r.kind), Some(RuntimeKind::Runsc));
+        let bad = Watched {
+            runtime: "crun".into(),
+            ..w
+        };
+        assert!(bad.runtime().is_none());
+    }
+}

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::cgroup::{CgroupLayout, CgroupMode};
 use crate::config::{Config, ExecutionMode};
+use crate::runtime::gvisor::{self, Platform};
 use crate::runtime::{find_binary, select, version_of, RuntimeKind};
 
 #[derive(Debug, Serialize)]
@@ -14,6 +15,13 @@ pub struct RuntimeFound {
     pub name: RuntimeKind,
     pub path: Option<String>,
     pub version: Option<String>,
+    /// runsc only (`null` for runc): the gVisor release date (`20240729`),
+    /// from `version`.
+    pub gvisor_release: Option<u32>,
+    /// runsc only: the platform a run uses (systrap, ptrace, kvm) and
+    /// whether RLM_RUNSC_FLAGS or the binary's default chose it; `null`
+    /// when it cannot be told.
+    pub platform: Option<Platform>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,18 +79,35 @@ pub fn posture(config: &Config) -> Posture {
     ]
     .map(|(kind, configured)| {
         let path = find_binary(kind.name(), configured);
+        let version = path.as_deref().and_then(version_of);
+        let runsc = kind == RuntimeKind::Runsc;
         RuntimeFound {
             name: kind,
-            version: path.as_deref().and_then(version_of),
+            gvisor_release: version.as_deref().filter(|_| runsc).and_then(gvisor::release),
+            platform: path
+                .as_deref()
+                .filter(|_| runsc)
+                .and_then(|p| gvisor::platform(p, &config.runsc_flags)),
+            version,
             path: path.map(|p| p.display().to_string()),
         }
     })
     .into_iter()
-    .collect();
+    .collect::<Vec<_>>();
     let (would_use, fallback) = match select(config) {
         Ok(s) => {
             if let Some(w) = s.warning() {
                 warnings.push(w);
+            }
+            if s.runtime.kind == RuntimeKind::Runsc {
+                let platform = runtimes.iter().find_map(|r| r.platform.as_ref());
+                match platform {
+                    Some(p) if p.name == "ptrace" => warnings.push(gvisor::ptrace_warning(p)),
+                    Some(_) => {}
+                    None => warnings.push(
+                        "cannot tell which platform runsc uses (`runsc flags` names none)".into(),
+                    ),
+                }
             }
             (Some(s.runtime.kind), s.fallback)
         }

@@ -189,8 +189,17 @@ fn check_reports_the_posture_and_fails_an_unmeetable_policy() {
         v["rootfs"]["manifest"]["tree_sha256"].as_str().is_some(),
         "{v}"
     );
+    // scripts/setup installs a gVisor that defaults to systrap.
+    let runsc = &v["runtimes"][0];
+    assert_eq!(runsc["platform"]["name"], "systrap", "run scripts/setup: {v}");
+    assert_eq!(runsc["platform"]["source"], "runsc_default", "{v}");
+    assert!(runsc["gvisor_release"].as_u64() >= Some(20230601), "{v}");
+    assert!(v["runtimes"][1]["platform"].is_null(), "{v}");
+    assert!(!v["warnings"].to_string().contains("ptrace"), "{v}");
     let table = rlm(&["check"], &[]);
-    assert!(String::from_utf8_lossy(&table.stdout).contains("policy can be met"));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("policy can be met"), "{table}");
+    assert!(table.contains("runsc platform    systrap (runsc's default)"), "{table}");
     // maximum without runsc cannot be met.
     let out = rlm(
         &["check", "--preset", "maximum"],
@@ -198,6 +207,54 @@ fn check_reports_the_posture_and_fails_an_unmeetable_policy() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("policy CANNOT be met"));
+}
+
+/// ptrace, whether the 2022 build's default or chosen by RLM_RUNSC_FLAGS on
+/// the current one, is reported and warned about, with the way out; the
+/// policy still holds (exit 0).
+#[test]
+fn check_warns_when_runsc_would_use_ptrace() {
+    if !common::prerequisites("runsc") || !common::prerequisites("runc") {
+        return;
+    }
+    let check = |env: &[(&str, &str)]| {
+        let out = rlm(&["check", "--json"], env);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(out.status.code(), Some(0), "{v}");
+        assert_eq!(v["would_use"], "runsc", "{v}");
+        let warning = v["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .filter_map(|w| w.as_str())
+            .find(|w| w.starts_with("runsc platform is ptrace"))
+            .unwrap_or_else(|| panic!("no ptrace warning: {v}"))
+            .to_string();
+        (v, warning)
+    };
+    let (v, warning) = check(&[("RLM_RUNSC_FLAGS", "--platform=systrap --platform=ptrace")]);
+    assert_eq!(v["runtimes"][0]["platform"]["name"], "ptrace", "{v}");
+    assert_eq!(v["runtimes"][0]["platform"]["source"], "flags", "{v}");
+    assert!(warning.contains("drop --platform=ptrace"), "{warning}");
+    let Some(old) = common::runsc_2022() else {
+        return;
+    };
+    let old = old.to_str().expect("utf8");
+    let (v, warning) = check(&[("RLM_RUNSC_PATH", old)]);
+    let runsc = &v["runtimes"][0];
+    assert_eq!(runsc["path"], old, "{v}");
+    assert_eq!(runsc["gvisor_release"], 20221219, "{v}");
+    assert_eq!(runsc["platform"]["name"], "ptrace", "{v}");
+    assert_eq!(runsc["platform"]["source"], "runsc_default", "{v}");
+    assert!(warning.contains("~30x slower"), "{warning}");
+    assert!(
+        warning.contains("apt-get install -t bookworm-backports runsc"),
+        "{warning}"
+    );
+    let table = rlm(&["check"], &[("RLM_RUNSC_PATH", old)]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("runsc platform    ptrace (runsc's default)"), "{table}");
+    assert!(table.contains("warning: runsc platform is ptrace"), "{table}");
 }
 
 #[test]

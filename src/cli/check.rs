@@ -2,6 +2,7 @@
 
 use clap::Args;
 use rlm_sandbox::check::{posture, Posture};
+use rlm_sandbox::runtime::gvisor::PlatformSource;
 
 use super::SandboxArgs;
 
@@ -46,6 +47,13 @@ fn print_table(p: &Posture) {
             _ => "not found".into(),
         };
         rows.push((r.name.name().into(), found));
+        if let Some(pl) = &r.platform {
+            let why = match pl.source {
+                PlatformSource::Flags => "from RLM_RUNSC_FLAGS",
+                PlatformSource::RunscDefault => "runsc's default",
+            };
+            rows.push(("runsc platform".into(), format!("{} ({why})", pl.name)));
+        }
     }
     rows.push((
         "a run uses".into(),

@@ -111,7 +111,7 @@ fn runtimes(
             .filter(|k| installed(k.name()))
             .collect();
         if found.is_empty() {
-            bail!("neither runsc nor runc is installed (apt-get install runsc runc)");
+            bail!("neither runsc nor runc is installed (scripts/setup installs both)");
         }
         return Ok(found);
     }

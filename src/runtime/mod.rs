@@ -4,6 +4,7 @@
 //! spawns what they return.
 
 mod detect;
+pub mod gvisor;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -56,7 +57,7 @@ impl Selection {
         self.fallback.then(|| {
             format!(
                 "rlm-sandbox: WARNING: runsc (gVisor) not found; falling back to runc at {}. \
-                 The sandbox shares the host kernel. Install runsc (apt-get install runsc) \
+                 The sandbox shares the host kernel. Install runsc (scripts/setup installs the current gVisor) \
                  or set RLM_DOCKER_RUNTIME=runc to silence this warning.",
                 self.runtime.path.display()
             )
@@ -67,14 +68,14 @@ impl Selection {
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error(
-        "runsc (gVisor) not found{where_}; install it (apt-get install runsc), set RLM_RUNSC_PATH, \
+        "runsc (gVisor) not found{where_}; install it (scripts/setup installs the current gVisor), set RLM_RUNSC_PATH, \
          or allow the unsafe fallback to runc with RLM_ALLOW_UNSAFE_RUNTIME=true"
     )]
     RunscMissing { where_: String },
     #[error("runc not found{where_}; install it (apt-get install runc) or set RLM_RUNC_PATH")]
     RuncMissing { where_: String },
     #[error(
-        "no OCI runtime found: neither runsc nor runc is installed; apt-get install runsc runc"
+        "no OCI runtime found: neither runsc nor runc is installed; scripts/setup installs both"
     )]
     NoneFound,
 }

@@ -81,7 +81,7 @@ impl Outcome<'_> {
         if self.runtime != RuntimeKind::Runsc {
             return None;
         }
-        gvisor_release(self.runtime_version?)
+        crate::runtime::gvisor::release(self.runtime_version?)
     }
 
     /// The `key=value` pairs of the attack's `RESULT` line.
@@ -100,15 +100,6 @@ impl Outcome<'_> {
             tail(&r.stderr, 600)
         )
     }
-}
-
-/// The date in a runsc version line: the first run of eight digits.
-fn gvisor_release(version: &str) -> Option<u32> {
-    let bytes = version.as_bytes();
-    (0..bytes.len().saturating_sub(7))
-        .map(|i| &bytes[i..i + 8])
-        .find(|w| w.iter().all(u8::is_ascii_digit))
-        .and_then(|w| std::str::from_utf8(w).ok()?.parse().ok())
 }
 
 /// The first `RESULT` line of `stdout`, as ordered `key=value` pairs.
@@ -262,14 +253,6 @@ mod tests {
         assert_eq!(v.get("b").map(String::as_str), Some("x/y"));
         assert!(!v.contains_key("c"));
         assert!(parse_result_line("nothing here").is_none());
-    }
-
-    #[test]
-    fn gvisor_release_dates_from_version_lines() {
-        assert_eq!(gvisor_release("runsc version 0.0~20240729.0"), Some(20240729));
-        assert_eq!(gvisor_release("runsc version release-20221219.0"), Some(20221219));
-        assert_eq!(gvisor_release("runsc version 0.0~2024"), None);
-        assert_eq!(gvisor_release(""), None);
     }
 
     #[test]

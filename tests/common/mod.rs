@@ -41,6 +41,22 @@ pub fn prerequisites(runtime: &str) -> bool {
     false
 }
 
+/// The gVisor 2022 build (Debian 12's `runsc` package, unpacked beside the
+/// default one by `scripts/runsc-2022`), from RLM_RUNSC_2022. `None` (after
+/// printing why) when it is not given; a failure when CI=true.
+pub fn runsc_2022() -> Option<PathBuf> {
+    let path = std::env::var_os("RLM_RUNSC_2022").map(PathBuf::from);
+    if let Some(p) = path.filter(|p| rlm_sandbox::runtime::find_binary("runsc", Some(p)).is_some()) {
+        return Some(p);
+    }
+    let why = "RLM_RUNSC_2022 names no executable (RLM_RUNSC_2022=$(scripts/runsc-2022))";
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
 /// A private state directory per test, checked empty at the end.
 pub struct Env {
     pub state: tempfile::TempDir,

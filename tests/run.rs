@@ -327,4 +327,31 @@ on_both_runtimes! {
             eprintln!("{code:?}: all gone {:?} after the driver's SIGKILL", killed.elapsed());
         }
     }
+
+    // A run is watched or it does not run: a watchdog that cannot arm (here
+    // one that reads its run, lets the runtime start, and exits) ends the
+    // run as a driver error, and the sandbox already started is removed
+    // with everything else.
+    fn a_run_whose_watchdog_cannot_arm_is_refused(env) {
+        let fake = env.state.path().join("fake-watchdog");
+        std::fs::write(&fake, "#!/bin/sh\nread -r run\nsleep 1\nexit 3\n").expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let child = env
+            .command(&["run", "-c", "import time\ntime.sleep(30)\nprint('ran')"])
+            .env("RLM_SANDBOX_BIN", &fake)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("watchdog") && stderr.contains("exited"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+        env.assert_clean(pid);
+        let left = common::leftovers(env.state.path(), &format!("rlms-{pid}-"));
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

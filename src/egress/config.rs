@@ -68,7 +68,9 @@ pub struct EchoConfig {
     pub similarity_threshold: f64,
     /// Reproducing this many bytes is an echo whatever the context size.
     pub max_bytes: usize,
-    /// Never an echo below this many bytes (tiny contexts, short quotes).
+    /// A partial reproduction shorter than this is never an echo (short
+    /// quotes). A short context reproduced whole or nearly is one however
+    /// short, from `MIN_CONTEXT` (16) bytes (`ContextEchoIndex`).
     pub min_bytes: usize,
     /// Consecutive matching fingerprints needed to count a region.
     pub min_run: usize,

@@ -13,11 +13,22 @@
 //! Inside a reproduced region every output fingerprint is in the index; a
 //! region is counted when at least `min_run` consecutive fingerprints
 //! match, which a Bloom false positive (about 2%) practically never fakes.
+//!
+//! Such regions are 256 bytes at least (or half the context): a context
+//! of a sentence or a paragraph printed whole would pass. So a context of
+//! up to 8 KiB is also kept whole and compared with the output directly
+//! ([`super::short_context`]): one region reproducing it whole or nearly
+//! (80% of it, or the similarity threshold if higher) is an echo, however
+//! short the context, from [`MIN_CONTEXT`] (16) bytes. Shorter contexts
+//! are never an echo: `yes` or `42` is an answer, not a leak.
 
 use std::path::Path;
 
+use super::short_context::ShortContext;
 use super::winnow::{winnow, MAX_WINDOW, SHINGLE};
 use super::{EchoConfig, EgressError};
+
+pub use super::short_context::MIN_CONTEXT;
 
 /// Reproduced spans shorter than this (or than half the context) are not
 /// counted.
@@ -33,12 +44,14 @@ fn mix(h: u64) -> u64 {
     z ^ (z >> 33)
 }
 
-/// The index of one context: a Bloom filter of its winnowed fingerprints.
+/// The index of one context: a Bloom filter of its winnowed fingerprints,
+/// and a short context itself.
 #[derive(Clone, Debug)]
 pub struct ContextEchoIndex {
     words: Vec<u64>,
     window: usize,
     context_len: usize,
+    short: Option<ShortContext>,
 }
 
 /// Where an output reproduces the context.
@@ -48,6 +61,9 @@ pub struct EchoReport {
     pub spans: Vec<(usize, usize)>,
     /// Their total length.
     pub echoed_bytes: usize,
+    /// Whether one of them reproduces a short context whole or nearly: an
+    /// echo whatever its length.
+    pub whole: bool,
 }
 
 impl ContextEchoIndex {
@@ -68,6 +84,7 @@ impl ContextEchoIndex {
             words,
             window,
             context_len: context.len(),
+            short: ShortContext::build(context, cfg.similarity_threshold),
         }
     }
 
@@ -83,7 +100,9 @@ impl ContextEchoIndex {
 
     /// Memory held by the index.
     pub fn index_bytes(&self) -> usize {
-        self.words.len() * 8 + std::mem::size_of::<Self>()
+        self.words.len() * 8
+            + self.short.as_ref().map_or(0, ShortContext::heap_bytes)
+            + std::mem::size_of::<Self>()
     }
 
     pub fn context_len(&self) -> usize {
@@ -127,6 +146,12 @@ impl ContextEchoIndex {
             tracker.close(run);
         }
         let mut report = tracker.report;
+        if let Some(short) = &self.short {
+            let mut whole = Vec::new();
+            short.find(output, &mut whole);
+            report.whole = !whole.is_empty();
+            report.spans = union(&report.spans, &whole);
+        }
         report.echoed_bytes = report.spans.iter().map(|(s, e)| e - s).sum();
         report
     }
@@ -183,6 +208,20 @@ impl RunTracker {
     }
 }
 
+/// The union of two sorted lists of disjoint spans, sorted and disjoint.
+fn union(a: &[(usize, usize)], b: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut all: Vec<(usize, usize)> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(all.len());
+    for (s, e) in all {
+        match out.last_mut() {
+            Some(last) if last.1 >= s => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
 /// One word and two bits in it for fingerprint `h`.
 fn bloom_slot(h: u64, words: u64) -> (usize, u64) {
     let z = mix(h);
@@ -194,11 +233,12 @@ fn bloom_slot(h: u64, words: u64) -> (usize, u64) {
 
 impl EchoConfig {
     /// Whether `report` is an echo of a context of `context_len` bytes:
-    /// at least `min_bytes`, and either `max_bytes` or the fraction
-    /// `similarity_threshold` of the context.
+    /// a short context reproduced whole or nearly, or at least `min_bytes`
+    /// and either `max_bytes` or the fraction `similarity_threshold` of
+    /// the context.
     pub fn is_echo(&self, report: &EchoReport, context_len: usize) -> bool {
         let n = report.echoed_bytes;
         let share = self.similarity_threshold * context_len as f64;
-        n >= self.min_bytes && (n >= self.max_bytes || n as f64 >= share)
+        report.whole || (n >= self.min_bytes && (n >= self.max_bytes || n as f64 >= share))
     }
 }

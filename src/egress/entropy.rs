@@ -119,6 +119,67 @@ impl EntropyRules {
         }
     }
 
+    /// Cuts the entropy hits around a secret pattern's hit down to what is
+    /// left of them outside it, where that still is high-entropy on its
+    /// own. A key glued to the text before it (`idghp_...`) is one token
+    /// with that text: the pattern knows where the key begins, and the
+    /// rest is redacted only if it too looks like a secret
+    /// (`f"{secret}{key_id}"`). Known secrets are left alone: their base64
+    /// forms stop short of characters that mix their bits with the rest.
+    pub(crate) fn trim_around_patterns(&self, text: &[u8], hits: &mut Vec<Hit>) {
+        let is_entropy = |h: &Hit| h.kind.starts_with("high_entropy");
+        let is_pattern =
+            |h: &Hit| !is_entropy(h) && !h.is_echo() && !h.kind.starts_with("known_secret:");
+        if !hits.iter().any(is_entropy) || !hits.iter().any(is_pattern) {
+            return;
+        }
+        // The patterns' spans, merged: sorted by start and by end.
+        let mut spans: Vec<(usize, usize)> = hits
+            .iter()
+            .filter(|h| is_pattern(h))
+            .map(|h| (h.start, h.end))
+            .collect();
+        spans.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+        for (s, e) in spans {
+            match merged.last_mut() {
+                Some(last) if last.1 >= s => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        let min = self.base64_min_len.min(self.hex_min_len);
+        let mut trimmed = Vec::new();
+        hits.retain(|h| {
+            if !is_entropy(h) {
+                return true;
+            }
+            let first = merged.partition_point(|&(_, e)| e <= h.start);
+            let inside = merged[first..].iter().take_while(|&&(s, _)| s < h.end);
+            let mut from = h.start;
+            let mut any = false;
+            for &(s, e) in inside {
+                any = true;
+                if s >= from + min {
+                    self.check(text, from, s, &mut trimmed);
+                }
+                from = from.max(e);
+            }
+            if !any {
+                return true;
+            }
+            // Without its padding, which `check` adds back.
+            let mut end = h.end;
+            while end > from && text[end - 1] == b'=' {
+                end -= 1;
+            }
+            if end >= from + min {
+                self.check(text, from, end, &mut trimmed);
+            }
+            false
+        });
+        hits.append(&mut trimmed);
+    }
+
     fn check(&self, text: &[u8], start: usize, end: usize, out: &mut Vec<Hit>) {
         let mut token = &text[start..end];
         let mut from = start;

@@ -8,7 +8,9 @@
 //! pattern and every known secret: one for rare token prefixes and known
 //! secrets, one for the words ordinary output is full of (`literals.rs`);
 //! a scan of SIMD byte-class masks finds long base64/hex runs; the context
-//! index is checked in one rolling-hash pass (`winnow.rs`). All are linear
+//! index is checked in one rolling-hash pass (`winnow.rs`), and a context
+//! of up to 8 KiB also directly, so that one printed whole is caught
+//! however short, from 16 bytes (`short_context.rs`). All are linear
 //! in the output, and benign text costs little more than reading it
 //! (docs/BENCHMARKS.md).
 
@@ -21,6 +23,7 @@ mod literals;
 mod pending;
 mod render;
 mod secrets;
+mod short_context;
 mod winnow;
 
 use std::borrow::Cow;
@@ -32,7 +35,7 @@ use literals::Scan;
 use render::{block_notice, echo_notice, redact, snap_to_chars};
 
 pub use config::{EchoAction, EchoConfig, EgressConfig, EgressError, Policy};
-pub use echo::{ContextEchoIndex, EchoReport};
+pub use echo::{ContextEchoIndex, EchoReport, MIN_CONTEXT};
 pub use known::{KnownSecret, MIN_KNOWN_SECRET_LEN};
 pub use pending::PendingFilter;
 pub use winnow::SHINGLE;
@@ -246,6 +249,7 @@ impl EgressFilter {
         }
         if self.config.entropy {
             self.entropy.scan(text, &mut hits);
+            self.entropy.trim_around_patterns(text, &mut hits);
         }
         if let Some(index) = &self.context {
             let report = index.check(text, self.config.echo.min_run);
@@ -410,5 +414,7 @@ mod corpus;
 mod tests;
 #[cfg(test)]
 mod tests_echo;
+#[cfg(test)]
+mod tests_glued;
 #[cfg(test)]
 mod tests_output;

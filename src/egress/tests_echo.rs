@@ -112,3 +112,99 @@ fn the_similarity_threshold_scales_with_the_context() {
         .findings
         .is_empty());
 }
+
+/// A 54-byte context: one sentence, as a short context file holds.
+const SENTENCE: &str = "The quarterly revenue of Acme Corp was 4.2 million USD";
+
+/// Asserts `output` is `before`, the echo of a context, then `after`, and
+/// that exactly the echo is redacted.
+fn assert_echo_redacted(f: &EgressFilter, before: &str, echo: &str, after: &str) {
+    let text = format!("{before}{echo}{after}");
+    let out = f.filter_text(Stream::Stdout, text.as_bytes());
+    assert_eq!(kinds(&out), ["context_echo"], "{:?}", &text[..text.len().min(200)]);
+    assert_eq!(out.findings[0].span, [before.len(), before.len() + echo.len()]);
+    assert_eq!(out.text, format!("{before}[REDACTED:context_echo]{after}"));
+}
+
+#[test]
+fn a_short_context_printed_whole_is_caught_at_every_size() {
+    let contexts = [
+        "Project Nightjar".to_string(), // 16 bytes, the shortest checked
+        SENTENCE.to_string(),
+        prose(21, 1024),
+        prose(22, 4096),
+    ];
+    for context in &contexts {
+        let f = echo_filter(context.as_bytes(), EchoConfig::default());
+        assert_echo_redacted(&f, "", context, "");
+        assert_echo_redacted(&f, "", context, "\n");
+        assert_echo_redacted(&f, "Report:\n", context, "\nDone, 3 rows.\n");
+        assert_echo_redacted(&f, &prose(23, 5000), context, "\nresult: 42\n");
+    }
+}
+
+#[test]
+fn a_short_context_printed_nearly_whole_is_caught() {
+    // A context file ending in a newline, printed stripped.
+    let file = format!("{SENTENCE}\n");
+    let f = echo_filter(file.as_bytes(), EchoConfig::default());
+    assert_echo_redacted(&f, "answer: ", SENTENCE, "");
+    let f = echo_filter(SENTENCE.as_bytes(), EchoConfig::default());
+    // All but the unit (50 of 54 bytes), and with one figure changed.
+    assert_echo_redacted(&f, "", &SENTENCE[..50], ".\n");
+    let edited = SENTENCE.replace("4.2", "4.3");
+    assert_echo_redacted(&f, "> ", &edited, "\n");
+    // A 4 KiB context with three small edits.
+    let context = prose(24, 4096);
+    let f = echo_filter(context.as_bytes(), EchoConfig::default());
+    let mut edited = context.clone().into_bytes();
+    for at in [700, 2000, 3300] {
+        edited[at] = b'#';
+    }
+    let edited = String::from_utf8(edited).unwrap();
+    assert_echo_redacted(&f, "dump:\n", &edited, "\n");
+}
+
+#[test]
+fn a_short_context_mentioned_in_part_or_absent_passes() {
+    let f = echo_filter(SENTENCE.as_bytes(), EchoConfig::default());
+    for text in [
+        "Acme Corp revenue was 4.2 million USD this quarter.\n",
+        "The quarterly revenue of Acme Corp grew.\n",
+        "revenue: 4.2 million USD\n",
+        "The quarterly revenue of Acme Corp was ...\n",
+    ] {
+        let out = f.filter_text(Stream::Stdout, text.as_bytes());
+        assert!(out.findings.is_empty(), "{text:?}: {:?}", out.findings);
+    }
+    // A context of common words, absent from a long output of such words.
+    let common = "the analysis shows that results were consistent";
+    let output = prose(25, 200_000);
+    assert!(!output.contains(common));
+    let f = echo_filter(common.as_bytes(), EchoConfig::default());
+    let out = f.filter_text(Stream::Stdout, output.as_bytes());
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+}
+
+/// Below 16 bytes a context is not told from ordinary output: `yes`,
+/// `42` or `Paris` printed by the code may be any answer.
+#[test]
+fn a_context_shorter_than_sixteen_bytes_is_not_checked() {
+    let context = "launch code 7Q2";
+    assert_eq!(context.len(), 15);
+    let f = echo_filter(context.as_bytes(), EchoConfig::default());
+    let out = f.filter_text(Stream::Stdout, format!("{context}\n").as_bytes());
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+}
+
+#[test]
+fn a_whole_echo_at_similarity_one_means_every_byte() {
+    let whole = EchoConfig {
+        similarity_threshold: 1.0,
+        ..EchoConfig::default()
+    };
+    let f = echo_filter(SENTENCE.as_bytes(), whole);
+    assert_echo_redacted(&f, "", SENTENCE, "\n");
+    let out = f.filter_text(Stream::Stdout, SENTENCE[..50].as_bytes());
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+}

@@ -120,8 +120,7 @@ impl Sandbox {
             }
         })?;
         let dir = guard.dir.clone();
-        // Armed before the runtime starts; it starts while we write the
-        // cgroup and bundle.
+        // Started first: it starts while we write the cgroup and bundle.
         guard.watchdog = Some(watchdog::Watchdog::start(&watchdog::Watched::new(
             state_dir, &id, runtime,
         ))?);
@@ -138,9 +137,6 @@ impl Sandbox {
         let cgroups_path = cgroup.container_path();
         guard.cgroup = Some(cgroup);
         self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, program, input)?;
-        if let Some(w) = guard.watchdog.as_mut() {
-            w.armed()?;
-        }
 
         let argv = runtime.run_argv(
             &dir.state_root(),
@@ -162,6 +158,16 @@ impl Sandbox {
                 err,
             })?;
         let pgid = Pid::from_raw(child.id() as i32);
+        // The watchdog has been starting since the run began; checking it
+        // only now keeps its start off the run's latency. Its run is in its
+        // pipe already, so a driver that dies before this line is cleaned
+        // up too; a watchdog that failed ends the run before any output.
+        if let Err(err) = guard.watchdog.as_mut().map_or(Ok(()), |w| w.armed()) {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = child.wait();
+            let _ = guard.cleanup(true);
+            return Err(err.into());
+        }
 
         let (tx, events) = mpsc::channel::<Event>();
         let limits = &self.config.limits;

@@ -75,6 +75,10 @@ impl SecretMatcher {
                     Some(s) if s == 0 || !is_word_byte(text[s - 1]) => s,
                     _ => continue,
                 },
+                Start::Glued(back) => match at.checked_sub(back) {
+                    Some(s) => s,
+                    None => continue,
+                },
             };
             let end = text.len().min(at + rule.reach);
             let window = &text[start..end];

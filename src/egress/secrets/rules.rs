@@ -36,6 +36,11 @@ pub(super) enum Check {
 pub(super) enum Start {
     /// This many bytes before the anchor, after a non-word byte (`\b`).
     Anchor(usize),
+    /// This many bytes before the anchor, whatever precedes it: for formats
+    /// whose prefix is distinctive and whose alphabet and length decide
+    /// where the key ends, so that a key printed glued to other text
+    /// (`f"id{key}"`, `'x' * 10 + key`) is still one.
+    Glued(usize),
     /// At the start of the identifier holding the anchor (`DB_PASSWORD`,
     /// `https`).
     Identifier,
@@ -56,21 +61,22 @@ pub(super) struct Rule {
 
 /// Every anchor literal, how often ordinary output holds it (which literal
 /// pass searches it), and the rules it triggers, tried in order; the first
-/// rule whose match covers the anchor wins. Every rule has at least one
-/// anchor, so rare prefixes (AWS `ABIA`/`ACCA`/`A3T`, every GitLab token
+/// rule whose match covers the anchor wins; a rule for the same format
+/// glued to the text before it (`Start::Glued`, ids from 21) comes after
+/// the one for the format on its own. Every rule has at least one anchor, so rare prefixes (AWS `ABIA`/`ACCA`/`A3T`, every GitLab token
 /// prefix, `Basic` auth headers, `API-KEY`) are matched by their own
 /// pattern, not left to the entropy detector.
 pub(super) const ANCHORS: &[(&str, Scan, &[usize])] = &[
-    ("AKIA", Rare, &[0]),
-    ("ASIA", Rare, &[0]),
-    ("ABIA", Rare, &[0]),
-    ("ACCA", Rare, &[0]),
-    ("A3T", Rare, &[0]),
-    ("ghp_", Rare, &[2]),
-    ("gho_", Rare, &[2]),
-    ("ghu_", Rare, &[2]),
-    ("ghs_", Rare, &[2]),
-    ("ghr_", Rare, &[2]),
+    ("AKIA", Rare, &[0, 21]),
+    ("ASIA", Rare, &[0, 21]),
+    ("ABIA", Rare, &[0, 21]),
+    ("ACCA", Rare, &[0, 21]),
+    ("A3T", Rare, &[0, 21]),
+    ("ghp_", Rare, &[2, 22]),
+    ("gho_", Rare, &[2, 22]),
+    ("ghu_", Rare, &[2, 22]),
+    ("ghs_", Rare, &[2, 22]),
+    ("ghr_", Rare, &[2, 22]),
     ("github_pat_", Rare, &[3]),
     ("glpat-", Rare, &[4]),
     ("gldt-", Rare, &[4]),
@@ -80,13 +86,13 @@ pub(super) const ANCHORS: &[(&str, Scan, &[usize])] = &[
     ("glft-", Rare, &[4]),
     ("glsoat-", Rare, &[4]),
     ("GR1348941", Rare, &[5]),
-    ("xox", Rare, &[6]),
+    ("xox", Rare, &[6, 23]),
     ("xapp-", Rare, &[7]),
     ("hooks.slack.com", Rare, &[8]),
-    ("k_live_", Rare, &[9]),
+    ("k_live_", Rare, &[9, 24]),
     ("k_test_", Rare, &[9]),
     ("AIza", Rare, &[10]),
-    ("sk-", Rare, &[11, 12]),
+    ("sk-", Rare, &[11, 12, 25]),
     ("eyJ", Rare, &[13]),
     ("earer", Frequent, &[14]),
     ("EARER", Frequent, &[14]),
@@ -133,7 +139,7 @@ fn assignment(keywords: &str) -> String {
 
 fn rule_table() -> Vec<(&'static str, String, Start, Check, usize)> {
     use Check::*;
-    use Start::{Anchor as At, Identifier as Ident};
+    use Start::{Anchor as At, Glued, Identifier as Ident};
     vec![
         // 0
         (
@@ -153,22 +159,23 @@ fn rule_table() -> Vec<(&'static str, String, Start, Check, usize)> {
         ),
         // 2
         ("github_token", r"((?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255})\b".into(), At(0), Token, 300),
-        // 3: fine-grained personal access tokens.
-        ("github_fine_grained_pat", r"(github_pat_[A-Za-z0-9_]{22,255})\b".into(), At(0), Token, 300),
+        // 3: fine-grained personal access tokens. Glued (as 4, 5, 7, 10
+        // and 11): the prefix alone is distinctive.
+        ("github_fine_grained_pat", r"(github_pat_[A-Za-z0-9_]{22,255})\b".into(), Glued(0), Token, 300),
         // 4
         (
             "gitlab_token",
             r"((?:glpat|gldt|glrt|glptt|glcbt|glft|glsoat)-[A-Za-z0-9_\-]{20,255})".into(),
-            At(0),
+            Glued(0),
             Token,
             300,
         ),
         // 5: runner registration tokens.
-        ("gitlab_runner_token", r"(GR1348941[A-Za-z0-9_\-]{20,64})".into(), At(0), Token, 100),
+        ("gitlab_runner_token", r"(GR1348941[A-Za-z0-9_\-]{20,64})".into(), Glued(0), Token, 100),
         // 6
         ("slack_token", r"(xox[abposre]-[A-Za-z0-9\-]{10,250})".into(), At(0), Token, 300),
         // 7
-        ("slack_app_token", r"(xapp-\d-[A-Za-z0-9\-]{10,250})".into(), At(0), Token, 300),
+        ("slack_app_token", r"(xapp-\d-[A-Za-z0-9\-]{10,250})".into(), Glued(0), Token, 300),
         // 8
         (
             "slack_webhook",
@@ -180,12 +187,12 @@ fn rule_table() -> Vec<(&'static str, String, Start, Check, usize)> {
         // 9: secret and restricted keys; publishable `pk_` keys are public.
         ("stripe_key", r"((?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,247})\b".into(), At(1), Token, 300),
         // 10
-        ("google_api_key", r"(AIza[0-9A-Za-z_\-]{35})(?:[^0-9A-Za-z_\-]|$)".into(), At(0), Token, 64),
+        ("google_api_key", r"(AIza[0-9A-Za-z_\-]{35})(?:[^0-9A-Za-z_\-]|$)".into(), Glued(0), Token, 64),
         // 11: tried before OpenAI, whose generic shape it also has.
         (
             "anthropic_api_key",
             r"(sk-ant-(?:api|admin|oat|sid)\d{2}-[A-Za-z0-9_\-]{20,300})".into(),
-            At(0),
+            Glued(0),
             Token,
             340,
         ),
@@ -248,6 +255,47 @@ fn rule_table() -> Vec<(&'static str, String, Start, Check, usize)> {
             Ident,
             Assignment { plain_words_ok: false },
             300,
+        ),
+        // 21 to 25: formats glued to the text before them, where the rule
+        // for the format on its own wants `\b` because its prefix is also
+        // the end of ordinary words, or its body alone is too loose.
+        // 21: AWS key ids are base32 (`[A-Z2-7]`), 16 after the prefix; a
+        // letter or digit after them would make it another token.
+        (
+            "aws_access_key_id",
+            r"((?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z2-7]{16})(?:[^A-Z0-9]|$)".into(),
+            Glued(0),
+            Token,
+            64,
+        ),
+        // 22: `ghs_` ends `laughs_`: a random body mixes digits and cases,
+        // an identifier does not.
+        (
+            "github_token",
+            r"((?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255})\b".into(),
+            Glued(0),
+            MixedToken,
+            300,
+        ),
+        // 23: a number after the prefix, as every Slack token has, keeps
+        // `xoxo-` (hugs and kisses) out.
+        ("slack_token", r"(xox[abposre]-\d+-[A-Za-z0-9\-]{10,250})".into(), Glued(0), Token, 300),
+        // 24: live keys only: `network_test_`, `fork_test_` name tests.
+        (
+            "stripe_key",
+            r"((?:sk|rk)_live_[A-Za-z0-9]{16,247})\b".into(),
+            Glued(1),
+            MixedToken,
+            300,
+        ),
+        // 25: only the prefixes no word ends in, and the legacy format by
+        // its `T3BlbkFJ` marker: `desk-`, `task-`, `risk-` are ordinary.
+        (
+            "openai_api_key",
+            r"(sk-(?:proj|svcacct)-[A-Za-z0-9_\-]{40,300}|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}\b)".into(),
+            Glued(0),
+            MixedToken,
+            340,
         ),
     ]
 }

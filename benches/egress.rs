@@ -450,6 +450,25 @@ fn bench_echo(c: &mut Criterion) {
         BenchmarkId::new("full_filter_with_context", "16MB_benign"),
         |b| owned(b, &filter, clean.as_bytes()),
     );
+    // A 4 KiB context, kept whole and compared with the output directly;
+    // its code and JSON lines recur in the unrelated output.
+    let short_context = &context[..(4096..).find(|&i| context.is_char_boundary(i)).unwrap_or(0)];
+    let short = ContextEchoIndex::build(short_context.as_bytes(), &cfg);
+    let filter = match EgressFilter::new(EgressConfig::default()) {
+        Ok(f) => f.with_context(short),
+        Err(e) => panic!("filter: {e}"),
+    };
+    let fp = filter
+        .filter_text(Stream::Stdout, clean.as_bytes())
+        .findings;
+    eprintln!(
+        "egress: 4 KiB context, 16 MB unrelated output: {} findings",
+        fp.len()
+    );
+    group.bench_function(
+        BenchmarkId::new("full_filter_with_short_context", "16MB_benign"),
+        |b| owned(b, &filter, clean.as_bytes()),
+    );
     group.finish();
 }
 

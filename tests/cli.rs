@@ -329,3 +329,45 @@ fn code_with_a_nul_byte_is_refused_before_any_sandbox_starts() {
         serde_json::from_slice(&out.stdout).expect("a JSON error object");
     assert_eq!(v["error"]["offset"], 0, "{v}");
 }
+
+/// A one-sentence context file printed whole is an echo, in text and JSON
+/// output; a few words of it are a mention and pass.
+#[test]
+fn filter_redacts_a_short_context_printed_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let context = dir.path().join("context.txt");
+    let sentence = "The quarterly revenue of Acme Corp was 4.2 million USD";
+    std::fs::write(&context, sentence).expect("write");
+    let filter = |args: &[&str], input: &str| {
+        let mut child = Command::new(common::BIN)
+            .args(["filter", "--context", context.to_str().expect("utf8")])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        common::feed(&mut child, input.as_bytes());
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    };
+    let out = filter(&[], &format!("{sentence}\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[REDACTED:context_echo]\n"
+    );
+    assert!(
+        stderr(&out).contains("context_echo on stdout at bytes 0..54"),
+        "{}",
+        stderr(&out)
+    );
+    let out = filter(&["--json"], &format!("Summary: {sentence}.\n"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["text"], "Summary: [REDACTED:context_echo].\n", "{v}");
+    assert_eq!(v["findings"][0]["kind"], "context_echo", "{v}");
+    assert_eq!(v["findings"][0]["span"], serde_json::json!([9, 63]), "{v}");
+    let mention = "Acme Corp revenue was 4.2 million USD this quarter.\n";
+    let out = filter(&[], mention);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), mention);
+}

@@ -355,3 +355,24 @@ on_both_runtimes! {
         assert!(left.is_empty(), "{left:?}");
     }
 }
+
+on_both_runtimes! {
+    // A one-sentence context printed whole is an echo however short: the
+    // run's stdout carries the redaction and its findings the echo. The
+    // baseline, the same run without the context, prints the sentence.
+    fn a_short_context_printed_whole_is_redacted(env) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let context = dir.path().join("context.txt");
+        let sentence = "The quarterly revenue of Acme Corp was 4.2 million USD";
+        std::fs::write(&context, sentence).expect("write");
+        let code = format!("print({sentence:?})\nprint('done')");
+        let (r, _) = env.run_json(b"", &["-c", &code]);
+        assert_eq!(r["stdout"], format!("{sentence}\ndone\n"), "{r}");
+        let path = context.to_str().expect("utf8");
+        let (r, _) = env.run_json(b"", &["--context", path, "-c", &code]);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["stdout"], "[REDACTED:context_echo]\ndone\n", "{r}");
+        assert_eq!(r["findings"][0]["kind"], "context_echo", "{r}");
+        assert_eq!(r["findings"][0]["span"], serde_json::json!([0, 54]), "{r}");
+    }
+}

@@ -11,8 +11,8 @@
 //! the similarity threshold but at least [`WHOLE_SHARE`]. A few words of a
 //! sentence are a mention, not an echo.
 //!
-//! Seeds: the output's 8-byte grams every `stride` bytes (8 for contexts
-//! up to 64 bytes, up to 64 for longer ones), looked up among the
+//! Seeds: the output's 8-byte grams every `stride` bytes (an eighth of
+//! the context's length, from 8 to 64), looked up among the
 //! context's grams, a two-bit filter first, so an unrelated output costs
 //! one load, multiply and bit test per seed. A reproduced stretch of
 //! `stride + 7` bytes holds a seed. From a seed the match is extended
@@ -131,7 +131,7 @@ impl ShortContext {
             let (slot, mask) = filter_slot(g, words);
             filter[slot] |= mask;
         }
-        let share = share.max(WHOLE_SHARE).min(1.0);
+        let share = share.clamp(WHOLE_SHARE, 1.0);
         let need = MIN_CONTEXT.max((share * n as f64).ceil() as usize).min(n);
         Some(ShortContext {
             bytes: context.to_vec(),
@@ -252,9 +252,9 @@ fn common_suffix(a: &[u8], b: &[u8]) -> usize {
 /// each, after which `SYNC` bytes of `a` and `b` are equal. `None` at the
 /// end of either.
 fn resync(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
-    EDITS.iter().copied().find(|&(i, j)| {
-        matches!((a.get(i..i + SYNC), b.get(j..j + SYNC)), (Some(x), Some(y)) if x == y)
-    })
+    EDITS.iter().copied().find(
+        |&(i, j)| matches!((a.get(i..i + SYNC), b.get(j..j + SYNC)), (Some(x), Some(y)) if x == y),
+    )
 }
 
 /// [`resync`] backwards: `SYNC` equal bytes before the skipped ends.
@@ -263,9 +263,10 @@ fn resync_back(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
         let at = s.len().checked_sub(k + SYNC)?;
         s.get(at..at + SYNC)
     }
-    EDITS.iter().copied().find(|&(i, j)| {
-        matches!((before(a, i), before(b, j)), (Some(x), Some(y)) if x == y)
-    })
+    EDITS
+        .iter()
+        .copied()
+        .find(|&(i, j)| matches!((before(a, i), before(b, j)), (Some(x), Some(y)) if x == y))
 }
 
 /// Every edit of at most `EDIT` bytes on each side, smallest first and, at
@@ -298,6 +299,7 @@ const EDITS: [(usize, usize); (EDIT + 1) * (EDIT + 1) - 1] = [
 ];
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

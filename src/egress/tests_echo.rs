@@ -121,8 +121,16 @@ const SENTENCE: &str = "The quarterly revenue of Acme Corp was 4.2 million USD";
 fn assert_echo_redacted(f: &EgressFilter, before: &str, echo: &str, after: &str) {
     let text = format!("{before}{echo}{after}");
     let out = f.filter_text(Stream::Stdout, text.as_bytes());
-    assert_eq!(kinds(&out), ["context_echo"], "{:?}", &text[..text.len().min(200)]);
-    assert_eq!(out.findings[0].span, [before.len(), before.len() + echo.len()]);
+    assert_eq!(
+        kinds(&out),
+        ["context_echo"],
+        "{:?}",
+        &text[..text.len().min(200)]
+    );
+    assert_eq!(
+        out.findings[0].span,
+        [before.len(), before.len() + echo.len()]
+    );
     assert_eq!(out.text, format!("{before}[REDACTED:context_echo]{after}"));
 }
 
@@ -205,6 +213,6 @@ fn a_whole_echo_at_similarity_one_means_every_byte() {
     };
     let f = echo_filter(SENTENCE.as_bytes(), whole);
     assert_echo_redacted(&f, "", SENTENCE, "\n");
-    let out = f.filter_text(Stream::Stdout, SENTENCE[..50].as_bytes());
+    let out = f.filter_text(Stream::Stdout, &SENTENCE.as_bytes()[..50]);
     assert!(out.findings.is_empty(), "{:?}", out.findings);
 }

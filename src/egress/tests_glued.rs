@@ -11,7 +11,17 @@ use super::*;
 const BASE32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 /// What precedes a glued key: letters, digits, an underscore, punctuation.
-const GLUES: &[&str] = &["xxxxxxxxxx", "id", "user", "123", "0", "key_", "v2_", "'", ":"];
+const GLUES: &[&str] = &[
+    "xxxxxxxxxx",
+    "id",
+    "user",
+    "123",
+    "0",
+    "key_",
+    "v2_",
+    "'",
+    ":",
+];
 
 /// Asserts that `key` right after each glue is found as `kind` by its exact
 /// span, and that only the key is redacted.

@@ -83,7 +83,10 @@ pub fn posture(config: &Config) -> Posture {
         let runsc = kind == RuntimeKind::Runsc;
         RuntimeFound {
             name: kind,
-            gvisor_release: version.as_deref().filter(|_| runsc).and_then(gvisor::release),
+            gvisor_release: version
+                .as_deref()
+                .filter(|_| runsc)
+                .and_then(gvisor::release),
             platform: path
                 .as_deref()
                 .filter(|_| runsc)

@@ -46,7 +46,7 @@ mod tests {
             Err(CodeError::NulByte { offset: 8 })
         );
         assert_eq!(validate(b"\x00"), Err(CodeError::NulByte { offset: 0 }));
-        let msg = validate(b"ab\x00").unwrap_err().to_string();
+        let msg = validate(b"ab\x00").expect_err("refused").to_string();
         assert!(msg.contains("byte offset 2"), "{msg}");
     }
 }

@@ -191,7 +191,10 @@ fn check_reports_the_posture_and_fails_an_unmeetable_policy() {
     );
     // scripts/setup installs a gVisor that defaults to systrap.
     let runsc = &v["runtimes"][0];
-    assert_eq!(runsc["platform"]["name"], "systrap", "run scripts/setup: {v}");
+    assert_eq!(
+        runsc["platform"]["name"], "systrap",
+        "run scripts/setup: {v}"
+    );
     assert_eq!(runsc["platform"]["source"], "runsc_default", "{v}");
     assert!(runsc["gvisor_release"].as_u64() >= Some(20230601), "{v}");
     assert!(v["runtimes"][1]["platform"].is_null(), "{v}");
@@ -199,7 +202,10 @@ fn check_reports_the_posture_and_fails_an_unmeetable_policy() {
     let table = rlm(&["check"], &[]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("policy can be met"), "{table}");
-    assert!(table.contains("runsc platform    systrap (runsc's default)"), "{table}");
+    assert!(
+        table.contains("runsc platform    systrap (runsc's default)"),
+        "{table}"
+    );
     // maximum without runsc cannot be met.
     let out = rlm(
         &["check", "--preset", "maximum"],
@@ -253,8 +259,14 @@ fn check_warns_when_runsc_would_use_ptrace() {
     );
     let table = rlm(&["check"], &[("RLM_RUNSC_PATH", old)]);
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("runsc platform    ptrace (runsc's default)"), "{table}");
-    assert!(table.contains("warning: runsc platform is ptrace"), "{table}");
+    assert!(
+        table.contains("runsc platform    ptrace (runsc's default)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("warning: runsc platform is ptrace"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -307,7 +319,9 @@ fn code_with_a_nul_byte_is_refused_before_any_sandbox_starts() {
                 .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout:?}"));
             assert_eq!(v["error"]["kind"], "nul_byte_in_code", "{v}");
             assert_eq!(v["error"]["offset"], 8, "{v}");
-            assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("offset 8")));
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("offset 8")));
         } else {
             assert_eq!(stdout, "", "{args:?}: nothing ran");
         }
@@ -325,8 +339,7 @@ fn code_with_a_nul_byte_is_refused_before_any_sandbox_starts() {
     common::feed(&mut child, b"\x00");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(2));
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("a JSON error object");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error object");
     assert_eq!(v["error"]["offset"], 0, "{v}");
 }
 

@@ -133,7 +133,9 @@ fn first_unknown_field(profile: &serde_json::Value) -> Option<(String, String)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{Arch, LinuxSeccompAction, LinuxSeccompOperator, LinuxSyscall};
+    use oci_spec::runtime::{
+        Arch, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompOperator, LinuxSyscall,
+    };
 
     /// Every syscall the profile must never allow unconditionally (see README.md).
     #[rustfmt::skip]
@@ -175,7 +177,12 @@ mod tests {
 
     /// Names allowed only through an argument-checked rule.
     const CONDITIONAL: &[&str] = &[
-        "clone", "socket", "socketpair", "personality", "mknod", "mknodat",
+        "clone",
+        "socket",
+        "socketpair",
+        "personality",
+        "mknod",
+        "mknodat",
     ];
 
     fn rules_for<'a>(p: &'a LinuxSeccomp, name: &str) -> Vec<&'a LinuxSyscall> {
@@ -298,21 +305,30 @@ mod tests {
     /// Returns the EQ values of arg 0 across the allow rules for `name`;
     /// fails if any allow rule checks anything else.
     fn allowed_arg0_values(p: &LinuxSeccomp, name: &str) -> Vec<u64> {
-        let mut values = Vec::new();
-        for r in rules_for(p, name) {
-            assert!(is_allow(r), "unexpected non-allow rule for {name}: {r:?}");
-            let args = r.args().as_deref().expect("argument-checked");
-            assert_eq!(
-                args.len(),
-                1,
-                "{name}: one comparison per rule, so rules OR"
-            );
-            assert_eq!(args[0].index(), 0);
-            assert_eq!(args[0].op(), LinuxSeccompOperator::ScmpCmpEq);
-            values.push(args[0].value());
-        }
+        let mut values: Vec<u64> = single_comparisons(p, name)
+            .into_iter()
+            .map(|arg| {
+                assert_eq!(arg.index(), 0);
+                assert_eq!(arg.op(), LinuxSeccompOperator::ScmpCmpEq);
+                arg.value()
+            })
+            .collect();
         values.sort_unstable();
         values
+    }
+
+    /// The one comparison of each allow rule for `name` (one per rule, so
+    /// the rules OR); fails on any other kind of rule.
+    fn single_comparisons<'p>(p: &'p LinuxSeccomp, name: &str) -> Vec<&'p LinuxSeccompArg> {
+        rules_for(p, name)
+            .into_iter()
+            .map(|r| {
+                assert!(is_allow(r), "unexpected non-allow rule for {name}: {r:?}");
+                let args = r.args().as_deref().expect("argument-checked");
+                assert_eq!(args.len(), 1, "{name}: one comparison per rule, so rules OR");
+                &args[0]
+            })
+            .collect()
     }
 
     #[test]
@@ -333,15 +349,14 @@ mod tests {
     /// The file-type bits (`S_IFMT`) of the mode each allow rule accepts,
     /// with the mode's argument index; fails on any other comparison.
     fn allowed_file_types(p: &LinuxSeccomp, name: &str) -> Vec<(u32, u64)> {
-        let mut types = Vec::new();
-        for r in rules_for(p, name) {
-            assert!(is_allow(r), "unexpected non-allow rule for {name}: {r:?}");
-            let args = r.args().as_deref().expect("argument-checked");
-            assert_eq!(args.len(), 1, "{name}: one comparison per rule, so rules OR");
-            assert_eq!(args[0].op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
-            assert_eq!(args[0].value(), 0o170000, "{name}: the mask must be S_IFMT");
-            types.push((args[0].index() as u32, args[0].value_two().expect("datum")));
-        }
+        let mut types: Vec<(u32, u64)> = single_comparisons(p, name)
+            .into_iter()
+            .map(|arg| {
+                assert_eq!(arg.op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
+                assert_eq!(arg.value(), 0o170000, "{name}: the mask must be S_IFMT");
+                (arg.index() as u32, arg.value_two().expect("datum"))
+            })
+            .collect();
         types.sort_unstable();
         types
     }

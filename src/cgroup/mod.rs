@@ -137,9 +137,13 @@ impl RunCgroup {
             .map(|mount| mount.join(ROOT_DIR).join(run_id))
             .filter(|dir| dir.is_dir())
             .collect();
-        let unified = layout.unified_mount().map(|u| u.join(ROOT_DIR).join(run_id));
+        let unified = layout
+            .unified_mount()
+            .map(|u| u.join(ROOT_DIR).join(run_id));
         cg.unified = unified.filter(|dir| dir.is_dir());
-        let freezer = layout.v1_mount("freezer").map(|f| f.join(ROOT_DIR).join(run_id));
+        let freezer = layout
+            .v1_mount("freezer")
+            .map(|f| f.join(ROOT_DIR).join(run_id));
         cg.freezer = freezer.filter(|dir| dir.is_dir());
         Ok(cg)
     }

@@ -51,10 +51,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
 /// The `error` object of a driver error: a stable `kind`, the message, and
 /// the facts a program needs (the NUL byte's offset).
 fn json_error(err: &anyhow::Error) -> serde_json::Value {
-    let code = err.downcast_ref::<CodeError>().or_else(|| match err.downcast_ref() {
-        Some(SuperviseError::Code(c)) => Some(c),
-        _ => None,
-    });
+    let code = err
+        .downcast_ref::<CodeError>()
+        .or_else(|| match err.downcast_ref() {
+            Some(SuperviseError::Code(c)) => Some(c),
+            _ => None,
+        });
     let kind = if let Some(c) = code {
         c.kind()
     } else if err.downcast_ref::<ConfigError>().is_some() {

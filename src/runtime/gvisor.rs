@@ -118,7 +118,11 @@ mod tests {
         assert_eq!(platform_in_flags(&flags(&[])), None);
         assert_eq!(platform_in_flags(&flags(&["--debug"])), None);
         assert_eq!(
-            platform_in_flags(&flags(&["--platform=ptrace", "--debug", "--platform=systrap"])),
+            platform_in_flags(&flags(&[
+                "--platform=ptrace",
+                "--debug",
+                "--platform=systrap"
+            ])),
             Some("systrap")
         );
         assert_eq!(
@@ -136,7 +140,10 @@ mod tests {
                      (default), kvm. (default \"ptrace\")\n";
         assert_eq!(default_platform_in(y2024).as_deref(), Some("systrap"));
         assert_eq!(default_platform_in(y2022).as_deref(), Some("ptrace"));
-        assert_eq!(default_platform_in("  -platform_device_path string\n x\n"), None);
+        assert_eq!(
+            default_platform_in("  -platform_device_path string\n x\n"),
+            None
+        );
         assert_eq!(default_platform_in(""), None);
     }
 }

@@ -91,8 +91,8 @@ result(fork=fork, forks=forks, thread_error=thread_error, threads=threads)
         attack(
             "cpu_mining",
             "CPU mining",
-            "4 busy threads burning 3 s of CPU together use at most 1.1 x wall time of CPU \
-             (quota: 1 CPU)",
+            "4 busy threads burning 3 s of CPU (as the guest counts it; at least 2 s on the \
+             host) together use at most 1.1 x wall time of CPU (quota: 1 CPU)",
             r#"import threading, time
 def spin():
     # Until the process has burnt 3 s of CPU (20 s at most): a busy host
@@ -114,13 +114,16 @@ result(spun=True)
                     return Err(o.describe("the cgroup's CPU usage was not measured"));
                 };
                 let observed = format!("cpu_ms={cpu} wall_ms={wall}");
-                // Baseline: the threads really burnt their 3 s of CPU, so
-                // the ceiling is not met by idling; without the quota, 4
-                // threads on 2 or more cores would use 2x wall time or more.
-                if cpu >= 2900 && cpu * 10 <= wall * 11 {
+                // Baseline: the threads really burnt CPU, so the ceiling is
+                // not met by idling; without the quota, 4 threads on 2 or
+                // more cores would use 2x wall time or more. The bound is
+                // below the guest's 3 s: gVisor's guest CPU clock runs ahead
+                // of the host cgroup's count (systrap: 3 s in the guest was
+                // 2.69 s on the host in 2.78 s of wall time).
+                if cpu >= 2000 && cpu * 10 <= wall * 11 {
                     Ok(observed)
                 } else {
-                    Err(format!("{observed} (want 2900 <= cpu_ms <= 1.1 x wall_ms)"))
+                    Err(format!("{observed} (want 2000 <= cpu_ms <= 1.1 x wall_ms)"))
                 }
             },
         ),

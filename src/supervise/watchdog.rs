@@ -19,11 +19,10 @@
 //! kill the run's own watchdog.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
-
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -193,7 +192,10 @@ pub fn binary() -> Result<PathBuf, WatchdogError> {
         return Ok(path.into());
     }
     let exe = std::env::current_exe().ok();
-    if let Some(exe) = exe.as_ref().filter(|e| e.file_name() == Some("rlm-sandbox".as_ref())) {
+    if let Some(exe) = exe
+        .as_ref()
+        .filter(|e| e.file_name() == Some("rlm-sandbox".as_ref()))
+    {
         return Ok(exe.clone());
     }
     let beside: Vec<PathBuf> = exe
@@ -262,9 +264,7 @@ fn clean_up_after_dead_driver(watched: &Watched) {
             Ok(Some(guard)) => break guard,
             // Cleaned up already (the driver died after its cleanup).
             Err(_) => return,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             // Still locked: a live driver holds the run; not ours to end.
             Ok(None) => return,
         }

@@ -46,7 +46,8 @@ pub fn prerequisites(runtime: &str) -> bool {
 /// printing why) when it is not given; a failure when CI=true.
 pub fn runsc_2022() -> Option<PathBuf> {
     let path = std::env::var_os("RLM_RUNSC_2022").map(PathBuf::from);
-    if let Some(p) = path.filter(|p| rlm_sandbox::runtime::find_binary("runsc", Some(p)).is_some()) {
+    if let Some(p) = path.filter(|p| rlm_sandbox::runtime::find_binary("runsc", Some(p)).is_some())
+    {
         return Some(p);
     }
     let why = "RLM_RUNSC_2022 names no executable (RLM_RUNSC_2022=$(scripts/runsc-2022))";
@@ -189,7 +190,10 @@ pub fn leftovers(state_dir: &Path, prefix: &str) -> Vec<String> {
         for run in runs.flatten() {
             if run.file_name().to_string_lossy().starts_with(prefix) {
                 let procs = procs_below(&run.path());
-                left.push(format!("cgroup {} with processes {procs:?}", run.path().display()));
+                left.push(format!(
+                    "cgroup {} with processes {procs:?}",
+                    run.path().display()
+                ));
             }
         }
     }
@@ -249,7 +253,13 @@ pub fn watchdog_of(pid: u32) -> Option<u32> {
         let child: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
         // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let ppid: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+        let ppid: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
         let is_watchdog = cmdline.split(|&b| b == 0).any(|a| a == b"__watchdog");
         (ppid == pid && is_watchdog).then_some(child)

@@ -325,7 +325,11 @@ mod tests {
             .map(|r| {
                 assert!(is_allow(r), "unexpected non-allow rule for {name}: {r:?}");
                 let args = r.args().as_deref().expect("argument-checked");
-                assert_eq!(args.len(), 1, "{name}: one comparison per rule, so rules OR");
+                assert_eq!(
+                    args.len(),
+                    1,
+                    "{name}: one comparison per rule, so rules OR"
+                );
                 &args[0]
             })
             .collect()

@@ -3,6 +3,7 @@
 
 mod bundle;
 mod check;
+mod egress;
 mod filter;
 mod gc;
 mod rootfs;

@@ -12,7 +12,7 @@ use rlm_sandbox::config::{ConfigError, ExecutionMode};
 use rlm_sandbox::result::{ExecResult, Status};
 use rlm_sandbox::supervise::{PrepareError, Sandbox, SuperviseError};
 
-use super::filter::EgressArgs;
+use super::egress::EgressArgs;
 use super::SandboxArgs;
 
 #[derive(Debug, Args)]

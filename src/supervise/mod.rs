@@ -4,23 +4,20 @@
 
 mod classify;
 pub mod guard;
+mod launch;
 pub mod watchdog;
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::process::ExitStatus;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use oci_spec::runtime::LinuxSeccomp;
 use thiserror::Error;
 
 use crate::bundle::spec::{self, Program, SpecInput};
-use crate::capture::{pipe_file, CapturedStream, Reader};
-use crate::cgroup::{CgroupError, CgroupLayout, RunCgroup};
+use crate::capture::CapturedStream;
+use crate::cgroup::{CgroupError, CgroupLayout};
 use crate::config::Config;
 use crate::egress::PendingFilter;
 use crate::result::{Ended, ExecResult, RuntimeUsed, Status, Usage};
@@ -28,6 +25,7 @@ use crate::runtime::Selection;
 
 pub use classify::{classify, EndedBy, Observed};
 pub use guard::{new_run_id, CleanupError, RunDir, RunGuard, ID_PREFIX};
+use launch::Launched;
 
 /// After the driver kills the sandbox, how long the runtime may take to
 /// notice before the runtime's own processes are killed too.
@@ -103,6 +101,8 @@ impl Sandbox {
         self.run_program(Program::Probe, probe, cancel)
     }
 
+    /// One run: launch, supervise until it ends, finish. A session (a
+    /// later caller) uses the same three steps around its own protocol.
     fn run_program(
         &self,
         program: Program,
@@ -110,123 +110,24 @@ impl Sandbox {
         cancel: &AtomicBool,
     ) -> Result<ExecResult, SuperviseError> {
         let start = Instant::now();
-        let id = new_run_id();
-        let runtime = &self.selection.runtime;
-        let state_dir = &self.config.state_dir;
-        let mut guard = RunGuard::create(state_dir, &id, runtime.clone()).map_err(|err| {
-            SuperviseError::RunDir {
-                path: state_dir.clone(),
-                err,
-            }
-        })?;
+        let launched = self.launch(program, input)?;
+        let (exit, ended_by) = launched.wait(start + self.config.limits.timeout, cancel);
+        self.finish(launched, exit, ended_by, start)
+    }
+
+    /// Reads the counters, drains the streams, cleans up and classifies a
+    /// run that has ended.
+    fn finish(
+        &self,
+        launched: Launched,
+        exit: std::io::Result<ExitStatus>,
+        ended_by: Option<EndedBy>,
+        start: Instant,
+    ) -> Result<ExecResult, SuperviseError> {
+        let Launched {
+            mut guard, readers, ..
+        } = launched;
         let dir = guard.dir.clone();
-        // Started first: it starts while we write the cgroup and bundle.
-        guard.watchdog = Some(watchdog::Watchdog::start(&watchdog::Watched::new(
-            state_dir, &id, runtime,
-        ))?);
-        let mut cgroup = RunCgroup::create(&self.layout, &id)?;
-        if !self.cgroup_caps.hierarchical_oom_counter {
-            // v1 counts an OOM kill only in the runtime's leaf, which the
-            // runtime deletes on exit; an OOM taken at our parent's limit is
-            // heard by the parent's eventfd. The margin below the leaf's
-            // limit exceeds the largest single charge (a 2 MiB huge page),
-            // so the parent's limit is always the one hit.
-            let limit = self.config.limits.memory_bytes;
-            cgroup.limit_memory(limit.saturating_sub(V1_OOM_MARGIN))?;
-        }
-        let cgroups_path = cgroup.container_path();
-        guard.cgroup = Some(cgroup);
-        self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, program, input)?;
-
-        let argv = runtime.run_argv(
-            &dir.state_root(),
-            &dir.log(),
-            &dir.bundle(),
-            &id,
-            self.config.network_enabled,
-        );
-        let mut child = crate::runtime::command(&argv)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a Ctrl-C at the terminal reaches the
-            // driver only, which then ends the run in order; and the whole
-            // group can be killed if the runtime hangs.
-            .process_group(0)
-            .spawn()
-            .map_err(|err| SuperviseError::Spawn {
-                runtime: runtime.path.display().to_string(),
-                err,
-            })?;
-        let pgid = Pid::from_raw(child.id() as i32);
-        // The watchdog has been starting since the run began; checking it
-        // only now keeps its start off the run's latency. Its run is in its
-        // pipe already, so a driver that dies before this line is cleaned
-        // up too; a watchdog that failed ends the run before any output.
-        if let Err(err) = guard.watchdog.as_mut().map_or(Ok(()), |w| w.armed()) {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = child.wait();
-            let _ = guard.cleanup(true);
-            return Err(err.into());
-        }
-
-        let (tx, events) = mpsc::channel::<Event>();
-        let limits = &self.config.limits;
-        let printed = Arc::new(AtomicU64::new(0));
-        let readers = [
-            child.stdout.take().map(pipe_file),
-            child.stderr.take().map(pipe_file),
-        ]
-        .map(|pipe| {
-            let (printed, tx, ceiling) = (printed.clone(), tx.clone(), limits.max_output_bytes);
-            pipe.map(|pipe| {
-                Reader::spawn(pipe, limits.max_stdout_bytes, move |n| {
-                    let before = printed.fetch_add(n as u64, Ordering::Relaxed);
-                    if before <= ceiling && before + n as u64 > ceiling {
-                        let _ = tx.send(Event::OutputCeiling);
-                    }
-                })
-            })
-        });
-        let waiter_tx = tx;
-        std::thread::spawn(move || {
-            let _ = waiter_tx.send(Event::Exited(child.wait()));
-        });
-
-        let deadline = start + limits.timeout;
-        let mut ended_by = None;
-        let mut escalate_at = None;
-        let exit: std::io::Result<ExitStatus> = loop {
-            let now = Instant::now();
-            let until = escalate_at.unwrap_or(deadline);
-            match events.recv_timeout(until.saturating_duration_since(now).min(TICK)) {
-                Ok(Event::Exited(status)) => break status,
-                Ok(Event::OutputCeiling) => {
-                    if ended_by.is_none() {
-                        ended_by = Some(EndedBy::OutputLimit);
-                        escalate_at = Some(kill_sandbox(&guard, now));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if ended_by.is_none() && cancel.load(Ordering::Relaxed) {
-                        ended_by = Some(EndedBy::Cancelled);
-                        escalate_at = Some(kill_sandbox(&guard, now));
-                    } else if ended_by.is_none() && now >= deadline {
-                        ended_by = Some(EndedBy::Timeout);
-                        escalate_at = Some(kill_sandbox(&guard, now));
-                    } else if escalate_at.is_some_and(|t| now >= t) {
-                        // The runtime did not exit after its sandbox was
-                        // killed: it hangs. Kill it and everything it started.
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                        crate::procs::kill_mentioning(&id);
-                        escalate_at = Some(now + KILL_GRACE);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(std::io::Error::other("runtime waiter thread vanished"))
-                }
-            }
-        };
-
         // Counters first: cleanup removes the cgroup they live in.
         let usage = guard
             .cgroup
@@ -355,20 +256,6 @@ impl Sandbox {
             elapsed,
         ))
     }
-}
-
-/// Kills everything in the run's cgroup; returns when to escalate to
-/// killing the runtime itself.
-fn kill_sandbox(guard: &RunGuard, now: Instant) -> Instant {
-    if let Some(cg) = &guard.cgroup {
-        cg.kill_all();
-    }
-    now + KILL_GRACE
-}
-
-enum Event {
-    Exited(std::io::Result<ExitStatus>),
-    OutputCeiling,
 }
 
 fn write(path: &std::path::Path, data: &[u8]) -> Result<(), SuperviseError> {

@@ -1,0 +1,192 @@
+//! Starting a run's sandbox, and supervising it until it ends: the steps
+//! every run shares, between `Sandbox::run_program`'s preparation and its
+//! finish.
+
+use std::os::unix::process::CommandExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use super::{
+    new_run_id, watchdog, EndedBy, RunGuard, Sandbox, SuperviseError, KILL_GRACE, TICK,
+    V1_OOM_MARGIN,
+};
+use crate::bundle::spec::Program;
+use crate::capture::{pipe_file, Reader};
+use crate::cgroup::RunCgroup;
+
+/// A started sandbox: what removes it, the runtime's process group, the
+/// readers of its two streams and the events that end it.
+pub(super) struct Launched {
+    pub(super) guard: RunGuard,
+    pub(super) id: String,
+    pub(super) pgid: Pid,
+    pub(super) readers: [Option<Reader>; 2],
+    events: mpsc::Receiver<Event>,
+}
+
+enum Event {
+    Exited(std::io::Result<ExitStatus>),
+    OutputCeiling,
+}
+
+impl Sandbox {
+    /// Creates the run (directory, watchdog, cgroup, bundle) and starts the
+    /// runtime on it, its streams read on their own threads.
+    pub(super) fn launch(
+        &self,
+        program: Program,
+        input: &[u8],
+    ) -> Result<Launched, SuperviseError> {
+        let id = new_run_id();
+        let runtime = &self.selection.runtime;
+        let state_dir = &self.config.state_dir;
+        let mut guard = RunGuard::create(state_dir, &id, runtime.clone()).map_err(|err| {
+            SuperviseError::RunDir {
+                path: state_dir.clone(),
+                err,
+            }
+        })?;
+        let dir = guard.dir.clone();
+        // Started first: it starts while we write the cgroup and bundle.
+        guard.watchdog = Some(watchdog::Watchdog::start(&watchdog::Watched::new(
+            state_dir, &id, runtime,
+        ))?);
+        let mut cgroup = RunCgroup::create(&self.layout, &id)?;
+        if !self.cgroup_caps.hierarchical_oom_counter {
+            // v1 counts an OOM kill only in the runtime's leaf, which the
+            // runtime deletes on exit; an OOM taken at our parent's limit is
+            // heard by the parent's eventfd. The margin below the leaf's
+            // limit exceeds the largest single charge (a 2 MiB huge page),
+            // so the parent's limit is always the one hit.
+            let limit = self.config.limits.memory_bytes;
+            cgroup.limit_memory(limit.saturating_sub(V1_OOM_MARGIN))?;
+        }
+        let cgroups_path = cgroup.container_path();
+        guard.cgroup = Some(cgroup);
+        self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, program, input)?;
+
+        let argv = runtime.run_argv(
+            &dir.state_root(),
+            &dir.log(),
+            &dir.bundle(),
+            &id,
+            self.config.network_enabled,
+        );
+        let mut child = crate::runtime::command(&argv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C at the terminal reaches the
+            // driver only, which then ends the run in order; and the whole
+            // group can be killed if the runtime hangs.
+            .process_group(0)
+            .spawn()
+            .map_err(|err| SuperviseError::Spawn {
+                runtime: runtime.path.display().to_string(),
+                err,
+            })?;
+        let pgid = Pid::from_raw(child.id() as i32);
+        // The watchdog has been starting since the run began; checking it
+        // only now keeps its start off the run's latency. Its run is in its
+        // pipe already, so a driver that dies before this line is cleaned
+        // up too; a watchdog that failed ends the run before any output.
+        if let Err(err) = guard.watchdog.as_mut().map_or(Ok(()), |w| w.armed()) {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            let _ = child.wait();
+            let _ = guard.cleanup(true);
+            return Err(err.into());
+        }
+
+        let (tx, events) = mpsc::channel::<Event>();
+        let limits = &self.config.limits;
+        let printed = Arc::new(AtomicU64::new(0));
+        let readers = [
+            child.stdout.take().map(pipe_file),
+            child.stderr.take().map(pipe_file),
+        ]
+        .map(|pipe| {
+            let (printed, tx, ceiling) = (printed.clone(), tx.clone(), limits.max_output_bytes);
+            pipe.map(|pipe| {
+                Reader::spawn(pipe, limits.max_stdout_bytes, move |n| {
+                    let before = printed.fetch_add(n as u64, Ordering::Relaxed);
+                    if before <= ceiling && before + n as u64 > ceiling {
+                        let _ = tx.send(Event::OutputCeiling);
+                    }
+                })
+            })
+        });
+        let waiter_tx = tx;
+        std::thread::spawn(move || {
+            let _ = waiter_tx.send(Event::Exited(child.wait()));
+        });
+
+        Ok(Launched {
+            guard,
+            id,
+            pgid,
+            readers,
+            events,
+        })
+    }
+}
+
+impl Launched {
+    /// Waits until the runtime exits, killing the sandbox at `deadline`,
+    /// at the output ceiling or when `cancel` is set, and the runtime too
+    /// if it hangs after that. Returns how it exited and what ended it.
+    pub(super) fn wait(
+        &self,
+        deadline: Instant,
+        cancel: &AtomicBool,
+    ) -> (std::io::Result<ExitStatus>, Option<EndedBy>) {
+        let (guard, events, pgid, id) = (&self.guard, &self.events, self.pgid, &self.id);
+        let mut ended_by = None;
+        let mut escalate_at = None;
+        let exit: std::io::Result<ExitStatus> = loop {
+            let now = Instant::now();
+            let until = escalate_at.unwrap_or(deadline);
+            match events.recv_timeout(until.saturating_duration_since(now).min(TICK)) {
+                Ok(Event::Exited(status)) => break status,
+                Ok(Event::OutputCeiling) => {
+                    if ended_by.is_none() {
+                        ended_by = Some(EndedBy::OutputLimit);
+                        escalate_at = Some(kill_sandbox(guard, now));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if ended_by.is_none() && cancel.load(Ordering::Relaxed) {
+                        ended_by = Some(EndedBy::Cancelled);
+                        escalate_at = Some(kill_sandbox(guard, now));
+                    } else if ended_by.is_none() && now >= deadline {
+                        ended_by = Some(EndedBy::Timeout);
+                        escalate_at = Some(kill_sandbox(guard, now));
+                    } else if escalate_at.is_some_and(|t| now >= t) {
+                        // The runtime did not exit after its sandbox was
+                        // killed: it hangs. Kill it and everything it started.
+                        let _ = killpg(pgid, Signal::SIGKILL);
+                        crate::procs::kill_mentioning(id);
+                        escalate_at = Some(now + KILL_GRACE);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(std::io::Error::other("runtime waiter thread vanished"))
+                }
+            }
+        };
+
+        (exit, ended_by)
+    }
+}
+
+/// Kills everything in the run's cgroup; returns when to escalate to
+/// killing the runtime itself.
+fn kill_sandbox(guard: &RunGuard, now: Instant) -> Instant {
+    if let Some(cg) = &guard.cgroup {
+        cg.kill_all();
+    }
+    now + KILL_GRACE
+}

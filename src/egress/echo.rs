@@ -150,7 +150,8 @@ impl ContextEchoIndex {
             let mut whole = Vec::new();
             short.find(output, &mut whole);
             report.whole = !whole.is_empty();
-            report.spans = union(&report.spans, &whole);
+            whole.extend_from_slice(&report.spans);
+            report.spans = merge_spans(whole);
         }
         report.echoed_bytes = report.spans.iter().map(|(s, e)| e - s).sum();
         report
@@ -208,12 +209,12 @@ impl RunTracker {
     }
 }
 
-/// The union of two sorted lists of disjoint spans, sorted and disjoint.
-fn union(a: &[(usize, usize)], b: &[(usize, usize)]) -> Vec<(usize, usize)> {
-    let mut all: Vec<(usize, usize)> = a.iter().chain(b).copied().collect();
-    all.sort_unstable();
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(all.len());
-    for (s, e) in all {
+/// The union of byte spans `(start, end)` in any order: sorted, and
+/// overlapping or touching spans merged.
+pub(super) fn merge_spans(mut spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    spans.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
         match out.last_mut() {
             Some(last) if last.1 >= s => last.1 = last.1.max(e),
             _ => out.push((s, e)),

@@ -134,19 +134,12 @@ impl EntropyRules {
             return;
         }
         // The patterns' spans, merged: sorted by start and by end.
-        let mut spans: Vec<(usize, usize)> = hits
-            .iter()
-            .filter(|h| is_pattern(h))
-            .map(|h| (h.start, h.end))
-            .collect();
-        spans.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
-        for (s, e) in spans {
-            match merged.last_mut() {
-                Some(last) if last.1 >= s => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
+        let merged = super::echo::merge_spans(
+            hits.iter()
+                .filter(|h| is_pattern(h))
+                .map(|h| (h.start, h.end))
+                .collect(),
+        );
         let min = self.base64_min_len.min(self.hex_min_len);
         let mut trimmed = Vec::new();
         hits.retain(|h| {

@@ -16,7 +16,7 @@ use crate::config::{Config, RuntimeChoice};
 pub use detect::{find_binary, version_of};
 
 /// The two runtimes rlm-sandbox drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     /// gVisor: a user-space kernel between the sandbox and the host.
@@ -35,7 +35,7 @@ impl RuntimeKind {
 }
 
 /// A runtime binary ready to be called.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Runtime {
     pub kind: RuntimeKind,
     pub path: PathBuf,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::guard::RunGuard;
-use crate::runtime::{Runtime, RuntimeKind};
+use crate::runtime::Runtime;
 
 /// The hidden subcommand of the `rlm-sandbox` binary that runs a watchdog.
 pub const SUBCOMMAND: &str = "__watchdog";
@@ -57,12 +57,13 @@ pub enum WatchdogError {
 }
 
 /// What a watchdog needs to clean up its run: the first line on its stdin.
+/// The runtime comes with its global flags, so the watchdog calls it as the
+/// driver would.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watched {
     pub state_dir: PathBuf,
     pub id: String,
-    pub runtime: String,
-    pub runtime_path: PathBuf,
+    pub runtime: Runtime,
 }
 
 impl Watched {
@@ -70,22 +71,8 @@ impl Watched {
         Self {
             state_dir: state_dir.to_path_buf(),
             id: id.to_string(),
-            runtime: runtime.kind.name().to_string(),
-            runtime_path: runtime.path.clone(),
+            runtime: runtime.clone(),
         }
-    }
-
-    fn runtime(&self) -> Option<Runtime> {
-        let kind = match self.runtime.as_str() {
-            "runsc" => RuntimeKind::Runsc,
-            "runc" => RuntimeKind::Runc,
-            _ => return None,
-        };
-        Some(Runtime {
-            kind,
-            path: self.runtime_path.clone(),
-            extra_flags: Vec::new(),
-        })
     }
 }
 
@@ -255,12 +242,9 @@ pub fn serve() -> i32 {
 
 /// What the driver's guard would have done, for a run whose driver died.
 fn clean_up_after_dead_driver(watched: &Watched) {
-    let Some(runtime) = watched.runtime() else {
-        return;
-    };
     let deadline = Instant::now() + LOCK_PATIENCE;
     let mut guard = loop {
-        match RunGuard::adopt(&watched.state_dir, &watched.id, runtime.clone()) {
+        match RunGuard::adopt(&watched.state_dir, &watched.id, watched.runtime.clone()) {
             Ok(Some(guard)) => break guard,
             // Cleaned up already (the driver died after its cleanup).
             Err(_) => return,
@@ -275,6 +259,7 @@ fn clean_up_after_dead_driver(watched: &Watched) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::RuntimeKind;
 
     #[test]
     fn the_watched_run_round_trips_as_one_json_line() {
@@ -288,11 +273,9 @@ mod tests {
         assert!(!line.contains('\n'));
         let back: Watched = serde_json::from_str(&line).expect("parses");
         assert_eq!(back, w);
-        assert_eq!(back.runtime().map(|r| r.kind), Some(RuntimeKind::Runsc));
-        let bad = Watched {
-            runtime: "crun".into(),
-            ..w
-        };
-        assert!(bad.runtime().is_none());
+        assert_eq!(back.runtime.extra_flags, ["--platform=systrap"]);
+        // A runtime this build does not drive is refused, not guessed.
+        let crun = line.replace("\"runsc\"", "\"crun\"");
+        assert!(serde_json::from_str::<Watched>(&crun).is_err());
     }
 }

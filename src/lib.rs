@@ -16,4 +16,5 @@ pub mod result;
 pub mod rootfs;
 pub mod runtime;
 pub mod selftest;
+pub mod session;
 pub mod supervise;

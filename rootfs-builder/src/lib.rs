@@ -28,6 +28,8 @@ pub const SANDBOX_UID: u32 = 65432;
 pub const SANDBOX_GID: u32 = 65432;
 /// The interpreter, inside the rootfs.
 pub const PYTHON: &str = "/usr/bin/python3";
+/// The session agent, a module of the rootfs's stdlib (`python3 -m`).
+pub const AGENT_MODULE: &str = "_rlm_agent";
 /// Where the driver bind-mounts the run's input (code) read-only.
 pub const INPUT_DIR: &str = "/rlm";
 

@@ -40,6 +40,10 @@ pub struct SpecInput<'a> {
     pub cgroups_path: &'a str,
     pub seccomp: LinuxSeccomp,
     pub program: Program,
+    /// Host files bind-mounted read-only at [`CONTEXTS_DIR`]`/0`, `/1`, …
+    /// (sessions; their mount points are files the driver created in
+    /// `input_dir/contexts`).
+    pub contexts: &'a [PathBuf],
 }
 
 /// What the sandbox's process is.
@@ -50,7 +54,16 @@ pub enum Program {
     /// The `rlm-probe` binary at [`PROBE_FILE`] (selftest only): the input
     /// mount must allow exec for it.
     Probe,
+    /// The session agent (`python3 -I -B -m _rlm_agent`): waits for cells
+    /// on its stdin, so a sandbox starts before any code is known.
+    Agent,
 }
+
+/// Where a session's contexts appear in the sandbox: `input_dir/contexts`
+/// on the host, seen through the read-only input mount.
+pub const CONTEXTS_DIR: &str = "/rlm/contexts";
+/// [`CONTEXTS_DIR`] relative to the input directory.
+pub const CONTEXTS_SUBDIR: &str = "contexts";
 
 /// The probe binary inside [`INPUT_DIR`].
 pub const PROBE_FILE: &str = "probe";
@@ -68,6 +81,18 @@ pub fn python_args() -> Vec<String> {
     ]
 }
 
+/// The session agent's process: the same isolated, no-bytecode-write
+/// Python, running the agent module from the read-only stdlib.
+pub fn agent_args() -> Vec<String> {
+    vec![
+        rootfs_builder::PYTHON.to_string(),
+        "-I".to_string(),
+        "-B".to_string(),
+        "-m".to_string(),
+        rootfs_builder::AGENT_MODULE.to_string(),
+    ]
+}
+
 pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
     let limits = input.limits;
     let process = ProcessBuilder::default()
@@ -82,6 +107,7 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
         .args(match input.program {
             Program::Python => python_args(),
             Program::Probe => vec![format!("{INPUT_DIR}/{PROBE_FILE}")],
+            Program::Agent => agent_args(),
         })
         .env(vec![
             "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
@@ -169,7 +195,12 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
                 .readonly(true)
                 .build()?,
         )
-        .mounts(mounts(limits, input.input_dir, input.program)?)
+        .mounts(mounts(
+            limits,
+            input.input_dir,
+            input.program,
+            input.contexts,
+        )?)
         .process(process)
         .linux(linux)
         .build()
@@ -222,9 +253,14 @@ fn rlimits(
     Ok(out)
 }
 
-fn mounts(limits: &Limits, input_dir: &Path, program: Program) -> Result<Vec<Mount>, OciSpecError> {
+fn mounts(
+    limits: &Limits,
+    input_dir: &Path,
+    program: Program,
+    contexts: &[PathBuf],
+) -> Result<Vec<Mount>, OciSpecError> {
     let mut input_options = vec!["rbind", "ro", "nosuid", "nodev"];
-    if program == Program::Python {
+    if program != Program::Probe {
         input_options.push("noexec");
     }
     let mount = |dest: &str, typ: &str, source: &str, options: &[&str]| {
@@ -236,7 +272,7 @@ fn mounts(limits: &Limits, input_dir: &Path, program: Program) -> Result<Vec<Mou
             .build()
     };
     let tmp_size = format!("size={}", limits.tmp_bytes);
-    Ok(vec![
+    let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
             "/dev",
@@ -269,7 +305,23 @@ fn mounts(limits: &Limits, input_dir: &Path, program: Program) -> Result<Vec<Mou
                     .collect::<Vec<_>>(),
             )
             .build()?,
-    ])
+    ];
+    // After the input mount: their mount points are inside it.
+    for (i, file) in contexts.iter().enumerate() {
+        out.push(
+            MountBuilder::default()
+                .destination(format!("{CONTEXTS_DIR}/{i}"))
+                .typ("bind")
+                .source(file)
+                .options(
+                    ["bind", "ro", "nosuid", "nodev", "noexec"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .build()?,
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -288,6 +340,7 @@ mod tests {
             rootfs: Path::new("/var/cache/rlm-sandbox/rootfs"),
             input_dir: Path::new("/run/rlm-sandbox/rlms-golden/input"),
             cgroups_path: "/rlm-sandbox/rlms-golden/ctr",
+            contexts: &[],
             seccomp: crate::bundle::seccomp::default_profile(),
             program: Program::Python,
         };

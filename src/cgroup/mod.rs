@@ -251,6 +251,15 @@ impl RunCgroup {
         Ok(())
     }
 
+    /// Every counter at once, as a result reports them.
+    pub fn usage(&self) -> crate::result::Usage {
+        crate::result::Usage {
+            memory_peak_bytes: self.memory_peak_bytes(),
+            cpu_time_ms: self.cpu_usage_ns().map(|ns| ns / 1_000_000),
+            oom_kills: self.oom_kills(),
+        }
+    }
+
     /// OOM kills in the run. `None` when they cannot be known: removed, no
     /// memory controller, or v1 with the leaf gone and no parent limit.
     pub fn oom_kills(&self) -> Option<u64> {

@@ -42,8 +42,9 @@ pub struct EgressArgs {
     #[arg(long)]
     pub no_entropy: bool,
     /// Context file whose verbatim echo in the output is flagged
+    /// (repeatable; `session` also mounts each one in the sandbox)
     #[arg(long, value_name = "FILE", env = "RLM_CONTEXT_FILE")]
-    pub context: Option<PathBuf>,
+    pub context: Vec<PathBuf>,
     /// Fraction of the context (0, 1] an output may reproduce
     #[arg(long, value_name = "FRACTION", env = "RLM_SIMILARITY_THRESHOLD", default_value_t = 0.5, value_parser = parse_similarity)]
     pub similarity_threshold: f64,
@@ -140,15 +141,15 @@ impl EgressArgs {
     pub fn to_pending(&self) -> anyhow::Result<rlm_sandbox::egress::PendingFilter> {
         let config = self.to_config()?;
         config.validate()?;
-        if let Some(path) = &self.context {
+        for path in &self.context {
             std::fs::metadata(path)
                 .with_context(|| format!("--context / RLM_CONTEXT_FILE {}", path.display()))?;
         }
-        let context = self.context.clone();
+        let contexts = self.context.clone();
         Ok(rlm_sandbox::egress::PendingFilter::spawn(move || {
             let echo = config.echo.clone();
             let mut filter = EgressFilter::new(config).map_err(|e| e.to_string())?;
-            if let Some(path) = context {
+            for path in contexts {
                 let index = ContextEchoIndex::from_file(&path, &echo)
                     .map_err(|e| format!("--context {}: {e}", path.display()))?;
                 filter = filter.with_context(index);
@@ -161,7 +162,7 @@ impl EgressArgs {
         let config = self.to_config()?;
         let echo = config.echo.clone();
         let mut filter = EgressFilter::new(config)?;
-        if let Some(path) = &self.context {
+        for path in &self.context {
             let index = ContextEchoIndex::from_file(path, &echo)
                 .with_context(|| format!("--context / RLM_CONTEXT_FILE {}", path.display()))?;
             filter = filter.with_context(index);

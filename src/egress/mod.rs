@@ -45,6 +45,8 @@ pub use winnow::SHINGLE;
 pub enum Stream {
     Stdout,
     Stderr,
+    /// A prompt on its way from the sandbox to a model (`llm_query`).
+    Prompt,
 }
 
 impl Stream {
@@ -52,6 +54,7 @@ impl Stream {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::Prompt => "prompt",
         }
     }
 }
@@ -106,7 +109,8 @@ pub struct EgressFilter {
     anchor_count: usize,
     /// For each known-secret form, its finding kind.
     known_kinds: Vec<String>,
-    context: Option<ContextEchoIndex>,
+    /// One index per context; an output echoing any of them is flagged.
+    contexts: Vec<ContextEchoIndex>,
 }
 
 impl EgressFilter {
@@ -165,14 +169,14 @@ impl EgressFilter {
             literals,
             anchor_count,
             known_kinds,
-            context: None,
+            contexts: Vec::new(),
             config,
         })
     }
 
-    /// Adds the context echo check against `index`.
+    /// Adds the context echo check against `index` (one more context).
     pub fn with_context(mut self, index: ContextEchoIndex) -> Self {
-        self.context = Some(index);
+        self.contexts.push(index);
         self
     }
 
@@ -180,8 +184,17 @@ impl EgressFilter {
         &self.config
     }
 
+    /// The first context's index.
     pub fn context(&self) -> Option<&ContextEchoIndex> {
-        self.context.as_ref()
+        self.contexts.first()
+    }
+
+    /// Filters a prompt leaving the sandbox for a model: every secret
+    /// detector, no context echo (quoting the context is what prompts are
+    /// for).
+    pub fn filter_prompt(&self, prompt: String) -> FilteredStream {
+        let hits = self.detect(prompt.as_bytes(), false);
+        self.finish(Stream::Prompt, prompt, hits, None)
     }
 
     /// Filters arbitrary bytes (invalid UTF-8 is replaced first; spans
@@ -195,7 +208,7 @@ impl EgressFilter {
     /// is returned without a copy.
     pub fn filter_bytes(&self, stream: Stream, bytes: Vec<u8>) -> FilteredStream {
         let text = into_string(bytes);
-        let hits = self.detect(text.as_bytes());
+        let hits = self.detect(text.as_bytes(), true);
         self.finish(stream, text, hits, None)
     }
 
@@ -220,7 +233,7 @@ impl EgressFilter {
         // Room for the marker too: it goes in after the scan.
         joined.reserve_exact(tail.len() + marker.len());
         joined.push_str(&tail);
-        let mut hits = self.detect(joined.as_bytes());
+        let mut hits = self.detect(joined.as_bytes(), true);
         split_fragments(joined.as_bytes(), cut, &mut hits);
         let m = marker.len();
         for hit in &mut hits {
@@ -235,8 +248,9 @@ impl EgressFilter {
         self.finish(stream, joined, hits, Some((cut, cut + m)))
     }
 
-    /// Every detector's hits on `text`, unsorted and possibly overlapping.
-    fn detect(&self, text: &[u8]) -> Vec<Hit> {
+    /// Every detector's hits on `text`, unsorted and possibly overlapping;
+    /// the context echo check only with `echo`.
+    fn detect(&self, text: &[u8], echo: bool) -> Vec<Hit> {
         let mut hits = Vec::new();
         if let Some(literals) = &self.literals {
             literals.for_each(text, |id, start, end| {
@@ -251,7 +265,7 @@ impl EgressFilter {
             self.entropy.scan(text, &mut hits);
             self.entropy.trim_around_patterns(text, &mut hits);
         }
-        if let Some(index) = &self.context {
+        for index in self.contexts.iter().filter(|_| echo) {
             let report = index.check(text, self.config.echo.min_run);
             if self.config.echo.is_echo(&report, index.context_len()) {
                 hits.extend(

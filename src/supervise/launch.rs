@@ -3,7 +3,8 @@
 //! finish.
 
 use std::os::unix::process::CommandExt;
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::{ChildStdin, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -20,27 +21,34 @@ use crate::capture::{pipe_file, Reader};
 use crate::cgroup::RunCgroup;
 
 /// A started sandbox: what removes it, the runtime's process group, the
-/// readers of its two streams and the events that end it.
-pub(super) struct Launched {
-    pub(super) guard: RunGuard,
-    pub(super) id: String,
-    pub(super) pgid: Pid,
-    pub(super) readers: [Option<Reader>; 2],
-    events: mpsc::Receiver<Event>,
+/// readers of its streams and the events that end it. An agent's sandbox
+/// (a session) has its stdin, and its stdout as the raw frame channel.
+pub struct Launched {
+    pub(crate) guard: RunGuard,
+    pub(crate) id: String,
+    pub(crate) pgid: Pid,
+    pub(crate) readers: [Option<Reader>; 2],
+    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) frames: Option<std::fs::File>,
+    pub(crate) events: mpsc::Receiver<Event>,
+    /// For a session's own threads, whose events join the runtime's.
+    pub(crate) tx: mpsc::Sender<Event>,
 }
 
-enum Event {
+pub(crate) enum Event {
     Exited(std::io::Result<ExitStatus>),
     OutputCeiling,
+    Agent(crate::session::link::Inbound),
 }
 
 impl Sandbox {
     /// Creates the run (directory, watchdog, cgroup, bundle) and starts the
     /// runtime on it, its streams read on their own threads.
-    pub(super) fn launch(
+    pub(crate) fn launch(
         &self,
         program: Program,
         input: &[u8],
+        contexts: &[PathBuf],
     ) -> Result<Launched, SuperviseError> {
         let id = new_run_id();
         let runtime = &self.selection.runtime;
@@ -68,7 +76,14 @@ impl Sandbox {
         }
         let cgroups_path = cgroup.container_path();
         guard.cgroup = Some(cgroup);
-        self.write_bundle(&dir.bundle(), &dir.input(), &cgroups_path, program, input)?;
+        self.write_bundle(
+            &dir.bundle(),
+            &dir.input(),
+            &cgroups_path,
+            program,
+            input,
+            contexts,
+        )?;
 
         let argv = runtime.run_argv(
             &dir.state_root(),
@@ -77,7 +92,12 @@ impl Sandbox {
             &id,
             self.config.network_enabled,
         );
-        let mut child = crate::runtime::command(&argv)
+        let agent = program == Program::Agent;
+        let mut command = crate::runtime::command(&argv);
+        if agent {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group: a Ctrl-C at the terminal reaches the
@@ -104,11 +124,13 @@ impl Sandbox {
         let (tx, events) = mpsc::channel::<Event>();
         let limits = &self.config.limits;
         let printed = Arc::new(AtomicU64::new(0));
-        let readers = [
-            child.stdout.take().map(pipe_file),
-            child.stderr.take().map(pipe_file),
-        ]
-        .map(|pipe| {
+        let stdout = child.stdout.take().map(pipe_file);
+        let (stdout, frames) = if agent {
+            (None, stdout)
+        } else {
+            (stdout, None)
+        };
+        let readers = [stdout, child.stderr.take().map(pipe_file)].map(|pipe| {
             let (printed, tx, ceiling) = (printed.clone(), tx.clone(), limits.max_output_bytes);
             pipe.map(|pipe| {
                 Reader::spawn(pipe, limits.max_stdout_bytes, move |n| {
@@ -119,7 +141,8 @@ impl Sandbox {
                 })
             })
         });
-        let waiter_tx = tx;
+        let waiter_tx = tx.clone();
+        let stdin = child.stdin.take();
         std::thread::spawn(move || {
             let _ = waiter_tx.send(Event::Exited(child.wait()));
         });
@@ -129,7 +152,10 @@ impl Sandbox {
             id,
             pgid,
             readers,
+            stdin,
+            frames,
             events,
+            tx,
         })
     }
 }
@@ -138,7 +164,7 @@ impl Launched {
     /// Waits until the runtime exits, killing the sandbox at `deadline`,
     /// at the output ceiling or when `cancel` is set, and the runtime too
     /// if it hangs after that. Returns how it exited and what ended it.
-    pub(super) fn wait(
+    pub(crate) fn wait(
         &self,
         deadline: Instant,
         cancel: &AtomicBool,
@@ -151,6 +177,8 @@ impl Launched {
             let until = escalate_at.unwrap_or(deadline);
             match events.recv_timeout(until.saturating_duration_since(now).min(TICK)) {
                 Ok(Event::Exited(status)) => break status,
+                // A session's frames, now that the sandbox is ending.
+                Ok(Event::Agent(_)) => {}
                 Ok(Event::OutputCeiling) => {
                     if ended_by.is_none() {
                         ended_by = Some(EndedBy::OutputLimit);

@@ -4,7 +4,7 @@
 
 mod classify;
 pub mod guard;
-mod launch;
+pub(crate) mod launch;
 pub mod watchdog;
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::bundle::spec::{self, Program, SpecInput};
 use crate::capture::CapturedStream;
-use crate::cgroup::{CgroupError, CgroupLayout};
+use crate::cgroup::{CgroupError, CgroupLayout, RunCgroup};
 use crate::config::Config;
 use crate::egress::PendingFilter;
 use crate::result::{Ended, ExecResult, RuntimeUsed, Status, Usage};
@@ -25,7 +25,7 @@ use crate::runtime::Selection;
 
 pub use classify::{classify, EndedBy, Observed};
 pub use guard::{new_run_id, CleanupError, RunDir, RunGuard, ID_PREFIX};
-use launch::Launched;
+pub use launch::Launched;
 
 /// After the driver kills the sandbox, how long the runtime may take to
 /// notice before the runtime's own processes are killed too.
@@ -36,7 +36,7 @@ const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// parent cgroup is limited (see `Sandbox::run`).
 const V1_OOM_MARGIN: u64 = 4 << 20;
 /// The longest the supervisor sleeps between checks of the cancel flag.
-const TICK: Duration = Duration::from_millis(50);
+pub(crate) const TICK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Error)]
 pub enum SuperviseError {
@@ -110,14 +110,14 @@ impl Sandbox {
         cancel: &AtomicBool,
     ) -> Result<ExecResult, SuperviseError> {
         let start = Instant::now();
-        let launched = self.launch(program, input)?;
+        let launched = self.launch(program, input, &[])?;
         let (exit, ended_by) = launched.wait(start + self.config.limits.timeout, cancel);
         self.finish(launched, exit, ended_by, start)
     }
 
     /// Reads the counters, drains the streams, cleans up and classifies a
     /// run that has ended.
-    fn finish(
+    pub(crate) fn finish(
         &self,
         launched: Launched,
         exit: std::io::Result<ExitStatus>,
@@ -132,11 +132,7 @@ impl Sandbox {
         let usage = guard
             .cgroup
             .as_ref()
-            .map_or_else(Usage::default, |cg| Usage {
-                memory_peak_bytes: cg.memory_peak_bytes(),
-                cpu_time_ms: cg.cpu_usage_ns().map(|ns| ns / 1_000_000),
-                oom_kills: cg.oom_kills(),
-            });
+            .map_or_else(Usage::default, RunCgroup::usage);
         let runtime_error = runtime_log_error(&dir.log());
         let abnormal = ended_by.is_some() || exit.is_err() || runtime_error.is_some();
         // After an abnormal end something may still hold the pipes: it dies
@@ -201,17 +197,31 @@ impl Sandbox {
         cgroups_path: &str,
         program: Program,
         input: &[u8],
+        contexts: &[PathBuf],
     ) -> Result<(), SuperviseError> {
-        let (file, mode) = match program {
-            Program::Python => (spec::CODE_FILE, 0o640),
-            Program::Probe => (spec::PROBE_FILE, 0o750),
+        let file = match program {
+            Program::Python => Some((spec::CODE_FILE, 0o640)),
+            Program::Probe => Some((spec::PROBE_FILE, 0o750)),
+            Program::Agent => None,
         };
-        let code_path = input_dir.join(file);
-        write(&code_path, input)?;
-        guard::share_with_sandbox(&code_path, mode).map_err(|err| SuperviseError::Write {
-            path: code_path.clone(),
-            err,
-        })?;
+        if let Some((file, mode)) = file {
+            let code_path = input_dir.join(file);
+            write(&code_path, input)?;
+            guard::share_with_sandbox(&code_path, mode).map_err(|err| SuperviseError::Write {
+                path: code_path.clone(),
+                err,
+            })?;
+        }
+        let sources = if program == Program::Agent {
+            crate::session::contexts::prepare_dir(input_dir, contexts).map_err(|err| {
+                SuperviseError::Write {
+                    path: input_dir.join(spec::CONTEXTS_SUBDIR),
+                    err,
+                }
+            })?
+        } else {
+            Vec::new()
+        };
         let spec = spec::spec(&SpecInput {
             limits: &self.config.limits,
             runtime: self.selection.runtime.kind,
@@ -221,6 +231,7 @@ impl Sandbox {
             cgroups_path,
             seccomp: self.seccomp.clone(),
             program,
+            contexts: &sources,
         })?;
         let config_path = bundle_dir.join("config.json");
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| SuperviseError::Write {

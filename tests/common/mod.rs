@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod repl;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,165 @@
+//! One cell: code sent to the agent, its output captured (bounded, head
+//! and tail) until the agent says it is done, its timeout and output
+//! ceiling enforced, and its result filtered like a run's.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::frames::{AgentMsg, DoneStatus, Frame};
+use super::{CallRecord, Interrupt, Session, SessionError};
+use crate::capture::BoundedCapture;
+use crate::egress::{Finding, Stream};
+use crate::result::{Status, Truncated, Usage};
+use crate::supervise::EndedBy;
+
+/// The result of one cell (`exec`'s `cell`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub status: Status,
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: Truncated,
+    pub findings: Vec<Finding>,
+    pub duration_ms: u64,
+    /// Set when the cell set `answer["ready"]`, or called FINAL/FINAL_VAR.
+    pub final_answer: Option<String>,
+    /// Every call the cell's code made (finished while it ran).
+    pub calls: Vec<CallRecord>,
+    /// A KeyboardInterrupt was raised in the cell's code (timeout, output
+    /// ceiling) and the cell stopped by itself.
+    pub interrupted: bool,
+    /// The sandbox ended during this cell (killed after an interrupt it
+    /// ignored, out of memory, the agent died): every later request fails
+    /// with `session_dead`.
+    pub session_dead: bool,
+    /// What the cgroup measured, when the sandbox ended in this cell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Why the session died, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Session<'_> {
+    /// Runs `code` in the session's interpreter, by `timeout` (the
+    /// sandbox's configured timeout if `None`).
+    pub fn exec(&mut self, code: &str, timeout: Option<Duration>) -> Result<Cell, SessionError> {
+        self.alive()?;
+        let start = Instant::now();
+        let limits = &self.sandbox.config.limits;
+        let timeout = timeout.unwrap_or(limits.timeout);
+        let (keep, ceiling) = (limits.max_stdout_bytes, limits.max_output_bytes);
+        let cell = self.next_cell;
+        self.next_cell += 1;
+        self.link
+            .send(json!({"t": "exec", "cell": cell, "code": code}));
+        let mut streams = [BoundedCapture::new(keep), BoundedCapture::new(keep)];
+        let mut printed = 0u64;
+        let deadline = start + timeout;
+        let mut ended_by: Option<EndedBy> = None;
+        let mut kill_at: Option<Instant> = None;
+        let outcome = loop {
+            let now = Instant::now();
+            if kill_at.is_some_and(|t| now >= t) {
+                break Err(Interrupt::Died(self.die(
+                    "the cell ignored its interrupt; the sandbox was killed".into(),
+                    ended_by,
+                )));
+            }
+            if ended_by.is_none() && now >= deadline {
+                ended_by = Some(EndedBy::Timeout);
+                kill_at = Some(self.interrupt(cell, now));
+            }
+            let until = kill_at.unwrap_or(deadline);
+            match self.next_event(until) {
+                Ok(None) => {}
+                Ok(Some(Frame::Stdout(b))) | Ok(Some(Frame::Stderr(b))) if b.is_empty() => {}
+                Ok(Some(frame @ (Frame::Stdout(_) | Frame::Stderr(_)))) => {
+                    let (i, bytes) = match frame {
+                        Frame::Stdout(b) => (0, b),
+                        Frame::Stderr(b) => (1, b),
+                        Frame::Msg(_) => unreachable!(),
+                    };
+                    printed += bytes.len() as u64;
+                    streams[i].push(&bytes);
+                    if printed > ceiling && ended_by.is_none() {
+                        ended_by = Some(EndedBy::OutputLimit);
+                        kill_at = Some(self.interrupt(cell, Instant::now()));
+                    }
+                }
+                Ok(Some(Frame::Msg(AgentMsg::Done {
+                    cell: c,
+                    status,
+                    final_answer,
+                }))) if c == cell => break Ok((status, final_answer)),
+                Ok(Some(Frame::Msg(other))) => {
+                    let why = format!(
+                        "protocol error: the agent sent {} during cell {cell}; the sandbox was killed",
+                        super::describe(&other)
+                    );
+                    break Err(Interrupt::Died(self.die(why, None)));
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let [out, err] = streams.map(BoundedCapture::finish);
+        let (status, final_answer, dead) = match outcome {
+            Ok((done, final_answer)) => {
+                let status = match (ended_by, done) {
+                    (Some(EndedBy::OutputLimit), _) => Status::OutputLimit,
+                    (Some(_), _) => Status::Timeout,
+                    (None, DoneStatus::Ok) => Status::Ok,
+                    (None, _) => Status::Error,
+                };
+                (status, final_answer, None)
+            }
+            Err(Interrupt::Cancelled) => return Err(self.cancelled()),
+            Err(Interrupt::Died(why)) => {
+                let status = match (ended_by, self.ended.as_ref().map(|r| r.status)) {
+                    (_, Some(Status::Oom)) => Status::Oom,
+                    (Some(EndedBy::OutputLimit), _) => Status::OutputLimit,
+                    (Some(_), _) => Status::Timeout,
+                    (None, Some(Status::Killed)) => Status::Killed,
+                    (None, _) => Status::SandboxError,
+                };
+                (status, None, Some(why))
+            }
+        };
+        let egress = self.sandbox.egress.get().map_err(|e| {
+            SessionError::Request(format!(
+                "the egress filter is unavailable, so no output is released: {e}"
+            ))
+        })?;
+        let truncated = Truncated {
+            stdout: out.dropped,
+            stderr: err.dropped,
+        };
+        let out = egress.filter(Stream::Stdout, out);
+        let err = egress.filter(Stream::Stderr, err);
+        let mut findings = out.findings;
+        findings.extend(err.findings);
+        Ok(Cell {
+            status,
+            stdout: out.text,
+            stderr: err.text,
+            truncated,
+            findings,
+            duration_ms: start.elapsed().as_millis() as u64,
+            final_answer,
+            calls: self.broker.take_records(),
+            interrupted: ended_by.is_some() && dead.is_none(),
+            session_dead: dead.is_some(),
+            usage: dead.as_ref().and(self.ended.as_ref()).map(|r| r.usage),
+            error: dead,
+        })
+    }
+
+    /// Asks the agent to interrupt `cell`; returns when to kill the
+    /// sandbox if the cell has not stopped by then.
+    fn interrupt(&self, cell: u64, now: Instant) -> Instant {
+        self.link.send(json!({"t": "interrupt", "cell": cell}));
+        now + self.options.grace
+    }
+}

@@ -1,0 +1,200 @@
+//! A session's contexts: host files the sandbox reads through read-only
+//! mounts, never through a pipe or an argument.
+//!
+//! The run's input directory holds `contexts/`, seen in the sandbox at
+//! [`CONTEXTS_DIR`] through the read-only input mount. A context given at
+//! start is bind-mounted by the runtime onto an empty file the driver
+//! created there (`contexts/N`). A context added to a live session cannot
+//! be mounted into a started sandbox, so the driver places it in that
+//! directory: a hard link when the file is on the same filesystem and
+//! readable by the sandbox user, else a copy the sandbox user may read.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::bundle::spec::{CONTEXTS_DIR, CONTEXTS_SUBDIR};
+use crate::supervise::guard::share_with_sandbox;
+
+/// How a context's bytes are read: as text or as parsed JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl Format {
+    /// `json` for a `.json` file, else `text`.
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Text,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Format, String> {
+        match s {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            other => Err(format!(
+                "format must be \"text\" or \"json\", got {other:?}"
+            )),
+        }
+    }
+}
+
+/// How the context reached the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Bind-mounted by the runtime (contexts given at start).
+    Mount,
+    /// Hard-linked into the contexts directory (no bytes copied).
+    Link,
+    /// Copied: another filesystem, or a file the sandbox user may not read.
+    Copy,
+}
+
+/// One context of a session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    pub index: usize,
+    /// The variable holding it in the sandbox (`context_N`).
+    pub name: String,
+    pub host_path: PathBuf,
+    /// Where the sandbox sees it.
+    pub path: String,
+    pub format: Format,
+    pub size: u64,
+    pub placed: Placement,
+}
+
+#[derive(Debug, Error)]
+pub enum ContextError {
+    #[error("context {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("context {path} is not a regular file")]
+    NotAFile { path: PathBuf },
+}
+
+/// Checks a context file and describes it as the `index`th context.
+pub fn describe(
+    index: usize,
+    host_path: &Path,
+    format: Option<Format>,
+    placed: Placement,
+) -> Result<Context, ContextError> {
+    let io = |err| ContextError::Io {
+        path: host_path.to_path_buf(),
+        err,
+    };
+    let host_path = std::fs::canonicalize(host_path).map_err(io)?;
+    let meta = std::fs::metadata(&host_path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(ContextError::NotAFile { path: host_path });
+    }
+    Ok(Context {
+        index,
+        name: format!("context_{index}"),
+        path: format!("{CONTEXTS_DIR}/{index}"),
+        format: format.unwrap_or_else(|| Format::of(&host_path)),
+        size: meta.len(),
+        host_path,
+        placed,
+    })
+}
+
+/// Whether the sandbox user can read `meta`'s file without a copy: it is
+/// readable by others (the sandbox user is neither owner nor in its group).
+fn readable_by_sandbox(meta: &std::fs::Metadata) -> bool {
+    meta.mode() & 0o004 != 0
+        || (meta.gid() == rootfs_builder::SANDBOX_GID && meta.mode() & 0o040 != 0)
+}
+
+/// Whether the sandbox user cannot read the file at `path` as it is (a
+/// context given at start is then copied; see [`prepare_dir`]).
+pub fn needs_copy(path: &Path) -> bool {
+    std::fs::metadata(path).map_or(true, |m| !readable_by_sandbox(&m))
+}
+
+/// Creates `input_dir/contexts` with one empty mount point per context
+/// given at start, and returns the file the runtime mounts on each: the
+/// context itself, or a copy beside the mount points (`.copy-N`) when the
+/// sandbox user may not read it.
+pub fn prepare_dir(input_dir: &Path, contexts: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let dir = input_dir.join(CONTEXTS_SUBDIR);
+    std::fs::create_dir(&dir)?;
+    share_with_sandbox(&dir, 0o750)?;
+    let mut sources = Vec::with_capacity(contexts.len());
+    for (i, path) in contexts.iter().enumerate() {
+        std::fs::File::create(dir.join(i.to_string()))?;
+        if needs_copy(path) {
+            let copy = input_dir.join(format!(".copy-{i}"));
+            copy_for_sandbox(path, &copy).map_err(|e| match e {
+                ContextError::Io { err, .. } => err,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+            sources.push(copy);
+        } else {
+            sources.push(path.clone());
+        }
+    }
+    Ok(sources)
+}
+
+/// Places `context` (added to a live session) in the contexts directory.
+pub fn place(input_dir: &Path, context: &mut Context) -> Result<(), ContextError> {
+    let target = input_dir
+        .join(CONTEXTS_SUBDIR)
+        .join(context.index.to_string());
+    let meta = std::fs::metadata(&context.host_path).map_err(|err| ContextError::Io {
+        path: context.host_path.clone(),
+        err,
+    })?;
+    if readable_by_sandbox(&meta) && std::fs::hard_link(&context.host_path, &target).is_ok() {
+        context.placed = Placement::Link;
+        return Ok(());
+    }
+    copy_for_sandbox(&context.host_path, &target)?;
+    context.placed = Placement::Copy;
+    Ok(())
+}
+
+/// Copies `from` to `to`, readable by the sandbox's group only.
+fn copy_for_sandbox(from: &Path, to: &Path) -> Result<(), ContextError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |err| ContextError::Io { path, err }
+    };
+    std::fs::copy(from, to).map_err(io(from))?;
+    share_with_sandbox(to, 0o640).map_err(io(to))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o640)).map_err(io(to))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_follows_the_extension_unless_declared() {
+        assert_eq!(Format::of(Path::new("/x/a.json")), Format::Json);
+        assert_eq!(Format::of(Path::new("/x/a.JSON")), Format::Json);
+        assert_eq!(Format::of(Path::new("/x/a.txt")), Format::Text);
+        assert_eq!(Format::of(Path::new("/x/json")), Format::Text);
+        assert_eq!(Format::parse("json"), Ok(Format::Json));
+        assert!(Format::parse("yaml").unwrap_err().contains("\"yaml\""));
+    }
+
+    #[test]
+    fn a_directory_is_not_a_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = describe(0, dir.path(), None, Placement::Mount).unwrap_err();
+        assert!(matches!(err, ContextError::NotAFile { .. }), "{err}");
+        let missing = describe(0, &dir.path().join("nope"), None, Placement::Mount).unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
+    }
+}

@@ -1,0 +1,256 @@
+//! The frames between the host and the agent (docs/PROTOCOL.md, "Agent
+//! frames"): `u32` big-endian length, one type byte, the payload.
+//!
+//! Everything read here comes from the sandbox and is hostile: the length
+//! is checked before anything is allocated, JSON must be one object with a
+//! known `t` and typed fields, and any violation is an error that ends the
+//! session (never the host).
+
+use std::io::{self, Read, Write};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::calls::CallKind;
+
+pub const JSON: u8 = b'J';
+pub const STDOUT: u8 = b'1';
+pub const STDERR: u8 = b'2';
+
+/// Largest output chunk the agent sends.
+pub const MAX_CHUNK: usize = 64 << 10;
+
+/// One frame from the agent.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    Msg(AgentMsg),
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// A `J` frame from the agent, by its `t`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum AgentMsg {
+    Ready {
+        python: String,
+        #[serde(default)]
+        names: Vec<String>,
+    },
+    Done {
+        cell: u64,
+        status: DoneStatus,
+        final_answer: Option<String>,
+    },
+    Call {
+        call: u64,
+        kind: CallKind,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        prompts: Option<Vec<String>>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        args: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    Reply {
+        req: u64,
+        ok: bool,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(flatten)]
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneStatus {
+    Ok,
+    Error,
+    Interrupted,
+}
+
+#[derive(Debug, Error)]
+pub enum FrameError {
+    #[error("the sandbox sent a frame of {len} bytes; the limit is {max}")]
+    TooLong { len: u64, max: usize },
+    #[error("the sandbox sent an empty frame")]
+    Empty,
+    #[error("the sandbox sent a frame of unknown type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("the sandbox sent a bad message: {0}")]
+    BadMessage(String),
+    #[error("the frame channel broke mid-frame: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads one frame; `Ok(None)` at end of stream between frames.
+pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Frame>, FrameError> {
+    let mut len = [0u8; 4];
+    if !read_exact_or_eof(r, &mut len)? {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(len) as u64;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max as u64 {
+        return Err(FrameError::TooLong { len, max });
+    }
+    let mut body = vec![0u8; len as usize];
+    r.read_exact(&mut body)?;
+    let payload = body.split_off(1);
+    match body[0] {
+        JSON => parse_msg(&payload).map(|m| Some(Frame::Msg(m))),
+        STDOUT => Ok(Some(Frame::Stdout(payload))),
+        STDERR => Ok(Some(Frame::Stderr(payload))),
+        other => Err(FrameError::UnknownType(other)),
+    }
+}
+
+/// Parses a `J` payload: one JSON object with a known `t`.
+pub fn parse_msg(payload: &[u8]) -> Result<AgentMsg, FrameError> {
+    serde_json::from_slice(payload).map_err(|e| FrameError::BadMessage(e.to_string()))
+}
+
+/// Fills `buf`, or returns false when the stream ends before its first
+/// byte; an end inside it is an error.
+fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes `msg` as one `J` frame (unflushed).
+pub fn write_msg(w: &mut impl Write, msg: &serde_json::Value) -> io::Result<()> {
+    let payload = serde_json::to_vec(msg)?;
+    let len = u32::try_from(payload.len() + 1)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame above 4 GiB"))?;
+    let mut frame = Vec::with_capacity(payload.len() + 5);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.push(JSON);
+    frame.extend_from_slice(&payload);
+    w.write_all(&frame)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+        out.push(kind);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<Option<Frame>, FrameError> {
+        read_frame(&mut &bytes[..], 1024)
+    }
+
+    #[test]
+    fn frames_of_each_type_are_read() {
+        assert_eq!(
+            read(&frame(STDOUT, b"hi\n")).unwrap(),
+            Some(Frame::Stdout(b"hi\n".to_vec()))
+        );
+        assert_eq!(
+            read(&frame(STDERR, b"")).unwrap(),
+            Some(Frame::Stderr(Vec::new()))
+        );
+        let done = frame(
+            JSON,
+            br#"{"t":"done","cell":3,"status":"ok","final_answer":null}"#,
+        );
+        assert_eq!(
+            read(&done).unwrap(),
+            Some(Frame::Msg(AgentMsg::Done {
+                cell: 3,
+                status: DoneStatus::Ok,
+                final_answer: None
+            }))
+        );
+        let call = frame(
+            JSON,
+            br#"{"t":"call","call":1,"kind":"llm_query","model":null,"prompts":["a"]}"#,
+        );
+        assert!(matches!(
+            read(&call).unwrap(),
+            Some(Frame::Msg(AgentMsg::Call {
+                call: 1,
+                kind: CallKind::LlmQuery,
+                ..
+            }))
+        ));
+        let reply = frame(JSON, br#"{"t":"reply","req":2,"ok":true,"vars":[]}"#);
+        match read(&reply).unwrap() {
+            Some(Frame::Msg(AgentMsg::Reply {
+                req, ok, fields, ..
+            })) => {
+                assert_eq!((req, ok), (2, true));
+                assert_eq!(fields["vars"], serde_json::json!([]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(read(&[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_before_allocation() {
+        let huge = u32::MAX.to_be_bytes();
+        assert!(
+            matches!(read(&huge), Err(FrameError::TooLong { len, .. }) if len == u32::MAX as u64)
+        );
+        assert!(matches!(read(&[0, 0, 0, 0]), Err(FrameError::Empty)));
+        assert!(matches!(
+            read(&frame(b'X', b"")),
+            Err(FrameError::UnknownType(b'X'))
+        ));
+        assert!(matches!(read(&[0, 0]), Err(FrameError::Io(_))));
+        assert!(matches!(read(&[0, 0, 0, 9, b'1']), Err(FrameError::Io(_))));
+        for bad in [
+            &b"[1]"[..],
+            b"not json",
+            br#"{"t":"nope"}"#,
+            br#"{"t":"done","cell":"x","status":"ok","final_answer":null}"#,
+            br#"{"t":"done","cell":1,"status":"maybe","final_answer":null}"#,
+            br#"{"t":"call","call":1,"kind":"shell"}"#,
+            br#"{"cell":1}"#,
+        ] {
+            assert!(
+                matches!(read(&frame(JSON, bad)), Err(FrameError::BadMessage(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn written_messages_read_back_as_frames() {
+        let mut out = Vec::new();
+        write_msg(
+            &mut out,
+            &serde_json::json!({"t": "ready", "python": "3.11"}),
+        )
+        .unwrap();
+        assert_eq!(&out[..4], &((out.len() - 4) as u32).to_be_bytes());
+        assert_eq!(
+            read(&out).unwrap(),
+            Some(Frame::Msg(AgentMsg::Ready {
+                python: "3.11".into(),
+                names: vec![]
+            }))
+        );
+    }
+}

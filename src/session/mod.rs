@@ -1,0 +1,578 @@
+//! Stateful sessions: one long-lived sandbox running the agent
+//! (`_rlm_agent`), cells sent to it as frames, calls from it answered by
+//! the host. See docs/PROTOCOL.md.
+//!
+//! A session shares a one-shot run's lifecycle (`Sandbox::launch`, the
+//! guard, the watchdog, the cgroup, `Sandbox::finish`); only what happens
+//! between launch and finish differs. Starting one needs no code, so a
+//! pool can hold started sessions.
+
+pub mod broker;
+pub mod calls;
+mod cell;
+pub mod contexts;
+pub mod frames;
+pub mod link;
+pub mod serve;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::bundle::spec::Program;
+use crate::result::{ExecResult, RuntimeUsed};
+use crate::supervise::launch::Event;
+use crate::supervise::{EndedBy, Launched, Sandbox, SuperviseError};
+pub use broker::{CallLimits, CallRecord, Handler, Tool};
+pub use cell::Cell;
+use contexts::{Context, Format, Placement};
+use frames::{AgentMsg, Frame};
+use link::{Inbound, Link};
+
+/// Largest frame the host accepts from the agent: a prompt at the default
+/// limit plus room for the JSON around it.
+pub const MAX_FRAME: usize = (8 << 20) + (64 << 10);
+
+/// Everything a session is started with besides the sandbox's settings.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Context files, each with its format (from the extension if `None`).
+    pub contexts: Vec<(PathBuf, Option<Format>)>,
+    pub tools: Vec<Tool>,
+    pub calls: CallLimits,
+    /// The handler answers `rlm_query` itself (else it gets `llm_query`).
+    pub rlm_calls: bool,
+    /// Above this size a context is not loaded into `context_N`.
+    pub max_load_bytes: u64,
+    /// How long an interrupted cell may take to stop before the sandbox is
+    /// killed.
+    pub grace: Duration,
+    /// Cap of a `get` answer's `repr`.
+    pub get_max_bytes: usize,
+    /// How long the agent may take to report ready.
+    pub start_timeout: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            contexts: Vec::new(),
+            tools: Vec::new(),
+            calls: CallLimits::default(),
+            rlm_calls: false,
+            max_load_bytes: 64 << 20,
+            grace: Duration::from_secs(2),
+            get_max_bytes: 64 << 10,
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a started session reports (the `ready` event).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ready {
+    pub runtime: RuntimeUsed,
+    pub python: String,
+    pub contexts: Vec<Context>,
+    pub limits: ReadyLimits,
+    pub startup_ms: u64,
+}
+
+/// The limits a session enforces, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadyLimits {
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    pub pids: u32,
+    pub cell_timeout_s: f64,
+    pub max_calls: u64,
+    pub max_in_flight: usize,
+    pub max_prompt_bytes: usize,
+    pub call_timeout_s: f64,
+    pub max_load_bytes: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// The sandbox is gone; nothing more can run in it.
+    #[error("the session is dead: {0}")]
+    Dead(String),
+    /// A request the session cannot carry out (the session lives on).
+    #[error("{0}")]
+    Request(String),
+    #[error("the session could not start: {0}")]
+    Start(String),
+    #[error(transparent)]
+    Supervise(#[from] SuperviseError),
+}
+
+impl SessionError {
+    /// The stable `error.kind` of the JSON-lines protocol.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SessionError::Dead(_) => "session_dead",
+            SessionError::Request(_) => "bad_request",
+            SessionError::Start(_) => "start",
+            SessionError::Supervise(SuperviseError::Interrupted) => "interrupted",
+            SessionError::Supervise(_) => "driver",
+        }
+    }
+}
+
+/// A started sandbox running the agent.
+pub struct Session<'s> {
+    sandbox: &'s Sandbox,
+    options: SessionOptions,
+    /// `None` once the sandbox has ended and been removed.
+    launched: Option<Launched>,
+    link: Link,
+    broker: broker::Broker,
+    contexts: Vec<Context>,
+    ready: Ready,
+    next_cell: u64,
+    next_req: u64,
+    /// Why the session is dead, once it is.
+    dead: Option<String>,
+    /// The sandbox's own end, when it ended by itself or was killed.
+    ended: Option<ExecResult>,
+    cancel: Arc<AtomicBool>,
+    started: Instant,
+}
+
+/// What ended a wait for the agent, besides the awaited message.
+pub(crate) enum Interrupt {
+    /// The agent or the sandbox is gone (the reason).
+    Died(String),
+    Cancelled,
+}
+
+impl<'s> Session<'s> {
+    /// Starts the sandbox and its agent with `options`' contexts, and
+    /// waits until the agent is ready. `cancel` (a signal flag) ends it.
+    pub fn start(
+        sandbox: &'s Sandbox,
+        options: SessionOptions,
+        handler: Handler,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Session<'s>, SessionError> {
+        let started = Instant::now();
+        let mut contexts = Vec::new();
+        for (i, (path, format)) in options.contexts.iter().enumerate() {
+            let mut context = contexts::describe(i, path, *format, Placement::Mount)
+                .map_err(|e| SessionError::Request(e.to_string()))?;
+            if contexts::needs_copy(&context.host_path) {
+                context.placed = Placement::Copy;
+            }
+            contexts.push(context);
+        }
+        let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
+        let mut launched = sandbox.launch(Program::Agent, b"", &paths)?;
+        let (stdin, frames) = match (launched.stdin.take(), launched.frames.take()) {
+            (Some(stdin), Some(frames)) => (stdin, frames),
+            _ => return Err(SessionError::Start("the agent's pipes are missing".into())),
+        };
+        let link = Link::start(stdin, frames, MAX_FRAME, launched.tx.clone());
+        let broker = broker::Broker::new(
+            options.calls.clone(),
+            handler,
+            options.rlm_calls,
+            options.tools.clone(),
+            link.clone(),
+        );
+        let limits = &sandbox.config.limits;
+        let ready = Ready {
+            runtime: RuntimeUsed::from(&sandbox.selection),
+            python: String::new(),
+            contexts: contexts.clone(),
+            limits: ReadyLimits {
+                memory_bytes: limits.memory_bytes,
+                cpus: limits.cpus,
+                pids: limits.pids,
+                cell_timeout_s: limits.timeout.as_secs_f64(),
+                max_calls: options.calls.max_calls,
+                max_in_flight: options.calls.max_in_flight,
+                max_prompt_bytes: options.calls.max_prompt_bytes,
+                call_timeout_s: options.calls.timeout.as_secs_f64(),
+                max_load_bytes: options.max_load_bytes,
+            },
+            startup_ms: 0,
+        };
+        let mut session = Session {
+            sandbox,
+            options,
+            launched: Some(launched),
+            link,
+            broker,
+            contexts,
+            ready,
+            next_cell: 1,
+            next_req: 1,
+            dead: None,
+            ended: None,
+            cancel,
+            started,
+        };
+        session.hello()?;
+        session.ready.startup_ms = started.elapsed().as_millis() as u64;
+        Ok(session)
+    }
+
+    fn hello(&mut self) -> Result<(), SessionError> {
+        let contexts: Vec<Value> = self.contexts.iter().map(agent_context).collect();
+        let tools = serde_json::to_value(&self.options.tools).unwrap_or_default();
+        self.link.send(json!({
+            "t": "hello",
+            "contexts": contexts,
+            "tools": tools,
+            "max_load_bytes": self.options.max_load_bytes,
+            "max_frame": MAX_FRAME,
+            "max_prompt_bytes": self.options.calls.max_prompt_bytes,
+        }));
+        let deadline = Instant::now() + self.options.start_timeout;
+        match self.next(deadline) {
+            Ok(Some(AgentMsg::Ready { python, .. })) => {
+                self.ready.python = python;
+                Ok(())
+            }
+            Ok(Some(other)) => {
+                let why = format!("the agent sent {} before ready", describe(&other));
+                Err(SessionError::Start(self.die(why, None)))
+            }
+            Ok(None) => {
+                let why = format!(
+                    "the agent did not report ready within {:?}",
+                    self.options.start_timeout
+                );
+                Err(SessionError::Start(self.die(why, None)))
+            }
+            Err(Interrupt::Died(why)) => Err(SessionError::Start(why)),
+            Err(Interrupt::Cancelled) => Err(self.cancelled()),
+        }
+    }
+
+    /// The `ready` report.
+    pub fn ready(&self) -> &Ready {
+        &self.ready
+    }
+
+    /// Why the session is dead, if it is.
+    pub fn dead(&self) -> Option<&str> {
+        self.dead.as_deref()
+    }
+
+    /// How the sandbox ended (status, usage, the agent's own stderr), once
+    /// it has.
+    pub fn ended(&self) -> Option<&ExecResult> {
+        self.ended.as_ref()
+    }
+
+    pub fn contexts(&self) -> &[Context] {
+        &self.contexts
+    }
+
+    fn alive(&self) -> Result<(), SessionError> {
+        match &self.dead {
+            Some(why) => Err(SessionError::Dead(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// What the sandbox's cgroup has measured so far (memory peak, CPU
+    /// time, OOM kills), or at its end.
+    pub fn usage(&self) -> crate::result::Usage {
+        match (&self.launched, &self.ended) {
+            (Some(l), _) => l
+                .guard
+                .cgroup
+                .as_ref()
+                .map_or_else(Default::default, crate::cgroup::RunCgroup::usage),
+            (None, Some(ended)) => ended.usage,
+            (None, None) => Default::default(),
+        }
+    }
+
+    /// Names, types and sizes of the user's globals.
+    pub fn vars(&mut self) -> Result<Value, SessionError> {
+        let mut reply = self.request(json!({"t": "vars"}))?;
+        Ok(reply.remove("vars").unwrap_or(Value::Null))
+    }
+
+    /// The type and capped `repr` of the global `name`.
+    pub fn get(&mut self, name: &str) -> Result<serde_json::Map<String, Value>, SessionError> {
+        let max = self.options.get_max_bytes;
+        self.request(json!({"t": "get", "name": name, "max_bytes": max}))
+    }
+
+    /// Fresh interpreter state; the contexts stay.
+    pub fn reset(&mut self) -> Result<(), SessionError> {
+        self.request(json!({"t": "reset"})).map(|_| ())
+    }
+
+    /// Adds the context file at `path` to the live session.
+    pub fn add_context(
+        &mut self,
+        path: &Path,
+        format: Option<Format>,
+    ) -> Result<Context, SessionError> {
+        self.alive()?;
+        let index = self.contexts.len();
+        let mut context = contexts::describe(index, path, format, Placement::Link)
+            .map_err(|e| SessionError::Request(e.to_string()))?;
+        let input = match &self.launched {
+            Some(l) => l.guard.dir.input(),
+            None => return Err(SessionError::Dead("the sandbox is gone".into())),
+        };
+        contexts::place(&input, &mut context).map_err(|e| SessionError::Request(e.to_string()))?;
+        let reply = self.request(json!({"t": "add_context", "context": agent_context(&context)}));
+        if let Err(e) = reply {
+            let _ = std::fs::remove_file(
+                input
+                    .join(crate::bundle::spec::CONTEXTS_SUBDIR)
+                    .join(index.to_string()),
+            );
+            return Err(e);
+        }
+        self.contexts.push(context.clone());
+        Ok(context)
+    }
+
+    /// Sends a `req` operation and waits for its reply.
+    fn request(&mut self, mut msg: Value) -> Result<serde_json::Map<String, Value>, SessionError> {
+        self.alive()?;
+        let req = self.next_req;
+        self.next_req += 1;
+        msg["req"] = req.into();
+        self.link.send(msg);
+        let deadline = Instant::now() + self.sandbox.config.limits.timeout;
+        match self.next(deadline) {
+            Ok(Some(AgentMsg::Reply {
+                req: r,
+                ok,
+                error,
+                fields,
+            })) if r == req => {
+                if ok {
+                    Ok(fields)
+                } else {
+                    Err(SessionError::Request(
+                        error.unwrap_or_else(|| "the agent refused the request".into()),
+                    ))
+                }
+            }
+            Ok(Some(other)) => {
+                let why = format!(
+                    "protocol error: the agent sent {} while a request was pending",
+                    describe(&other)
+                );
+                Err(SessionError::Dead(self.die(why, None)))
+            }
+            Ok(None) => {
+                let why = "the agent did not answer a request in time; the sandbox was killed";
+                Err(SessionError::Dead(
+                    self.die(why.into(), Some(EndedBy::Timeout)),
+                ))
+            }
+            Err(Interrupt::Died(why)) => Err(SessionError::Dead(why)),
+            Err(Interrupt::Cancelled) => Err(self.cancelled()),
+        }
+    }
+
+    /// Waits until `deadline` for the agent's next message other than
+    /// output and calls (output outside a cell is dropped; calls go to the
+    /// broker). `Ok(None)` at the deadline.
+    pub(crate) fn next(&mut self, deadline: Instant) -> Result<Option<AgentMsg>, Interrupt> {
+        loop {
+            match self.next_event(deadline)? {
+                None => return Ok(None),
+                Some(Frame::Msg(msg)) => return Ok(Some(msg)),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// The next frame other than a call, until `deadline` (`Ok(None)`).
+    pub(crate) fn next_event(&mut self, deadline: Instant) -> Result<Option<Frame>, Interrupt> {
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Interrupt::Cancelled);
+            }
+            let Some(launched) = &self.launched else {
+                return Err(Interrupt::Died(self.dead.clone().unwrap_or_default()));
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let wait = (deadline - now).min(crate::supervise::TICK);
+            let event = match launched.events.recv_timeout(wait) {
+                Ok(event) => event,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Interrupt::Died(
+                        self.die("the sandbox's events stopped".into(), None),
+                    ))
+                }
+            };
+            match event {
+                Event::Agent(Inbound::Frame(Frame::Msg(AgentMsg::Call {
+                    call,
+                    kind,
+                    model,
+                    prompts,
+                    name,
+                    args,
+                }))) => self.submit(broker::AgentCall {
+                    call,
+                    kind,
+                    model,
+                    prompts,
+                    name,
+                    args,
+                }),
+                Event::Agent(Inbound::Frame(frame)) => return Ok(Some(frame)),
+                Event::Agent(Inbound::Broken(why)) => {
+                    let why = format!("protocol error: {why}; the sandbox was killed");
+                    return Err(Interrupt::Died(self.die(why, None)));
+                }
+                Event::Agent(Inbound::Eof) => {
+                    return Err(Interrupt::Died(self.die("the agent exited".into(), None)))
+                }
+                Event::Exited(exit) => {
+                    let why = self.finish(Some(exit), None, "the sandbox exited".into());
+                    return Err(Interrupt::Died(why));
+                }
+                Event::OutputCeiling => {}
+            }
+        }
+    }
+
+    fn submit(&mut self, call: broker::AgentCall) {
+        match self.sandbox.egress.get() {
+            Ok(egress) => self.broker.submit(egress, call),
+            Err(e) => {
+                // No filter, no prompt leaves: the call fails.
+                self.link.send(json!({"t": "call_result", "call": call.call,
+                    "error": format!("the egress filter is unavailable: {e}")}));
+            }
+        }
+    }
+
+    /// Kills the sandbox (if it still runs), removes it and marks the
+    /// session dead; returns the reason given, with how the sandbox ended.
+    pub(crate) fn die(&mut self, why: String, ended_by: Option<EndedBy>) -> String {
+        if let Some(launched) = &self.launched {
+            if let Some(cg) = &launched.guard.cgroup {
+                cg.kill_all();
+            }
+        }
+        self.finish(None, ended_by, why)
+    }
+
+    /// Waits for the runtime's exit (given, or from the events), finishes
+    /// the run (counters, cleanup, classification) and marks the session
+    /// dead.
+    fn finish(
+        &mut self,
+        exit: Option<std::io::Result<std::process::ExitStatus>>,
+        ended_by: Option<EndedBy>,
+        why: String,
+    ) -> String {
+        let Some(launched) = self.launched.take() else {
+            return self.dead.clone().unwrap_or(why);
+        };
+        self.link.close();
+        let never = AtomicBool::new(false);
+        let (exit, waited_by) = match exit {
+            Some(exit) => (exit, None),
+            None => {
+                if let Some(cg) = &launched.guard.cgroup {
+                    cg.kill_all();
+                }
+                launched.wait(Instant::now(), &never)
+            }
+        };
+        // `wait` at a past deadline kills and reports a timeout; what
+        // ended it is ours to say.
+        let _ = waited_by;
+        let reason = match self.sandbox.finish(launched, exit, ended_by, self.started) {
+            Ok(result) => {
+                let why = with_status(&why, &result);
+                self.ended = Some(result);
+                why
+            }
+            Err(e) => format!("{why} (and: {e})"),
+        };
+        self.dead = Some(reason.clone());
+        reason
+    }
+
+    fn cancelled(&mut self) -> SessionError {
+        self.die("interrupted".into(), Some(EndedBy::Timeout));
+        SessionError::Supervise(SuperviseError::Interrupted)
+    }
+
+    /// Ends the session: the agent's stdin is closed, the sandbox stops
+    /// (killed if it has not within a second) and everything is removed.
+    pub fn close(mut self) -> Result<(), SessionError> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<(), SessionError> {
+        let Some(launched) = self.launched.take() else {
+            return Ok(());
+        };
+        self.link.close();
+        let never = AtomicBool::new(false);
+        let (exit, _) = launched.wait(Instant::now() + Duration::from_secs(1), &never);
+        self.dead = Some("the session was closed".into());
+        match self.sandbox.finish(launched, exit, None, self.started) {
+            Ok(result) => {
+                self.ended = Some(result);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if self.launched.is_some() {
+            let _ = self.die("the session was dropped".into(), None);
+        }
+    }
+}
+
+/// A context as the agent's `hello` and `add_context` carry it.
+fn agent_context(c: &Context) -> Value {
+    json!({"index": c.index, "path": c.path, "format": c.format, "size": c.size})
+}
+
+/// A message's `t`, for errors (never its contents).
+fn describe(msg: &AgentMsg) -> &'static str {
+    match msg {
+        AgentMsg::Ready { .. } => "ready",
+        AgentMsg::Done { .. } => "done",
+        AgentMsg::Call { .. } => "call",
+        AgentMsg::Reply { .. } => "reply",
+    }
+}
+
+/// `why`, with the sandbox's end where it adds something (OOM, a signal).
+fn with_status(why: &str, result: &ExecResult) -> String {
+    use crate::result::Status;
+    match result.status {
+        Status::Oom => format!("{why}: out of memory (memory limit)"),
+        Status::Killed => format!("{why}: killed by signal {}", result.signal.unwrap_or(9)),
+        Status::SandboxError => format!(
+            "{why}: {}",
+            result.error.as_deref().unwrap_or("the runtime failed")
+        ),
+        _ => why.to_string(),
+    }
+}

@@ -1,0 +1,552 @@
+//! The JSON-lines protocol of `rlm-sandbox session` (docs/PROTOCOL.md,
+//! "Session protocol"): requests on one stream, responses and events on
+//! another, one object per line, over a [`Session`].
+//!
+//! A reader thread parses every line: `call_result` goes straight to the
+//! call waiting for it (a cell may be running), everything else is queued
+//! for the session's thread, which answers each request with exactly one
+//! response. A bad line gets an error response and the session lives on.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use super::calls::{CallHandler, CallKind, CallOutcome, CallRequest};
+use super::contexts::Format;
+use super::{Handler, Session, SessionError, SessionOptions};
+use crate::supervise::Sandbox;
+
+/// Longest request line read; a longer one is refused (and skipped).
+pub const MAX_LINE: usize = 64 << 20;
+
+/// The session's output: responses and events, one line each, written
+/// whole under a lock (calls and responses come from several threads).
+#[derive(Clone)]
+pub struct Output(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Output {
+    pub fn new(w: impl Write + Send + 'static) -> Output {
+        Output(Arc::new(Mutex::new(Box::new(w))))
+    }
+
+    /// Writes `value` as one line; false when the reader is gone.
+    pub fn line(&self, value: &Value) -> bool {
+        let mut line = serde_json::to_vec(value).unwrap_or_default();
+        line.push(b'\n');
+        let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        out.write_all(&line).and_then(|_| out.flush()).is_ok()
+    }
+}
+
+/// Calls answered by the orchestrator: a `call` event out, a
+/// `call_result` request back.
+pub struct Orchestrator {
+    out: Output,
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, mpsc::Sender<CallOutcome>>>,
+    closed: AtomicBool,
+}
+
+impl Orchestrator {
+    pub fn new(out: Output) -> Orchestrator {
+        Orchestrator {
+            out,
+            next: AtomicU64::new(1),
+            pending: Mutex::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Hands `outcome` to call `id`; an error when no such call waits.
+    pub fn answer(&self, id: u64, outcome: CallOutcome) -> Result<(), String> {
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(outcome);
+                Ok(())
+            }
+            None => Err(format!("no call {id} is waiting for a result")),
+        }
+    }
+
+    /// Fails every waiting call, and every later one: nobody will answer.
+    pub fn close(&self, why: &str) {
+        self.closed.store(true, Ordering::Relaxed);
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, tx) in pending {
+            let _ = tx.send(Err(why.to_string()));
+        }
+    }
+}
+
+impl CallHandler for Orchestrator {
+    fn call(&self, request: &CallRequest, deadline: Instant) -> CallOutcome {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err("the orchestrator closed its input".into());
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let mut event = json!({
+            "event": "call",
+            "call": id,
+            "kind": request.kind.as_str(),
+            "model": request.model,
+        });
+        if request.kind == CallKind::Tool {
+            event["name"] = json!(request.name);
+            event["args"] = json!(request.args);
+        } else {
+            event["prompts"] = json!(request.prompts);
+        }
+        if !self.out.line(&event) {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err("the orchestrator's output is closed".into());
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let outcome = rx.recv_timeout(wait);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        match outcome {
+            Ok(outcome) => outcome,
+            Err(_) => Err("the orchestrator did not answer in time (RLM_LLM_TIMEOUT)".into()),
+        }
+    }
+}
+
+/// Who answers the session's calls.
+pub enum Backend {
+    /// The orchestrator on the other end of the JSON lines.
+    Orchestrator,
+    /// A handler of the host's (a command, an endpoint).
+    Handler(Handler),
+}
+
+/// A request for the session's thread.
+struct Request {
+    id: Value,
+    op: String,
+    body: Map<String, Value>,
+}
+
+/// Serves one session over `input`/`out` until `close`, the end of
+/// `input`, or `cancel`. Returns the process's exit code: 0, or 130 when
+/// cancelled. The first line written is the `ready` event (or an `error`
+/// event when the session could not start, then exit code 1).
+pub fn serve(
+    sandbox: &Sandbox,
+    options: SessionOptions,
+    backend: Backend,
+    input: impl BufRead + Send + 'static,
+    out: Output,
+    cancel: Arc<AtomicBool>,
+) -> i32 {
+    let orchestrator = Arc::new(Orchestrator::new(out.clone()));
+    let handler = match backend {
+        Backend::Orchestrator => Handler::Calls(orchestrator.clone()),
+        Backend::Handler(h) => h,
+    };
+    let mut session = match Session::start(sandbox, options, handler, cancel.clone()) {
+        Ok(session) => session,
+        Err(e) => {
+            out.line(&json!({"event": "error", "error": error_object(&e)}));
+            return if matches!(e.kind(), "interrupted") {
+                130
+            } else {
+                1
+            };
+        }
+    };
+    let mut ready = serde_json::to_value(session.ready()).unwrap_or_default();
+    ready["event"] = json!("ready");
+    out.line(&ready);
+
+    let (tx, requests) = mpsc::channel::<Request>();
+    {
+        let (out, orchestrator) = (out.clone(), orchestrator.clone());
+        std::thread::spawn(move || read_requests(input, &out, &orchestrator, &tx));
+    }
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            drop(session);
+            return 130;
+        }
+        let request = match requests.recv_timeout(crate::supervise::TICK) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let closing = request.op == "close";
+        let response = match handle(&mut session, &request) {
+            Ok(mut fields) => {
+                fields.insert("id".into(), request.id);
+                fields.insert("ok".into(), json!(true));
+                Value::Object(fields)
+            }
+            Err(e) => {
+                if e.kind() == "interrupted" {
+                    return 130;
+                }
+                json!({"id": request.id, "ok": false, "error": error_object(&e)})
+            }
+        };
+        if closing {
+            // Removed before the answer, so "ok" means gone.
+            let closed = session.close();
+            let response = match closed {
+                Ok(()) => response,
+                Err(e) => json!({"id": response["id"], "ok": false, "error": error_object(&e)}),
+            };
+            out.line(&response);
+            return 0;
+        }
+        out.line(&response);
+    }
+    orchestrator.close("the orchestrator closed its input");
+    let _ = session.close();
+    0
+}
+
+fn error_object(e: &SessionError) -> Value {
+    json!({"kind": e.kind(), "message": e.to_string()})
+}
+
+/// Carries out one request; its fields beside `id` and `ok`.
+fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, SessionError> {
+    let mut out = Map::new();
+    match r.op.as_str() {
+        "exec" => {
+            let code = str_field(&r.body, "code")?;
+            let timeout = match r.body.get("timeout") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(seconds(v)?),
+            };
+            let cell = session.exec(code, timeout)?;
+            out.insert("cell".into(), serde_json::to_value(cell).unwrap_or_default());
+        }
+        "vars" => {
+            out.insert("vars".into(), session.vars()?);
+        }
+        "get" => out = session.get(str_field(&r.body, "name")?)?,
+        "add_context" => {
+            let path = PathBuf::from(str_field(&r.body, "path")?);
+            let format = match r.body.get("format") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(Format::parse(s).map_err(SessionError::Request)?),
+                Some(other) => {
+                    return Err(SessionError::Request(format!(
+                        "field \"format\" must be \"text\" or \"json\", got {other}"
+                    )))
+                }
+            };
+            let context = session.add_context(&path, format)?;
+            out.insert("context".into(), serde_json::to_value(context).unwrap_or_default());
+        }
+        "reset" => session.reset()?,
+        "stats" => {
+            out.insert("usage".into(), serde_json::to_value(session.usage()).unwrap_or_default());
+            out.insert("alive".into(), json!(session.dead().is_none()));
+        }
+        "close" => {}
+        other => {
+            return Err(SessionError::Request(format!(
+                "unknown op {other:?}; expected exec, vars, get, add_context, reset, stats, close or call_result"
+            )))
+        }
+    }
+    Ok(out)
+}
+
+fn str_field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, SessionError> {
+    match body.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        None => Err(SessionError::Request(format!("missing field {name:?}"))),
+        Some(other) => Err(SessionError::Request(format!(
+            "field {name:?} must be a string, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+fn seconds(v: &Value) -> Result<Duration, SessionError> {
+    v.as_f64()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            SessionError::Request(format!(
+                "field \"timeout\" must be a number of seconds in (0, 86400], got {v}"
+            ))
+        })
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads request lines until the end of input: answers bad ones itself,
+/// hands `call_result` to the orchestrator and queues the rest.
+fn read_requests(
+    mut input: impl BufRead,
+    out: &Output,
+    orchestrator: &Orchestrator,
+    tx: &mpsc::Sender<Request>,
+) {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_line(&mut input, &mut line, MAX_LINE) {
+            Ok(Line::Eof) | Err(_) => return,
+            Ok(Line::TooLong(n)) => {
+                out.line(&bad(
+                    Value::Null,
+                    format!(
+                    "a request line of more than {n} bytes was skipped (the limit is {MAX_LINE})"
+                ),
+                ));
+                continue;
+            }
+            Ok(Line::Full) => {}
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match parse_request(&line) {
+            Ok(Parsed::Request(r)) => {
+                if tx.send(r).is_err() {
+                    return;
+                }
+            }
+            Ok(Parsed::CallResult { call, outcome }) => {
+                if let Err(e) = orchestrator.answer(call, outcome) {
+                    out.line(&bad(Value::Null, e));
+                }
+            }
+            Err((id, message)) => {
+                out.line(&bad(id, message));
+            }
+        }
+    }
+}
+
+fn bad(id: Value, message: String) -> Value {
+    json!({"id": id, "ok": false, "error": {"kind": "bad_request", "message": message}})
+}
+
+enum Parsed {
+    Request(Request),
+    CallResult { call: u64, outcome: CallOutcome },
+}
+
+/// One request line, strictly: an object with `op` (and `id` except for
+/// `call_result`); the error names what is wrong, with the id when known.
+fn parse_request(line: &[u8]) -> Result<Parsed, (Value, String)> {
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| (Value::Null, format!("the line is not JSON: {e}")))?;
+    let Value::Object(mut body) = value else {
+        return Err((
+            Value::Null,
+            format!("a request must be a JSON object, got {}", kind_of(&value)),
+        ));
+    };
+    let op = match body.remove("op") {
+        Some(Value::String(op)) => op,
+        None => {
+            let id = body.remove("id").unwrap_or(Value::Null);
+            return Err((id, "missing field \"op\"".into()));
+        }
+        Some(other) => {
+            let id = body.remove("id").unwrap_or(Value::Null);
+            return Err((
+                id,
+                format!("field \"op\" must be a string, got {}", kind_of(&other)),
+            ));
+        }
+    };
+    if op == "call_result" {
+        let call = body.get("call").and_then(Value::as_u64).ok_or_else(|| {
+            (
+                Value::Null,
+                "call_result needs \"call\": the call's number".to_string(),
+            )
+        })?;
+        let outcome = match (body.remove("results"), body.remove("error")) {
+            (Some(Value::Array(results)), None) => Ok(results),
+            (None, Some(Value::String(error))) => Err(error),
+            _ => {
+                return Err((
+                    Value::Null,
+                    format!("call_result {call} needs either \"results\" (an array) or \"error\" (a string)"),
+                ))
+            }
+        };
+        return Ok(Parsed::CallResult { call, outcome });
+    }
+    let Some(id) = body.remove("id") else {
+        return Err((
+            Value::Null,
+            format!("request {op:?} is missing field \"id\""),
+        ));
+    };
+    Ok(Parsed::Request(Request { id, op, body }))
+}
+
+enum Line {
+    Full,
+    TooLong(usize),
+    Eof,
+}
+
+/// Reads one line into `buf` (without its newline), at most `max` bytes;
+/// a longer line is consumed to its end and reported.
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    let mut too_long = false;
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            return Ok(if too_long {
+                Line::TooLong(max)
+            } else if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Full
+            });
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if !too_long && buf.len() + chunk.len() <= max {
+            buf.extend_from_slice(chunk);
+        } else {
+            too_long = true;
+            buf.clear();
+        }
+        let used = done.unwrap_or(available.len());
+        input.consume(used);
+        if done.is_some() {
+            return Ok(if too_long {
+                Line::TooLong(max)
+            } else {
+                Line::Full
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Parsed, (Value, String)> {
+        parse_request(line.as_bytes())
+    }
+
+    #[test]
+    fn requests_are_parsed_strictly() {
+        match parse(r#"{"id": 7, "op": "exec", "code": "x"}"#) {
+            Ok(Parsed::Request(r)) => {
+                assert_eq!((r.id, r.op.as_str()), (json!(7), "exec"));
+                assert_eq!(r.body["code"], "x");
+            }
+            _ => panic!(),
+        }
+        let cases = [
+            ("nope", "not JSON"),
+            ("[1]", "must be a JSON object, got an array"),
+            (r#"{"id": 1}"#, "missing field \"op\""),
+            (
+                r#"{"id": 1, "op": 3}"#,
+                "\"op\" must be a string, got a number",
+            ),
+            (r#"{"op": "vars"}"#, "missing field \"id\""),
+            (r#"{"op": "call_result"}"#, "needs \"call\""),
+            (r#"{"op": "call_result", "call": 1}"#, "either \"results\""),
+            (
+                r#"{"op": "call_result", "call": 1, "results": "x"}"#,
+                "either \"results\"",
+            ),
+        ];
+        for (line, want) in cases {
+            match parse(line) {
+                Err((_, message)) => assert!(message.contains(want), "{line}: {message}"),
+                Ok(_) => panic!("{line} was accepted"),
+            }
+        }
+        assert!(matches!(
+            parse(r#"{"op": "call_result", "call": 2, "error": "no"}"#),
+            Ok(Parsed::CallResult {
+                call: 2,
+                outcome: Err(_)
+            })
+        ));
+        match parse(r#"{"id": "a", "op": 1}"#) {
+            Err((id, _)) => assert_eq!(id, json!("a")),
+            Ok(_) => panic!(),
+        }
+    }
+
+    #[test]
+    fn long_lines_are_skipped_whole() {
+        let text = format!("{}\nshort\n", "x".repeat(100));
+        let mut input = std::io::BufReader::with_capacity(16, text.as_bytes());
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut input, &mut buf, 50),
+            Ok(Line::TooLong(50))
+        ));
+        buf.clear();
+        assert!(matches!(
+            read_line(&mut input, &mut buf, 50),
+            Ok(Line::Full)
+        ));
+        assert_eq!(buf, b"short");
+        buf.clear();
+        assert!(matches!(read_line(&mut input, &mut buf, 50), Ok(Line::Eof)));
+    }
+
+    #[test]
+    fn an_unanswered_call_times_out_and_a_late_answer_is_refused() {
+        let sink = Output::new(std::io::sink());
+        let orchestrator = Orchestrator::new(sink);
+        let request = CallRequest {
+            kind: CallKind::LlmQuery,
+            name: None,
+            model: None,
+            prompts: vec!["hi".into()],
+            args: None,
+        };
+        let outcome = orchestrator.call(&request, Instant::now() + Duration::from_millis(20));
+        assert!(outcome.unwrap_err().contains("did not answer"));
+        assert!(orchestrator.answer(1, Ok(vec![])).is_err());
+        orchestrator.close("gone");
+        assert!(orchestrator
+            .call(&request, Instant::now() + Duration::from_secs(5))
+            .unwrap_err()
+            .contains("closed"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Replays every example of docs/PROTOCOL.md against a real session: the
+//! document cannot drift from what `rlm-sandbox session` does.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::repl::Repl;
+use serde_json::Value;
+
+const DOC: &str = include_str!("../docs/PROTOCOL.md");
+
+/// The ```session blocks: lists of (sent?, line).
+fn examples() -> Vec<Vec<(bool, String)>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<(bool, String)>> = None;
+    for line in DOC.lines() {
+        match (&mut current, line) {
+            (None, "```session") => current = Some(Vec::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), l) if l.starts_with("> ") => block.push((true, l[2..].to_string())),
+            (Some(block), l) if l.starts_with("< ") => block.push((false, l[2..].to_string())),
+            (Some(_), l) => panic!("a session example line must start with > or <: {l:?}"),
+            (None, _) => {}
+        }
+    }
+    assert!(current.is_none(), "an example block is not closed");
+    blocks
+}
+
+/// Whether `actual` has every field of `want` (recursively; arrays
+/// element by element, of the same length); `"*"` matches anything.
+fn matches(want: &Value, actual: &Value) -> bool {
+    match (want, actual) {
+        (Value::String(s), _) if s == "*" => true,
+        (Value::Object(w), Value::Object(a)) => w
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|av| matches(v, av))),
+        (Value::Array(w), Value::Array(a)) => {
+            w.len() == a.len() && w.iter().zip(a).all(|(w, a)| matches(w, a))
+        }
+        (w, a) => w == a,
+    }
+}
+
+on_both_runtimes! {
+    fn every_protocol_example_replays(env) {
+        let blocks = examples();
+        assert!(blocks.len() >= 4, "examples found: {}", blocks.len());
+        for block in blocks {
+            let mut repl = Repl::start(env, &[]);
+            for (sent, line) in &block {
+                if *sent {
+                    let mut bytes = line.clone().into_bytes();
+                    bytes.push(b'\n');
+                    repl.raw(&bytes);
+                    continue;
+                }
+                let want: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("bad example line {line:?}: {e}"));
+                let got = repl.line(Duration::from_secs(60)).expect("a line from the session");
+                assert!(matches(&want, &got), "expected {want}\n     got {got}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_matcher_compares_only_given_fields() {
+    let got: Value = serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x"}});
+    assert!(matches(&serde_json::json!({"b": {"c": [1, 2]}}), &got));
+    assert!(matches(&serde_json::json!({"a": "*"}), &got));
+    assert!(!matches(&serde_json::json!({"b": {"c": [1]}}), &got));
+    assert!(!matches(&serde_json::json!({"e": null}), &got));
+    assert!(!matches(&serde_json::json!({"a": 2}), &got));
+}

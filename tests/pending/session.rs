@@ -1,0 +1,363 @@
+//! `rlm-sandbox session` against the real runtimes: state, output
+//! separation, interrupts, deaths, contexts, answers, the protocol's
+//! errors, and cleanup. Calls answered by the orchestrator are in
+//! tests/session_calls.rs.
+
+#[macro_use]
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::repl::Repl;
+use serde_json::{json, Value};
+
+fn text(cell: &Value, stream: &str) -> String {
+    cell[stream].as_str().unwrap_or_default().to_string()
+}
+
+/// Asserts nothing of the session process `pid` is left.
+fn clean(env: &common::Env, pid: u32) {
+    env.assert_clean(pid);
+}
+
+on_both_runtimes! {
+    fn state_persists_across_a_hundred_cells(env) {
+        let mut repl = Repl::start(env, &[]);
+        assert_eq!(repl.ready["runtime"]["name"], env.runtime.as_str());
+        let cell = repl.exec("total = 0\nseen = []");
+        assert_eq!(cell["status"], "ok", "{cell}");
+        for i in 1..=100 {
+            let cell = repl.exec(&format!("total += {i}\nseen.append({i})\nprint(total)"));
+            assert_eq!(cell["status"], "ok", "{cell}");
+            assert_eq!(text(&cell, "stdout"), format!("{}\n", i * (i + 1) / 2), "cell {i}");
+        }
+        let cell = repl.exec("print(len(seen), seen[-1], total)");
+        assert_eq!(text(&cell, "stdout"), "100 100 5050\n");
+        let pid = repl.child.id();
+        assert!(repl.close().success());
+        clean(env, pid);
+    }
+
+    fn raw_fd_writes_land_in_their_own_cell(env) {
+        let mut repl = Repl::start(env, &[]);
+        let cell = repl.exec(concat!(
+            "import os, sys\n",
+            "print('py-out')\n",
+            "os.write(1, b'fd1-out\\n')\n",
+            "os.write(2, b'fd2-err\\n')\n",
+            "sys.stderr.write('py-err\\n')\n",
+            // Bytes that look like a frame header must stay output.
+            "os.write(1, b'\\x00\\x00\\x00\\x05J{}\\n')\n",
+        ));
+        assert_eq!(cell["status"], "ok", "{cell}");
+        let out = text(&cell, "stdout");
+        assert!(out.contains("py-out\n") && out.contains("fd1-out\n"), "{out:?}");
+        assert!(out.contains("J{}"), "{out:?}");
+        let err = text(&cell, "stderr");
+        assert!(err.contains("fd2-err\n") && err.contains("py-err\n"), "{err:?}");
+        assert!(!out.contains("err") && !err.contains("out"), "{cell}");
+        let next = repl.exec("print('next')");
+        assert_eq!(text(&next, "stdout"), "next\n");
+        assert_eq!(text(&next, "stderr"), "");
+        assert!(repl.close().success());
+    }
+
+    fn a_thread_printing_after_its_cell_does_not_corrupt_later_results(env) {
+        let mut repl = Repl::start(env, &[]);
+        let cell = repl.exec(concat!(
+            "import threading, time, os\n",
+            "stop = False\n",
+            "def chatter():\n",
+            "    while not stop:\n",
+            "        print('chatter ' * 50)\n",
+            "        os.write(2, b'raw chatter\\n')\n",
+            "        time.sleep(0.001)\n",
+            "t = threading.Thread(target=chatter, daemon=True)\n",
+            "t.start()\n",
+        ));
+        assert_eq!(cell["status"], "ok", "{cell}");
+        for i in 0..30 {
+            let cell = repl.exec(&format!("x_{i} = {i}\nprint('value', x_{i})"));
+            assert_eq!(cell["status"], "ok", "{cell}");
+            // The chatter may land in a running cell; the cell's own
+            // output is whole and the protocol intact.
+            assert!(text(&cell, "stdout").contains(&format!("value {i}\n")), "{cell}");
+        }
+        let cell = repl.exec("stop = True\nt.join()\nprint('quiet')");
+        assert!(text(&cell, "stdout").ends_with("quiet\n"), "{cell}");
+        let cell = repl.exec("print('after')");
+        assert_eq!(text(&cell, "stdout"), "after\n", "{cell}");
+        assert_eq!(text(&cell, "stderr"), "", "{cell}");
+        assert!(repl.close().success());
+    }
+
+    fn a_traceback_leaves_the_session_alive(env) {
+        let mut repl = Repl::start(env, &[]);
+        repl.exec("kept = 41");
+        let cell = repl.exec("def f():\n    raise ValueError('boom')\nf()");
+        assert_eq!(cell["status"], "error", "{cell}");
+        let err = text(&cell, "stderr");
+        assert!(err.starts_with("Traceback (most recent call last):"), "{err}");
+        assert!(err.contains("ValueError: boom"), "{err}");
+        assert!(err.contains("<cell"), "{err}");
+        assert!(!err.contains("_rlm_agent"), "agent frames leak: {err}");
+        let cell = repl.exec("syntax error here");
+        assert_eq!(cell["status"], "error");
+        assert!(text(&cell, "stderr").contains("SyntaxError"), "{cell}");
+        let cell = repl.exec("raise SystemExit(3)");
+        assert_eq!(cell["status"], "error", "{cell}");
+        let cell = repl.exec("print(kept + 1)");
+        assert_eq!((cell["status"].as_str(), text(&cell, "stdout").as_str()), (Some("ok"), "42\n"));
+        assert!(repl.close().success());
+    }
+
+    fn a_cell_timeout_interrupts_and_keeps_the_state(env) {
+        let mut repl = Repl::start(env, &[]);
+        repl.exec("before = 'kept'");
+        let r = repl.request("exec", json!({"code": "import time\nprint('started')\ntime.sleep(30)", "timeout": 1}));
+        let cell = &r["cell"];
+        assert_eq!(cell["status"], "timeout", "{r}");
+        assert_eq!(cell["interrupted"], true, "{r}");
+        assert_eq!(cell["session_dead"], false, "{r}");
+        assert!(text(cell, "stdout").contains("started"), "{r}");
+        assert!(text(cell, "stderr").contains("KeyboardInterrupt"), "{r}");
+        let ms = cell["duration_ms"].as_u64().unwrap();
+        assert!((1000..5000).contains(&ms), "{ms} ms");
+        let cell = repl.exec("print(before)");
+        assert_eq!(text(&cell, "stdout"), "kept\n", "{cell}");
+        // A busy loop is interrupted too.
+        let r = repl.request("exec", json!({"code": "while True:\n    pass", "timeout": 0.5}));
+        assert_eq!((r["cell"]["status"].as_str(), r["cell"]["session_dead"].as_bool()), (Some("timeout"), Some(false)), "{r}");
+        assert!(repl.close().success());
+    }
+
+    fn a_cell_that_swallows_the_interrupt_gets_the_sandbox_killed(env) {
+        let mut repl = Repl::start(env, &["--interrupt-grace", "1"]);
+        let pid = repl.child.id();
+        let code = "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass";
+        let r = repl.request("exec", json!({"code": code, "timeout": 0.5}));
+        let cell = &r["cell"];
+        assert_eq!(cell["status"], "timeout", "{r}");
+        assert_eq!(cell["session_dead"], true, "{r}");
+        assert!(cell["error"].as_str().unwrap().contains("killed"), "{r}");
+        for op in ["exec", "vars", "reset"] {
+            let r = repl.request(op, json!({"code": "1"}));
+            assert_eq!(r["ok"], false, "{r}");
+            assert_eq!(r["error"]["kind"], "session_dead", "{r}");
+        }
+        // The sandbox is gone already, while the session still answers.
+        common::assert_clean_runs(env.state.path(), &format!("rlms-{pid}-"));
+        assert!(repl.close().success());
+    }
+
+    fn out_of_memory_in_a_cell_is_reported_and_ends_the_session(env) {
+        let mut repl = Repl::start(env, &["--memory", "128m"]);
+        let pid = repl.child.id();
+        let cell = repl.exec("blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))");
+        assert_eq!(cell["status"], "oom", "{cell}");
+        assert_eq!(cell["session_dead"], true, "{cell}");
+        assert!(cell["usage"]["oom_kills"].as_u64().unwrap_or(0) >= 1, "{cell}");
+        let r = repl.request("exec", json!({"code": "print(1)"}));
+        assert_eq!(r["error"]["kind"], "session_dead", "{r}");
+        assert!(repl.close().success());
+        clean(env, pid);
+    }
+
+    fn final_answers_from_answer_ready_and_final_var(env) {
+        let mut repl = Repl::start(env, &[]);
+        let cell = repl.exec("answer['content'] = 'forty-two'\nanswer['ready'] = True");
+        assert_eq!(cell["final_answer"], "forty-two", "{cell}");
+        // An old answer never ends a later task.
+        let cell = repl.exec("print(answer['ready'])");
+        assert_eq!(cell["final_answer"], Value::Null, "{cell}");
+        assert_eq!(text(&cell, "stdout"), "False\n");
+        let cell = repl.exec("result = {'a': 1}\nFINAL_VAR('result')");
+        assert_eq!(cell["final_answer"], "{'a': 1}", "{cell}");
+        let cell = repl.exec("FINAL('done')");
+        assert_eq!(cell["final_answer"], "done", "{cell}");
+        // Overwritten names come back.
+        repl.exec("answer = 3\nllm_query = None\ndel FINAL_VAR");
+        let cell = repl.exec("print(type(answer).__name__, callable(llm_query), callable(FINAL_VAR))");
+        assert_eq!(text(&cell, "stdout"), "dict True True\n", "{cell}");
+        assert!(repl.close().success());
+    }
+
+    fn vars_get_and_reset(env) {
+        let mut repl = Repl::start(env, &[]);
+        repl.exec("numbers = list(range(10))\nname = 'x' * 100000\n_private = 1");
+        let r = repl.request("vars", json!({}));
+        assert_eq!(r["ok"], true, "{r}");
+        let vars = r["vars"].as_array().unwrap();
+        let find = |n: &str| vars.iter().find(|v| v["name"] == n).cloned();
+        assert_eq!(find("numbers").unwrap()["type"], "list");
+        assert_eq!(find("numbers").unwrap()["size"], 10);
+        assert!(find("_private").is_none() && find("llm_query").is_none(), "{r}");
+        let r = repl.request("get", json!({"name": "numbers"}));
+        assert_eq!(r["repr"], "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "{r}");
+        let r = repl.request("get", json!({"name": "name"}));
+        assert_eq!(r["truncated"], true, "{r}");
+        assert!(r["repr"].as_str().unwrap().len() <= 64 << 10, "{r}");
+        let r = repl.request("get", json!({"name": "missing"}));
+        assert_eq!((r["ok"].as_bool(), r["error"]["kind"].as_str()), (Some(false), Some("bad_request")), "{r}");
+        assert!(repl.request("reset", json!({}))["ok"].as_bool().unwrap());
+        let cell = repl.exec("print('numbers' in globals(), callable(llm_query))");
+        assert_eq!(text(&cell, "stdout"), "False True\n", "{cell}");
+        assert!(repl.close().success());
+    }
+}
+
+on_both_runtimes! {
+    fn a_large_context_is_searched_through_mmap(env) {
+        // 200 MB of filler with one marker in the middle.
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let line = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do\n";
+        let lines = 200_000_000 / line.len();
+        let mut block = Vec::with_capacity(line.len() * 10_000);
+        for _ in 0..10_000 {
+            block.extend_from_slice(line);
+        }
+        for i in 0..lines / 10_000 {
+            file.write_all(&block).unwrap();
+            if i == lines / 20_000 {
+                file.write_all(b"THE-NEEDLE-7f3a\n").unwrap();
+            }
+        }
+        file.flush().unwrap();
+        let size = file.as_file().metadata().unwrap().len();
+        let path = file.path().to_str().unwrap().to_string();
+        let mut repl = Repl::start(env, &["--context", &path, "--memory", "256m"]);
+        assert_eq!(repl.ready["contexts"][0]["size"], size);
+        let cell = repl.exec(concat!(
+            "print(type(context).__name__, 'ctx' in context)\n",
+            "hits = ctx.search('THE-NEEDLE-[0-9a-f]+')\n",
+            "print(len(hits), hits[0]['match'], hits[0]['offset'])\n",
+            "print(ctx.size)\n",
+            "print(ctx.snippet(hits[0]['offset'], 20))\n",
+        ));
+        assert_eq!(cell["status"], "ok", "{cell}");
+        let out = text(&cell, "stdout");
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("str True"), "{out}");
+        let hit: Vec<&str> = lines.next().unwrap().split(' ').collect();
+        assert_eq!(&hit[..2], ["1", "THE-NEEDLE-7f3a"], "{out}");
+        let offset: u64 = hit[2].parse().unwrap();
+        assert!(offset > size / 3 && offset < 2 * size / 3, "{offset} of {size}");
+        assert_eq!(lines.next(), Some(size.to_string().as_str()));
+        let stats = repl.request("stats", json!({}));
+        let peak = stats["usage"]["memory_peak_bytes"].as_u64().expect("memory peak");
+        assert!(peak < size / 2, "memory peak {peak} for a {size}-byte context");
+        assert!(repl.close().success());
+    }
+
+    fn a_json_context_arrives_parsed_and_contexts_can_be_added(env) {
+        let dir = tempfile::tempdir().unwrap();
+        let json_path = dir.path().join("data.json");
+        std::fs::write(&json_path, br#"{"items": [1, 2, 3], "name": "ctx"}"#).unwrap();
+        let mut repl = Repl::start(env, &["--context", json_path.to_str().unwrap()]);
+        let cell = repl.exec("print(type(context).__name__, context['items'], context_0 is context)");
+        assert_eq!(text(&cell, "stdout"), "dict [1, 2, 3] True\n", "{cell}");
+        let added = dir.path().join("more.txt");
+        std::fs::write(&added, "second context\n").unwrap();
+        let r = repl.request("add_context", json!({"path": added.to_str().unwrap()}));
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["context"]["name"], "context_1", "{r}");
+        let cell = repl.exec("print(repr(context_1), ctxs[1].size, len(ctxs))");
+        assert_eq!(text(&cell, "stdout"), "'second context\\n' 15 2\n", "{cell}");
+        let r = repl.request("add_context", json!({"path": "/nonexistent/file"}));
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("/nonexistent/file"), "{r}");
+        let as_text = dir.path().join("raw.json");
+        std::fs::write(&as_text, "{not json").unwrap();
+        let r = repl.request("add_context", json!({"path": as_text.to_str().unwrap(), "format": "text"}));
+        assert_eq!(r["ok"], true, "{r}");
+        let cell = repl.exec("print(context_2)");
+        assert_eq!(text(&cell, "stdout"), "{not json\n", "{cell}");
+        assert!(repl.close().success());
+    }
+}
+
+on_both_runtimes! {
+    fn malformed_lines_get_errors_and_the_session_lives_on(env) {
+        let mut repl = Repl::start(env, &[]);
+        let cases: [(&[u8], &str); 9] = [
+            (b"this is not json\n", "not JSON"),
+            (b"[1, 2]\n", "must be a JSON object"),
+            (b"{\"id\": 1}\n", "missing field \"op\""),
+            (b"{\"id\": 2, \"op\": \"fly\"}\n", "unknown op \"fly\""),
+            (b"{\"op\": \"vars\"}\n", "missing field \"id\""),
+            (b"{\"id\": 3, \"op\": \"exec\"}\n", "missing field \"code\""),
+            (b"{\"id\": 4, \"op\": \"exec\", \"code\": 5}\n", "must be a string"),
+            (b"{\"id\": 5, \"op\": \"exec\", \"code\": \"1\", \"timeout\": -1}\n", "timeout"),
+            (b"{\"op\": \"call_result\", \"call\": 99, \"results\": []}\n", "no call 99"),
+        ];
+        for (line, want) in cases {
+            repl.raw(line);
+            let r = repl.line(Duration::from_secs(10)).expect("a response");
+            assert_eq!(r["ok"], false, "{r}");
+            assert_eq!(r["error"]["kind"], "bad_request", "{r}");
+            assert!(r["error"]["message"].as_str().unwrap().contains(want), "{want}: {r}");
+        }
+        // A line above the limit (64 MiB) is skipped whole.
+        let mut huge = vec![b'x'; (64 << 20) + 10];
+        huge.push(b'\n');
+        repl.raw(&huge);
+        let r = repl.line(Duration::from_secs(30)).expect("a response");
+        assert!(r["error"]["message"].as_str().unwrap().contains("more than"), "{r}");
+        let cell = repl.exec("print('alive')");
+        assert_eq!(text(&cell, "stdout"), "alive\n");
+        assert!(repl.close().success());
+    }
+
+    fn end_of_input_sigterm_and_sigkill_leave_nothing_behind(env) {
+        // End of stdin.
+        let mut repl = Repl::start(env, &[]);
+        let pid = repl.child.id();
+        repl.exec("x = 1");
+        repl.close_stdin();
+        assert!(repl.wait_exit(Duration::from_secs(20)).success());
+        clean(env, pid);
+        // SIGTERM in the middle of a cell.
+        let mut repl = Repl::start(env, &[]);
+        let pid = repl.child.id();
+        repl.send(&json!({"id": 1, "op": "exec", "code": "import time\ntime.sleep(60)"}));
+        std::thread::sleep(Duration::from_millis(300));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = repl.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(130), "{status:?}");
+        clean(env, pid);
+        // SIGKILL: the watchdog removes the sandbox.
+        let mut repl = Repl::start(env, &[]);
+        let pid = repl.child.id();
+        repl.send(&json!({"id": 1, "op": "exec", "code": "while True: pass"}));
+        std::thread::sleep(Duration::from_millis(300));
+        repl.child.kill().unwrap();
+        repl.child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !common::leftovers(env.state.path(), &format!("rlms-{pid}-")).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "left after SIGKILL: {:?}",
+                common::leftovers(env.state.path(), &format!("rlms-{pid}-")));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        clean(env, pid);
+    }
+
+    fn a_crashed_agent_ends_the_session_cleanly(env) {
+        let mut repl = Repl::start(env, &[]);
+        let pid = repl.child.id();
+        let cell = repl.exec("import os\nos._exit(7)");
+        assert_eq!(cell["session_dead"], true, "{cell}");
+        assert!(cell["error"].as_str().unwrap().contains("agent"), "{cell}");
+        let r = repl.request("get", json!({"name": "x"}));
+        assert_eq!(r["error"]["kind"], "session_dead", "{r}");
+        common::assert_clean_runs(env.state.path(), &format!("rlms-{pid}-"));
+        // Frames forged by user code end the session, not the host.
+        let mut repl = Repl::start(env, &[]);
+        let cell = repl.exec("import os\nfor fd in range(100, 110):\n    try:\n        os.write(fd, b'\\xff\\xff\\xff\\xff')\n    except OSError:\n        pass\nimport time\ntime.sleep(1)");
+        assert_eq!(cell["session_dead"], true, "{cell}");
+        assert!(cell["error"].as_str().unwrap().contains("protocol error"), "{cell}");
+        let r = repl.request("exec", json!({"code": "1"}));
+        assert_eq!(r["error"]["kind"], "session_dead", "{r}");
+        assert!(repl.close().success());
+    }
+}

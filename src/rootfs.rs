@@ -45,7 +45,10 @@ pub fn resolve(
         };
     }
     let path = rootfs_builder::default_rootfs_dir();
-    if has_python(&path) {
+    // A default rootfs from an older build lacks this build's agent: it
+    // is rebuilt (replaced in place) like a missing one.
+    let current = |p: &Path| has_python(p) && rootfs_builder::has_current_agent(p);
+    if current(&path) {
         return Ok(path);
     }
     let lock_path = path.with_extension("lock");
@@ -60,7 +63,7 @@ pub fn resolve(
     let _lock = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, errno)| lock_err(std::io::Error::from(errno)))?;
     // Another driver may have built it while we waited for the lock.
-    if !has_python(&path) {
+    if !current(&path) {
         rootfs_builder::build(
             &rootfs_builder::BuildOptions {
                 output: path.clone(),

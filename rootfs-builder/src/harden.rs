@@ -10,6 +10,9 @@ use crate::{Error, SANDBOX_GID, SANDBOX_UID};
 
 const SITECUSTOMIZE: &str = include_str!("../python/sitecustomize.py");
 const SUBPROCESS_SHIM: &str = include_str!("../python/subprocess_shim.py");
+/// The session agent (docs/PROTOCOL.md), installed as [`crate::AGENT_MODULE`]
+/// and byte-compiled with the rest of the stdlib.
+pub(crate) const AGENT: &str = include_str!("../python/agent.py");
 /// Module name of [`SUBPROCESS_SHIM`] in the stdlib: not a blocked name.
 const SUBPROCESS_SHIM_MODULE: &str = "_rlm_sandbox_subprocess";
 
@@ -222,6 +225,12 @@ pub fn harden(tree: &Path, version: &str) -> Result<(), Error> {
     for package in SUBPROCESS_IMPORTERS {
         redirect_package(tree, &format!("{stdlib_rel}/{package}"))?;
     }
+    write_file(
+        tree,
+        &format!("{stdlib_rel}/{}.py", crate::AGENT_MODULE),
+        AGENT,
+        0o644,
+    )?;
     // Debian ships this as a link into /etc; write_file replaces the link.
     write_file(
         tree,

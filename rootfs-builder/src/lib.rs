@@ -30,6 +30,21 @@ pub const SANDBOX_GID: u32 = 65432;
 pub const PYTHON: &str = "/usr/bin/python3";
 /// The session agent, a module of the rootfs's stdlib (`python3 -m`).
 pub const AGENT_MODULE: &str = "_rlm_agent";
+
+/// Whether the rootfs at `root` holds this build's session agent: a
+/// rootfs built before the agent (or an older agent) must be rebuilt
+/// before sessions can use it.
+pub fn has_current_agent(root: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root.join("usr/lib")) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        name.to_string_lossy().starts_with("python3.")
+            && std::fs::read(e.path().join(format!("{AGENT_MODULE}.py")))
+                .is_ok_and(|b| b == harden::AGENT.as_bytes())
+    })
+}
 /// Where the driver bind-mounts the run's input (code) read-only.
 pub const INPUT_DIR: &str = "/rlm";
 

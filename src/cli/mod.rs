@@ -9,6 +9,7 @@ mod gc;
 mod rootfs;
 mod run;
 mod selftest;
+mod session;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +41,16 @@ enum Command {
     /// sandbox failed to run) or 130 (interrupted). --json prints one result
     /// object instead (see the README's result contract).
     Run(run::RunArgs),
+    /// Start a stateful sandboxed Python REPL driven by JSON lines.
+    ///
+    /// One request per line on stdin ({"id", "op": exec | vars | get |
+    /// add_context | reset | stats | close}), one response per request on
+    /// stdout, plus events: "ready" first, and "call" when the code calls
+    /// llm_query, rlm_query or a --tool (answered with {"op":
+    /// "call_result"}). Each --context FILE is mounted read-only and
+    /// defined as `context_N` and `ctxs[N]`. End of stdin, close, SIGTERM
+    /// or SIGINT remove the sandbox. The protocol is docs/PROTOCOL.md.
+    Session(Box<session::SessionArgs>),
     /// Show this host's security posture: runtimes, cgroups, limits, seccomp,
     /// rootfs. Exits 1 when the configured policy cannot be met.
     Check(check::CheckArgs),
@@ -178,6 +189,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Run(args) => run::run(args),
+        Command::Session(args) => session::run(args),
         Command::Check(args) => check::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Rootfs(cmd) => rootfs::run(cmd),

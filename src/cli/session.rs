@@ -9,34 +9,14 @@ use anyhow::{bail, Context};
 use clap::Args;
 use rlm_sandbox::config::{parse_size, ExecutionMode};
 use rlm_sandbox::session::serve::{serve, Backend, Output};
-use rlm_sandbox::session::{CallLimits, Handler, SessionOptions, Tool};
+use rlm_sandbox::session::{CallLimits, SessionOptions, Tool};
 use rlm_sandbox::supervise::Sandbox;
 
 use super::egress::EgressArgs;
 use super::SandboxArgs;
 
-/// Largest answer a command or an endpoint may give.
-const MAX_ANSWER_BYTES: usize = 16 << 20;
-
 #[derive(Debug, Args)]
 pub struct SessionArgs {
-    /// Answer llm_query with this shell command: the prompt on its stdin,
-    /// the answer from its stdout, one process per prompt (the model, if
-    /// any, in RLM_LLM_MODEL). Default: the orchestrator answers `call`
-    /// events on stdin.
-    #[arg(long, value_name = "CMD", env = "RLM_LLM_COMMAND", conflicts_with = "llm_endpoint")]
-    llm_command: Option<String>,
-    /// Answer llm_query from an OpenAI-compatible chat-completions endpoint,
-    /// e.g. http://127.0.0.1:8000/v1
-    #[arg(long, value_name = "URL", env = "RLM_LLM_ENDPOINT")]
-    llm_endpoint: Option<String>,
-    /// The endpoint's model when the code names none
-    #[arg(long, value_name = "NAME", env = "RLM_LLM_MODEL")]
-    llm_model: Option<String>,
-    /// Host environment variable holding the endpoint's API key (never
-    /// sent into the sandbox)
-    #[arg(long, value_name = "VAR", env = "RLM_LLM_API_KEY_ENV")]
-    llm_api_key_env: Option<String>,
     /// Sub-calls (prompts and tool calls) per session
     #[arg(long, value_name = "N", env = "RLM_MAX_LLM_CALLS", default_value_t = CallLimits::default().max_calls)]
     max_llm_calls: u64,
@@ -118,9 +98,13 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
     }
-    let backend = backend(args)?;
     let options = SessionOptions {
-        contexts: args.egress.context.iter().map(|p| (p.clone(), None)).collect(),
+        contexts: args
+            .egress
+            .context
+            .iter()
+            .map(|p| (p.clone(), None))
+            .collect(),
         tools: args.tools.clone(),
         calls: CallLimits {
             max_calls: args.max_llm_calls,
@@ -151,32 +135,11 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
     Ok(serve(
         &sandbox,
         options,
-        backend,
+        Backend::Orchestrator,
         input,
         Output::new(std::io::stdout()),
         cancel,
     ))
-}
-
-fn backend(args: &SessionArgs) -> anyhow::Result<Backend> {
-    use rlm_sandbox::session::llm_command::CommandHandler;
-    use rlm_sandbox::session::llm_endpoint::EndpointHandler;
-    if let Some(command) = &args.llm_command {
-        let handler = CommandHandler::new(command.clone(), MAX_ANSWER_BYTES);
-        return Ok(Backend::Handler(Handler::Prompts(Arc::new(handler))));
-    }
-    if let Some(url) = &args.llm_endpoint {
-        let key = match &args.llm_api_key_env {
-            Some(var) => Some(std::env::var(var).with_context(|| {
-                format!("--llm-api-key-env / RLM_LLM_API_KEY_ENV names {var}, which is not set")
-            })?),
-            None => None,
-        };
-        let handler = EndpointHandler::new(url, args.llm_model.clone(), key, MAX_ANSWER_BYTES)
-            .map_err(|e| anyhow::anyhow!("--llm-endpoint {url}: {e}"))?;
-        return Ok(Backend::Handler(Handler::Prompts(Arc::new(handler))));
-    }
-    Ok(Backend::Orchestrator)
 }
 
 #[cfg(test)]
@@ -195,7 +158,10 @@ mod tests {
         );
         assert_eq!(tool("now").unwrap().params, Vec::<String>::new());
         for bad in ["", "1x", "a-b", "f:x y", "f:1"] {
-            assert!(tool(bad).unwrap_err().contains(&format!("{bad:?}")), "{bad}");
+            assert!(
+                tool(bad).unwrap_err().contains(&format!("{bad:?}")),
+                "{bad}"
+            );
         }
     }
 }

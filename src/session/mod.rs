@@ -443,7 +443,11 @@ impl<'s> Session<'s> {
                     return Err(Interrupt::Died(self.die("the agent exited".into(), None)))
                 }
                 Event::Exited(exit) => {
-                    let why = self.finish(Some(exit), None, "the sandbox exited".into());
+                    let why = match &exit {
+                        Ok(status) => format!("the agent's sandbox exited ({status})"),
+                        Err(e) => format!("the agent's sandbox ended: {e}"),
+                    };
+                    let why = self.finish(Some(exit), None, why);
                     return Err(Interrupt::Died(why));
                 }
                 Event::OutputCeiling => {}

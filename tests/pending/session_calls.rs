@@ -2,6 +2,8 @@
 //! orchestrator, by a command and by an OpenAI-compatible endpoint, with
 //! the host's limits enforced and prompts filtered for secrets.
 
+#![allow(clippy::unwrap_used)]
+
 #[macro_use]
 mod common;
 

@@ -1,6 +1,8 @@
 //! Replays every example of docs/PROTOCOL.md against a real session: the
 //! document cannot drift from what `rlm-sandbox session` does.
 
+#![allow(clippy::unwrap_used)]
+
 #[macro_use]
 mod common;
 

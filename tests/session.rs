@@ -3,6 +3,8 @@
 //! errors, and cleanup. Calls answered by the orchestrator are in
 //! tests/session_calls.rs.
 
+#![allow(clippy::unwrap_used)]
+
 #[macro_use]
 mod common;
 

@@ -207,6 +207,22 @@ pub fn main() -> i32 {
     }
 }
 
+/// A flag set by SIGINT, SIGTERM or SIGHUP: the driver then ends its
+/// sandbox in order (killed, removed) instead of dying with it.
+pub fn cancel_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use anyhow::Context;
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, cancel.clone())
+            .context("cannot install the signal handler")?;
+    }
+    Ok(cancel)
+}
+
 /// Progress of a rootfs build, one line each on stderr.
 pub fn print_progress(p: &rlm_sandbox::rootfs::Progress) {
     eprintln!("rlm-sandbox: rootfs: {p}");

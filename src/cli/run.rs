@@ -2,8 +2,6 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -78,15 +76,7 @@ fn run_inner(args: &RunArgs) -> anyhow::Result<i32> {
     let code = read_code(args)?;
     // Refused before anything is prepared (the library checks again).
     rlm_sandbox::code::validate(&code)?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(signal, cancel.clone())
-            .context("cannot install the signal handler")?;
-    }
+    let cancel = super::cancel_on_signals()?;
     let outcome = match config.mode {
         ExecutionMode::Local => {
             eprintln!("{}", rlm_sandbox::local::DANGER);

@@ -1,11 +1,9 @@
 //! `rlm-sandbox session`: one sandbox running the agent, driven by JSON
 //! lines on stdin and stdout (docs/PROTOCOL.md).
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use rlm_sandbox::config::{parse_size, ExecutionMode};
 use rlm_sandbox::session::serve::{serve, Backend, Output};
@@ -117,15 +115,7 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
         grace: args.interrupt_grace,
         ..SessionOptions::default()
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(signal, cancel.clone())
-            .context("cannot install the signal handler")?;
-    }
+    let cancel = super::cancel_on_signals()?;
     let egress = args.egress.to_pending()?;
     let sandbox = Sandbox::prepare(config, egress, &mut super::print_progress)?;
     if let Some(warning) = sandbox.selection.warning() {

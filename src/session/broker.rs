@@ -373,7 +373,8 @@ fn timeout_error() -> String {
     "the call timed out (RLM_LLM_TIMEOUT)".to_string()
 }
 
-/// Sends the answer to the agent and records the call.
+/// Records the call, then sends the answer to the agent: in that order, so
+/// a cell that ends right after its answer arrives finds the record there.
 fn finish(
     records: &Mutex<Vec<CallRecord>>,
     link: &Link,
@@ -403,11 +404,11 @@ fn finish(
             json!({"t": "call_result", "call": id, "error": error})
         }
     };
-    link.send(msg);
     records
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(record);
+    link.send(msg);
 }
 
 /// A counting semaphore with a deadline.

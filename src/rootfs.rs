@@ -45,9 +45,9 @@ pub fn resolve(
         };
     }
     let path = rootfs_builder::default_rootfs_dir();
-    // A default rootfs from an older build lacks this build's agent: it
-    // is rebuilt (replaced in place) like a missing one.
-    let current = |p: &Path| has_python(p) && rootfs_builder::has_current_agent(p);
+    // A default rootfs from another build of the builder (an older agent,
+    // say) is rebuilt (replaced in place) like a missing one.
+    let current = |p: &Path| has_python(p) && rootfs_builder::is_current(p);
     if current(&path) {
         return Ok(path);
     }

@@ -19,6 +19,7 @@ they are blocked in the sandbox.
 """
 
 import builtins
+import collections
 import fcntl
 import io
 import json
@@ -36,7 +37,7 @@ import threading
 import time
 import traceback
 import types
-from typing import Any, BinaryIO, Callable, Iterator, Optional, TextIO, Union
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Union
 
 # --- Framing ---------------------------------------------------------------
 
@@ -58,6 +59,8 @@ DEFAULT_MAX_PROMPT_BYTES = 4 << 20
 EOF_WAIT = 0.2
 #: Private descriptors start here, out of the way of user code's files.
 PRIVATE_FD_MIN = 100
+#: Cells whose source tracebacks can show.
+KEPT_SOURCES = 256
 #: Room kept free in a frame for the envelope of a message (ids, keys).
 FRAME_SLACK = 256
 
@@ -502,6 +505,11 @@ class ContextFile:
     text is decoded as UTF-8 with undecodable bytes replaced."""
 
     __slots__ = ("_index", "_path", "_format", "_size", "_buf")
+    _index: int
+    _path: str
+    _format: str
+    _size: int
+    _buf: Union[mmap.mmap, bytes]
 
     def __init__(self, index: int, path: str, fmt: str, size: int, buf: Union[mmap.mmap, bytes]) -> None:
         for name, value in (("_index", index), ("_path", path), ("_format", fmt), ("_size", size), ("_buf", buf)):
@@ -785,7 +793,7 @@ def make_tool(name: str, params: list[str], call: Callable[[str, dict[str, Any]]
     source = "def %s(%s):\n    return %s(%r, {%s})\n" % (name, ", ".join(params), _TOOL_CALL, name, mapping)
     scope: dict[str, Any] = {_TOOL_CALL: call}
     exec(compile(source, _AGENT_FILE, "exec", dont_inherit=True), scope)
-    fn = scope[name]
+    fn: _AnyFunc = scope[name]
     fn.__doc__ = "Calls the orchestrator's tool %r with (%s); returns its result." % (name, ", ".join(params))
     return fn
 
@@ -801,22 +809,31 @@ def _private_fd(fd: int) -> int:
 def private_pipe() -> tuple[int, int]:
     """os.pipe() with both ends moved to private descriptors, so user code
     that closes a range of low descriptors leaves the agent's alone."""
-    read_end, write_end = os.pipe()
+    ends = os.pipe()
+    moved: list[int] = []
     try:
-        return _private_fd(read_end), _private_fd(write_end)
+        for fd in ends:
+            moved.append(_private_fd(fd))
+    except OSError:
+        for fd in moved:
+            os.close(fd)
+        raise
     finally:
-        os.close(read_end)
-        os.close(write_end)
+        for fd in ends:
+            os.close(fd)
+    return moved[0], moved[1]
 
 
-def _text_stream(fd: int, mode: str) -> TextIO:
-    """sys.stdin/stdout/stderr on `fd`, UTF-8 whatever the locale, not
-    owning the descriptor (user code closing sys.stdout closes no fd), and
-    line-buffered so a cell that dies loses little of its output."""
+def _text_stream(fd: int, mode: str) -> io.TextIOWrapper:
+    """sys.stdin/stdout/stderr on `fd`: UTF-8 whatever the locale, and not
+    owning the descriptor (user code closing sys.stdout closes no fd).
+    stdout is block-buffered as in any script whose output is a pipe (a
+    write per print costs five times as much, more under gVisor; the cell's
+    end flushes it); stderr is line-buffered, as Python's own is."""
     raw = io.FileIO(fd, mode, closefd=False)
     buffered: Any = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
     errors = "strict" if mode == "r" else "backslashreplace"
-    return io.TextIOWrapper(buffered, encoding="utf-8", errors=errors, line_buffering=mode != "r")
+    return io.TextIOWrapper(buffered, encoding="utf-8", errors=errors, line_buffering=fd == 2)
 
 
 def _usable(stream: Any) -> bool:
@@ -860,14 +877,15 @@ class Agent:
         self.max_load = DEFAULT_MAX_LOAD_BYTES
         self.max_prompt = DEFAULT_MAX_PROMPT_BYTES
         self.tools: dict[str, _AnyFunc] = {}
-        #: index → (handle or None, value the name holds)
-        self.contexts: dict[int, tuple[Optional[ContextFile], Any]] = {}
+        #: index → (handle, value its name holds)
+        self.contexts: dict[int, tuple[ContextFile, Any]] = {}
         self.answer = new_answer()
         self.api = self._api()
         self.scaffold: dict[str, Any] = {}
         self.globals = new_namespace()
         self._rebuild_scaffold()
         self.forwarders: Optional[tuple[Forwarder, Forwarder]] = None
+        self.sources: "collections.deque[str]" = collections.deque()
 
     # -- lifecycle
 
@@ -1037,8 +1055,7 @@ class Agent:
     def _execute(self, cell: int, code: str) -> str:
         """Compiles and runs the cell; a failure's traceback goes to its stderr."""
         filename = "%s%d>" % (_CELL_PREFIX, cell)
-        # Kept so tracebacks show the cell's source lines.
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        self._remember_source(filename, code)
         try:
             compiled = compile(code, filename, "exec", dont_inherit=True)
         except Exception as e:
@@ -1050,6 +1067,14 @@ class Agent:
             return "ok"
         self._print_exception(failure)
         return "interrupted" if isinstance(failure, KeyboardInterrupt) else "error"
+
+    def _remember_source(self, filename: str, code: str) -> None:
+        """Keeps the cell's source for tracebacks (linecache), for the last
+        KEPT_SOURCES cells only: a long session must not keep all its code."""
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        self.sources.append(filename)
+        while len(self.sources) > KEPT_SOURCES:
+            linecache.cache.pop(self.sources.popleft(), None)
 
     @_protocol
     def _run_user(self, cell: int, compiled: types.CodeType) -> Optional[BaseException]:
@@ -1073,7 +1098,7 @@ class Agent:
         try:
             text = format_user_exception(exc)
         except Exception as e:
-            text = "%s: %s (formatting its traceback failed: %s)\n" % (type(exc).__name__, exc, e)
+            text = "%s (its traceback could not be formatted: %s)\n" % (type(exc).__name__, type(e).__name__)
         _write_fd(2, text)
 
     def _ensure_std_streams(self) -> None:
@@ -1087,15 +1112,9 @@ class Agent:
         """The cell's pipes on fd 1 and fd 2, handed to the forwarders."""
         assert self.forwarders is not None
         try:
-            out_r, out_w = private_pipe()
+            (out_r, out_w), (err_r, err_w) = private_pipe(), private_pipe()
         except OSError as e:
-            self.channel.send(STDERR, ("rlm-sandbox: cannot create the cell's output pipes: %s\n" % e).encode())
-            return None
-        try:
-            err_r, err_w = private_pipe()
-        except OSError as e:
-            os.close(out_r)
-            os.close(out_w)
+            # Too many open files, most likely: say so in the cell's stderr.
             self.channel.send(STDERR, ("rlm-sandbox: cannot create the cell's output pipes: %s\n" % e).encode())
             return None
         for write_end, fd in ((out_w, 1), (err_w, 2)):
@@ -1256,13 +1275,13 @@ class Agent:
             self.contexts[handle.index] = (handle, not_loaded_text(name, ref, handle.size, self.max_load))
             return handle.index, False
         try:
-            value = load_value(handle)
+            value, loaded = load_value(handle), True
         except ContextError as e:
             if strict:
                 raise
-            value = "[%s could not be loaded: %s. Read the raw file through %s]" % (name, e, ref)
+            value, loaded = "[%s could not be loaded: %s. Read the raw file through %s]" % (name, e, ref), False
         self.contexts[handle.index] = (handle, value)
-        return handle.index, True
+        return handle.index, loaded
 
     def _open_lenient(self, spec: Any) -> Optional[ContextFile]:
         """open_context for `hello`: a failure is reported on the diagnostic fd."""
@@ -1464,9 +1483,9 @@ def _setup_descriptors() -> tuple[int, int, int, int]:
 
 def _setup_streams() -> None:
     """sys.stdin/stdout/stderr as the cells need them (see _text_stream)."""
-    sys.stdin = sys.__stdin__ = _text_stream(0, "r")
-    sys.stdout = sys.__stdout__ = _text_stream(1, "w")
-    sys.stderr = sys.__stderr__ = _text_stream(2, "w")
+    sys.stdin = _text_stream(0, "r")
+    sys.stdout = _text_stream(1, "w")
+    sys.stderr = _text_stream(2, "w")
     sys.argv = [""]
 
 

@@ -12,7 +12,7 @@ def check(what, ok, detail=""):
 MODULES = (
     "json re collections itertools math random hashlib datetime csv sqlite3 "
     "ssl threading concurrent.futures uuid platform textwrap statistics decimal "
-    "base64 zlib gzip io mmap signal socket asyncio"
+    "base64 zlib gzip io mmap signal socket asyncio fcntl select _rlm_agent"
 ).split()
 for name in MODULES:
     try:
@@ -79,6 +79,37 @@ try:
 except PermissionError as e:
     check("asyncio subprocess", "rlm-sandbox:" in str(e), str(e))
 check("json", json.loads('{"a": [1]}') == {"a": [1]})
+
+# The session agent, in process (no host to talk to): frames, a context
+# over a file, a tool function, tracebacks without its own frames.
+try:
+    import io
+    import _rlm_agent as agent
+
+    frame = agent.encode_frame(agent.JSON, agent.encode_json({"t": "ready", "s": "\udcff"}))
+    check("agent frame round trip",
+          agent.read_frame(io.BytesIO(frame)) == (agent.JSON, b'{"t":"ready","s":"?"}'))
+    with tempfile.NamedTemporaryFile("wb", dir="/tmp") as f:
+        f.write(b"first line\nthe NEEDLE here\nlast\n")
+        f.flush()
+        ctx = agent.ContextFile.open(0, f.name, "text")
+        check("agent ctx search", ctx.search("NEEDLE") == [{"offset": 15, "match": "NEEDLE"}])
+        check("agent ctx search_lines",
+              ctx.search_lines("needle", ignore_case=True) == [{"line": 2, "offset": 11, "text": "the NEEDLE here"}])
+        check("agent ctx read", (ctx.size, ctx.head(5), ctx.tail(5)) == (32, "first", "last\n"))
+        check("agent ctx lines", list(ctx.iter_lines()) == ["first line", "the NEEDLE here", "last"])
+    with tempfile.NamedTemporaryFile("wb", dir="/tmp") as f:
+        empty = agent.ContextFile.open(1, f.name, "text")
+        check("agent empty ctx", (empty.size, empty.search("x"), empty.head()) == (0, [], ""))
+    tool = agent.make_tool("lookup", ["key"], lambda name, args: (name, args))
+    check("agent tool", tool(key="k") == ("lookup", {"key": "k"}))
+    try:
+        agent.ContextFile.open(2, "/nonexistent", "text").search(42)
+    except Exception as e:
+        text = agent.format_user_exception(e)
+        check("agent traceback", "_rlm_agent" not in text and "FileNotFoundError" in text, text)
+except Exception as e:
+    check("agent in process", False, "%s: %s" % (type(e).__name__, e))
 
 if failures:
     for line in failures:

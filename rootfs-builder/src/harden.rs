@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::IoContext;
 use crate::tree::{make_dir, remove, resolve, write_file};
-use crate::{Error, SANDBOX_GID, SANDBOX_UID};
+use crate::{Error, AGENT_MODULE, SANDBOX_GID, SANDBOX_UID};
 
 const SITECUSTOMIZE: &str = include_str!("../python/sitecustomize.py");
 const SUBPROCESS_SHIM: &str = include_str!("../python/subprocess_shim.py");
@@ -241,6 +241,32 @@ pub fn harden(tree: &Path, version: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the builder writes into every tree besides the packages, by name:
+/// the embedded Python sources and the hardening lists. A change to any
+/// of them changes [`crate::content_id`].
+pub(crate) fn embedded_content() -> Vec<(&'static str, String)> {
+    let pairs = |list: &[(&str, &str)]| {
+        list.iter()
+            .map(|(a, b)| format!("{a}={b}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    vec![
+        ("sitecustomize.py", SITECUSTOMIZE.to_string()),
+        ("subprocess_shim.py", SUBPROCESS_SHIM.to_string()),
+        ("agent.py", AGENT.to_string()),
+        ("agent module", AGENT_MODULE.to_string()),
+        ("stdlib trim", STDLIB_TRIM.join("\n")),
+        ("share trim", SHARE_TRIM.join("\n")),
+        ("blocked", pairs(BLOCKED)),
+        ("blocked extensions", BLOCKED_EXTENSIONS.join("\n")),
+        ("subprocess importers", SUBPROCESS_IMPORTERS.join("\n")),
+        ("passwd", passwd()),
+        ("group", group()),
+        ("shadow", shadow()),
+    ]
+}
+
 /// The multiarch library directories (`x86_64-linux-gnu`) under usr/lib.
 fn multiarch_dirs(tree: &Path) -> Result<Vec<String>, Error> {
     let lib = resolve(tree, "usr/lib")?;
@@ -379,5 +405,10 @@ mod tests {
             );
         }
         assert!(SUBPROCESS_SHIM.contains("PIPE = -1"));
+        // The agent: run as `-m`, standard library only, nothing blocked.
+        assert!(AGENT.contains("\nif __name__ == \"__main__\":\n    main()\n"));
+        for blocked in ["subprocess", "multiprocessing", "ctypes"] {
+            assert!(!AGENT.contains(&format!("import {blocked}")), "{blocked}");
+        }
     }
 }

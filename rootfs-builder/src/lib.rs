@@ -18,6 +18,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 pub use error::Error;
 pub use manifest::{read_manifest, verify, Manifest, PackageInfo, MANIFEST_PATH};
 
@@ -31,22 +33,34 @@ pub const PYTHON: &str = "/usr/bin/python3";
 /// The session agent, a module of the rootfs's stdlib (`python3 -m`).
 pub const AGENT_MODULE: &str = "_rlm_agent";
 
-/// Whether the rootfs at `root` holds this build's session agent: a
-/// rootfs built before the agent (or an older agent) must be rebuilt
-/// before sessions can use it.
-pub fn has_current_agent(root: &std::path::Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(root.join("usr/lib")) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let name = e.file_name();
-        name.to_string_lossy().starts_with("python3.")
-            && std::fs::read(e.path().join(format!("{AGENT_MODULE}.py")))
-                .is_ok_and(|b| b == harden::AGENT.as_bytes())
-    })
-}
 /// Where the driver bind-mounts the run's input (code) read-only.
 pub const INPUT_DIR: &str = "/rlm";
+/// Bumped when a build's output changes in a way [`content_id`] cannot see
+/// from the embedded sources and lists (the package set, the steps).
+const CONTENT_VERSION: u32 = 1;
+
+/// An id of what this builder puts into a rootfs besides the packages:
+/// sha256 (hex) over [`CONTENT_VERSION`], the embedded Python sources
+/// (sitecustomize, the subprocess shim, the agent) and the hardening
+/// lists. Written into the manifest; a rootfs whose id differs was built
+/// by another version of the builder (an older agent, say).
+pub fn content_id() -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("rlm-sandbox rootfs content {CONTENT_VERSION}\n"));
+    for (name, text) in harden::embedded_content() {
+        // Lengths make the encoding unambiguous.
+        hasher.update(format!("{name}\0{}\0", text.len()));
+        hasher.update(text.as_bytes());
+    }
+    packages::hex(&hasher.finalize())
+}
+
+/// Whether the rootfs at `rootfs` has a manifest written by a builder with
+/// this [`content_id`] (false when unreadable, or from before the field).
+/// Says nothing about later changes to the tree: that is [`verify`].
+pub fn is_current(rootfs: &Path) -> bool {
+    read_manifest(rootfs).is_ok_and(|m| m.content_id == content_id())
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -209,6 +223,40 @@ mod tests {
             default_rootfs_dir_with(None, /*is_root*/ false, None, p("/h")),
             PathBuf::from("/h/.cache/rlm-sandbox/rootfs")
         );
+    }
+
+    #[test]
+    fn content_id_is_a_stable_hash_of_the_embedded_content() {
+        let id = content_id();
+        assert_eq!(id.len(), 64);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(id, content_id());
+        let names: Vec<_> = harden::embedded_content()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.contains(&"agent.py") && names.contains(&"sitecustomize.py"));
+    }
+
+    #[test]
+    fn is_current_compares_the_manifests_content_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        assert!(!is_current(t), "no manifest");
+        std::fs::write(t.join("a"), "one").expect("write");
+        manifest::write(t, "3.11", Vec::new()).expect("manifest");
+        assert!(is_current(t));
+        // A manifest from before the field (or another build) is not current.
+        let path = t.join(MANIFEST_PATH);
+        let mut old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        old.as_object_mut().expect("object").remove("content_id");
+        std::fs::write(&path, old.to_string()).expect("write");
+        assert_eq!(read_manifest(t).expect("old manifest reads").content_id, "");
+        assert!(!is_current(t));
+        old["content_id"] = "0".repeat(64).into();
+        std::fs::write(&path, old.to_string()).expect("write");
+        assert!(!is_current(t));
     }
 
     #[test]

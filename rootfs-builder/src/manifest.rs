@@ -40,6 +40,10 @@ pub struct Manifest {
     /// sha256 over every entry's path, mode, owner and content (or link
     /// target), in path order.
     pub tree_sha256: String,
+    /// [`crate::content_id`] of the builder that wrote the tree; empty in
+    /// manifests from before the field.
+    #[serde(default)]
+    pub content_id: String,
 }
 
 /// Hashes `tree` and writes its manifest into it (the last write of a
@@ -75,6 +79,7 @@ pub fn write(
         files,
         bytes,
         tree_sha256,
+        content_id: crate::content_id(),
     };
     let path = tree.join(MANIFEST_PATH);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Manifest {

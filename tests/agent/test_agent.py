@@ -1,0 +1,586 @@
+"""The in-sandbox agent `_rlm_agent` against docs/PROTOCOL.md ("Agent
+frames"), driven over its stdin/stdout as the host drives it. Run with
+`python3 -m pytest tests/agent` (see frames.py for running it in a rootfs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from frames import AGENT, JSON, Agent, Message, context_file, echo, encode_msg
+
+
+def load_module() -> Any:
+    """The agent as a module (for its pure parts), without starting it."""
+    spec = importlib.util.spec_from_file_location("_rlm_agent", AGENT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def files() -> Iterator[Any]:
+    """Makes context files; removes them afterwards."""
+    cleanups = []
+
+    def make(data: bytes, suffix: str = "") -> str:
+        path, cleanup = context_file(data, suffix)
+        cleanups.append(cleanup)
+        return path
+
+    yield make
+    for cleanup in cleanups:
+        cleanup()
+
+
+def ctx_spec(index: int, path: str, fmt: str = "text") -> Message:
+    return {"index": index, "path": path, "format": fmt, "size": os.path.getsize(path)}
+
+
+# --- start, state, output ---------------------------------------------------------
+
+
+def test_hello_answers_ready_with_the_names(agent: Agent, files: Any) -> None:
+    path = files(b"hello")
+    ready = agent.hello(contexts=[ctx_spec(0, path)], tools=[{"name": "lookup", "params": ["key"]}])
+    assert ready["python"].startswith("3.")
+    for name in ("context", "context_0", "ctx", "ctxs", "llm_query", "llm_query_batched", "rlm_query",
+                 "rlm_query_batched", "lookup", "answer", "FINAL", "FINAL_VAR", "SHOW_VARS"):
+        assert name in ready["names"], name
+    cell = agent.exec("print(context, ctx.size, len(ctxs))")
+    assert (cell.status, cell.out) == ("ok", "hello 5 1\n")
+
+
+def test_state_persists_across_cells(ready: Agent) -> None:
+    assert ready.exec("total = 0\nseen = []").status == "ok"
+    for i in range(1, 21):
+        cell = ready.exec(f"total += {i}\nseen.append({i})\nprint(total)")
+        assert (cell.status, cell.out) == ("ok", f"{i * (i + 1) // 2}\n")
+    cell = ready.exec("import __main__\nprint(len(seen), __main__.total, __name__)")
+    assert cell.out == "20 210 __main__\n"
+
+
+def test_print_and_raw_writes_land_in_their_cell_and_streams_stay_apart(ready: Agent) -> None:
+    cell = ready.exec(
+        "import os, sys\n"
+        "print('py-out')\n"
+        "os.write(1, b'fd1-out\\n')\n"
+        "os.write(2, b'fd2-err\\n')\n"
+        "sys.stderr.write('py-err\\n')\n"
+        "os.write(1, b'\\x00\\x00\\x00\\x05J{}\\n')\n"
+    )
+    assert cell.status == "ok"
+    assert "py-out\n" in cell.out and "fd1-out\n" in cell.out and "J{}" in cell.out
+    assert "fd2-err\n" in cell.err and "py-err\n" in cell.err
+    assert "err" not in cell.out and "out" not in cell.err
+    nxt = ready.exec("print('next')")
+    assert (nxt.out, nxt.err) == ("next\n", "")
+
+
+def test_large_output_arrives_whole_in_bounded_chunks_before_done(ready: Agent) -> None:
+    cell = ready.exec("import sys\nsys.stdout.write('x' * 3_000_000)\nprint()\nprint('end')")
+    assert cell.out == "x" * 3_000_000 + "\nend\n"
+
+
+def test_a_background_thread_printing_after_its_cell_does_not_corrupt_frames(ready: Agent) -> None:
+    cell = ready.exec(
+        "import threading, time, os\n"
+        "stop = False\n"
+        "def chatter():\n"
+        "    while not stop:\n"
+        "        print('chatter ' * 50)\n"
+        "        os.write(2, b'raw chatter\\n')\n"
+        "        time.sleep(0.001)\n"
+        "t = threading.Thread(target=chatter, daemon=True)\n"
+        "t.start()\n"
+    )
+    assert cell.status == "ok"
+    for i in range(20):
+        cell = ready.exec(f"x_{i} = {i}\nprint('value', x_{i})")
+        assert cell.status == "ok"
+        assert f"value {i}\n" in cell.out
+    cell = ready.exec("stop = True\nt.join()\nprint('quiet')")
+    assert cell.out.endswith("quiet\n")
+    cell = ready.exec("print('after')")
+    assert (cell.out, cell.err) == ("after\n", "")
+
+
+def test_a_duplicated_descriptor_does_not_hold_the_cell(ready: Agent) -> None:
+    started = time.monotonic()
+    cell = ready.exec("import os\nkeep = os.dup(1)\nprint('kept')")
+    assert (cell.status, cell.out) == ("ok", "kept\n")
+    assert time.monotonic() - started < 3
+    cell = ready.exec("try:\n    os.write(keep, b'late\\n')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+                      "print('next')")
+    assert "late" not in cell.out and cell.out.endswith("next\n")
+
+
+def test_closed_sys_stdout_is_replaced_in_the_next_cell(ready: Agent) -> None:
+    ready.exec("import sys\nsys.stdout.close()")
+    assert ready.exec("print('back')").out == "back\n"
+
+
+# --- errors --------------------------------------------------------------------
+
+
+def test_tracebacks_show_user_frames_only(ready: Agent) -> None:
+    ready.exec("kept = 41")
+    cell = ready.exec("def f():\n    raise ValueError('boom')\nf()")
+    assert cell.status == "error"
+    assert cell.err.startswith("Traceback (most recent call last):\n"), cell.err
+    assert 'File "<cell 2>", line 2, in f' in cell.err and "raise ValueError('boom')" in cell.err
+    assert cell.err.endswith("ValueError: boom\n")
+    assert "agent" not in cell.err, cell.err
+    # An error raised inside a sandbox function shows no agent frame either.
+    cell = ready.exec("llm_query(42)")
+    assert cell.status == "error" and "TypeError: llm_query() prompt must be str, not int" in cell.err
+    assert "agent" not in cell.err and cell.err.count("File ") == 1, cell.err
+    cell = ready.exec("syntax error here")
+    assert cell.status == "error" and "SyntaxError" in cell.err and "<cell 4>" in cell.err
+    cell = ready.exec("raise SystemExit(3)")
+    assert cell.status == "error" and "SystemExit: 3" in cell.err
+    cell = ready.exec("print(kept + 1)")
+    assert (cell.status, cell.out) == ("ok", "42\n")
+
+
+def test_chained_exceptions_lose_agent_frames_too(ready: Agent) -> None:
+    cell = ready.exec("try:\n    ctx_missing\nexcept NameError as e:\n    raise RuntimeError('wrapped') from e")
+    assert "NameError" in cell.err and "RuntimeError: wrapped" in cell.err and "agent" not in cell.err
+
+
+# --- interrupts ------------------------------------------------------------------
+
+
+def wait_output(agent: Agent, marker: bytes) -> bytes:
+    """Reads output frames until `marker` appears (the cell is then in user code)."""
+    seen = b""
+    while marker not in seen:
+        frame = agent.frame()
+        assert frame is not None and frame[0] != JSON, frame
+        seen += frame[1]
+    return seen
+
+
+def test_interrupt_stops_a_sleep_and_keeps_the_state(ready: Agent) -> None:
+    ready.exec("before = 'kept'")
+    cell = ready.start_exec("import time\nprint('started', flush=True)\ntime.sleep(30)\nprint('not reached')")
+    wait_output(ready, b"started")
+    started = time.monotonic()
+    ready.send({"t": "interrupt", "cell": cell})
+    result = ready.finish(cell)
+    assert time.monotonic() - started < 2
+    assert result.status == "interrupted"
+    # Usually inside the sleep; the print may not have returned yet.
+    assert result.err.endswith("KeyboardInterrupt\n") and "<cell 2>" in result.err, result.err
+    assert "not reached" not in result.out
+    assert ready.exec("print(before)").out == "kept\n"
+
+
+def test_output_buffered_before_an_interrupt_is_kept(ready: Agent) -> None:
+    cell = ready.start_exec("print('buffered')\nimport sys, time\nsys.stderr.write('go\\n')\ntime.sleep(30)")
+    wait_output(ready, b"go")
+    ready.send({"t": "interrupt", "cell": cell})
+    result = ready.finish(cell)
+    assert (result.status, result.out) == ("interrupted", "buffered\n")
+
+
+def test_interrupt_stops_a_busy_loop_and_a_waiting_call(ready: Agent) -> None:
+    cell = ready.start_exec("print('go', flush=True)\nwhile True:\n    pass")
+    wait_output(ready, b"go")
+    ready.send({"t": "interrupt", "cell": cell})
+    assert ready.finish(cell).status == "interrupted"
+    # Interrupted while waiting for a call's answer, which then comes late.
+    cell = ready.start_exec("print(llm_query('never answered'))")
+    call = ready.msg()
+    assert call["t"] == "call"
+    ready.send({"t": "interrupt", "cell": cell})
+    result = ready.finish(cell, answer=None)
+    assert result.status == "interrupted" and "KeyboardInterrupt" in result.err
+    ready.send({"t": "call_result", "call": call["call"], "results": ["late"]})
+    cell2 = ready.exec("print(llm_query('next'))")
+    assert cell2.out == "re:next\n"
+    assert cell2.calls[0]["call"] == call["call"] + 1
+
+
+def test_an_interrupt_after_the_cell_ended_is_harmless(ready: Agent) -> None:
+    cell = ready.start_exec("x = 1")
+    ready.finish(cell)
+    ready.send({"t": "interrupt", "cell": cell})
+    ready.send({"t": "interrupt", "cell": cell})
+    time.sleep(0.3)
+    result = ready.exec("import time\ntime.sleep(0.5)\nprint('fine', x)")
+    assert (result.status, result.out, result.err) == ("ok", "fine 1\n", "")
+
+
+def test_an_interrupt_before_the_cell_starts_still_interrupts_it(ready: Agent) -> None:
+    # The interrupt is read before the main thread has started the cell.
+    ready.send_raw(encode_msg({"t": "exec", "cell": 1, "code": "import time\ntime.sleep(20)"})
+                   + encode_msg({"t": "interrupt", "cell": 1}))
+    ready.next_cell = 2
+    started = time.monotonic()
+    result = ready.finish(1)
+    assert result.status == "interrupted" and time.monotonic() - started < 5
+
+
+def test_interrupts_never_break_the_protocol_while_calls_fly(ready: Agent) -> None:
+    for round_ in range(5):
+        # Output and call frames are not ordered with each other: no wait_output here.
+        cell = ready.start_exec("print('loop')\nn = 0\nwhile True:\n    llm_query_batched(['a', 'b'])\n    n += 1")
+        interrupted, calls = False, 0
+        deadline = time.monotonic() + 20
+        while True:
+            frame = ready.frame(max(deadline - time.monotonic(), 0.01))
+            assert frame is not None
+            if frame[0] != JSON:
+                continue
+            msg = json.loads(frame[1])
+            if msg["t"] == "call":
+                ready.send({"t": "call_result", "call": msg["call"], **echo(msg)})
+                calls += 1
+                if not interrupted and calls == 3 + round_:
+                    ready.send({"t": "interrupt", "cell": cell})
+                    interrupted = True
+            else:
+                assert msg == {"t": "done", "cell": cell, "status": "interrupted", "final_answer": None}, msg
+                break
+        assert ready.exec("print(n > 0)").out == "True\n"
+
+
+# --- calls -----------------------------------------------------------------------
+
+
+def test_llm_query_and_batches_round_trip(ready: Agent) -> None:
+    cell = ready.exec("a = llm_query('hello', model='m1')\nb = llm_query_batched(['x', 'y', 'z'])\n"
+                      "c = rlm_query('deep')\nd = rlm_query_batched(('p', 'q'), model='m2')\nprint(a, b, c, d)")
+    assert cell.out == "re:hello ['re:x', 're:y', 're:z'] re:deep ['re:p', 're:q']\n"
+    assert [c["call"] for c in cell.calls] == [1, 2, 3, 4]
+    assert cell.calls[0] == {"t": "call", "call": 1, "kind": "llm_query", "model": "m1", "prompts": ["hello"]}
+    assert cell.calls[1]["prompts"] == ["x", "y", "z"] and cell.calls[1]["model"] is None
+    assert cell.calls[2]["kind"] == "rlm_query" and cell.calls[3]["kind"] == "rlm_query"
+    assert cell.calls[3]["model"] == "m2"
+    assert ready.exec("print(llm_query_batched([]))").out == "[]\n"
+
+
+def test_error_results_become_error_strings(ready: Agent) -> None:
+    refuse = lambda call: {"error": "no model today"}  # noqa: E731
+    cell = ready.exec("print(llm_query('q'))\nprint(llm_query_batched(['a', 'b']))", answer=refuse)
+    assert cell.out == "Error: no model today\n['Error: no model today', 'Error: no model today']\n"
+    partial = lambda call: {"results": ["fine", "Error: refused"]}  # noqa: E731
+    cell = ready.exec("print(llm_query_batched(['a', 'b']))", answer=partial)
+    assert cell.out == "['fine', 'Error: refused']\n"
+
+
+def test_prompts_must_be_strings(ready: Agent) -> None:
+    cell = ready.exec("llm_query_batched(['a', 3])")
+    assert "TypeError: llm_query_batched() prompts[1] must be str, not int" in cell.err
+    cell = ready.exec("llm_query_batched('abc')")
+    assert "TypeError" in cell.err and cell.calls == []
+    cell = ready.exec("llm_query('a', model=3)")
+    assert "TypeError: model must be str or None" in cell.err
+
+
+def test_calls_from_threads_are_in_flight_at_once(ready: Agent) -> None:
+    cell = ready.start_exec(
+        "import threading\nout = {}\n"
+        "def ask(i):\n    out[i] = llm_query(f'p{i}')\n"
+        "ts = [threading.Thread(target=ask, args=(i,)) for i in range(8)]\n"
+        "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(sorted(out.items()))"
+    )
+    calls = [ready.msg() for _ in range(8)]
+    assert all(c["t"] == "call" for c in calls)
+    assert sorted(c["call"] for c in calls) == list(range(1, 9))
+    for call in reversed(calls):
+        ready.send({"t": "call_result", "call": call["call"], "results": ["a:" + call["prompts"][0]]})
+    result = ready.finish(cell)
+    assert result.out == "[%s]\n" % ", ".join("(%d, 'a:p%d')" % (i, i) for i in range(8))
+
+
+def test_a_batch_is_split_only_when_one_frame_would_be_too_big(agent: Agent) -> None:
+    agent.hello(max_frame=4096, max_prompt_bytes=3000)
+    cell = agent.exec("r = llm_query_batched(['%02d' % i + 'x' * 998 for i in range(10)])\n"
+                      "print([a[:5] for a in r])\nprint(llm_query('y' * 5000)[:40])")
+    assert cell.out == "[%s]\n" % ", ".join("'re:%02d'" % i for i in range(10)) + \
+        "Error: prompt of 5000 bytes is above the\n"
+    assert len(cell.calls) > 1
+    for call in cell.calls:
+        assert len(json.dumps(call, separators=(",", ":"))) + 1 <= 4096
+    assert [p[:2] for c in cell.calls for p in c["prompts"]] == ["%02d" % i for i in range(10)]
+    cell = agent.exec("print(llm_query_batched(['a', 'b']))")
+    assert len(cell.calls) == 1
+
+
+def test_tools_take_positional_and_keyword_arguments(agent: Agent) -> None:
+    agent.hello(tools=[{"name": "lookup", "params": ["key", "limit"]}, {"name": "bad name", "params": []}])
+    cell = agent.exec("print(lookup('k1', 2))\nprint(lookup(limit=3, key='k2'))")
+    assert cell.out == ("{'tool': 'lookup', 'args': {'key': 'k1', 'limit': 2}}\n"
+                        "{'tool': 'lookup', 'args': {'key': 'k2', 'limit': 3}}\n")
+    assert cell.calls[0] == {"t": "call", "call": 1, "kind": "tool", "model": None, "name": "lookup",
+                             "args": {"key": "k1", "limit": 2}}
+    cell = agent.exec("lookup('only one')")
+    assert "TypeError: lookup() missing 1 required positional argument: 'limit'" in cell.err
+    cell = agent.exec("lookup(object(), 1)")
+    assert "TypeError: lookup(): arguments must be JSON values" in cell.err and cell.calls == []
+    cell = agent.exec("print(lookup('k', 1))", answer=lambda c: {"error": "tool broke"})
+    assert cell.out == "Error: tool broke\n"
+    assert agent.exec("print('bad name' in globals())").out == "False\n"
+
+
+# --- answers and names ---------------------------------------------------------------
+
+
+def test_final_answers_from_answer_ready_final_and_final_var(ready: Agent) -> None:
+    cell = ready.exec("answer['content'] = 'forty-two'\nanswer['ready'] = True")
+    assert cell.done["final_answer"] == "forty-two"
+    cell = ready.exec("print(answer)")
+    assert cell.done["final_answer"] is None
+    assert cell.out == "{'content': '', 'ready': False}\n"
+    cell = ready.exec("result = {'a': 1}\nprint(FINAL_VAR('result'))")
+    assert cell.done["final_answer"] == "{'a': 1}" and cell.out == "{'a': 1}\n"
+    cell = ready.exec("FINAL_VAR(' \"result\" ')")
+    assert cell.done["final_answer"] == "{'a': 1}"
+    cell = ready.exec("print(FINAL_VAR('missing'))")
+    assert cell.done["final_answer"] is None
+    assert cell.out.startswith("Error: Variable 'missing' not found. Available variables: ['result']")
+    cell = ready.exec("FINAL(42)")
+    assert cell.done["final_answer"] == "42"
+    cell = ready.exec("answer = {'content': 7, 'ready': True}")
+    assert cell.done["final_answer"] == "7"
+    cell = ready.exec("print(type(answer).__name__, answer['ready'])")
+    assert cell.out == "dict False\n" and cell.done["final_answer"] is None
+    # An error after the answer was set still reports it.
+    cell = ready.exec("answer['content'] = 'partial'\nanswer['ready'] = True\n1/0")
+    assert cell.status == "error" and cell.done["final_answer"] == "partial"
+
+
+def test_show_vars_lists_user_variables(ready: Agent) -> None:
+    assert ready.exec("print(SHOW_VARS())").out == \
+        "No variables created yet. Use ```repl``` blocks to create variables.\n"
+    cell = ready.exec("x = 1\nname = 'n'\n_hidden = 2\nprint(SHOW_VARS())")
+    assert cell.out == "Available variables: {'x': 'int', 'name': 'str'}\n"
+
+
+def test_sandbox_names_come_back_after_rebinding_or_deleting(ready: Agent, files: Any) -> None:
+    ready.exec("answer = 3\nllm_query = None\ndel FINAL_VAR\nctxs = []\nSHOW_VARS = print")
+    cell = ready.exec("print(type(answer).__name__, callable(llm_query), callable(FINAL_VAR), "
+                      "type(ctxs).__name__, SHOW_VARS is print)")
+    assert cell.out == "dict True True tuple False\n"
+
+
+# --- requests ----------------------------------------------------------------------
+
+
+def test_vars_get_and_reset(ready: Agent) -> None:
+    ready.exec("numbers = list(range(10))\nname = 'x' * 100000\n_private = 1\nimport json")
+    reply = ready.request("vars")
+    assert reply["ok"] is True
+    found = {v["name"]: v for v in reply["vars"]}
+    assert found["numbers"] == {"name": "numbers", "type": "list", "size": 10}
+    assert found["name"]["size"] == 100000 and found["json"]["size"] is None
+    assert "_private" not in found and "llm_query" not in found and "answer" not in found
+    reply = ready.request("get", name="numbers", max_bytes=1000)
+    assert (reply["ok"], reply["type"], reply["repr"], reply["truncated"]) == \
+        (True, "list", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", False)
+    reply = ready.request("get", name="name", max_bytes=65536)
+    assert reply["truncated"] is True and len(reply["repr"].encode()) == 65536
+    assert reply["repr"].startswith("'xxx")
+    ready.exec("wide = '\u00e9' * 10")
+    reply = ready.request("get", name="wide", max_bytes=6)
+    assert reply["repr"] == "'\u00e9\u00e9" and reply["truncated"] is True
+    reply = ready.request("get", name="missing", max_bytes=10)
+    assert reply["ok"] is False and "missing" in reply["error"]
+    assert ready.request("reset")["ok"] is True
+    cell = ready.exec("print('numbers' in globals(), callable(llm_query), answer)")
+    assert cell.out == "False True {'content': '', 'ready': False}\n"
+
+
+def test_add_context_defines_the_next_name(ready: Agent, files: Any) -> None:
+    first = files(b'{"items": [1, 2, 3]}')
+    reply = ready.request("add_context", context=ctx_spec(0, first, "json"))
+    assert (reply["ok"], reply["name"], reply["loaded"]) == (True, "context_0", True)
+    second = files(b"second context\n")
+    reply = ready.request("add_context", context=ctx_spec(1, second))
+    assert (reply["name"], reply["loaded"]) == ("context_1", True)
+    cell = ready.exec("print(context['items'], context_0 is context, repr(context_1), ctxs[1].size, len(ctxs))")
+    assert cell.out == "[1, 2, 3] True 'second context\\n' 15 2\n"
+    reply = ready.request("add_context", context={"index": 2, "path": "/nonexistent/file", "format": "text", "size": 1})
+    assert reply["ok"] is False and "/nonexistent/file" in reply["error"]
+    broken = files(b"{not json")
+    reply = ready.request("add_context", context=ctx_spec(2, broken, "json"))
+    assert reply["ok"] is False and "not valid JSON" in reply["error"]
+    reply = ready.request("add_context", context=ctx_spec(2, broken, "text"))
+    assert reply["ok"] is True
+    assert ready.exec("print(context_2)").out == "{not json\n"
+    ready.request("reset")
+    assert ready.exec("print(len(ctxs), context_2)").out == "3 {not json\n"
+
+
+# --- contexts ----------------------------------------------------------------------
+
+
+def test_json_context_arrives_parsed(agent: Agent, files: Any) -> None:
+    path = files(b'{"items": [1, 2, 3], "name": "ctx"}', ".json")
+    agent.hello(contexts=[ctx_spec(0, path, "json")])
+    cell = agent.exec("print(type(context).__name__, context['items'], context_0 is context, ctx.format)")
+    assert cell.out == "dict [1, 2, 3] True json\n"
+
+
+def test_text_context_is_decoded_with_replacement(agent: Agent, files: Any) -> None:
+    path = files(b"caf\xc3\xa9 \xff!")
+    agent.hello(contexts=[ctx_spec(0, path)])
+    assert agent.exec("print(ascii(context))").out == "'caf\\xe9 \\ufffd!'\n"
+
+
+def test_ctx_reads_and_searches_a_file(agent: Agent, files: Any) -> None:
+    text = "".join("line %d alpha\n" % i for i in range(1, 1001)) + "THE-NEEDLE-7f3a here\nlast line no newline"
+    path = files(text.encode())
+    agent.hello(contexts=[ctx_spec(0, path)])
+    cell = agent.exec(
+        "hits = ctx.search('THE-NEEDLE-[0-9a-f]+')\n"
+        "print(hits)\n"
+        "print(repr(ctx.snippet(hits[0]['offset'], 5)))\n"
+        "print(ctx.search_lines('needle', ignore_case=True))\n"
+        "print(ctx.search_lines('^line 99[0-9] ', max_results=3))\n"
+        "print(len(ctx.search('alpha', max_results=None)), len(ctx.search('alpha')))\n"
+        "print(repr(ctx.head(13)), repr(ctx.tail(7)), repr(ctx.read(7, 5)))\n"
+        "lines = list(ctx.iter_lines())\n"
+        "print(len(lines), lines[0], lines[-1])\n"
+        "print(next(ctx.iter_lines(hits[0]['offset'])))\n"
+        "print(ctx.size == len(ctx) == %d)\n" % len(text)
+    )
+    assert cell.status == "ok", cell.err
+    offset = text.index("THE-NEEDLE")
+    out = cell.out.splitlines()
+    assert out[0] == str([{"offset": offset, "match": "THE-NEEDLE-7f3a"}])
+    assert out[1] == repr(text[offset - 5:offset + 5])
+    assert out[2] == str([{"line": 1001, "offset": offset, "text": "THE-NEEDLE-7f3a here"}])
+    assert out[3] == str([{"line": n, "offset": text.index("line %d alpha" % n), "text": "line %d alpha" % n}
+                          for n in (990, 991, 992)])
+    assert out[4] == "1000 10"
+    assert out[5] == "'line 1 alpha\\n' 'newline' 'alpha'"
+    assert out[6] == "1002 line 1 alpha last line no newline"
+    assert out[7] == "THE-NEEDLE-7f3a here"
+    assert out[8] == "True"
+
+
+def test_ctx_handles_are_read_only_and_empty_files_work(agent: Agent, files: Any) -> None:
+    empty = files(b"")
+    agent.hello(contexts=[ctx_spec(0, empty)])
+    cell = agent.exec("print(repr(context), ctx.size, ctx.search('x'), ctx.search_lines('x'), "
+                      "list(ctx.iter_lines()), repr(ctx.head()), repr(ctx.tail()))\n"
+                      "try:\n    ctx.size = 3\nexcept AttributeError as e:\n    print(e)")
+    assert cell.out == "'' 0 [] [] [] '' ''\ncontext handles are read-only\n", cell.err
+
+
+def test_a_context_above_max_load_bytes_is_not_loaded(agent: Agent, files: Any) -> None:
+    big = files(b"0123456789" * 100 + b"MARK" + b"\n" * 10)
+    small = files(b"small")
+    agent.hello(contexts=[ctx_spec(0, big), ctx_spec(1, small)], max_load_bytes=100)
+    cell = agent.exec("print(type(context).__name__, 'ctx' in context, '1014 bytes' in context)\n"
+                      "print(context_1)\n"
+                      "print(ctx.search('MARK'), ctxs[1].read(0, 5))")
+    assert cell.out == "str True True\nsmall\n[{'offset': 1000, 'match': 'MARK'}] small\n", cell.err
+    too_big = files(b"y" * 200)
+    reply = agent.request("add_context", context=ctx_spec(2, too_big))
+    assert (reply["ok"], reply["name"], reply["loaded"]) == (True, "context_2", False)
+    assert agent.exec("print('ctxs[2]' in context_2, ctxs[2].head(3))").out == "True yyy\n"
+
+
+def rss_anon_kb(pid: int) -> int:
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssAnon")
+
+
+def test_a_gigabyte_context_is_searched_without_loading_it(agent: Agent, files: Any) -> None:
+    size = 1 << 30
+    path = files(b"")
+    with open(path, "r+b") as f:
+        f.truncate(size)
+        f.seek(size // 2)
+        f.write(b"\nTHE-NEEDLE-7f3a\n")
+        f.seek(size - 5)
+        f.write(b"\nend\n")
+    agent.hello(contexts=[ctx_spec(0, path)], max_load_bytes=64 << 20)
+    cell = agent.exec("hits = ctx.search('THE-NEEDLE-[0-9a-f]+')\nprint(hits)\n"
+                      "print(ctx.search_lines('^end$'))\nprint(repr(ctx.tail(4)), ctx.size)", timeout=120)
+    assert cell.status == "ok", cell.err
+    lines = cell.out.splitlines()
+    assert lines[0] == str([{"offset": size // 2 + 1, "match": "THE-NEEDLE-7f3a"}])
+    assert lines[1] == str([{"line": 4, "offset": size - 4, "text": "end"}])
+    assert lines[2] == "'end\\n' %d" % size
+    assert rss_anon_kb(agent.proc.pid) < 200_000
+
+
+# --- the channel ---------------------------------------------------------------------
+
+
+def test_end_of_input_exits_zero_even_during_a_cell(ready: Agent) -> None:
+    assert ready.exec("x = 1").status == "ok"
+    assert ready.close() == 0
+    other = Agent()
+    try:
+        other.hello()
+        other.start_exec("import time\nprint('sleeping', flush=True)\ntime.sleep(30)")
+        wait_output(other, b"sleeping")
+        assert other.close() == 0
+    finally:
+        other.kill()
+
+
+def test_a_host_frame_above_64_mib_ends_the_agent_with_a_reason(ready: Agent) -> None:
+    ready.send_raw(struct.pack(">I", (64 << 20) + 1))
+    assert ready.proc.wait(10) != 0
+    assert "64" in ready.stderr_text() or "limit" in ready.stderr_text()
+
+
+def test_user_code_cannot_reach_the_channel_through_fds_0_and_1(ready: Agent) -> None:
+    cell = ready.exec("import os, sys\nprint(repr(sys.stdin.read()))\nprint(os.read(0, 10))\n"
+                      "print(len([n for n in os.listdir('/proc/self/fd') if 2 < int(n) < 100]) <= 1)")
+    assert cell.out == "''\nb''\nTrue\n"
+
+
+# --- the module's pure parts -----------------------------------------------------------
+
+
+def test_frames_encode_and_decode() -> None:
+    agent = load_module()
+    data = agent.encode_frame(agent.JSON, b'{"t":"x"}') + agent.encode_frame(agent.STDOUT, b"")
+    stream = io.BytesIO(data)
+    assert agent.read_frame(stream) == (0x4A, b'{"t":"x"}')
+    assert agent.read_frame(stream) == (0x31, b"")
+    assert agent.read_frame(stream) is None
+    with pytest.raises(agent.FrameError):
+        agent.read_frame(io.BytesIO(struct.pack(">I", 11) + b"x" * 11), max_len=10)
+    with pytest.raises(agent.FrameError):
+        agent.read_frame(io.BytesIO(b"\0\0\0\0"))
+    with pytest.raises(EOFError):
+        agent.read_frame(io.BytesIO(b"\0\0\0\x05J"))
+    assert agent.encode_json({"s": "a\udcff"}) == b'{"s":"a?"}'
+    with pytest.raises(ValueError):
+        agent.encode_json({"n": float("nan")})
+
+
+def test_a_broken_context_in_hello_still_starts_the_session(agent: Agent, files: Any) -> None:
+    broken = files(b"{not json")
+    agent.hello(contexts=[ctx_spec(0, broken, "json")])
+    cell = agent.exec("print('could not be loaded' in context, ctx.read(0, 4))")
+    assert cell.out == "True {not\n"
+
+
+def test_a_failing_repr_is_an_error_reply(ready: Agent) -> None:
+    ready.exec("class Bad:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nbad = Bad()")
+    reply = ready.request("get", name="bad", max_bytes=100)
+    assert reply["ok"] is False and "no repr" in reply["error"]
+    assert ready.request("vars")["vars"] == [{"name": "Bad", "type": "type", "size": None},
+                                             {"name": "bad", "type": "Bad", "size": None}]

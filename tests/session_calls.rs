@@ -1,11 +1,15 @@
-//! Calls from a session's sandbox to the host answered by the
-//! orchestrator, with prompts filtered for secrets. (The command and
-//! endpoint handlers' tests are in tests/pending/session_calls.rs.)
+//! Calls from a session's sandbox to the host: answered by the
+//! orchestrator, by a command and by an OpenAI-compatible endpoint, with
+//! the host's limits enforced and prompts filtered for secrets.
 
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
 mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use common::repl::{Answer, Repl};
 use serde_json::{json, Value};
@@ -24,6 +28,69 @@ fn echo_answer() -> Answer {
             .map(|p| json!(format!("re:{}", p.as_str().unwrap())))
             .collect())
     })
+}
+
+/// The OpenAI-compatible test server (tests/fixtures/openai_server.py).
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let log = dir.path().join("requests.log");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/openai_server.py"
+        );
+        let child = Command::new("python3")
+            .arg(script)
+            .args(["--port", "0", "--port-file", port_file.to_str().unwrap()])
+            .args(["--log", log.to_str().unwrap()])
+            .args(args)
+            .spawn()
+            .expect("python3 for the test server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "the test server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 on_both_runtimes! {
@@ -88,6 +155,55 @@ on_both_runtimes! {
         assert!(repl.close().success());
     }
 
+    fn a_command_answers_with_the_limits_enforced(env) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("concurrency");
+        // Each answer takes 300 ms and records its start and end.
+        let cmd = format!(
+            "echo start >> {log}; read -r p; sleep 0.3; echo end >> {log}; echo \"cmd:$p\"",
+            log = log.display()
+        );
+        let mut repl = Repl::start(env, &[
+            "--llm-command", &cmd, "--llm-max-in-flight", "2", "--max-llm-calls", "8",
+            "--llm-max-prompt-bytes", "1k",
+        ]);
+        let started = Instant::now();
+        let cell = repl.exec("print(llm_query_batched([f'q{i}' for i in range(6)]))");
+        let took = started.elapsed();
+        let want: Vec<String> = (0..6).map(|i| format!("'cmd:q{i}'")).collect();
+        assert_eq!(stdout(&cell), format!("[{}]\n", want.join(", ")), "{cell}");
+        // Six 300 ms answers, two at a time: at least 0.9 s.
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        let mut running = 0i32;
+        let mut peak = 0;
+        for line in std::fs::read_to_string(&log).unwrap().lines() {
+            running += if line == "start" { 1 } else { -1 };
+            peak = peak.max(running);
+        }
+        assert_eq!(peak, 2, "at most two commands at once");
+        // A prompt above the byte limit is refused without running the
+        // command (it counts as the seventh call).
+        let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+        let cell = repl.exec("print(llm_query('x' * 2000))");
+        assert!(stdout(&cell).starts_with("Error: prompt of 2000 bytes"), "{cell}");
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), lines);
+        // The eighth call is the last one allowed; the ninth is refused.
+        let cell = repl.exec("print(llm_query('q7'))\nprint(llm_query('q8'))");
+        assert_eq!(stdout(&cell).lines().next(), Some("cmd:q7"), "{cell}");
+        assert!(stdout(&cell).lines().nth(1).unwrap().starts_with("Error: call limit reached"), "{cell}");
+        assert!(repl.close().success());
+    }
+
+    fn a_call_beyond_its_timeout_returns_an_error(env) {
+        let mut repl = Repl::start(env, &["--llm-command", "sleep 30", "--llm-timeout", "1"]);
+        let started = Instant::now();
+        let cell = repl.exec("print(llm_query('slow'))");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(stdout(&cell).starts_with("Error: "), "{cell}");
+        assert!(stdout(&cell).contains("timed out"), "{cell}");
+        assert!(repl.close().success());
+    }
+
     fn a_secret_in_a_prompt_is_redacted_before_the_handler_sees_it(env) {
         let mut repl = Repl::start(env, &[]);
         let mut answer = echo_answer();
@@ -98,6 +214,25 @@ on_both_runtimes! {
         assert!(prompt.starts_with("the key is ") && prompt.ends_with(" ok"), "{prompt}");
         let findings = &r["cell"]["calls"][0]["findings"];
         assert_eq!(findings[0]["stream"], "prompt", "{r}");
+        assert!(repl.close().success());
+    }
+
+    fn an_openai_compatible_endpoint_answers(env) {
+        let server = Server::start(&["--require-key", "sk-test-key-1234"]);
+        let url = server.url();
+        let mut repl = Repl::start_with_env(env, &[
+            "--llm-endpoint", &url, "--llm-model", "small", "--llm-api-key-env", "TEST_LLM_KEY",
+        ], &[("TEST_LLM_KEY", "sk-test-key-1234")]);
+        let cell = repl.exec("print(llm_query('hi'))\nprint(llm_query_batched(['a', 'b'], model='big'))\nimport os\nprint(sorted(k for k in os.environ if 'KEY' in k))");
+        assert_eq!(stdout(&cell), "echo:small:hi\n['echo:big:a', 'echo:big:b']\n[]\n", "{cell}");
+        assert_eq!(server.requests().len(), 3);
+        assert!(repl.close().success());
+        // A wrong key: an error string, not a hang.
+        let mut repl = Repl::start_with_env(env, &[
+            "--llm-endpoint", &url, "--llm-model", "small", "--llm-api-key-env", "TEST_LLM_KEY",
+        ], &[("TEST_LLM_KEY", "wrong")]);
+        let cell = repl.exec("print(llm_query('hi'))");
+        assert!(stdout(&cell).starts_with("Error: ") && stdout(&cell).contains("401"), "{cell}");
         assert!(repl.close().success());
     }
 }

@@ -1,20 +1,48 @@
 //! `rlm-sandbox session`: one sandbox running the agent, driven by JSON
 //! lines on stdin and stdout (docs/PROTOCOL.md).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use clap::Args;
 use rlm_sandbox::config::{parse_size, ExecutionMode};
+use rlm_sandbox::session::llm_command::CommandHandler;
+use rlm_sandbox::session::llm_endpoint::EndpointHandler;
 use rlm_sandbox::session::serve::{serve, Backend, Output};
-use rlm_sandbox::session::{CallLimits, SessionOptions, Tool};
+use rlm_sandbox::session::{CallLimits, Handler, SessionOptions, Tool};
 use rlm_sandbox::supervise::Sandbox;
 
 use super::egress::EgressArgs;
 use super::SandboxArgs;
 
+/// The most of one answer a host command or endpoint may give.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Args)]
 pub struct SessionArgs {
+    /// Answer llm_query prompts with this shell command instead of the
+    /// orchestrator: one `sh -c CMD` per prompt, the prompt on its stdin,
+    /// the answer its stdout (the model asked for, if any, in RLM_LLM_MODEL)
+    #[arg(
+        long,
+        value_name = "CMD",
+        env = "RLM_LLM_COMMAND",
+        conflicts_with = "llm_endpoint"
+    )]
+    llm_command: Option<String>,
+    /// Answer llm_query prompts with an OpenAI-compatible chat-completions
+    /// endpoint instead of the orchestrator, e.g. http://127.0.0.1:8000/v1
+    /// (plain http: a local server, or a local proxy in front of https)
+    #[arg(long, value_name = "URL", env = "RLM_LLM_ENDPOINT", value_parser = endpoint_url)]
+    llm_endpoint: Option<String>,
+    /// The endpoint's model when the code names none
+    #[arg(long, value_name = "NAME", env = "RLM_LLM_MODEL")]
+    llm_model: Option<String>,
+    /// The host environment variable holding the endpoint's API key (sent
+    /// as a bearer token; never passed into the sandbox)
+    #[arg(long, value_name = "VAR", env = "RLM_LLM_API_KEY_ENV")]
+    llm_api_key_env: Option<String>,
     /// Sub-calls (prompts and tool calls) per session
     #[arg(long, value_name = "N", env = "RLM_MAX_LLM_CALLS", default_value_t = CallLimits::default().max_calls)]
     max_llm_calls: u64,
@@ -68,6 +96,22 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected seconds in (0, 86400], got {s:?}"))
 }
 
+fn endpoint_url(s: &str) -> Result<String, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(format!(
+            "{s:?}: this build speaks plain HTTP only (no TLS); use an http:// URL \
+             (a local server, or a local proxy in front of the https service)"
+        ));
+    }
+    match lower.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(s.trim().to_string()),
+        _ => Err(format!(
+            "expected an http://HOST[:PORT][/PATH] URL such as http://127.0.0.1:8000/v1, got {s:?}"
+        )),
+    }
+}
+
 fn tool(s: &str) -> Result<Tool, String> {
     let (name, params) = s.split_once(':').unwrap_or((s, ""));
     let ident = |x: &str| {
@@ -91,11 +135,47 @@ fn tool(s: &str) -> Result<Tool, String> {
     })
 }
 
+/// Who answers the session's calls: a host command, an endpoint, or (the
+/// default) the orchestrator on the JSON lines.
+fn backend(args: &SessionArgs) -> anyhow::Result<Backend> {
+    let host = if let Some(command) = &args.llm_command {
+        let handler = CommandHandler::new(command.clone(), MAX_ANSWER_BYTES);
+        Some((Handler::Prompts(Arc::new(handler)), "command"))
+    } else if let Some(url) = &args.llm_endpoint {
+        let api_key = match &args.llm_api_key_env {
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("--llm-api-key-env {var}: the variable {var} is not set (or not UTF-8)")
+            })?),
+            None => None,
+        };
+        let handler = EndpointHandler::new(url, args.llm_model.clone(), api_key, MAX_ANSWER_BYTES);
+        Some((Handler::Prompts(Arc::new(handler)), "endpoint"))
+    } else {
+        None
+    };
+    let Some((handler, name)) = host else {
+        return Ok(Backend::Orchestrator);
+    };
+    if let Some(tool) = args.tools.first() {
+        bail!(
+            "--tool {}: tools are answered by the orchestrator, and --llm-{name} replaces it",
+            tool.name
+        );
+    }
+    if args.rlm_calls {
+        bail!(
+            "--rlm-calls: rlm_query is answered by the orchestrator, and --llm-{name} replaces it"
+        );
+    }
+    Ok(Backend::Handler(handler, name))
+}
+
 pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
     let config = args.sandbox.config()?;
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
     }
+    let backend = backend(args)?;
     let options = SessionOptions {
         contexts: args
             .egress
@@ -125,7 +205,7 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
     Ok(serve(
         &sandbox,
         options,
-        Backend::Orchestrator,
+        backend,
         input,
         Output::new(std::io::stdout()),
         cancel,
@@ -136,6 +216,23 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_plain_http_urls() {
+        assert_eq!(
+            endpoint_url(" http://127.0.0.1:8000/v1 ").unwrap(),
+            "http://127.0.0.1:8000/v1"
+        );
+        assert!(endpoint_url("https://api.openai.com/v1")
+            .unwrap_err()
+            .contains("no TLS"));
+        for bad in ["", "127.0.0.1:8000", "http://", "http:///v1", "ftp://x"] {
+            assert!(
+                endpoint_url(bad).unwrap_err().contains(&format!("{bad:?}")),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn tools_are_names_with_parameter_names() {

@@ -13,6 +13,8 @@ mod cell;
 pub mod contexts;
 pub mod frames;
 pub mod link;
+pub mod llm_command;
+pub mod llm_endpoint;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

@@ -135,8 +135,19 @@ impl CallHandler for Orchestrator {
 pub enum Backend {
     /// The orchestrator on the other end of the JSON lines.
     Orchestrator,
-    /// A handler of the host's (a command, an endpoint).
-    Handler(Handler),
+    /// A handler of the host's, with the name the `ready` event gives it
+    /// (`command`, `endpoint`).
+    Handler(Handler, &'static str),
+}
+
+impl Backend {
+    /// Who answers calls, as the `ready` event's `calls_answered_by` says.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Orchestrator => "orchestrator",
+            Backend::Handler(_, name) => name,
+        }
+    }
 }
 
 /// A request for the session's thread.
@@ -159,9 +170,10 @@ pub fn serve(
     cancel: Arc<AtomicBool>,
 ) -> i32 {
     let orchestrator = Arc::new(Orchestrator::new(out.clone()));
+    let answered_by = backend.name();
     let handler = match backend {
         Backend::Orchestrator => Handler::Calls(orchestrator.clone()),
-        Backend::Handler(h) => h,
+        Backend::Handler(h, _) => h,
     };
     let mut session = match Session::start(sandbox, options, handler, cancel.clone()) {
         Ok(session) => session,
@@ -176,6 +188,7 @@ pub fn serve(
     };
     let mut ready = serde_json::to_value(session.ready()).unwrap_or_default();
     ready["event"] = json!("ready");
+    ready["calls_answered_by"] = json!(answered_by);
     out.line(&ready);
 
     let (tx, requests) = mpsc::channel::<Request>();

@@ -94,6 +94,22 @@ on_both_runtimes! {
         assert!(repl.close().success());
     }
 
+    fn output_past_the_ceiling_ends_the_cell_and_the_session_lives_on(env) {
+        let mut repl = Repl::start(env, &["--max-output-bytes", "1m"]);
+        repl.exec("kept = 7");
+        let cell = repl.exec("import os\nwhile True:\n    print('x' * 1000)\n    os.write(2, b'e' * 100)");
+        assert_eq!(cell["status"], "output_limit", "{cell}");
+        assert_eq!((cell["interrupted"].as_bool(), cell["session_dead"].as_bool()), (Some(true), Some(false)), "{cell}");
+        // What was kept is bounded: the agent sends one byte past the
+        // ceiling in all, the host keeps head and tail of 1 MiB per stream.
+        let kept = text(&cell, "stdout").len() + text(&cell, "stderr").len();
+        assert!(kept < (1 << 20) + 512, "{kept} bytes");
+        assert!(text(&cell, "stdout").starts_with("xxxx"), "{cell}");
+        let cell = repl.exec("print(kept)");
+        assert_eq!((text(&cell, "stdout").as_str(), text(&cell, "stderr").as_str()), ("7\n", ""), "{cell}");
+        assert!(repl.close().success());
+    }
+
     fn a_traceback_leaves_the_session_alive(env) {
         let mut repl = Repl::start(env, &[]);
         repl.exec("kept = 41");

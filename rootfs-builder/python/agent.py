@@ -29,7 +29,6 @@ import mmap
 import os
 import queue
 import re
-import select
 import signal
 import struct
 import sys
@@ -55,8 +54,10 @@ MAX_HOST_FRAME = 64 << 20
 DEFAULT_MAX_FRAME = (8 << 20) + (64 << 10)
 DEFAULT_MAX_LOAD_BYTES = 64 << 20
 DEFAULT_MAX_PROMPT_BYTES = 4 << 20
-#: How long a cell's end waits for its pipes to reach end of file.
-EOF_WAIT = 0.2
+#: How often the watchdog checks a running cell's output against the ceiling.
+WATCH_EVERY = 0.05
+#: The host's output ceiling per cell unless `hello` says otherwise.
+DEFAULT_MAX_OUTPUT_BYTES = 256 << 20
 #: Private descriptors start here, out of the way of user code's files.
 PRIVATE_FD_MIN = 100
 #: Cells whose source tracebacks can show.
@@ -272,7 +273,7 @@ class Interrupts:
 
 class Channel:
     """Agent → host frames. Every frame is written whole under one lock
-    (os.write may write part of a buffer), so frames from the forwarders,
+    (os.write may write part of a buffer), so frames from the watchdog,
     callers in threads and the main thread never interleave."""
 
     def __init__(self, fd: int, on_broken: Callable[[str], None]) -> None:
@@ -282,9 +283,11 @@ class Channel:
         self._on_broken = on_broken
 
     @_protocol
-    def send(self, kind: int, payload: bytes) -> None:
-        """Writes one frame; a broken channel means the host is gone."""
-        data = memoryview(encode_frame(kind, payload))
+    def send(self, kind: int, payload: bytes, before: bytes = b"") -> None:
+        """Writes one frame, after the whole frames `before` (one write for
+        both: a system call and a wake-up of the host saved); a broken
+        channel means the host is gone."""
+        data = memoryview(before + encode_frame(kind, payload))
         with self._lock:
             try:
                 while data:
@@ -293,100 +296,88 @@ class Channel:
                 self._on_broken("the frame channel to the host broke: %s" % e)
 
     @_protocol
-    def send_json(self, msg: dict[str, Any]) -> None:
-        """Sends `msg` as a J frame; FrameTooLarge instead of a frame the
-        host would refuse."""
+    def send_json(self, msg: dict[str, Any], before: bytes = b"") -> None:
+        """Sends `msg` as a J frame (after the frames `before`);
+        FrameTooLarge instead of a frame the host would refuse."""
         payload = encode_json(msg)
         if len(payload) + 1 > self.max_frame:
             raise FrameTooLarge(
                 "a %r message of %d bytes is above the frame limit of %d"
                 % (msg.get("t"), len(payload) + 1, self.max_frame)
             )
-        self.send(JSON, payload)
+        self.send(JSON, payload, before)
 
 
 # --- Output forwarding ----------------------------------------------------------
 
 
-class Job:
-    """One cell's pipe for one stream: its read end, owned (and closed) by
-    the forwarder, and whether the forwarder has finished with it."""
+class CellOutput:
+    """One cell's fd 1 and fd 2: a memory file each (memfd), sent to the
+    host as output frames when the cell ends.
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.done = threading.Event()
-        self.abandoned = False
+    Files rather than pipes: a pipe needs a thread draining it while the
+    cell runs, and the hand-offs to and from such threads cost more than
+    all the rest of a cell under gVisor. A file never blocks its writer and
+    the main thread alone reads it at the end. The files live in the
+    sandbox's memory (its limit covers them) and the watchdog bounds them
+    by the host's output ceiling. Every cell gets new files, so a
+    descriptor user code duplicated from fd 1 writes into a file nobody
+    reads any more, never into a later cell."""
 
-
-class Forwarder:
-    """A persistent thread that sends what one stream's pipe carries as
-    output frames, one cell's pipe after another. It polls a wake-up pipe
-    beside the cell's pipe so the cell's end can make it drop a pipe that
-    user code keeps open (a duplicated descriptor) without closing a
-    descriptor another thread is blocked reading."""
-
-    def __init__(self, kind: int, channel: Channel) -> None:
-        self.kind = kind
-        self.channel = channel
-        self.jobs: "queue.Queue[Job]" = queue.Queue()
-        self.wake_r, self.wake_w = private_pipe()
-        os.set_blocking(self.wake_r, False)
-        self.thread = threading.Thread(target=self._run, name="rlm-forward-%c" % kind, daemon=True)
-        self.thread.start()
-
-    def start(self, fd: int) -> Job:
-        """Hands the forwarder a new cell's read end."""
-        job = Job(fd)
-        self.jobs.put(job)
-        return job
-
-    def abandon(self, job: Job) -> None:
-        """Makes the forwarder drop `job`'s pipe; what it carries later is lost."""
-        job.abandoned = True
+    def __init__(self) -> None:
+        #: The cell the files are for (set when it starts).
+        self.cell = 0
+        #: The watchdog cut this cell's output off at the ceiling.
+        self.limited = False
+        self.files: list[int] = []
         try:
-            os.write(self.wake_w, b"x")
-        except BlockingIOError:
-            pass
-
-    def _run(self) -> None:
-        """The thread: one job at a time, for the agent's whole life."""
-        while True:
-            job = self.jobs.get()
-            try:
-                self._drain(job)
-            except OSError:
-                pass  # The pipe broke: what it carried is lost, not the agent.
-            finally:
+            for name in ("rlm-stdout", "rlm-stderr"):
+                fd = os.memfd_create(name, os.MFD_CLOEXEC)
                 try:
-                    os.close(job.fd)
-                except OSError:
-                    pass
-                job.done.set()
+                    self.files.append(_private_fd(fd))
+                finally:
+                    os.close(fd)
+        except OSError:
+            self.close()
+            raise
 
-    def _drain(self, job: Job) -> None:
-        """Sends what the pipe carries until its end of file or abandonment."""
-        poller = select.poll()
-        poller.register(job.fd, select.POLLIN)
-        poller.register(self.wake_r, select.POLLIN)
-        while True:
-            ready = {fd for fd, _ in poller.poll()}
-            if self.wake_r in ready:
-                self._clear_wakeups()
-            if job.abandoned:
-                return
-            if job.fd in ready:
-                data = os.read(job.fd, CHUNK)
-                if not data or job.abandoned:
-                    return
-                self.channel.send(self.kind, data)
+    def size(self) -> int:
+        """Bytes written to both files so far."""
+        return sum(os.fstat(fd).st_size for fd in self.files)
 
-    def _clear_wakeups(self) -> None:
-        """Empties the wake-up pipe (a late wake-up only costs a spurious poll)."""
-        try:
-            while os.read(self.wake_r, 64):
+    def send(self, channel: Channel, limit: int) -> bytes:
+        """Sends the files' bytes as output frames, stdout first: at most
+        `limit` + 1 bytes in all (one past the ceiling, so the host sees it
+        crossed), each file only as far as its size now (a writer that
+        kept a descriptor cannot keep this going). The frames of a small
+        output are returned instead, to go out with the cell's `done`."""
+        sizes = [os.fstat(fd).st_size for fd in self.files]
+        if sum(sizes) <= CHUNK:
+            return b"".join(
+                encode_frame(kind, os.pread(fd, size, 0))
+                for kind, fd, size in zip((STDOUT, STDERR), self.files, sizes)
+                if size
+            )
+        budget = limit + 1
+        for kind, fd, size in zip((STDOUT, STDERR), self.files, sizes):
+            end = min(size, budget)
+            offset = 0
+            while offset < end:
+                data = os.pread(fd, min(CHUNK, end - offset), offset)
+                if not data:
+                    break
+                channel.send(kind, data)
+                offset += len(data)
+            budget -= offset
+        return b""
+
+    def close(self) -> None:
+        for fd in self.files:
+            try:
+                os.close(fd)
+            except OSError:
                 pass
-        except BlockingIOError:
-            pass
+        self.files = []
 
 
 # --- Calls to the host -------------------------------------------------------------
@@ -806,24 +797,6 @@ def _private_fd(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PRIVATE_FD_MIN)
 
 
-def private_pipe() -> tuple[int, int]:
-    """os.pipe() with both ends moved to private descriptors, so user code
-    that closes a range of low descriptors leaves the agent's alone."""
-    ends = os.pipe()
-    moved: list[int] = []
-    try:
-        for fd in ends:
-            moved.append(_private_fd(fd))
-    except OSError:
-        for fd in moved:
-            os.close(fd)
-        raise
-    finally:
-        for fd in ends:
-            os.close(fd)
-    return moved[0], moved[1]
-
-
 def _text_stream(fd: int, mode: str) -> io.TextIOWrapper:
     """sys.stdin/stdout/stderr on `fd`: UTF-8 whatever the locale, and not
     owning the descriptor (user code closing sys.stdout closes no fd).
@@ -872,7 +845,7 @@ class Agent:
         self.channel = Channel(host_out, self.die)
         self.interrupts = Interrupts(threading.get_ident())
         self.calls = Calls()
-        self.inbox: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self.inbox: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
         self.host_in = host_in
         self.max_load = DEFAULT_MAX_LOAD_BYTES
         self.max_prompt = DEFAULT_MAX_PROMPT_BYTES
@@ -884,7 +857,15 @@ class Agent:
         self.scaffold: dict[str, Any] = {}
         self.globals = new_namespace()
         self._rebuild_scaffold()
-        self.forwarders: Optional[tuple[Forwarder, Forwarder]] = None
+        self.max_output = DEFAULT_MAX_OUTPUT_BYTES
+        #: The running cell's output, and the lock under which fd 1 and 2
+        #: are pointed at it or away from it (main thread and watchdog).
+        self.output: Optional[CellOutput] = None
+        self.output_lock = threading.Lock()
+        #: Output files made ahead for the next cell.
+        self.spare: Optional[CellOutput] = None
+        #: Output frames of the last cell that go out with its `done`.
+        self.unsent = b""
         self.sources: "collections.deque[str]" = collections.deque()
 
     # -- lifecycle
@@ -895,9 +876,9 @@ class Agent:
         os._exit(code)
 
     def start(self) -> None:
-        """Starts the forwarders and the reader thread."""
-        self.forwarders = (Forwarder(STDOUT, self.channel), Forwarder(STDERR, self.channel))
+        """Starts the reader thread and the output watchdog."""
         threading.Thread(target=self._read_host, name="rlm-reader", daemon=True).start()
+        threading.Thread(target=self._watch_output, name="rlm-watch", daemon=True).start()
 
     def serve(self) -> None:
         """The main thread: host messages one at a time, forever."""
@@ -976,6 +957,7 @@ class Agent:
         self.channel.max_frame = _positive(msg.get("max_frame"), DEFAULT_MAX_FRAME)
         self.max_load = _positive(msg.get("max_load_bytes"), DEFAULT_MAX_LOAD_BYTES, zero=True)
         self.max_prompt = _positive(msg.get("max_prompt_bytes"), DEFAULT_MAX_PROMPT_BYTES)
+        self.max_output = _positive(msg.get("max_output_bytes"), DEFAULT_MAX_OUTPUT_BYTES)
         self.tools = self._make_tools(msg.get("tools") or [])
         self.contexts = {}
         for spec in msg.get("contexts") or []:
@@ -993,6 +975,7 @@ class Agent:
             raise ValueError("exec needs cell (int) and code (str)")
         status, final = self.run_cell(cell, code)
         self._send_done(cell, status, final)
+        self._prepare_output()
 
     def on_vars(self, msg: dict[str, Any]) -> None:
         self._reply(msg["req"], True, vars=self.user_vars())
@@ -1039,17 +1022,17 @@ class Agent:
     # -- cells
 
     def run_cell(self, cell: int, code: str) -> tuple[str, Optional[str]]:
-        """Runs `code` with its own output pipes: (status, final answer)."""
+        """Runs `code` with its own output files: (status, final answer)."""
         self._ensure_std_streams()
-        jobs = self._start_output()
-        if jobs is None:
+        output = self._start_output(cell)
+        if output is None:
             return "error", None
         try:
             status = self._execute(cell, code)
             final = self._take_answer()
             self._restore_names()
         finally:
-            self._end_output(jobs)
+            self._end_output(output)
         return status, final
 
     def _execute(self, cell: int, code: str) -> str:
@@ -1108,40 +1091,74 @@ class Agent:
         if not _usable(sys.stderr):
             sys.stderr = _text_stream(2, "w")
 
-    def _start_output(self) -> Optional[tuple[Job, Job]]:
-        """The cell's pipes on fd 1 and fd 2, handed to the forwarders."""
-        assert self.forwarders is not None
+    def _prepare_output(self) -> None:
+        """Makes the next cell's output files now, after this cell's `done`
+        went out, while the host reads it (they cost a dozen system calls)."""
+        if self.spare is None:
+            try:
+                self.spare = CellOutput()
+            except OSError:
+                pass  # Made (or reported) when the next cell starts.
+
+    def _start_output(self, cell: int) -> Optional[CellOutput]:
+        """The cell's output files on fd 1 and fd 2."""
+        output, self.spare = self.spare, None
         try:
-            (out_r, out_w), (err_r, err_w) = private_pipe(), private_pipe()
+            output = output or CellOutput()
         except OSError as e:
             # Too many open files, most likely: say so in the cell's stderr.
-            self.channel.send(STDERR, ("rlm-sandbox: cannot create the cell's output pipes: %s\n" % e).encode())
+            self.channel.send(STDERR, ("rlm-sandbox: cannot create the cell's output files: %s\n" % e).encode())
             return None
-        for write_end, fd in ((out_w, 1), (err_w, 2)):
-            os.dup2(write_end, fd)
-            os.close(write_end)
-        return self.forwarders[0].start(out_r), self.forwarders[1].start(err_r)
+        output.cell = cell
+        with self.output_lock:
+            os.dup2(output.files[0], 1)
+            os.dup2(output.files[1], 2)
+            self.output = output
+        return output
 
-    def _end_output(self, jobs: tuple[Job, Job]) -> None:
-        """Points fd 1 and 2 back at /dev/null and waits (a bounded time)
-        until the forwarders have sent everything the cell wrote."""
-        assert self.forwarders is not None
+    def _end_output(self, output: CellOutput) -> None:
+        """Points fd 1 and 2 back at /dev/null, then sends what the cell
+        wrote (a thread still printing now prints into /dev/null)."""
         _flush(sys.stdout)
         _flush(sys.stderr)
-        os.dup2(self.devnull, 1)
-        os.dup2(self.devnull, 2)
-        deadline = time.monotonic() + EOF_WAIT
-        for job in jobs:
-            job.done.wait(max(deadline - time.monotonic(), 0.0))
-        for forwarder, job in zip(self.forwarders, jobs):
-            if not job.done.is_set():
-                forwarder.abandon(job)
-        for job in jobs:
-            # Only a frame being written when the pipe was dropped is left.
-            job.done.wait(5.0)
+        with self.output_lock:
+            os.dup2(self.devnull, 1)
+            os.dup2(self.devnull, 2)
+            self.output = None
+        try:
+            self.unsent = output.send(self.channel, self.max_output)
+        finally:
+            output.close()
+
+    def _watch_output(self) -> None:
+        """The watchdog thread: a running cell whose output passes the
+        host's ceiling has fd 1 and 2 pointed at /dev/null (its files stop
+        growing in the sandbox's memory) and the host is told with
+        `output_limit`, which interrupts the cell as a timeout does."""
+        while True:
+            time.sleep(WATCH_EVERY)
+            output = self.output
+            if output is None or output.limited:
+                continue
+            try:
+                size = output.size()
+            except OSError:
+                continue  # The cell ended and closed its files meanwhile.
+            if size <= self.max_output:
+                continue
+            with self.output_lock:
+                if self.output is not output:
+                    continue
+                os.dup2(self.devnull, 1)
+                os.dup2(self.devnull, 2)
+                output.limited = True
+                # Under the lock: the cell's `done` cannot go out first.
+                self.channel.send_json({"t": "output_limit", "cell": output.cell, "bytes": size})
 
     def _send_done(self, cell: int, status: str, final: Optional[str]) -> None:
-        self.channel.send_json({"t": "done", "cell": cell, "status": status, "final_answer": final})
+        """The cell's `done`, in one write with its small output's frames."""
+        before, self.unsent = self.unsent, b""
+        self.channel.send_json({"t": "done", "cell": cell, "status": status, "final_answer": final}, before)
 
     # -- answers
 

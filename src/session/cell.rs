@@ -89,6 +89,14 @@ impl Session<'_> {
                         kill_at = Some(self.interrupt(cell, Instant::now()));
                     }
                 }
+                Ok(Some(Frame::Msg(AgentMsg::OutputLimit { cell: c, .. }))) if c == cell => {
+                    // The agent keeps a cell's output until the cell ends
+                    // and stopped at the ceiling: the same end as above.
+                    if ended_by.is_none() {
+                        ended_by = Some(EndedBy::OutputLimit);
+                        kill_at = Some(self.interrupt(cell, Instant::now()));
+                    }
+                }
                 Ok(Some(Frame::Msg(AgentMsg::Done {
                     cell: c,
                     status,

@@ -54,6 +54,13 @@ pub enum AgentMsg {
         #[serde(default)]
         args: Option<serde_json::Map<String, serde_json::Value>>,
     },
+    /// The cell's output passed the ceiling (`max_output_bytes`): the
+    /// agent stopped keeping it; the host interrupts the cell.
+    OutputLimit {
+        cell: u64,
+        #[serde(default)]
+        bytes: u64,
+    },
     Reply {
         req: u64,
         ok: bool,

@@ -234,6 +234,7 @@ impl<'s> Session<'s> {
             "max_load_bytes": self.options.max_load_bytes,
             "max_frame": MAX_FRAME,
             "max_prompt_bytes": self.options.calls.max_prompt_bytes,
+            "max_output_bytes": self.sandbox.config.limits.max_output_bytes,
         }));
         let deadline = Instant::now() + self.options.start_timeout;
         match self.next(deadline) {
@@ -566,6 +567,7 @@ fn describe(msg: &AgentMsg) -> &'static str {
         AgentMsg::Done { .. } => "done",
         AgentMsg::Call { .. } => "call",
         AgentMsg::Reply { .. } => "reply",
+        AgentMsg::OutputLimit { .. } => "output_limit",
     }
 }
 

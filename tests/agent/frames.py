@@ -161,10 +161,10 @@ class Agent:
 
     def hello(self, contexts: Optional[list[Message]] = None, tools: Optional[list[Message]] = None,
               max_load_bytes: int = 64 << 20, max_frame: int = MAX_FRAME,
-              max_prompt_bytes: int = 4 << 20) -> Message:
+              max_prompt_bytes: int = 4 << 20, max_output_bytes: int = 256 << 20) -> Message:
         self.send({"t": "hello", "contexts": contexts or [], "tools": tools or [],
                    "max_load_bytes": max_load_bytes, "max_frame": max_frame,
-                   "max_prompt_bytes": max_prompt_bytes})
+                   "max_prompt_bytes": max_prompt_bytes, "max_output_bytes": max_output_bytes})
         ready = self.msg()
         assert ready["t"] == "ready", ready
         return ready
@@ -175,8 +175,10 @@ class Agent:
         self.send({"t": "exec", "cell": cell, "code": code})
         return cell
 
-    def finish(self, cell: int, answer: Optional[Answerer] = echo, timeout: float = 20.0) -> Cell:
-        """Collects the cell's frames until its `done`, answering calls."""
+    def finish(self, cell: int, answer: Optional[Answerer] = echo, timeout: float = 20.0,
+               on_limit: Optional[Callable[[Message], None]] = None) -> Cell:
+        """Collects the cell's frames until its `done`, answering calls
+        (and handing an `output_limit` message to `on_limit`)."""
         stdout, stderr, calls = bytearray(), bytearray(), []
         deadline = time.monotonic() + timeout
         while True:
@@ -193,6 +195,8 @@ class Agent:
                     calls.append(msg)
                     assert answer is not None, "unexpected call %r" % msg
                     self.send({"t": "call_result", "call": msg["call"], **answer(msg)})
+                elif msg["t"] == "output_limit" and on_limit is not None:
+                    on_limit(msg)
                 elif msg["t"] == "done":
                     assert msg["cell"] == cell, msg
                     return Cell(msg, bytes(stdout), bytes(stderr), calls)

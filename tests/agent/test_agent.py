@@ -91,6 +91,27 @@ def test_large_output_arrives_whole_in_bounded_chunks_before_done(ready: Agent) 
     assert cell.out == "x" * 3_000_000 + "\nend\n"
 
 
+def test_output_past_the_ceiling_is_cut_off_and_reported(agent: Agent) -> None:
+    agent.hello(max_output_bytes=100_000)
+    limits: list[Message] = []
+
+    def on_limit(msg: Message) -> None:
+        # As the host does: the cell is interrupted.
+        limits.append(msg)
+        agent.send({"t": "interrupt", "cell": msg["cell"]})
+
+    cell = agent.start_exec("import os\nwhile True:\n    print('x' * 1000)\n    os.write(2, b'y' * 100)")
+    result = agent.finish(cell, on_limit=on_limit)
+    assert [m["cell"] for m in limits] == [cell], limits
+    assert limits[0]["bytes"] > 100_000
+    assert result.status == "interrupted"
+    # Sent: one byte past the ceiling, stdout first; the rest was never kept.
+    assert len(result.stdout) + len(result.stderr) == 100_001
+    assert set(result.out) == {"x", "\n"}
+    after = agent.exec("print('next')")
+    assert (after.out, after.err) == ("next\n", "")
+
+
 def test_a_background_thread_printing_after_its_cell_does_not_corrupt_frames(ready: Agent) -> None:
     cell = ready.exec(
         "import threading, time, os\n"
@@ -160,20 +181,25 @@ def test_chained_exceptions_lose_agent_frames_too(ready: Agent) -> None:
 # --- interrupts ------------------------------------------------------------------
 
 
-def wait_output(agent: Agent, marker: bytes) -> bytes:
-    """Reads output frames until `marker` appears (the cell is then in user code)."""
-    seen = b""
-    while marker not in seen:
-        frame = agent.frame()
-        assert frame is not None and frame[0] != JSON, frame
-        seen += frame[1]
-    return seen
+def in_user_code(mark: str) -> str:
+    """Cell code that creates the file `mark` (the test then knows the cell
+    runs user code: output reaches the host only at the cell's end)."""
+    return "open(%r, 'w').close()\n" % mark
 
 
-def test_interrupt_stops_a_sleep_and_keeps_the_state(ready: Agent) -> None:
+def wait_mark(mark: str, timeout: float = 10.0) -> None:
+    """Waits until the cell has run in_user_code(mark)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(mark):
+        assert time.monotonic() < deadline, "the cell did not start"
+        time.sleep(0.005)
+
+
+def test_interrupt_stops_a_sleep_and_keeps_the_state(ready: Agent, tmp_path: Path) -> None:
     ready.exec("before = 'kept'")
-    cell = ready.start_exec("import time\nprint('started', flush=True)\ntime.sleep(30)\nprint('not reached')")
-    wait_output(ready, b"started")
+    mark = str(tmp_path / "started")
+    cell = ready.start_exec("import time\nprint('started')\n" + in_user_code(mark) + "time.sleep(30)\nprint('not reached')")
+    wait_mark(mark)
     started = time.monotonic()
     ready.send({"t": "interrupt", "cell": cell})
     result = ready.finish(cell)
@@ -185,17 +211,19 @@ def test_interrupt_stops_a_sleep_and_keeps_the_state(ready: Agent) -> None:
     assert ready.exec("print(before)").out == "kept\n"
 
 
-def test_output_buffered_before_an_interrupt_is_kept(ready: Agent) -> None:
-    cell = ready.start_exec("print('buffered')\nimport sys, time\nsys.stderr.write('go\\n')\ntime.sleep(30)")
-    wait_output(ready, b"go")
+def test_output_buffered_before_an_interrupt_is_kept(ready: Agent, tmp_path: Path) -> None:
+    mark = str(tmp_path / "go")
+    cell = ready.start_exec("print('buffered')\nimport sys, time\nsys.stderr.write('go\\n')\n" + in_user_code(mark) + "time.sleep(30)")
+    wait_mark(mark)
     ready.send({"t": "interrupt", "cell": cell})
     result = ready.finish(cell)
     assert (result.status, result.out) == ("interrupted", "buffered\n")
 
 
-def test_interrupt_stops_a_busy_loop_and_a_waiting_call(ready: Agent) -> None:
-    cell = ready.start_exec("print('go', flush=True)\nwhile True:\n    pass")
-    wait_output(ready, b"go")
+def test_interrupt_stops_a_busy_loop_and_a_waiting_call(ready: Agent, tmp_path: Path) -> None:
+    mark = str(tmp_path / "go")
+    cell = ready.start_exec(in_user_code(mark) + "while True:\n    pass")
+    wait_mark(mark)
     ready.send({"t": "interrupt", "cell": cell})
     assert ready.finish(cell).status == "interrupted"
     # Interrupted while waiting for a call's answer, which then comes late.
@@ -233,7 +261,7 @@ def test_an_interrupt_before_the_cell_starts_still_interrupts_it(ready: Agent) -
 
 def test_interrupts_never_break_the_protocol_while_calls_fly(ready: Agent) -> None:
     for round_ in range(5):
-        # Output and call frames are not ordered with each other: no wait_output here.
+        # Output and call frames are not ordered with each other.
         cell = ready.start_exec("print('loop')\nn = 0\nwhile True:\n    llm_query_batched(['a', 'b'])\n    n += 1")
         interrupted, calls = False, 0
         deadline = time.monotonic() + 20
@@ -525,14 +553,15 @@ def test_a_gigabyte_context_is_searched_without_loading_it(agent: Agent, files: 
 # --- the channel ---------------------------------------------------------------------
 
 
-def test_end_of_input_exits_zero_even_during_a_cell(ready: Agent) -> None:
+def test_end_of_input_exits_zero_even_during_a_cell(ready: Agent, tmp_path: Path) -> None:
     assert ready.exec("x = 1").status == "ok"
     assert ready.close() == 0
     other = Agent()
     try:
         other.hello()
-        other.start_exec("import time\nprint('sleeping', flush=True)\ntime.sleep(30)")
-        wait_output(other, b"sleeping")
+        mark = str(tmp_path / "sleeping")
+        other.start_exec(in_user_code(mark) + "import time\ntime.sleep(30)")
+        wait_mark(mark)
         assert other.close() == 0
     finally:
         other.kill()

@@ -293,6 +293,41 @@ on_both_runtimes! {
         assert_eq!(text(&cell, "stdout"), "{not json\n", "{cell}");
         assert!(repl.close().success());
     }
+
+    fn a_session_has_no_network_and_cannot_write_its_contexts(env) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctx.txt");
+        std::fs::write(&path, "the context\n").unwrap();
+        let mut repl = Repl::start_with_env(env, &["--context", path.to_str().unwrap()], &[("HOST_ONLY_SECRET", "s3")]);
+        let added = dir.path().join("added.txt");
+        std::fs::write(&added, "added\n").unwrap();
+        let r = repl.request("add_context", json!({"path": added.to_str().unwrap()}));
+        assert_eq!(r["ok"], true, "{r}");
+        let cell = repl.exec(concat!(
+            "import os, socket\n",
+            "def attempt(f):\n",
+            "    try:\n",
+            "        f()\n",
+            "        return 'ok'\n",
+            "    except OSError as e:\n",
+            "        return type(e).__name__\n",
+            "print('net', attempt(lambda: socket.create_connection(('8.8.8.8', 53), timeout=2)))\n",
+            "print('ctx', attempt(lambda: open(ctxs[0].path, 'a').write('x')))\n",
+            "print('added', attempt(lambda: open(ctxs[1].path, 'a').write('x')))\n",
+            "d = os.path.dirname(ctxs[1].path)\n",
+            "print('dir', attempt(lambda: open(os.path.join(d, 'new'), 'w').write('x')))\n",
+            "print('env', sorted(k for k in os.environ if 'SECRET' in k))\n",
+        ));
+        let out = text(&cell, "stdout");
+        assert!(!out.contains(" ok"), "{cell}");
+        for what in ["net", "ctx", "added", "dir"] {
+            assert!(out.lines().any(|l| l.starts_with(what) && l.ends_with("Error")), "{what}: {out}");
+        }
+        assert!(out.contains("env []"), "{out}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "the context\n");
+        assert_eq!(std::fs::read_to_string(&added).unwrap(), "added\n");
+        assert!(repl.close().success());
+    }
 }
 
 on_both_runtimes! {

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::capture::CapturedStream;
-use crate::egress::{EgressFilter, Finding, Stream};
+use crate::egress::{ContextEchoIndex, EgressFilter, Finding, Stream};
 use crate::runtime::{RuntimeKind, Selection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -103,33 +103,59 @@ pub struct Ended {
     pub error: Option<String>,
 }
 
+/// Both captured streams of a run or a session cell, through the egress
+/// filter: nothing leaves unfiltered.
+pub struct FilteredOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated: Truncated,
+    pub findings: Vec<Finding>,
+}
+
+impl FilteredOutput {
+    /// `extra`: contexts checked for echoes beside the filter's own.
+    pub fn new(
+        [stdout, stderr]: [CapturedStream; 2],
+        egress: &EgressFilter,
+        extra: &[ContextEchoIndex],
+    ) -> FilteredOutput {
+        let truncated = Truncated {
+            stdout: stdout.dropped,
+            stderr: stderr.dropped,
+        };
+        let out = egress.filter_with_contexts(Stream::Stdout, stdout, extra);
+        let err = egress.filter_with_contexts(Stream::Stderr, stderr, extra);
+        let mut findings = out.findings;
+        findings.extend(err.findings);
+        FilteredOutput {
+            stdout: out.text,
+            stderr: err.text,
+            truncated,
+            findings,
+        }
+    }
+}
+
 impl ExecResult {
     /// Filters both captured streams through `egress` (nothing leaves
     /// unfiltered) and assembles the result.
     pub fn assemble(
         ended: Ended,
-        [stdout, stderr]: [CapturedStream; 2],
+        streams: [CapturedStream; 2],
         egress: &EgressFilter,
         runtime: Option<RuntimeUsed>,
         usage: Usage,
         elapsed: std::time::Duration,
     ) -> ExecResult {
-        let truncated = Truncated {
-            stdout: stdout.dropped,
-            stderr: stderr.dropped,
-        };
-        let out = egress.filter(Stream::Stdout, stdout);
-        let err = egress.filter(Stream::Stderr, stderr);
-        let mut findings = out.findings;
-        findings.extend(err.findings);
+        let out = FilteredOutput::new(streams, egress, &[]);
         ExecResult {
             status: ended.status,
             exit_code: ended.exit_code,
             signal: ended.signal,
-            stdout: out.text,
-            stderr: err.text,
-            truncated,
-            findings,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            truncated: out.truncated,
+            findings: out.findings,
             runtime,
             duration_ms: elapsed.as_millis() as u64,
             usage,

@@ -28,6 +28,19 @@ pub fn has_python(rootfs: &Path) -> bool {
         .exists()
 }
 
+/// Whether `rootfs` holds a session agent (`_rlm_agent` in its Python's
+/// standard library): rootfs builds before sessions, or trees not made by
+/// rlm-sandbox, have none.
+pub fn has_agent(rootfs: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(rootfs.join("usr/lib")) else {
+        return false;
+    };
+    let module = format!("{}.py", rootfs_builder::AGENT_MODULE);
+    entries.flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with("python3.") && e.path().join(&module).is_file()
+    })
+}
+
 /// The configured rootfs, checked; or the default one, built (once, under a
 /// lock so concurrent first runs do not race) when missing.
 pub fn resolve(
@@ -72,4 +85,25 @@ pub fn resolve(
         )?;
     }
     Ok(path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_is_looked_for_in_the_pythons_stdlib() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert!(!has_agent(root), "no usr/lib");
+        let lib = root.join("usr/lib/python3.11");
+        std::fs::create_dir_all(&lib).unwrap();
+        assert!(!has_agent(root), "no module");
+        std::fs::create_dir_all(root.join("usr/lib/perl5")).unwrap();
+        std::fs::write(root.join("usr/lib/perl5/_rlm_agent.py"), "").unwrap();
+        assert!(!has_agent(root), "not under python3.*");
+        std::fs::write(lib.join(format!("{}.py", rootfs_builder::AGENT_MODULE)), "").unwrap();
+        assert!(has_agent(root));
+    }
 }

@@ -294,6 +294,22 @@ on_both_runtimes! {
         assert!(repl.close().success());
     }
 
+    fn an_added_context_printed_whole_is_redacted(env) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("added.txt");
+        let sentence = "The quarterly figures for the northern region were revised twice before release.";
+        std::fs::write(&path, sentence).unwrap();
+        let mut repl = Repl::start(env, &[]);
+        let r = repl.request("add_context", json!({"path": path.to_str().unwrap()}));
+        assert_eq!(r["ok"], true, "{r}");
+        let cell = repl.exec("print(context_0)\nprint(len(context_0))");
+        let out = text(&cell, "stdout");
+        assert!(!out.contains(sentence), "the added context left whole: {cell}");
+        assert!(out.ends_with(&format!("{}\n", sentence.len())), "{cell}");
+        assert_eq!(cell["findings"][0]["kind"], "context_echo", "{cell}");
+        assert!(repl.close().success());
+    }
+
     fn a_session_has_no_network_and_cannot_write_its_contexts(env) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctx.txt");

@@ -193,7 +193,7 @@ impl EgressFilter {
     /// detector, no context echo (quoting the context is what prompts are
     /// for).
     pub fn filter_prompt(&self, prompt: String) -> FilteredStream {
-        let hits = self.detect(prompt.as_bytes(), false);
+        let hits = self.detect(prompt.as_bytes(), false, &[]);
         self.finish(Stream::Prompt, prompt, hits, None)
     }
 
@@ -207,8 +207,17 @@ impl EgressFilter {
     /// Like [`Self::filter_text`], in place: valid UTF-8 with nothing found
     /// is returned without a copy.
     pub fn filter_bytes(&self, stream: Stream, bytes: Vec<u8>) -> FilteredStream {
+        self.filter_bytes_with(stream, bytes, &[])
+    }
+
+    fn filter_bytes_with(
+        &self,
+        stream: Stream,
+        bytes: Vec<u8>,
+        extra: &[ContextEchoIndex],
+    ) -> FilteredStream {
         let text = into_string(bytes);
-        let hits = self.detect(text.as_bytes(), true);
+        let hits = self.detect(text.as_bytes(), true, extra);
         self.finish(stream, text, hits, None)
     }
 
@@ -217,6 +226,17 @@ impl EgressFilter {
     /// halves sit on both sides of it is still one match; its span then
     /// covers the marker, and redaction keeps the marker in place.
     pub fn filter(&self, stream: Stream, captured: CapturedStream) -> FilteredStream {
+        self.filter_with_contexts(stream, captured, &[])
+    }
+
+    /// [`filter`](Self::filter), with `extra` contexts checked for echoes
+    /// beside the filter's own (contexts added to a running session).
+    pub fn filter_with_contexts(
+        &self,
+        stream: Stream,
+        captured: CapturedStream,
+        extra: &[ContextEchoIndex],
+    ) -> FilteredStream {
         let CapturedStream {
             mut head,
             tail,
@@ -224,7 +244,7 @@ impl EgressFilter {
         } = captured;
         if dropped == 0 {
             head.extend_from_slice(&tail);
-            return self.filter_bytes(stream, head);
+            return self.filter_bytes_with(stream, head, extra);
         }
         let marker = CapturedStream::marker(dropped);
         let tail = utf8(&tail);
@@ -233,7 +253,7 @@ impl EgressFilter {
         // Room for the marker too: it goes in after the scan.
         joined.reserve_exact(tail.len() + marker.len());
         joined.push_str(&tail);
-        let mut hits = self.detect(joined.as_bytes(), true);
+        let mut hits = self.detect(joined.as_bytes(), true, extra);
         split_fragments(joined.as_bytes(), cut, &mut hits);
         let m = marker.len();
         for hit in &mut hits {
@@ -249,8 +269,9 @@ impl EgressFilter {
     }
 
     /// Every detector's hits on `text`, unsorted and possibly overlapping;
-    /// the context echo check only with `echo`.
-    fn detect(&self, text: &[u8], echo: bool) -> Vec<Hit> {
+    /// the context echo check (the filter's contexts and `extra`) only
+    /// with `echo`.
+    fn detect(&self, text: &[u8], echo: bool, extra: &[ContextEchoIndex]) -> Vec<Hit> {
         let mut hits = Vec::new();
         if let Some(literals) = &self.literals {
             literals.for_each(text, |id, start, end| {
@@ -265,7 +286,7 @@ impl EgressFilter {
             self.entropy.scan(text, &mut hits);
             self.entropy.trim_around_patterns(text, &mut hits);
         }
-        for index in self.contexts.iter().filter(|_| echo) {
+        for index in self.contexts.iter().chain(extra).filter(|_| echo) {
             let report = index.check(text, self.config.echo.min_run);
             if self.config.echo.is_echo(&report, index.context_len()) {
                 hits.extend(

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::calls::{CallHandler, CallKind, CallRequest, PromptHandler};
+use super::frames::AgentCall;
 use super::link::Link;
 use crate::egress::{EgressFilter, Finding};
 
@@ -85,17 +86,6 @@ pub struct CallRecord {
     /// What the egress filter found in the prompts (spans in the prompt).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
-}
-
-/// A call as the agent sent it.
-#[derive(Debug, Clone)]
-pub struct AgentCall {
-    pub call: u64,
-    pub kind: CallKind,
-    pub model: Option<String>,
-    pub prompts: Option<Vec<String>>,
-    pub name: Option<String>,
-    pub args: Option<serde_json::Map<String, Value>>,
 }
 
 pub struct Broker {

@@ -10,8 +10,8 @@ use serde_json::json;
 use super::frames::{AgentMsg, DoneStatus, Frame};
 use super::{CallRecord, Interrupt, Session, SessionError};
 use crate::capture::BoundedCapture;
-use crate::egress::{Finding, Stream};
-use crate::result::{Status, Truncated, Usage};
+use crate::egress::Finding;
+use crate::result::{FilteredOutput, Status, Truncated, Usage};
 use crate::supervise::EndedBy;
 
 /// The result of one cell (`exec`'s `cell`).
@@ -112,7 +112,6 @@ impl Session<'_> {
                 Err(e) => break Err(e),
             }
         };
-        let [out, err] = streams.map(BoundedCapture::finish);
         let (status, final_answer, dead) = match outcome {
             Ok((done, final_answer)) => {
                 let status = match (ended_by, done) {
@@ -140,20 +139,17 @@ impl Session<'_> {
                 "the egress filter is unavailable, so no output is released: {e}"
             ))
         })?;
-        let truncated = Truncated {
-            stdout: out.dropped,
-            stderr: err.dropped,
-        };
-        let out = egress.filter(Stream::Stdout, out);
-        let err = egress.filter(Stream::Stderr, err);
-        let mut findings = out.findings;
-        findings.extend(err.findings);
+        let out = FilteredOutput::new(
+            streams.map(BoundedCapture::finish),
+            egress,
+            &self.added_echo,
+        );
         Ok(Cell {
             status,
-            stdout: out.text,
-            stderr: err.text,
-            truncated,
-            findings,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            truncated: out.truncated,
+            findings: out.findings,
             duration_ms: start.elapsed().as_millis() as u64,
             final_answer,
             calls: self.broker.take_records(),

@@ -42,18 +42,7 @@ pub enum AgentMsg {
         status: DoneStatus,
         final_answer: Option<String>,
     },
-    Call {
-        call: u64,
-        kind: CallKind,
-        #[serde(default)]
-        model: Option<String>,
-        #[serde(default)]
-        prompts: Option<Vec<String>>,
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        args: Option<serde_json::Map<String, serde_json::Value>>,
-    },
+    Call(AgentCall),
     /// The cell's output passed the ceiling (`max_output_bytes`): the
     /// agent stopped keeping it; the host interrupts the cell.
     OutputLimit {
@@ -69,6 +58,22 @@ pub enum AgentMsg {
         #[serde(flatten)]
         fields: serde_json::Map<String, serde_json::Value>,
     },
+}
+
+/// A call as the agent sent it: queries carry `prompts`, tools `name` and
+/// `args`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct AgentCall {
+    pub call: u64,
+    pub kind: CallKind,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub prompts: Option<Vec<String>>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub args: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -194,11 +199,11 @@ mod tests {
         );
         assert!(matches!(
             read(&call).unwrap(),
-            Some(Frame::Msg(AgentMsg::Call {
+            Some(Frame::Msg(AgentMsg::Call(AgentCall {
                 call: 1,
                 kind: CallKind::LlmQuery,
                 ..
-            }))
+            })))
         ));
         let reply = frame(JSON, br#"{"t":"reply","req":2,"ok":true,"vars":[]}"#);
         match read(&reply).unwrap() {

@@ -27,13 +27,14 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::bundle::spec::Program;
+use crate::egress::ContextEchoIndex;
 use crate::result::{ExecResult, RuntimeUsed};
 use crate::supervise::launch::Event;
 use crate::supervise::{EndedBy, Launched, Sandbox, SuperviseError};
 pub use broker::{CallLimits, CallRecord, Handler, Tool};
 pub use cell::Cell;
 use contexts::{Context, Format, Placement};
-use frames::{AgentMsg, Frame};
+use frames::{AgentCall, AgentMsg, Frame};
 use link::{Inbound, Link};
 
 /// Largest frame the host accepts from the agent: a prompt at the default
@@ -135,6 +136,9 @@ pub struct Session<'s> {
     link: Link,
     broker: broker::Broker,
     contexts: Vec<Context>,
+    /// Echo indexes of the contexts added while running (the sandbox's
+    /// egress filter indexes the ones it started with).
+    added_echo: Vec<ContextEchoIndex>,
     ready: Ready,
     next_cell: u64,
     next_req: u64,
@@ -163,6 +167,15 @@ impl<'s> Session<'s> {
         cancel: Arc<AtomicBool>,
     ) -> Result<Session<'s>, SessionError> {
         let started = Instant::now();
+        if !crate::rootfs::has_agent(&sandbox.rootfs) {
+            return Err(SessionError::Start(format!(
+                "the rootfs {} has no session agent ({}): sessions need a rootfs built by this \
+                 rlm-sandbox (`rlm-sandbox rootfs build --output DIR`), or RLM_ROOTFS unset for \
+                 the default one",
+                sandbox.rootfs.display(),
+                rootfs_builder::AGENT_MODULE
+            )));
+        }
         let mut contexts = Vec::new();
         for (i, (path, format)) in options.contexts.iter().enumerate() {
             let mut context = contexts::describe(i, path, *format, Placement::Mount)
@@ -216,6 +229,7 @@ impl<'s> Session<'s> {
             next_req: 1,
             dead: None,
             ended: None,
+            added_echo: Vec::new(),
             cancel,
             started,
         };
@@ -326,6 +340,14 @@ impl<'s> Session<'s> {
         let index = self.contexts.len();
         let mut context = contexts::describe(index, path, format, Placement::Link)
             .map_err(|e| SessionError::Request(e.to_string()))?;
+        // Its output echo is checked like the first contexts'.
+        let echo = {
+            let egress = self.sandbox.egress.get().map_err(|e| {
+                SessionError::Request(format!("the egress filter is unavailable: {e}"))
+            })?;
+            ContextEchoIndex::from_file(&context.host_path, &egress.config().echo)
+                .map_err(|e| SessionError::Request(e.to_string()))?
+        };
         let input = match &self.launched {
             Some(l) => l.guard.dir.input(),
             None => return Err(SessionError::Dead("the sandbox is gone".into())),
@@ -341,6 +363,7 @@ impl<'s> Session<'s> {
             return Err(e);
         }
         self.contexts.push(context.clone());
+        self.added_echo.push(echo);
         Ok(context)
     }
 
@@ -422,21 +445,7 @@ impl<'s> Session<'s> {
                 }
             };
             match event {
-                Event::Agent(Inbound::Frame(Frame::Msg(AgentMsg::Call {
-                    call,
-                    kind,
-                    model,
-                    prompts,
-                    name,
-                    args,
-                }))) => self.submit(broker::AgentCall {
-                    call,
-                    kind,
-                    model,
-                    prompts,
-                    name,
-                    args,
-                }),
+                Event::Agent(Inbound::Frame(Frame::Msg(AgentMsg::Call(call)))) => self.submit(call),
                 Event::Agent(Inbound::Frame(frame)) => return Ok(Some(frame)),
                 Event::Agent(Inbound::Broken(why)) => {
                     let why = format!("protocol error: {why}; the sandbox was killed");
@@ -458,7 +467,7 @@ impl<'s> Session<'s> {
         }
     }
 
-    fn submit(&mut self, call: broker::AgentCall) {
+    fn submit(&mut self, call: AgentCall) {
         match self.sandbox.egress.get() {
             Ok(egress) => self.broker.submit(egress, call),
             Err(e) => {
@@ -472,11 +481,6 @@ impl<'s> Session<'s> {
     /// Kills the sandbox (if it still runs), removes it and marks the
     /// session dead; returns the reason given, with how the sandbox ended.
     pub(crate) fn die(&mut self, why: String, ended_by: Option<EndedBy>) -> String {
-        if let Some(launched) = &self.launched {
-            if let Some(cg) = &launched.guard.cgroup {
-                cg.kill_all();
-            }
-        }
         self.finish(None, ended_by, why)
     }
 
@@ -494,18 +498,17 @@ impl<'s> Session<'s> {
         };
         self.link.close();
         let never = AtomicBool::new(false);
-        let (exit, waited_by) = match exit {
-            Some(exit) => (exit, None),
+        let exit = match exit {
+            Some(exit) => exit,
             None => {
                 if let Some(cg) = &launched.guard.cgroup {
                     cg.kill_all();
                 }
-                launched.wait(Instant::now(), &never)
+                // At a past deadline `wait` kills and says "timeout"; what
+                // ended the sandbox is `ended_by`, ours to say.
+                launched.wait(Instant::now(), &never).0
             }
         };
-        // `wait` at a past deadline kills and reports a timeout; what
-        // ended it is ours to say.
-        let _ = waited_by;
         let reason = match self.sandbox.finish(launched, exit, ended_by, self.started) {
             Ok(result) => {
                 let why = with_status(&why, &result);
@@ -565,7 +568,7 @@ fn describe(msg: &AgentMsg) -> &'static str {
     match msg {
         AgentMsg::Ready { .. } => "ready",
         AgentMsg::Done { .. } => "done",
-        AgentMsg::Call { .. } => "call",
+        AgentMsg::Call(_) => "call",
         AgentMsg::Reply { .. } => "reply",
         AgentMsg::OutputLimit { .. } => "output_limit",
     }

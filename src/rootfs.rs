@@ -28,14 +28,14 @@ pub fn has_python(rootfs: &Path) -> bool {
         .exists()
 }
 
-/// Whether `rootfs` holds a session agent (`_rlm_agent` in its Python's
-/// standard library): rootfs builds before sessions, or trees not made by
-/// rlm-sandbox, have none.
+/// Whether `rootfs` holds a session agent (the package `_rlm_agent` in its
+/// Python's standard library): rootfs builds before sessions, or trees not
+/// made by rlm-sandbox, have none.
 pub fn has_agent(rootfs: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(rootfs.join("usr/lib")) else {
         return false;
     };
-    let module = format!("{}.py", rootfs_builder::AGENT_MODULE);
+    let module = format!("{}/__main__.py", rootfs_builder::AGENT_MODULE);
     entries.flatten().any(|e| {
         e.file_name().to_string_lossy().starts_with("python3.") && e.path().join(&module).is_file()
     })
@@ -100,10 +100,14 @@ mod tests {
         let lib = root.join("usr/lib/python3.11");
         std::fs::create_dir_all(&lib).unwrap();
         assert!(!has_agent(root), "no module");
-        std::fs::create_dir_all(root.join("usr/lib/perl5")).unwrap();
-        std::fs::write(root.join("usr/lib/perl5/_rlm_agent.py"), "").unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/perl5/_rlm_agent")).unwrap();
+        std::fs::write(root.join("usr/lib/perl5/_rlm_agent/__main__.py"), "").unwrap();
         assert!(!has_agent(root), "not under python3.*");
         std::fs::write(lib.join(format!("{}.py", rootfs_builder::AGENT_MODULE)), "").unwrap();
+        assert!(!has_agent(root), "a module of that name, not the package");
+        let package = lib.join(rootfs_builder::AGENT_MODULE);
+        std::fs::create_dir_all(&package).unwrap();
+        std::fs::write(package.join("__main__.py"), "").unwrap();
         assert!(has_agent(root));
     }
 }

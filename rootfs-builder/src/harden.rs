@@ -10,9 +10,35 @@ use crate::{Error, AGENT_MODULE, SANDBOX_GID, SANDBOX_UID};
 
 const SITECUSTOMIZE: &str = include_str!("../python/sitecustomize.py");
 const SUBPROCESS_SHIM: &str = include_str!("../python/subprocess_shim.py");
-/// The session agent (docs/PROTOCOL.md), installed as [`crate::AGENT_MODULE`]
-/// and byte-compiled with the rest of the stdlib.
-pub(crate) const AGENT: &str = include_str!("../python/agent.py");
+/// The session agent (docs/PROTOCOL.md): the files of the package
+/// [`crate::AGENT_MODULE`], installed into the stdlib and byte-compiled
+/// with the rest of it.
+pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
+    (
+        "__init__.py",
+        include_str!("../python/_rlm_agent/__init__.py"),
+    ),
+    (
+        "__main__.py",
+        include_str!("../python/_rlm_agent/__main__.py"),
+    ),
+    ("agent.py", include_str!("../python/_rlm_agent/agent.py")),
+    ("calls.py", include_str!("../python/_rlm_agent/calls.py")),
+    (
+        "contexts.py",
+        include_str!("../python/_rlm_agent/contexts.py"),
+    ),
+    (
+        "interrupts.py",
+        include_str!("../python/_rlm_agent/interrupts.py"),
+    ),
+    (
+        "namespace.py",
+        include_str!("../python/_rlm_agent/namespace.py"),
+    ),
+    ("output.py", include_str!("../python/_rlm_agent/output.py")),
+    ("wire.py", include_str!("../python/_rlm_agent/wire.py")),
+];
 /// Module name of [`SUBPROCESS_SHIM`] in the stdlib: not a blocked name.
 const SUBPROCESS_SHIM_MODULE: &str = "_rlm_sandbox_subprocess";
 
@@ -225,12 +251,19 @@ pub fn harden(tree: &Path, version: &str) -> Result<(), Error> {
     for package in SUBPROCESS_IMPORTERS {
         redirect_package(tree, &format!("{stdlib_rel}/{package}"))?;
     }
-    write_file(
+    make_dir(
         tree,
-        &format!("{stdlib_rel}/{}.py", crate::AGENT_MODULE),
-        AGENT,
-        0o644,
+        &format!("{stdlib_rel}/{}", crate::AGENT_MODULE),
+        0o755,
     )?;
+    for (name, text) in AGENT_FILES {
+        write_file(
+            tree,
+            &format!("{stdlib_rel}/{}/{name}", crate::AGENT_MODULE),
+            text,
+            0o644,
+        )?;
+    }
     // Debian ships this as a link into /etc; write_file replaces the link.
     write_file(
         tree,
@@ -251,10 +284,9 @@ pub(crate) fn embedded_content() -> Vec<(&'static str, String)> {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    vec![
+    let mut content = vec![
         ("sitecustomize.py", SITECUSTOMIZE.to_string()),
         ("subprocess_shim.py", SUBPROCESS_SHIM.to_string()),
-        ("agent.py", AGENT.to_string()),
         ("agent module", AGENT_MODULE.to_string()),
         ("stdlib trim", STDLIB_TRIM.join("\n")),
         ("share trim", SHARE_TRIM.join("\n")),
@@ -264,7 +296,13 @@ pub(crate) fn embedded_content() -> Vec<(&'static str, String)> {
         ("passwd", passwd()),
         ("group", group()),
         ("shadow", shadow()),
-    ]
+    ];
+    content.extend(
+        AGENT_FILES
+            .iter()
+            .map(|(name, text)| (*name, text.to_string())),
+    );
+    content
 }
 
 /// The multiarch library directories (`x86_64-linux-gnu`) under usr/lib.
@@ -406,9 +444,20 @@ mod tests {
         }
         assert!(SUBPROCESS_SHIM.contains("PIPE = -1"));
         // The agent: run as `-m`, standard library only, nothing blocked.
-        assert!(AGENT.contains("\nif __name__ == \"__main__\":\n    main()\n"));
-        for blocked in ["subprocess", "multiprocessing", "ctypes"] {
-            assert!(!AGENT.contains(&format!("import {blocked}")), "{blocked}");
+        let main = AGENT_FILES
+            .iter()
+            .find(|(n, _)| *n == "__main__.py")
+            .expect("__main__.py");
+        assert!(main
+            .1
+            .contains("\nif __name__ == \"__main__\":\n    main()\n"));
+        for (name, text) in AGENT_FILES {
+            for blocked in ["subprocess", "multiprocessing", "ctypes"] {
+                assert!(
+                    !text.contains(&format!("import {blocked}")),
+                    "{name}: {blocked}"
+                );
+            }
         }
     }
 }

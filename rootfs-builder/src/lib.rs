@@ -235,7 +235,7 @@ mod tests {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        assert!(names.contains(&"agent.py") && names.contains(&"sitecustomize.py"));
+        assert!(names.contains(&"__main__.py") && names.contains(&"sitecustomize.py"));
     }
 
     #[test]

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parents[2]
-AGENT = REPO / "rootfs-builder" / "python" / "agent.py"
+#: Where the package `_rlm_agent` is, in the source tree.
+AGENT_ROOT = REPO / "rootfs-builder" / "python"
 
 JSON, STDOUT, STDERR = 0x4A, 0x31, 0x32
 MAX_FRAME = (8 << 20) + (64 << 10)
@@ -74,7 +75,11 @@ class Cell:
 
 def command() -> list[str]:
     """How the agent is started (see the module doc)."""
-    return [sys.executable, "-I", "-B", str(AGENT)]
+    # As `python3 -I -B -m _rlm_agent` does, from the source tree (-I
+    # ignores PYTHONPATH, so the path goes in by hand).
+    start = ("import runpy, sys; sys.path.insert(0, %r); "
+             "runpy.run_module('_rlm_agent', run_name='__main__', alter_sys=True)" % str(AGENT_ROOT))
+    return [sys.executable, "-I", "-B", "-c", start]
 
 
 def context_file(data: bytes, suffix: str = "") -> tuple[str, Callable[[], None]]:

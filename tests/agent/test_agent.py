@@ -4,7 +4,8 @@ frames"), driven over its stdin/stdout as the host drives it. Run with
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import sys
 import io
 import json
 import os
@@ -15,16 +16,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from frames import AGENT, JSON, Agent, Message, context_file, echo, encode_msg
+from frames import AGENT_ROOT, JSON, Agent, Message, context_file, echo, encode_msg
 
 
 def load_module() -> Any:
-    """The agent as a module (for its pure parts), without starting it."""
-    spec = importlib.util.spec_from_file_location("_rlm_agent", AGENT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The agent's frame module (its pure parts), without starting the agent."""
+    if str(AGENT_ROOT) not in sys.path:
+        sys.path.insert(0, str(AGENT_ROOT))
+    return importlib.import_module("_rlm_agent.wire")
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""Starts the agent: `python3 -I -B -m _rlm_agent`."""
+
+import os
+import signal
+import sys
+import traceback
+
+from .agent import Agent
+from .output import private_fd, text_stream
+
+
+# --- Start ---------------------------------------------------------------------------
+
+
+def _setup_descriptors() -> tuple[int, int, int, int]:
+    """Moves the host channel off fds 0 and 1 (user code must not reach it
+    by accident), keeps the sandbox's stderr as the diagnostic channel,
+    and points fds 0 and 1 at /dev/null. (host_in, host_out, diag, devnull)."""
+    host_in, host_out, diag = private_fd(0), private_fd(1), private_fd(2)
+    null = os.open("/dev/null", os.O_RDWR)
+    devnull = private_fd(null)
+    os.close(null)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    return host_in, host_out, diag, devnull
+
+
+def _setup_streams() -> None:
+    """sys.stdin/stdout/stderr as the cells need them (see text_stream)."""
+    sys.stdin = text_stream(0, "r")
+    sys.stdout = text_stream(1, "w")
+    sys.stderr = text_stream(2, "w")
+    sys.argv = [""]
+
+
+def main() -> None:
+    """Sets up the channels and serves the host until it closes its end."""
+    try:
+        fds = _setup_descriptors()
+    except OSError as e:
+        os.write(2, ("rlm-sandbox agent: cannot set up its descriptors: %s\n" % e).encode())
+        os._exit(1)
+    _setup_streams()
+    try:
+        import faulthandler
+        faulthandler.enable(file=fds[2], all_threads=True)
+    except Exception:
+        pass
+    agent = Agent(*fds)
+    signal.signal(signal.SIGINT, agent.interrupts.handler)
+    agent.start()
+    try:
+        agent.serve()
+    except BaseException:
+        agent.die("the main loop failed:\n" + traceback.format_exc())
+
+
+#: Keeps this module alive once sys.modules["__main__"] is the user's.
+_SELF = sys.modules.get(__name__)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The user's side: their globals, tracebacks without the agent's
+frames, values shown back to the host, tool functions."""
+
+import builtins
+import keyword
+import sys
+import traceback
+import types
+from typing import Any, Callable, Optional
+
+from .interrupts import AGENT_FILE, AnyFunc, is_agent_file
+
+
+# --- Tracebacks ------------------------------------------------------------------------
+
+
+def _strip_agent_frames(te: traceback.TracebackException, seen: set[int]) -> None:
+    """Removes the agent's frames from `te` and the exceptions chained to it."""
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not is_agent_file(f.filename)])
+    for chained in (te.__cause__, te.__context__, *(getattr(te, "exceptions", None) or ())):
+        if chained is not None:
+            _strip_agent_frames(chained, seen)
+
+
+def format_user_exception(exc: BaseException) -> str:
+    """A traceback as the user expects it: their cells and the library code
+    they called, none of the agent's frames around it."""
+    te = traceback.TracebackException.from_exception(exc)
+    _strip_agent_frames(te, set())
+    return "".join(te.format())
+
+
+# --- The user's namespace -------------------------------------------------------------
+
+
+MISSING = object()
+
+
+def new_namespace() -> dict[str, Any]:
+    """Fresh user globals: the dict of a `__main__` module of their own,
+    registered as sys.modules["__main__"] so pickle, `import __main__` and
+    class definitions behave as in a script; the agent's globals stay apart."""
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def new_answer() -> dict[str, Any]:
+    return {"content": "", "ready": False}
+
+
+def is_true(value: Any) -> bool:
+    """bool(), for values user code made (whose __bool__ may raise)."""
+    try:
+        return bool(value)
+    except Exception:
+        return False
+
+
+def size_of(value: Any) -> Optional[int]:
+    """len(value) where it has one (user __len__ may raise)."""
+    if not hasattr(type(value), "__len__"):
+        return None
+    try:
+        size = len(value)
+    except Exception:
+        return None
+    return size if isinstance(size, int) else None
+
+
+def bounded_repr(value: Any, max_bytes: int) -> tuple[str, bool]:
+    """(repr cut to `max_bytes` UTF-8 bytes, whether it was cut). Strings
+    and bytes are cut before repr, so a gigabyte string costs little."""
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > max_bytes:
+        value = value[:max_bytes + 1]
+    data = repr(value).encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return data.decode("utf-8"), False
+    return data[:max_bytes].decode("utf-8", "ignore"), True
+
+
+def valid_name(name: Any) -> bool:
+    """A name a Python function or parameter can have."""
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+_TOOL_CALL = "_rlm_tool_call"
+
+
+def make_tool(name: str, params: list[str], call: Callable[[str, dict[str, Any]], Any]) -> AnyFunc:
+    """A plain function `name(params...)` that sends its arguments, by
+    parameter name, to `call`. Made from source so its signature is real:
+    wrong arguments are the usual TypeError, help() shows the parameters.
+    Its code carries the agent's file name, so tracebacks leave it out."""
+    if not valid_name(name) or not all(valid_name(p) and p != _TOOL_CALL for p in params) \
+            or len(set(params)) != len(params):
+        raise ValueError("tool %r has an invalid name or parameters %r" % (name, params))
+    mapping = ", ".join("%r: %s" % (p, p) for p in params)
+    source = "def %s(%s):\n    return %s(%r, {%s})\n" % (name, ", ".join(params), _TOOL_CALL, name, mapping)
+    scope: dict[str, Any] = {_TOOL_CALL: call}
+    exec(compile(source, AGENT_FILE, "exec", dont_inherit=True), scope)
+    fn: AnyFunc = scope[name]
+    fn.__doc__ = "Calls the orchestrator's tool %r with (%s); returns its result." % (name, ", ".join(params))
+    return fn

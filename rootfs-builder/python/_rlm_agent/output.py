@@ -1,0 +1,128 @@
+"""A cell's fd 1 and fd 2, and the agent's own descriptors and streams."""
+
+import fcntl
+import io
+import os
+from typing import Any
+
+from .wire import CHUNK, Channel, PRIVATE_FD_MIN, STDERR, STDOUT, encode_frame
+
+
+# --- Output forwarding ----------------------------------------------------------
+
+
+#: How often the watchdog checks a running cell's output against the ceiling.
+WATCH_EVERY = 0.05
+
+
+class CellOutput:
+    """One cell's fd 1 and fd 2: a memory file each (memfd), sent to the
+    host as output frames when the cell ends.
+
+    Files rather than pipes: a pipe needs a thread draining it while the
+    cell runs, and the hand-offs to and from such threads cost more than
+    all the rest of a cell under gVisor. A file never blocks its writer and
+    the main thread alone reads it at the end. The files live in the
+    sandbox's memory (its limit covers them) and the watchdog bounds them
+    by the host's output ceiling. Every cell gets new files, so a
+    descriptor user code duplicated from fd 1 writes into a file nobody
+    reads any more, never into a later cell."""
+
+    def __init__(self) -> None:
+        #: The cell the files are for (set when it starts).
+        self.cell = 0
+        #: The watchdog cut this cell's output off at the ceiling.
+        self.limited = False
+        self.files: list[int] = []
+        try:
+            for name in ("rlm-stdout", "rlm-stderr"):
+                fd = os.memfd_create(name, os.MFD_CLOEXEC)
+                try:
+                    self.files.append(private_fd(fd))
+                finally:
+                    os.close(fd)
+        except OSError:
+            self.close()
+            raise
+
+    def size(self) -> int:
+        """Bytes written to both files so far."""
+        return sum(os.fstat(fd).st_size for fd in self.files)
+
+    def send(self, channel: Channel, limit: int) -> bytes:
+        """Sends the files' bytes as output frames, stdout first: at most
+        `limit` + 1 bytes in all (one past the ceiling, so the host sees it
+        crossed), each file only as far as its size now (a writer that
+        kept a descriptor cannot keep this going). The frames of a small
+        output are returned instead, to go out with the cell's `done`."""
+        sizes = [os.fstat(fd).st_size for fd in self.files]
+        if sum(sizes) <= CHUNK:
+            return b"".join(
+                encode_frame(kind, os.pread(fd, size, 0))
+                for kind, fd, size in zip((STDOUT, STDERR), self.files, sizes)
+                if size
+            )
+        budget = limit + 1
+        for kind, fd, size in zip((STDOUT, STDERR), self.files, sizes):
+            end = min(size, budget)
+            offset = 0
+            while offset < end:
+                data = os.pread(fd, min(CHUNK, end - offset), offset)
+                if not data:
+                    break
+                channel.send(kind, data)
+                offset += len(data)
+            budget -= offset
+        return b""
+
+    def close(self) -> None:
+        for fd in self.files:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.files = []
+
+
+def private_fd(fd: int) -> int:
+    """A close-on-exec duplicate of `fd` at PRIVATE_FD_MIN or above."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PRIVATE_FD_MIN)
+
+
+def text_stream(fd: int, mode: str) -> io.TextIOWrapper:
+    """sys.stdin/stdout/stderr on `fd`: UTF-8 whatever the locale, and not
+    owning the descriptor (user code closing sys.stdout closes no fd).
+    stdout is block-buffered as in any script whose output is a pipe (a
+    write per print costs five times as much, more under gVisor; the cell's
+    end flushes it); stderr is line-buffered, as Python's own is."""
+    raw = io.FileIO(fd, mode, closefd=False)
+    buffered: Any = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+    errors = "strict" if mode == "r" else "backslashreplace"
+    return io.TextIOWrapper(buffered, encoding="utf-8", errors=errors, line_buffering=fd == 2)
+
+
+def usable(stream: Any) -> bool:
+    """Whether a sys stream can still be written (user code may close or replace it)."""
+    try:
+        return stream is not None and not stream.closed
+    except Exception:
+        return True
+
+
+def flush(stream: Any) -> None:
+    """Flushes a sys stream user code may have replaced with anything."""
+    try:
+        if stream is not None:
+            stream.flush()
+    except Exception:
+        pass
+
+
+def write_fd(fd: int, text: str) -> None:
+    """Writes all of `text` to `fd` (used for tracebacks into the cell's stderr)."""
+    data = memoryview(text.encode("utf-8", "backslashreplace"))
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass

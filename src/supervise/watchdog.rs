@@ -175,7 +175,8 @@ impl Drop for Watchdog {
 /// `rlm-sandbox`; beside it or one directory up (cargo's test binaries in
 /// target/*/deps); else PATH.
 pub fn binary() -> Result<PathBuf, WatchdogError> {
-    if let Some(path) = std::env::var_os(BINARY_VAR) {
+    // Set but empty is unset, as for the shell's other path variables.
+    if let Some(path) = std::env::var_os(BINARY_VAR).filter(|p| !p.is_empty()) {
         return Ok(path.into());
     }
     let exe = std::env::current_exe().ok();

@@ -1,0 +1,23 @@
+"""rlm-sandbox from Python: `Session` (a stateful sandboxed REPL with
+sub-calls answered by host callables), `run` (one-shot code), and the
+drop-in environments `rlm_sandbox.rlms` and `rlm_sandbox.dspy`."""
+
+from .binary import find_binary
+from .errors import ProtocolError, SandboxError, SandboxUnavailable, SessionDead
+from .oneshot import run
+from .results import Cell, Result
+from .session import RuntimeFallbackWarning, Session
+
+__all__ = [
+    "Cell",
+    "ProtocolError",
+    "Result",
+    "RuntimeFallbackWarning",
+    "SandboxError",
+    "SandboxUnavailable",
+    "Session",
+    "SessionDead",
+    "find_binary",
+    "run",
+]
+__version__ = "0.1.0"

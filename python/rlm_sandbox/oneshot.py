@@ -1,0 +1,45 @@
+"""`run()`: one-shot code in a fresh sandbox (`rlm-sandbox run --json`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any, Mapping, Optional
+
+from .binary import find_binary
+from .errors import ProtocolError, SandboxUnavailable
+from .options import COMMON, environment, to_flags
+from .results import Result
+
+
+def run(
+    code: str,
+    *,
+    binary: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+    **settings: Any,
+) -> Result:
+    """Runs `code` once and returns the result contract of `run --json`.
+    Settings are `rlm-sandbox run`'s flags with `_` for `-`. A bad setting
+    is a ValueError; no runtime, rootfs or root privilege is
+    SandboxUnavailable. The code travels on stdin (any size, any bytes)."""
+    if not isinstance(code, str):
+        raise TypeError(f"code must be a str, not {type(code).__name__}")
+    argv = [binary or find_binary(), "run", "--json", *to_flags(settings, COMMON, "run()"), "-"]
+    proc = subprocess.run(argv, input=code.encode("utf-8"), capture_output=True, env=environment(env or {}))
+    stderr = proc.stderr.decode("utf-8", "replace")[-4000:]
+    try:
+        obj = json.loads(proc.stdout)
+    except ValueError:
+        raise SandboxUnavailable(
+            f"rlm-sandbox run exited {proc.returncode} without a JSON result", stderr=stderr
+        ) from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"rlm-sandbox run printed {proc.stdout[:200]!r}", stderr=stderr)
+    if "status" not in obj:
+        error = obj.get("error") or {}
+        kind, message = error.get("kind"), error.get("message")
+        if kind == "config":
+            raise ValueError(f"run(): {message}")
+        raise SandboxUnavailable(f"the sandbox could not run ({kind}): {message}", kind=kind, stderr=stderr)
+    return Result.from_json(obj)

@@ -1,0 +1,226 @@
+"""The `rlm-sandbox session` process and its JSON-lines protocol.
+
+One reader thread owns the process's stdout: responses complete the
+pending request with their id, `call` events go to the call handler.
+Another keeps the tail of stderr for error messages (and logs it).
+Everything the process says is parsed strictly: a line that is not a
+JSON object, or a response nobody asked for, is a ProtocolError that
+ends the session (the process is killed), never a hang.
+
+Ending: `close()` asks politely (the `close` request), then closes stdin
+(end of input also ends a session), then kills. The same runs from a
+weakref finalizer and at interpreter exit, and a client killed outright
+closes the pipe, which ends the session and its sandbox."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import subprocess
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional
+
+from .errors import ProtocolError, SessionDead
+
+log = logging.getLogger("rlm_sandbox")
+
+JSONDict = Dict[str, Any]
+# A line from the session is at most a cell (output is capped by the
+# session) plus framing; far above that is not our session talking.
+MAX_LINE = 256 * 1024 * 1024
+STDERR_LINES = 40
+
+
+class SessionProcess:
+    """A running `rlm-sandbox session`; thread-safe for one requester at a time."""
+
+    def __init__(self, argv: List[str], env: Mapping[str, str], on_call: Callable[[JSONDict], None]) -> None:
+        self._on_call = on_call
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            # Its own process group: a Ctrl-C meant for this Python process
+            # must not kill the sandbox under it.
+            start_new_session=True,
+        )
+        self._write_lock = threading.Lock()
+        self._pending: Dict[int, "Future[JSONDict]"] = {}
+        self._pending_lock = threading.Lock()
+        self._next_id = 0
+        self._first: "Future[JSONDict]" = Future()
+        self._stderr: Deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.dead: Optional[str] = None
+        self._stdout_thread = threading.Thread(target=self._read_stdout, name="rlm-sandbox-stdout", daemon=True)
+        self._stderr_thread = threading.Thread(target=self._read_stderr, name="rlm-sandbox-stderr", daemon=True)
+        self._stdout_thread.start()
+        self._stderr_thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def stderr_tail(self) -> str:
+        return "".join(self._stderr)
+
+    def first_line(self, timeout: Optional[float]) -> JSONDict:
+        """The `ready` (or `error`) event; ProtocolError/SessionDead if the
+        process ended or said something else first."""
+        return self._first.result(timeout=timeout)
+
+    def request(self, op: str, **fields: Any) -> JSONDict:
+        """Sends one request and waits for its response (the session bounds
+        every operation's time itself, so no client-side timeout)."""
+        if self.dead is not None:
+            raise SessionDead(f"the session has ended: {self.dead}", kind="session_dead", stderr=self.stderr_tail())
+        future: "Future[JSONDict]" = Future()
+        with self._pending_lock:
+            self._next_id += 1
+            rid = self._next_id
+            self._pending[rid] = future
+        self.send({"id": rid, "op": op, **fields})
+        return future.result()
+
+    def send(self, message: JSONDict) -> None:
+        """Writes one line; a closed pipe means the session is gone."""
+        data = (json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            with self._write_lock:
+                stdin = self._proc.stdin
+                assert stdin is not None
+                stdin.write(data)
+                stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self._fail(SessionDead("the session process has exited", kind="session_dead", stderr=self.stderr_tail()))
+
+    def _read_stdout(self) -> None:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        try:
+            while True:
+                line = stdout.readline(MAX_LINE + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE:
+                    raise ProtocolError(f"the session wrote a line above {MAX_LINE} bytes")
+                self._dispatch(line)
+        except ProtocolError as e:
+            e.stderr = self.stderr_tail()
+            self._kill()
+            self._fail(e)
+            return
+        except Exception as e:  # a bug here must not leave requests waiting
+            self._kill()
+            self._fail(ProtocolError(f"reading the session failed: {e!r}", stderr=self.stderr_tail()))
+            return
+        self._proc.wait()
+        self._stderr_thread.join(timeout=2)
+        self._fail(
+            SessionDead(
+                f"the session process exited (code {self._proc.returncode})",
+                kind="session_dead",
+                stderr=self.stderr_tail(),
+            )
+        )
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            raise ProtocolError(f"the session wrote a line that is not JSON: {line[:200]!r}") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError(f"the session wrote a JSON line that is not an object: {line[:200]!r}")
+        event = msg.get("event")
+        if event is not None:
+            if event == "call":
+                self._on_call(msg)
+            elif event in ("ready", "error") and not self._first.done():
+                self._first.set_result(msg)
+            else:
+                raise ProtocolError(f"unexpected event {event!r} from the session")
+            return
+        rid = msg.get("id")
+        with self._pending_lock:
+            future = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if future is None:
+            raise ProtocolError(f"a response to no request: {line[:200]!r}")
+        future.set_result(msg)
+
+    def _read_stderr(self) -> None:
+        stderr = self._proc.stderr
+        assert stderr is not None
+        for raw in iter(lambda: stderr.readline(64 * 1024), b""):
+            text = raw.decode("utf-8", "replace")
+            self._stderr.append(text)
+            log.warning("%s", text.rstrip("\n"))
+
+    def _fail(self, error: Exception) -> None:
+        """Ends every wait with `error`; later requests get SessionDead."""
+        if self.dead is None:
+            self.dead = str(error).split("\n", 1)[0]
+        if not self._first.done():
+            self._first.set_exception(error)
+        with self._pending_lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)
+
+    def mark_dead(self, why: str) -> None:
+        """The session reported its sandbox gone (an OOM, a kill)."""
+        if self.dead is None:
+            self.dead = why
+
+    def _kill(self) -> None:
+        try:
+            self._proc.kill()
+        except OSError:
+            pass
+
+    def terminate(self, grace: float) -> None:
+        """Ends the process without the `close` request (a finalizer)."""
+        terminate(self._proc, grace)
+
+    def close(self, grace: float = 10.0) -> None:
+        """Ends the session and waits for it to remove its sandbox."""
+        if self._proc.poll() is None and self.dead is None:
+            try:
+                future: "Future[JSONDict]" = Future()
+                with self._pending_lock:
+                    self._next_id += 1
+                    self._pending[self._next_id] = future
+                self.send({"id": self._next_id, "op": "close"})
+                future.result(timeout=grace)
+            except Exception:
+                pass
+        terminate(self._proc, grace)
+        self._stdout_thread.join(timeout=grace)
+        self.mark_dead("closed")
+
+
+def terminate(proc: "subprocess.Popen[bytes]", grace: float) -> None:
+    """End of input, then SIGTERM, then SIGKILL: each lets the session
+    remove its sandbox, the last only if it hangs. Safe to call twice
+    (and from a finalizer: it holds no reference to the client)."""
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    for step in (proc.terminate, proc.kill):
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            try:
+                step()
+            except OSError:
+                return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass

@@ -193,8 +193,21 @@ pub fn serve(
 
     let (tx, requests) = mpsc::channel::<Request>();
     {
-        let (out, orchestrator) = (out.clone(), orchestrator.clone());
-        std::thread::spawn(move || read_requests(input, &out, &orchestrator, &tx));
+        let (out, orchestrator, cancel) = (out.clone(), orchestrator.clone(), cancel.clone());
+        std::thread::spawn(move || {
+            read_requests(input, &out, &orchestrator, &tx);
+            // Nobody can answer a call any more: fail them now, not at
+            // their timeout, so a cell waiting on one ends.
+            orchestrator.close("the orchestrator closed its input");
+            // Input ended and nobody reads the output either: the
+            // orchestrator is gone (killed), so the running cell's result
+            // has no reader. End it and the sandbox now rather than at the
+            // cell's timeout. (Input ended with output still read, as in
+            // `printf ... | rlm-sandbox session`, runs what was queued.)
+            if stdout_unread() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
     }
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -318,6 +331,20 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Whether this process's stdout is a pipe whose reading end is closed.
+fn stdout_unread() -> bool {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let mut fds = [nix::poll::PollFd::new(
+        stdout.as_fd(),
+        nix::poll::PollFlags::POLLOUT,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLERR))
 }
 
 /// Reads request lines until the end of input: answers bad ones itself,

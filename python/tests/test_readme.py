@@ -1,0 +1,61 @@
+"""The README's "From Python" examples run as written (each in a fresh
+interpreter, in an empty directory), on both runtimes, with the models
+they name served by the scripted server through the standard OpenAI
+environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from conftest import CHECKOUT
+from scripted_llm import ScriptedLLM, user_text
+
+
+def examples() -> List[str]:
+    text = (CHECKOUT / "README.md").read_text()
+    section = text.split("### From Python", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_section_has_an_example_for_each_integration() -> None:
+    found = examples()
+    assert len(found) == 3, found
+    assert "rlm_sandbox.Session(" in found[0]
+    assert "rlm_sandbox.rlms.install()" in found[1]
+    assert "rlm_sandbox.dspy" in found[2]
+
+
+def _model(messages: List[Dict[str, Any]]) -> str:
+    """Plays the root model of an RLM (a system prompt: write code that
+    asks a sub-model and answers) and the sub-model (find the word)."""
+    if any(m.get("role") == "system" for m in messages):
+        return (
+            "```repl\nword = llm_query('Which word is the code word? ' + str(context))\n"
+            "answer['content'] = word\nanswer['ready'] = True\n```"
+        )
+    match = re.search(r"'(\w+)'", user_text(messages))
+    return match.group(1) if match else "no word"
+
+
+EXPECTED = {
+    0: ["ok {'APPLES': '3', 'PEARS': '5'} 15 crates\n llm_query", "42"],
+    1: ["heron"],
+}
+
+
+@pytest.mark.parametrize("index", sorted(EXPECTED))
+def test_example_runs(index: int, runtime: str, tmp_path: Path) -> None:
+    code = examples()[index]
+    with ScriptedLLM({"gpt-4o-mini": _model}) as llm:
+        env = dict(os.environ, RLM_DOCKER_RUNTIME=runtime, OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="unused")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for expected in EXPECTED[index]:
+        assert expected in proc.stdout, proc.stdout

@@ -28,6 +28,7 @@ class Cell:
     interrupted: bool = False
     session_dead: bool = False
     error: Optional[JSONDict] = None
+    vars: Optional[List[JSONDict]] = None
     extra: JSONDict = field(default_factory=dict)
 
     @property

@@ -172,8 +172,8 @@ class RlmSandboxREPL(NonIsolatedEnv):
             why = self._dead or "the environment was cleaned up"
             return REPLResult(stdout="", stderr=f"Error: the sandbox has ended ({why})", locals={}, execution_time=0.0)
         try:
-            cell = self.session.exec(code)
-            names = self.session.vars() if not cell.session_dead else []
+            cell = self.session.exec(code, vars=True)
+            names = cell.vars or []
         except SandboxError as e:
             self._dead = str(e).split("\n", 1)[0]
             return REPLResult(

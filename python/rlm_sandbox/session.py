@@ -160,13 +160,16 @@ class Session:
             raise ValueError(f"{op}: {message}")
         raise ProtocolError(f"{op} failed ({kind}): {message}", kind=kind, stderr=process.stderr_tail())
 
-    def exec(self, code: str, timeout: Optional[float] = None) -> Cell:
-        """Runs `code` in the REPL's globals. A killed or out-of-memory
-        sandbox returns its Cell (status oom, killed, ...) and every later
-        call raises SessionDead."""
+    def exec(self, code: str, timeout: Optional[float] = None, *, vars: bool = False) -> Cell:
+        """Runs `code` in the REPL's globals; with `vars`, `Cell.vars` lists
+        the globals afterwards (what `vars()` returns, without its round
+        trip). A killed or out-of-memory sandbox returns its Cell (status
+        oom, killed, ...) and every later call raises SessionDead."""
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         fields: JSONDict = {"code": code}
+        if vars:
+            fields["vars"] = True
         if timeout is not None:
             fields["timeout"] = timeout
         cell_json = self._call("exec", **fields).get("cell")

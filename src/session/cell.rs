@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::frames::{AgentMsg, DoneStatus, Frame};
+use super::frames::{AgentMsg, DoneStatus, Frame, VarInfo};
 use super::{CallRecord, Interrupt, Session, SessionError};
 use crate::capture::BoundedCapture;
 use crate::egress::Finding;
@@ -40,12 +40,27 @@ pub struct Cell {
     /// Why the session died, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The user's globals after the cell (as `vars`), when asked for:
+    /// saves an orchestrator that shows them every turn a round trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vars: Option<Vec<VarInfo>>,
 }
 
 impl Session<'_> {
     /// Runs `code` in the session's interpreter, by `timeout` (the
     /// sandbox's configured timeout if `None`).
     pub fn exec(&mut self, code: &str, timeout: Option<Duration>) -> Result<Cell, SessionError> {
+        self.exec_with(code, timeout, false)
+    }
+
+    /// [`Self::exec`], and with `vars` the user's globals after the cell
+    /// in [`Cell::vars`] (the agent lists them in its `done`).
+    pub fn exec_with(
+        &mut self,
+        code: &str,
+        timeout: Option<Duration>,
+        vars: bool,
+    ) -> Result<Cell, SessionError> {
         self.alive()?;
         let start = Instant::now();
         let limits = &self.sandbox.config.limits;
@@ -54,7 +69,7 @@ impl Session<'_> {
         let cell = self.next_cell;
         self.next_cell += 1;
         self.link
-            .send(json!({"t": "exec", "cell": cell, "code": code}));
+            .send(json!({"t": "exec", "cell": cell, "code": code, "vars": vars}));
         let mut streams = [BoundedCapture::new(keep), BoundedCapture::new(keep)];
         let mut printed = 0u64;
         let deadline = start + timeout;
@@ -101,7 +116,8 @@ impl Session<'_> {
                     cell: c,
                     status,
                     final_answer,
-                }))) if c == cell => break Ok((status, final_answer)),
+                    vars,
+                }))) if c == cell => break Ok((status, final_answer, vars)),
                 Ok(Some(Frame::Msg(other))) => {
                     let why = format!(
                         "protocol error: the agent sent {} during cell {cell}; the sandbox was killed",
@@ -112,15 +128,15 @@ impl Session<'_> {
                 Err(e) => break Err(e),
             }
         };
-        let (status, final_answer, dead) = match outcome {
-            Ok((done, final_answer)) => {
+        let (status, final_answer, dead, vars) = match outcome {
+            Ok((done, final_answer, vars)) => {
                 let status = match (ended_by, done) {
                     (Some(EndedBy::OutputLimit), _) => Status::OutputLimit,
                     (Some(_), _) => Status::Timeout,
                     (None, DoneStatus::Ok) => Status::Ok,
                     (None, _) => Status::Error,
                 };
-                (status, final_answer, None)
+                (status, final_answer, None, vars)
             }
             Err(Interrupt::Cancelled) => return Err(self.cancelled()),
             Err(Interrupt::Died(why)) => {
@@ -131,7 +147,7 @@ impl Session<'_> {
                     (None, Some(Status::Killed)) => Status::Killed,
                     (None, _) => Status::SandboxError,
                 };
-                (status, None, Some(why))
+                (status, None, Some(why), None)
             }
         };
         let egress = self.sandbox.egress.get().map_err(|e| {
@@ -157,6 +173,7 @@ impl Session<'_> {
             session_dead: dead.is_some(),
             usage: dead.as_ref().and(self.ended.as_ref()).map(|r| r.usage),
             error: dead,
+            vars,
         })
     }
 

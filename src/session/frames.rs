@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::calls::CallKind;
@@ -28,6 +28,17 @@ pub enum Frame {
     Stderr(Vec<u8>),
 }
 
+/// One user global, as `vars` lists it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VarInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `len()`, where the value has one.
+    pub size: Option<u64>,
+}
+
 /// A `J` frame from the agent, by its `t`.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -41,6 +52,9 @@ pub enum AgentMsg {
         cell: u64,
         status: DoneStatus,
         final_answer: Option<String>,
+        /// The user's globals after the cell, when the `exec` asked.
+        #[serde(default)]
+        vars: Option<Vec<VarInfo>>,
     },
     Call(AgentCall),
     /// The cell's output passed the ceiling (`max_output_bytes`): the
@@ -190,7 +204,8 @@ mod tests {
             Some(Frame::Msg(AgentMsg::Done {
                 cell: 3,
                 status: DoneStatus::Ok,
-                final_answer: None
+                final_answer: None,
+                vars: None,
             }))
         );
         let call = frame(

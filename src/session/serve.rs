@@ -264,7 +264,16 @@ fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, Sess
                 None | Some(Value::Null) => None,
                 Some(v) => Some(seconds(v)?),
             };
-            let cell = session.exec(code, timeout)?;
+            let vars = match r.body.get("vars") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(SessionError::Request(format!(
+                        "field \"vars\" must be true or false, got {other}"
+                    )))
+                }
+            };
+            let cell = session.exec_with(code, timeout, vars)?;
             out.insert("cell".into(), serde_json::to_value(cell).unwrap_or_default());
         }
         "vars" => {

@@ -187,7 +187,7 @@ class Agent:
         if not isinstance(cell, int) or not isinstance(code, str):
             raise ValueError("exec needs cell (int) and code (str)")
         status, final = self.run_cell(cell, code)
-        self._send_done(cell, status, final)
+        self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None)
         self._prepare_output()
 
     def on_vars(self, msg: dict[str, Any]) -> None:
@@ -368,10 +368,14 @@ class Agent:
                 # Under the lock: the cell's `done` cannot go out first.
                 self.channel.send_json({"t": "output_limit", "cell": output.cell, "bytes": size})
 
-    def _send_done(self, cell: int, status: str, final: Optional[str]) -> None:
-        """The cell's `done`, in one write with its small output's frames."""
+    def _send_done(self, cell: int, status: str, final: Optional[str], user_vars: Optional[list] = None) -> None:
+        """The cell's `done` (with the user's globals when the host asked),
+        in one write with its small output's frames."""
         before, self.unsent = self.unsent, b""
-        self.channel.send_json({"t": "done", "cell": cell, "status": status, "final_answer": final}, before)
+        done: dict[str, Any] = {"t": "done", "cell": cell, "status": status, "final_answer": final}
+        if user_vars is not None:
+            done["vars"] = user_vars
+        self.channel.send_json(done, before)
 
     # -- answers
 

@@ -28,6 +28,21 @@ class RuntimeFallbackWarning(UserWarning):
     sandbox shares the host kernel."""
 
 
+class _CallRouter:
+    """Hands `call` events to the answerer once there is one. Not a
+    Session method: the process (kept by the finalizer) must not hold the
+    Session, or it could never be garbage-collected."""
+
+    def __init__(self) -> None:
+        self.answerer: Optional[CallAnswerer] = None
+
+    def __call__(self, event: JSONDict) -> None:
+        # A call cannot come before `ready`, but be exact.
+        if self.answerer is None:
+            raise ProtocolError("a call event before the session was ready")
+        self.answerer.answer(event)
+
+
 class Session:
     """A stateful sandboxed Python REPL.
 
@@ -90,9 +105,9 @@ class Session:
             argv += ["--context", path]
             if temp:
                 temporary.append(path)
-        self._answerer: Optional[CallAnswerer] = None
-        self._process = SessionProcess(argv, environment(env), self._on_call)
-        self._finalizer = weakref.finalize(self, _finalize, self._process, self._contexts)
+        self._router = _CallRouter()
+        self._process = SessionProcess(argv, environment(env), self._router)
+        self._finalizer = weakref.finalize(self, _finalize, self._process, self._contexts, self._router)
         try:
             first = self._process.first_line(timeout=START_TIMEOUT)
         except SessionDead as e:
@@ -121,15 +136,9 @@ class Session:
                 stacklevel=3,
             )
         limits = first.get("limits") or {}
-        self._answerer = CallAnswerer(self._process.send, int(limits.get("max_in_flight") or 8), llm, rlm, self._tools)
-
-    # The reader thread may deliver a call before __init__ has made the
-    # answerer (a call cannot come before `ready`, but be exact).
-    def _on_call(self, event: JSONDict) -> None:
-        answerer = self._answerer
-        if answerer is None:
-            raise ProtocolError("a call event before the session was ready")
-        answerer.answer(event)
+        self._router.answerer = CallAnswerer(
+            self._process.send, int(limits.get("max_in_flight") or 8), llm, rlm, self._tools
+        )
 
     @property
     def runtime(self) -> str:
@@ -222,7 +231,8 @@ class Session:
         """Ends the session: the sandbox and everything it created are
         removed, and so are this client's temporary context files."""
         process, self._process = self._process, None
-        answerer = getattr(self, "_answerer", None)
+        router = getattr(self, "_router", None)
+        answerer = router.answerer if router is not None else None
         if process is not None:
             process.close()
         if answerer is not None:
@@ -239,8 +249,10 @@ class Session:
         self.close()
 
 
-def _finalize(process: SessionProcess, contexts: ContextFiles) -> None:
+def _finalize(process: SessionProcess, contexts: ContextFiles, router: _CallRouter) -> None:
     """At garbage collection or interpreter exit: end the process (which
     removes its sandbox) and the temporary files. Holds no Session."""
     process.terminate(5.0)
+    if router.answerer is not None:
+        router.answerer.close()
     contexts.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -152,6 +153,15 @@ def test_nothing_left_after_close_or_an_exception(settings: dict, state_dir: Pat
         with Session(**settings) as s2:
             pid = s2.pid
             1 / 0
+    assert_clean(state_dir, pid)
+
+
+def test_a_dropped_session_is_garbage_collected_and_removed(settings: dict, state_dir: Path) -> None:
+    s = Session(llm=lambda p, m: p, tools={"f": lambda: 1}, **settings)
+    s.exec("print(llm_query('x'), f())")
+    pid = s.pid
+    del s
+    gc.collect()
     assert_clean(state_dir, pid)
 
 

@@ -13,9 +13,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-ContextValue = Union[str, dict, list, "os.PathLike[str]"]
+ContextValue = Union[str, Dict[str, Any], List[Any], "os.PathLike[str]"]
 
 
 class ContextFiles:

@@ -46,7 +46,7 @@ def _code_binding(name: str, value: Any) -> str:
     return f"{name} = __import__('json').loads({text!r})"
 
 
-class RlmSandboxREPL(NonIsolatedEnv):
+class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no types
     """The rlms environment protocol (setup, load_context, execute_code,
     cleanup, and the persistence methods) over an rlm-sandbox Session.
     Keyword arguments besides those RLM passes are Session settings
@@ -140,7 +140,7 @@ class RlmSandboxREPL(NonIsolatedEnv):
         if not response.success:
             return f"Error: {response.error}"
         self._record(response.chat_completion)
-        return response.chat_completion.response
+        return str(response.chat_completion.response)
 
     def _rlm(self, prompt: str, model: Optional[str]) -> str:
         """One rlm_query prompt: a child RLM through `subcall_fn`."""
@@ -150,7 +150,7 @@ class RlmSandboxREPL(NonIsolatedEnv):
         except Exception as e:
             return f"Error: RLM query failed - {e}"
         self._record(completion)
-        return completion.response
+        return str(completion.response)
 
     # -- code --------------------------------------------------------------
 

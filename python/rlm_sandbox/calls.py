@@ -24,8 +24,8 @@ Send = Callable[[Dict[str, Any]], None]
 def tool_params(name: str, fn: Callable[..., Any]) -> List[str]:
     """The parameter names a tool is declared with (its named parameters;
     *args and **kwargs cannot be sent by name and are left out)."""
-    if not name.isidentifier() or name.startswith("_"):
-        raise ValueError(f"tool name {name!r} must be a Python identifier not starting with '_'")
+    if not name.isidentifier():
+        raise ValueError(f"tool name {name!r} must be a Python identifier")
     if not callable(fn):
         raise TypeError(f"tool {name!r} must be callable, not {type(fn).__name__}")
     try:

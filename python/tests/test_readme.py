@@ -33,9 +33,16 @@ def test_the_section_has_an_example_for_each_integration() -> None:
 
 
 def _model(messages: List[Dict[str, Any]]) -> str:
-    """Plays the root model of an RLM (a system prompt: write code that
-    asks a sub-model and answers) and the sub-model (find the word)."""
-    if any(m.get("role") == "system" for m in messages):
+    """Plays the root model of an rlms RLM and the action step of a
+    dspy.RLM (a system prompt: write code that asks a sub-model and
+    answers) and the sub-model (find the quoted word)."""
+    system = " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
+    if "[[ ## code ## ]]" in system:  # dspy.RLM's action step (ChatAdapter fields)
+        return (
+            "[[ ## reasoning ## ]]\nAsk the sub-model.\n\n[[ ## code ## ]]\n```python\n"
+            "SUBMIT(code_word=llm_query('Which word is the code word? ' + document))\n```\n\n[[ ## completed ## ]]"
+        )
+    if system:
         return (
             "```repl\nword = llm_query('Which word is the code word? ' + str(context))\n"
             "answer['content'] = word\nanswer['ready'] = True\n```"
@@ -47,6 +54,7 @@ def _model(messages: List[Dict[str, Any]]) -> str:
 EXPECTED = {
     0: ["ok {'APPLES': '3', 'PEARS': '5'} 15 crates\n llm_query", "42"],
     1: ["heron"],
+    2: ["heron"],
 }
 
 

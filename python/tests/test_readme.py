@@ -14,6 +14,8 @@ from typing import Any, Dict, List
 
 import pytest
 
+from rlm_sandbox import find_binary
+
 from conftest import CHECKOUT
 from scripted_llm import ScriptedLLM, user_text
 
@@ -62,7 +64,10 @@ EXPECTED = {
 def test_example_runs(index: int, runtime: str, tmp_path: Path) -> None:
     code = examples()[index]
     with ScriptedLLM({"gpt-4o-mini": _model}) as llm:
-        env = dict(os.environ, RLM_DOCKER_RUNTIME=runtime, OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="unused")
+        # Run from an empty directory, so the binary comes from RLM_SANDBOX_BIN
+        # (as the README says for code outside the checkout).
+        env = dict(os.environ, RLM_DOCKER_RUNTIME=runtime, OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="unused",
+                   RLM_SANDBOX_BIN=find_binary())
         proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for expected in EXPECTED[index]:

@@ -1,128 +1,503 @@
 """A DSPy `CodeInterpreter` on rlm-sandbox: `dspy.RLM(...,
 interpreter_factory=SandboxInterpreter)` runs the model's code in a
-gVisor/runc session instead of Deno/Pyodide (no 3 s start, no ~128 MB
-variable ceiling; the sandbox has no network).
+gVisor/runc session instead of Deno/Pyodide (CPython, no network, no
+~128 MB variable ceiling).
 
-How DSPy's contract maps onto a session (dspy 3.4):
-- `tools` is the live dict RLM fills after the factory returns. The
-  session starts at the first `start()`/`execute()` (RLM runs its facade
-  shim through `execute` before `start()`), with the tools known then.
-  DSPy's `llm_query`/`llm_query_batched` are not declared as tools: the
-  sandbox's own `llm_query*` calls come to the host, where each prompt is
-  answered by `tools["llm_query"](prompt=...)`, concurrently for a batch.
-  A tool added after the start cannot be declared into a running sandbox:
-  calling it is a NameError in the code (no silent restart).
-- `SUBMIT(...)` is defined in the sandbox with the signature's output
-  fields (from `output_fields`, which RLM sets); it records the fields as
-  the cell's final answer and ends the cell at once, and `execute`
-  returns `FinalOutput(fields)`. An old SUBMIT cannot end a later cell:
-  the sandbox resets its answer after the cell that set it.
-- Variables: DSPy passes every input again on every iteration. A value
-  already bound in the sandbox (same name, same JSON) is not sent again;
-  a small one is bound by a line of code that parses its JSON, a large
-  one travels as a context file (mounted, never source code).
-- Errors: an exception in the code is `CodeExecutionError`, bad syntax is
-  `SyntaxError`, a cell past its timeout is `CodeExecutionError` (the
-  sandbox lives on); a sandbox that ended (out of memory, killed) is
-  `CodeInterpreterError`, and so is every later call.
+How DSPy's contract (dspy 3.4: primitives/code_interpreter.py, and the
+reference PythonInterpreter and LocalInterpreter) maps onto a session:
+
+- Lazy start. RLM calls the factory, fills `interpreter.tools` and
+  `output_fields`, and runs its facade shim through `execute` before
+  `start()`. Nothing starts before the first `start()`/`execute()`.
+- Tools are read at call time, so no tool is fixed at the start and a new
+  one never needs a restart. The session declares a single host tool
+  (`HOST_TOOL`); before each step the sandbox gets, for every entry of
+  `tools`, a function with that tool's own signature (defaults included:
+  an argument left out is left out on the host, which applies its
+  default) that calls `tools[name](**kwargs)` here. A host exception is a
+  RuntimeError in the code, as in DSPy's interpreters; names starting
+  with `_` (the facade's `__dspy_call__`) work like any other.
+- `llm_query`/`llm_query_batched` are the sandbox's own functions: each
+  prompt comes here and is answered by `tools["llm_query"]` (by keyword,
+  with its parameter's name), concurrently within a batch. DSPy's budget
+  and sub-LM apply; a failure is an "Error: ..." string in the code (the
+  sandbox's convention) where DSPy's own interpreters raise. The
+  sandbox's `rlm_query*` are plain `llm_query*` here.
+- Host calls run in the caller's `contextvars` context (copied when
+  `execute` starts), so `dspy.context(lm=...)` reaches them.
+- `SUBMIT(...)` takes the output fields (`output_fields`, which RLM sets;
+  `SUBMIT(output)` without them), by position or by name, all required.
+  It stores them as the cell's final answer and raises a BaseException
+  (not an Exception: `except Exception` cannot swallow it), so it ends
+  the code; `execute` returns `FinalOutput(fields)`. The sandbox resets
+  its answer after every cell: an old SUBMIT never ends a later step.
+- Inputs are sent once: a value already sent (same name, same JSON) is
+  not sent again, but every step binds each input name to the value DSPy
+  gave (as DSPy's interpreters do: a step that rebinds an input sees it
+  restored at the next). Values are made JSON like the reference
+  (pydantic models, dataclasses, tuples, sets...); a small one travels as
+  JSON text in code, one above `INLINE_BYTES` as a context file (mounted,
+  never source code). A context file is also what the sandbox calls
+  `context` (its first one), so when files are used an input named
+  `context` is sent first, as a file; an input named `ctx` then clashes.
+  Contexts are checked by the session's egress filter: output
+  reproducing much of a file-borne input is redacted.
+- Results: the printed output (stdout, then stderr), None when nothing
+  was printed. An exception in the code is CodeExecutionError with its
+  traceback, a SyntaxError (or subclass) is SyntaxError, a cell past its
+  timeout or output limit is CodeExecutionError (the sandbox lives on).
+  A sandbox that ended (out of memory, killed) is CodeInterpreterError,
+  as is every later call: never a silent restart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import hashlib
+import inspect
 import json
-from typing import Any, Callable, Dict, List, Optional
+import keyword
+import re
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Tuple, TypeVar, cast
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
+from dspy.utils.callback import with_callbacks
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from .errors import SandboxError
+from .options import SESSION
 from .results import Cell
 from .session import Session
 
-# Serialized inputs above this travel as context files, not as code.
+# An input whose JSON is larger travels as a context file, not as code.
 INLINE_BYTES = 64 * 1024
-_SUBMIT_MARK = "\x00rlm-sandbox-dspy-submit\x00"
-_QUERY_TOOLS = ("llm_query", "llm_query_batched")
+# The one tool the session declares; the sandbox's tool functions call it.
+HOST_TOOL = "rlm_sandbox_dspy_tool"
+# DSPy's tools the sandbox already has (answered through tools["llm_query"]).
+QUERY_TOOLS = frozenset({"llm_query", "llm_query_batched"})
+_SUPPORT_MODULE = "_rlm_sandbox_dspy"
+_SUPPORT_FILE = "<rlm_sandbox.dspy>"
+_SUBMIT_MARK = "\x00rlm_sandbox.dspy SUBMIT\x00"
+# Prelude cells stay well under the session's 8 MiB frame.
+_PRELUDE_CELL_BYTES = 1 << 20
+# The sandbox defines these once it has a context file (PROTOCOL.md).
+_CONTEXT_ALIASES = frozenset({"context", "ctx"})
+_CONTEXT_N = re.compile(r"context_[0-9]+\Z")
+# Session settings that would answer llm_query without DSPy's tools.
+_REFUSED_SETTINGS = frozenset({"llm_command", "llm_endpoint", "llm_model", "llm_api_key_env"})
+_SETTINGS = (SESSION | {"binary", "env"}) - _REFUSED_SETTINGS
 
-_SUBMIT_SOURCE = '''
-class _SubmitCalled(BaseException):
-    """Ends the cell that called SUBMIT (not an Exception: `except Exception` in model code cannot swallow it)."""
+# The sandbox's side, a module of its own in sys.modules (user code that
+# rebinds or deletes globals cannot break it). Runs in the sandbox's
+# CPython; `g` is always the user's globals.
+_SUPPORT_SOURCE = '''\
+import inspect
+import json
+
+_P = inspect.Parameter
+_KINDS = {"positional": _P.POSITIONAL_OR_KEYWORD, "keyword": _P.KEYWORD_ONLY, "var_keyword": _P.VAR_KEYWORD}
+MARK = None
+inputs = {}
+bound_tools = {}
+_answer = None
+_host = None
 
 
-def SUBMIT(*args, **kwargs):
-    """Submit the final output: the output fields, by position or by name. Ends this step."""
-    import json as _json
-    names = {names!r}
-    if len(args) > len(names) if names else args:
-        raise TypeError("SUBMIT() takes the output fields %s" % (names,))
-    fields = dict(zip(names, args))
-    for key in kwargs:
-        if key in fields:
-            raise TypeError("SUBMIT() got %r twice" % (key,))
-    fields.update(kwargs)
-    missing = [n for n in names if n not in fields]
-    if missing:
-        raise TypeError("SUBMIT() is missing output fields %s" % (missing,))
-    globals()["answer"]["content"] = {mark!r} + _json.dumps(fields, default=repr)
-    globals()["answer"]["ready"] = True
-    raise _SubmitCalled()
+class Submitted(BaseException):
+    """SUBMIT ends the code at once (a BaseException: `except Exception` does not stop it)."""
+
+
+class _HostDefault:
+    def __repr__(self):
+        return "<host default>"
+
+
+_HOST_DEFAULT = _HostDefault()
+
+
+def start(g, mark, host_tool):
+    """Keeps the sandbox's answer dict and host tool; answers the sandbox's own names."""
+    global MARK, _answer, _host
+    MARK, _answer, _host = mark, g["answer"], g[host_tool]
+    _answer["content"] = json.dumps(sorted(n for n in g if not n.startswith("_")))
+    _answer["ready"] = True
+
+
+def put_json(name, text):
+    inputs[name] = json.loads(text)
+
+
+def apply(g, text):
+    """One step's bookkeeping, in order: SUBMIT, tools, file inputs, bindings."""
+    ops = json.loads(text)
+    if "submit" in ops:
+        g["SUBMIT"] = _make_submit(ops["submit"])
+    if "tools" in ops:
+        _bind_tools(g, ops["tools"])
+    for name, index in ops.get("files", {}).items():
+        inputs[name] = g["context_%d" % index]
+    for name in ops.get("bind", ()):
+        g[name] = inputs[name]
+
+
+def _jsonable(value):
+    """SUBMIT's stand-in for a value JSON has no form for."""
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    return str(value)
+
+
+def _make_submit(names):
+    signature = inspect.Signature([_P(n, _P.POSITIONAL_OR_KEYWORD) for n in names])
+
+    def SUBMIT(*args, **kwargs):
+        try:
+            values = dict(signature.bind(*args, **kwargs).arguments)
+        except TypeError as e:
+            raise TypeError("SUBMIT%s: %s" % (signature, e)) from None
+        _answer["content"] = MARK + json.dumps(values, default=_jsonable)
+        _answer["ready"] = True
+        raise Submitted("SUBMIT ends the step")
+
+    SUBMIT.__signature__ = signature
+    SUBMIT.__doc__ = "Submits the final outputs %s and ends this step." % (signature,)
+    return SUBMIT
+
+
+def _bind_tools(g, specs):
+    for name, fn in list(bound_tools.items()):
+        if g.get(name) is fn:
+            del g[name]
+    bound_tools.clear()
+    for name, params in specs.items():
+        g[name] = bound_tools[name] = _make_tool(name, params)
+
+
+def _make_tool(name, params):
+    signature = inspect.Signature([
+        _P(p, _KINDS[kind], default=_HOST_DEFAULT if has_default else _P.empty) for p, kind, has_default in params
+    ])
+    spread = [p for p, kind, _ in params if kind == "var_keyword"]
+
+    def tool(*args, **kwargs):
+        try:
+            arguments = dict(signature.bind(*args, **kwargs).arguments)
+        except TypeError as e:
+            raise TypeError("%s%s: %s" % (name, signature, e)) from None
+        for p in spread:
+            arguments.update(arguments.pop(p, {}))
+        return _call(name, arguments)
+
+    tool.__name__ = tool.__qualname__ = name
+    tool.__signature__ = signature
+    tool.__doc__ = "Calls the host tool %s%s; a host error is a RuntimeError." % (name, signature)
+    return tool
+
+
+def _call(name, arguments):
+    try:
+        json.dumps(arguments, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError("%s(): arguments must be JSON values: %s" % (name, e)) from None
+    reply = _host(name, arguments)
+    if isinstance(reply, dict) and "value" in reply:
+        return reply["value"]
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        raise RuntimeError(reply["error"])
+    text = reply if isinstance(reply, str) else "%s(): the host gave no result" % name
+    raise RuntimeError(text[len("Error: "):] if text.startswith("Error: ") else text)
 '''
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _digest(value: Any) -> Optional[str]:
-    """A fingerprint of a JSON value, or None when it is not one."""
+
+def _callbacks(fn: F) -> F:
+    """DSPy's callback hooks (on_interpreter_*), as its interpreters have."""
+    return cast(F, with_callbacks(fn))
+
+
+def _setup_code() -> str:
+    """The first cell: the support module, its source kept for tracebacks."""
+    return "\n".join([
+        "import sys as _rlm_sys, types as _rlm_types, linecache as _rlm_lines",
+        f"_rlm_src = {_SUPPORT_SOURCE!r}",
+        f"_rlm_mod = _rlm_types.ModuleType({_SUPPORT_MODULE!r})",
+        f"_rlm_lines.cache[{_SUPPORT_FILE!r}] = (len(_rlm_src), None, _rlm_src.splitlines(True), {_SUPPORT_FILE!r})",
+        f"exec(compile(_rlm_src, {_SUPPORT_FILE!r}, 'exec'), _rlm_mod.__dict__)",
+        f"_rlm_sys.modules[{_SUPPORT_MODULE!r}] = _rlm_mod",
+        f"_rlm_mod.start(globals(), {_SUBMIT_MARK!r}, {HOST_TOOL!r})",
+        "del _rlm_sys, _rlm_types, _rlm_lines, _rlm_src, _rlm_mod",
+    ])
+
+
+def _support_call(function: str, *args: str) -> str:
+    """A line of code calling the support module (apply also gets the
+    user's globals); arguments are str literals."""
+    arguments = (["globals()"] if function == "apply" else []) + [repr(a) for a in args]
+    return f"__import__({_SUPPORT_MODULE!r}).{function}({', '.join(arguments)})"
+
+
+# -- inputs ------------------------------------------------------------------
+
+
+@dataclass
+class _Input:
+    """An input as it travels: its JSON form, text and fingerprint."""
+
+    value: Any
+    jsonable: Any
+    text: str
+    digest: str
+
+    @property
+    def size(self) -> int:
+        """Bytes of its context file (text for a str, JSON otherwise)."""
+        body = self.jsonable if isinstance(self.jsonable, str) else self.text
+        return len(body.encode("utf-8", "surrogatepass"))
+
+    @property
+    def fits_a_file(self) -> bool:
+        return isinstance(self.jsonable, (str, dict, list))
+
+
+@dataclass
+class _Sent:
+    """What the sandbox holds for an input name: its fingerprint, the
+    value object (an immutable one is not serialized again), and the
+    context file it came in, if any."""
+
+    digest: str
+    value: Any
+    context: Optional[int] = None
+
+
+_IMMUTABLE = (str, bytes, int, float, bool, type(None))
+
+
+def _prepare_input(name: str, value: Any) -> _Input:
+    """An input as JSON, as the reference PythonInterpreter converts it
+    (pydantic, dataclasses, tuples and sets become JSON; anything else
+    is an error, not its str())."""
     try:
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        jsonable = to_jsonable_python(value)
+        text = json.dumps(jsonable, ensure_ascii=False)
+    except (PydanticSerializationError, TypeError, ValueError) as e:
+        raise CodeInterpreterError(f"input {name!r}: a {type(value).__name__} cannot be sent as JSON ({e})") from None
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _Input(value, jsonable, text, digest)
+
+
+def _unchanged(sent: Optional[_Sent], value: Any) -> bool:
+    """The same immutable object as last time: no need to serialize it."""
+    return sent is not None and isinstance(value, _IMMUTABLE) and value is sent.value
+
+
+# -- tools -------------------------------------------------------------------
+
+_KIND_NAMES = {
+    inspect.Parameter.POSITIONAL_ONLY: "positional",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
+    inspect.Parameter.KEYWORD_ONLY: "keyword",
+    inspect.Parameter.VAR_KEYWORD: "var_keyword",
+}
+
+
+def _tool_params(fn: Callable[..., Any]) -> List[List[Any]]:
+    """[name, kind, has a default] per parameter, for the sandbox's
+    function. *args cannot be sent by keyword and is left out; a
+    signature that cannot be read takes any keyword."""
+    try:
+        signature = inspect.signature(fn)
     except (TypeError, ValueError):
+        return [["kwargs", "var_keyword", False]]
+    params = []
+    for p in signature.parameters.values():
+        if p.kind in _KIND_NAMES:
+            has_default = p.default is not inspect.Parameter.empty and p.kind != inspect.Parameter.VAR_KEYWORD
+            params.append([p.name, _KIND_NAMES[p.kind], has_default])
+    return params
+
+
+def _tool_result(value: Any) -> Any:
+    """A tool's value as JSON, converted as the reference does; str() of
+    what has no JSON form (NaN included: the protocol refuses it)."""
+    try:
+        value = to_jsonable_python(value)
+        json.dumps(value, allow_nan=False)
+        return value
+    except (PydanticSerializationError, TypeError, ValueError):
+        return str(value)
+
+
+def _param_names(fn: Callable[..., Any]) -> List[str]:
+    """The parameters `fn` takes by name (DSPy calls llm_query(prompt=))."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+# -- cells -------------------------------------------------------------------
+
+_SYNTAX_LINE = re.compile(r"(SyntaxError|IndentationError|TabError)(:|$)")
+
+
+def _printed(cell: Cell) -> str:
+    """What the cell printed: stdout, then stderr."""
+    if cell.stdout and cell.stderr and not cell.stdout.endswith("\n"):
+        return cell.stdout + "\n" + cell.stderr
+    return cell.stdout + cell.stderr
+
+
+def _ends_in_syntax_error(stderr: str) -> bool:
+    """The code's exception was a SyntaxError (or subclass): the last
+    line of its traceback names it."""
+    lines = stderr.rstrip().splitlines()
+    return bool(lines) and _SYNTAX_LINE.match(lines[-1]) is not None
+
+
+def _submission(final_answer: Optional[str]) -> Optional[Dict[str, Any]]:
+    """SUBMIT's fields, when the cell called it."""
+    if final_answer is None or not final_answer.startswith(_SUBMIT_MARK):
         return None
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    try:
+        fields = json.loads(final_answer[len(_SUBMIT_MARK):])
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        raise CodeExecutionError(
+            f"SUBMIT's values ({len(final_answer)} characters) could not be read back: the sandbox cuts a final "
+            "answer at its frame limit; submit smaller values"
+        )
+    return fields
+
+
+def _weak_host(interpreter: "SandboxInterpreter") -> Dict[str, Callable[..., Any]]:
+    """The Session's llm and tool callables, holding the interpreter
+    weakly: the session's finalizer keeps them, and must not keep the
+    interpreter (a dropped one is then collected, its sandbox removed)."""
+    ref = weakref.ref(interpreter)
+
+    def alive() -> "SandboxInterpreter":
+        found = ref()
+        if found is None:
+            raise CodeInterpreterError("the SandboxInterpreter is gone")
+        return found
+
+    def llm(prompt: str, model: Optional[str]) -> str:
+        return alive()._answer_query(prompt, model)
+
+    def host_tool(name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+        return alive()._answer_tool(name, kwargs)
+
+    return {"llm": llm, "tool": host_tool}
 
 
 class SandboxInterpreter:
-    """DSPy's CodeInterpreter protocol over an rlm-sandbox Session.
-    Keyword arguments are Session settings (`runtime`, `memory`,
-    `timeout`, ...)."""
+    """DSPy's CodeInterpreter protocol over an rlm-sandbox Session (see
+    the module's docstring for how each part maps).
 
-    def __init__(self, tools: Optional[Dict[str, Callable[..., Any]]] = None, **settings: Any) -> None:
-        self._tools: Dict[str, Callable[..., Any]] = tools if tools is not None else {}
-        self.output_fields: Optional[List[Dict[str, Any]]] = None
+    `tools` is copied, as DSPy's interpreters do (a factory handing the
+    same dict to concurrent RLM calls must not share their budgets);
+    update `interpreter.tools` in place, as RLM does: it is read at every
+    call. Other keyword arguments are Session settings (`runtime`,
+    `memory`, `timeout` (per step), `binary`, ...), checked here though
+    the sandbox starts later.
+    """
+
+    execution_instructions = (
+        "Python (CPython 3) runs in an isolated rlm-sandbox container: no network, no host files, a memory and time "
+        "limit per execution. State persists across executions. Input variables, host tools and SUBMIT are globals. "
+        "llm_query and llm_query_batched return a string starting with 'Error:' when a call fails; a host tool's "
+        "failure raises RuntimeError. Output that reproduces much of a large input is redacted."
+    )
+
+    def __init__(
+        self,
+        tools: Optional[Dict[str, Callable[..., Any]]] = None,
+        output_fields: Optional[List[Dict[str, Any]]] = None,
+        *,
+        callbacks: Optional[List[Any]] = None,
+        **settings: Any,
+    ) -> None:
+        _check_settings(settings)
+        self.tools: Dict[str, Callable[..., Any]] = dict(tools) if tools else {}
+        self.output_fields = output_fields
+        self.callbacks = list(callbacks or [])
         self._settings = settings
         self._session: Optional[Session] = None
-        self._sent: Dict[str, str] = {}
-        self._dead: Optional[str] = None
-        self._shut = False
+        self._pid: Optional[int] = None
+        self._ended: Optional[str] = None
+        self._busy = threading.Lock()
+        self._starting = threading.Lock()
+        self._call_context = contextvars.copy_context()
+        # What the sandbox holds: its own names, SUBMIT's fields, the tool
+        # signatures, the inputs and how many context files it has.
+        self._sandbox_names: FrozenSet[str] = frozenset()
+        self._submit_names: Optional[List[str]] = None
+        self._tool_specs: Optional[Dict[str, List[List[Any]]]] = None
+        self._sent: Dict[str, _Sent] = {}
+        self._contexts = 0
 
-    @property
-    def tools(self) -> Dict[str, Callable[..., Any]]:
-        """The live dict DSPy updates in place."""
-        return self._tools
+    @classmethod
+    def factory(cls, **settings: Any) -> Callable[[], "SandboxInterpreter"]:
+        """A zero-argument factory for `interpreter_factory=` that keeps
+        `execution_instructions` (a lambda would lose them)."""
+        _check_settings(settings)
+        made = functools.partial(cls, **settings)
+        setattr(made, "execution_instructions", cls.execution_instructions)
+        return made
 
     @property
     def session(self) -> Optional[Session]:
+        """The running Session (None before the start and after the end)."""
         return self._session
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The last session's `rlm-sandbox session` pid (kept after its end)."""
+        return self._pid
 
     # -- lifecycle ---------------------------------------------------------
 
+    @_callbacks
     def start(self) -> None:
-        """Starts the sandbox (idempotent). A sandbox that ended is not
-        restarted: its state is gone, so that is CodeInterpreterError."""
-        if self._shut:
-            raise CodeInterpreterError("the SandboxInterpreter was shut down; create a new one")
-        if self._dead is not None:
-            raise CodeInterpreterError(f"the sandbox has ended: {self._dead}")
-        if self._session is not None:
-            return
-        declared = {n: fn for n, fn in self._tools.items() if n not in _QUERY_TOOLS}
-        try:
-            self._session = Session(llm=self._llm, tools=declared, **self._settings)
-        except SandboxError as e:
-            raise CodeInterpreterError(f"the sandbox could not start: {e}") from e
-        names = [f["name"] for f in (self.output_fields or []) if isinstance(f, dict) and "name" in f]
-        self._run(_SUBMIT_SOURCE.format(names=names, mark=_SUBMIT_MARK))
+        """Starts the sandbox; idempotent. A sandbox that ended is not
+        restarted (its state is gone): CodeInterpreterError."""
+        with self._starting:  # a pool may pre-warm from several threads
+            self._check_usable()
+            if self._session is None:
+                self._start_session()
 
+    def _start_session(self) -> None:
+        host = _weak_host(self)
+        try:
+            self._session = Session(llm=host["llm"], tools={HOST_TOOL: host["tool"]}, **self._settings)
+        except SandboxError as e:  # nothing was lost: a later start() may work
+            raise CodeInterpreterError(f"the sandbox could not start: {e}") from e
+        self._pid = self._session.pid
+        cell = self._run(_setup_code())
+        if not cell.ok or cell.final_answer is None:
+            self._terminal(f"the interpreter's setup failed in the sandbox: {_printed(cell).rstrip()}")
+        self._sandbox_names = frozenset(json.loads(cell.final_answer))
+
+    @_callbacks
     def shutdown(self) -> None:
-        """Removes the sandbox and everything it created."""
-        self._shut = True
+        """Removes the sandbox and everything it created; idempotent."""
+        if self._ended is None:
+            self._ended = "it was shut down"
         session, self._session = self._session, None
         if session is not None:
             session.close()
@@ -133,78 +508,289 @@ class SandboxInterpreter:
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
-    # -- the host side -----------------------------------------------------
+    def __call__(self, code: str, variables: Optional[Dict[str, Any]] = None) -> Any:
+        return self.execute(code, variables)
 
-    def _llm(self, prompt: str, model: Optional[str]) -> str:
-        """The sandbox's llm_query, answered by DSPy's own tool (it counts
-        the RLM's call budget and picks its sub-LM)."""
-        tool = self._tools.get("llm_query")
-        if tool is None:
-            return "Error: no llm_query tool is registered with this interpreter"
-        return str(tool(prompt=prompt))
+    def _check_usable(self) -> None:
+        if self._ended is not None:
+            raise CodeInterpreterError(
+                f"this SandboxInterpreter has ended ({self._ended}); create a new one for a fresh session"
+            )
+
+    def _terminal(self, why: str, cause: Optional[BaseException] = None) -> NoReturn:
+        """Ends the interpreter: its sandbox is gone or unusable."""
+        self._ended = why
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+        raise CodeInterpreterError(f"{why}; the sandbox's state is lost, create a new SandboxInterpreter") from cause
 
     # -- code --------------------------------------------------------------
 
-    def _live(self) -> Session:
-        self.start()
-        assert self._session is not None
-        return self._session
+    @_callbacks
+    def execute(self, code: str, variables: Optional[Dict[str, Any]] = None) -> Any:
+        """Runs `code` with `variables` bound: FinalOutput when it called
+        SUBMIT, else what it printed (None when nothing)."""
+        if not isinstance(code, str):
+            raise CodeInterpreterError(f"code must be a str, not {type(code).__name__}")
+        if variables is not None and not isinstance(variables, dict):
+            raise CodeInterpreterError(f"variables must be a dict, not {type(variables).__name__}")
+        if not self._busy.acquire(blocking=False):
+            raise CodeInterpreterError("this SandboxInterpreter is already running code (from a tool, or another thread)")
+        try:
+            self._call_context = contextvars.copy_context()
+            if self._session is None:
+                self.start()
+            self._prepare(variables or {})
+            return self._outcome(self._run(code))
+        finally:
+            self._busy.release()
 
     def _run(self, code: str) -> Cell:
-        """One cell; a sandbox that ended is CodeInterpreterError."""
+        """One cell; an ended sandbox ends the interpreter."""
+        session = self._session
+        if session is None:
+            self._check_usable()
+            raise CodeInterpreterError("the sandbox has not started")
         try:
-            cell = self._live().exec(code)
+            cell = session.exec(code)
         except SandboxError as e:
-            self._dead = str(e).split("\n", 1)[0]
-            raise CodeInterpreterError(f"the sandbox has ended: {self._dead}") from e
+            self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
+        except ValueError as e:
+            self._terminal(f"the session refused the code: {e}", e)
         if cell.session_dead:
-            self._dead = f"status {cell.status}: {cell.error}"
-            raise CodeInterpreterError(f"the sandbox has ended ({cell.status}): {cell.error}")
+            self._terminal(f"the sandbox ended in this code (status {cell.status}: {cell.error})")
         return cell
 
-    def _bind(self, variables: Dict[str, Any]) -> None:
-        """Binds the inputs that are new or changed since the last call."""
-        session = self._live()
-        lines = []
-        for name, value in variables.items():
-            if not name.isidentifier():
-                raise CodeInterpreterError(f"variable name {name!r} is not a Python identifier")
-            digest = _digest(value)
-            if digest is None:  # not JSON: the sandbox gets its str()
-                value = str(value)
-                digest = hashlib.sha256(value.encode("utf-8")).hexdigest()
-            if self._sent.get(name) == digest:
-                continue
-            text = json.dumps(value, ensure_ascii=False)
-            if len(text) > INLINE_BYTES:
-                added = session.add_context(value if isinstance(value, (str, dict, list)) else text)
-                lines.append(f"{name} = {added['name']}")
-            else:
-                lines.append(f"{name} = __import__('json').loads({text!r})")
-            self._sent[name] = digest
-        if lines:
-            cell = self._run("\n".join(lines))
-            if not cell.ok:
-                raise CodeInterpreterError(f"binding the inputs failed: {cell.stderr.strip()}")
-
-    def execute(self, code: str, variables: Optional[Dict[str, Any]] = None) -> Any:
-        """Runs `code` with `variables` bound; FinalOutput on SUBMIT, else
-        the printed output (None when nothing was printed)."""
-        if variables:
-            self._bind(variables)
-        cell = self._run(code)
-        final = cell.final_answer
-        if final is not None and final.startswith(_SUBMIT_MARK):
-            return FinalOutput(json.loads(final[len(_SUBMIT_MARK):]))
+    def _outcome(self, cell: Cell) -> Any:
+        """A cell as DSPy's interpreters report it."""
+        fields = _submission(cell.final_answer)
+        if fields is not None:
+            return FinalOutput(fields)
+        printed = _printed(cell)
         if cell.status == "ok":
-            return cell.stdout or None
-        last = cell.stderr.strip().splitlines()[-1] if cell.stderr.strip() else cell.status
-        if cell.status == "error" and last.startswith("SyntaxError"):
-            raise SyntaxError(f"Invalid Python syntax. message: {cell.stderr.strip()}")
+            return printed or None
+        if cell.status == "error" and _ends_in_syntax_error(cell.stderr):
+            raise SyntaxError(f"Invalid Python syntax:\n{printed.rstrip()}")
+        if cell.status == "error":
+            raise CodeExecutionError(printed.rstrip() or "the code failed without a traceback")
+        limits = self._session.ready.get("limits", {}) if self._session is not None else {}
         if cell.status == "timeout":
-            last = f"the code ran past its timeout and was interrupted ({last})"
+            why = f"the code ran past the time limit ({limits.get('cell_timeout_s')} s) and was interrupted"
         elif cell.status == "output_limit":
-            last = "the code printed more than the output limit and was interrupted"
-        if cell.stdout:
-            last += "\nOutput before the error:\n" + cell.stdout
-        raise CodeExecutionError(last)
+            why = "the code printed more than the output limit and was interrupted"
+        else:
+            why = f"the code ended with status {cell.status}"
+        raise CodeExecutionError(why + (":\n" + printed.rstrip() if printed.rstrip() else ""))
+
+    # -- what each step needs in the sandbox ---------------------------------
+
+    def _prepare(self, variables: Dict[str, Any]) -> None:
+        """Brings SUBMIT, the tool functions and the inputs up to date:
+        only what changed travels, then every input name is bound. The
+        bookkeeping changes only once the sandbox has done it."""
+        ops: Dict[str, Any] = {}
+        names = _output_names(self.output_fields)
+        if names != self._submit_names:
+            ops["submit"] = names
+        specs = self._current_tool_specs(variables)
+        if specs != self._tool_specs:
+            ops["tools"] = specs
+        lines, pending = self._send_inputs(variables, ops)
+        if not ops and not lines:
+            return
+        lines.append(_support_call("apply", json.dumps(ops)))
+        for code in _pack(lines):
+            cell = self._run(code)
+            if not cell.ok:
+                self._forget_inline_inputs()
+                raise CodeInterpreterError(f"preparing the step in the sandbox failed:\n{_printed(cell).strip()}")
+        self._submit_names, self._tool_specs = names, specs
+        self._sent.update(pending)
+
+    def _current_tool_specs(self, variables: Dict[str, Any]) -> Dict[str, List[List[Any]]]:
+        specs = {}
+        for name, fn in self.tools.items():
+            if name in QUERY_TOOLS:
+                continue
+            self._check_name(name, "tool")
+            if name in _CONTEXT_ALIASES or name in variables:
+                raise CodeInterpreterError(f"tool name {name!r} clashes with an input or a sandbox name")
+            specs[name] = _tool_params(fn)
+        return specs
+
+    def _check_name(self, name: Any, what: str) -> None:
+        """A name the sandbox lets us bind: an identifier, none of its own
+        (answer, FINAL, llm_query, ...), no context_N, not SUBMIT."""
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise CodeInterpreterError(f"{what} name {name!r} is not a Python identifier")
+        if name == "SUBMIT" or name in self._sandbox_names or _CONTEXT_N.match(name):
+            raise CodeInterpreterError(f"{what} name {name!r} is one of the sandbox's own names")
+
+    def _send_inputs(self, variables: Dict[str, Any], ops: Dict[str, Any]) -> Tuple[List[str], Dict[str, _Sent]]:
+        """Adds context files for large changed inputs (`context` first)
+        and returns the code lines for small changed ones, with what the
+        sandbox holds once they ran; `ops` gets the file-borne inputs and
+        the names to bind."""
+        for name in variables:
+            self._check_name(name, "input")
+        changed: Dict[str, _Input] = {}
+        for name, value in variables.items():
+            sent = self._sent.get(name)
+            if _unchanged(sent, value):
+                continue
+            prepared = _prepare_input(name, value)
+            if sent is None or sent.digest != prepared.digest:
+                changed[name] = prepared
+        large = [n for n, p in changed.items() if p.size > INLINE_BYTES and p.fits_a_file]
+        files = self._order_files(large, variables, changed)
+        for name in files:
+            # Recorded at once: the file is in the sandbox whatever follows.
+            prepared = changed[name]
+            self._sent[name] = _Sent(prepared.digest, prepared.value, self._add_file(name, prepared))
+        lines, pending = [], {}
+        for name, prepared in changed.items():
+            if name not in files:
+                lines.append(_support_call("put_json", name, json.dumps(prepared.jsonable)))
+                pending[name] = _Sent(prepared.digest, prepared.value)
+        from_files = {}
+        for name in variables:
+            sent = self._sent.get(name)
+            if name not in pending and sent is not None and sent.context is not None:
+                from_files[name] = sent.context
+        if from_files:
+            ops["files"] = from_files
+        if variables:
+            ops["bind"] = list(variables)
+        return lines, pending
+
+    def _order_files(self, files: List[str], variables: Dict[str, Any], changed: Dict[str, _Input]) -> List[str]:
+        """Once the sandbox has a context file, its `context` is the first
+        file's value and `ctx` the first file, restored after every cell:
+        an input named `context` must be that file, one named `ctx`
+        cannot be bound."""
+        if not files and self._contexts == 0:
+            return files
+        if "ctx" in variables:
+            raise CodeInterpreterError("an input named 'ctx' cannot be bound: the sandbox's ctx is its first context file")
+        if "context" not in variables:
+            return files
+        sent = self._sent.get("context")
+        if sent is not None and sent.context == 0 and "context" not in changed:
+            return files
+        if self._contexts > 0:
+            raise CodeInterpreterError(
+                "the input 'context' cannot change once the sandbox has context files: its `context` is the first "
+                "file's value; use a new SandboxInterpreter"
+            )
+        prepared = changed.get("context") or _prepare_input("context", variables["context"])
+        if not prepared.fits_a_file:
+            raise CodeInterpreterError(
+                "the input 'context' must be a str, dict or list when another input is large: the sandbox's "
+                "`context` is its first context file"
+            )
+        changed["context"] = prepared
+        return ["context"] + [n for n in files if n != "context"]
+
+    def _add_file(self, name: str, prepared: _Input) -> int:
+        """Sends one input as a context file; its index."""
+        assert self._session is not None
+        limit = int(self._session.ready.get("limits", {}).get("max_load_bytes") or 0)
+        if limit and prepared.size > limit:
+            raise CodeInterpreterError(
+                f"input {name!r} is {prepared.size} bytes, above the sandbox's context load limit ({limit} bytes); "
+                "raise it with SandboxInterpreter(context_load_bytes=...)"
+            )
+        try:
+            added = self._session.add_context(prepared.jsonable)
+        except SandboxError as e:
+            self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
+        except (TypeError, ValueError) as e:
+            raise CodeInterpreterError(f"input {name!r} could not be sent as a context file: {e}") from e
+        self._contexts += 1
+        return int(added["index"])
+
+    def _forget_inline_inputs(self) -> None:
+        """After a failed preparation nothing small is known to be there
+        (files stay: their context_N remain); send it all again."""
+        self._sent = {n: s for n, s in self._sent.items() if s.context is not None}
+        self._submit_names = self._tool_specs = None
+
+    # -- the host side of the sandbox's calls ----------------------------------
+
+    @_callbacks
+    def invoke_tool(self, tool_name: str, kwargs: Dict[str, Any]) -> Any:
+        """One host tool, by keyword, as DSPy's interpreters call it."""
+        fn = self.tools.get(tool_name)
+        if fn is None:
+            raise CodeInterpreterError(f"Unknown tool: {tool_name}")
+        result = fn(**kwargs)
+        # An async tool: a call thread has no running loop of its own.
+        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+
+    def _in_caller_context(self, name: str, kwargs: Dict[str, Any]) -> Any:
+        """A tool in the context `execute` was called in (a copy per call:
+        calls of a batch run at once)."""
+        return self._call_context.copy().run(self.invoke_tool, name, kwargs)
+
+    def _answer_query(self, prompt: str, model: Optional[str]) -> str:
+        """One prompt of the sandbox's llm_query*: DSPy's llm_query (its
+        budget, its sub-LM). `model` goes only to a tool that takes it."""
+        fn = self.tools.get("llm_query")
+        if fn is None:
+            raise CodeInterpreterError("no llm_query tool is registered (dspy.RLM registers one)")
+        params = _param_names(fn)
+        kwargs: Dict[str, Any] = {params[0] if params else "prompt": prompt}
+        if model is not None and "model" in params[1:]:
+            kwargs["model"] = model
+        answer = self._in_caller_context("llm_query", kwargs)
+        return answer if isinstance(answer, str) else str(answer)
+
+    def _answer_tool(self, name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+        """One call of a sandbox tool function: {"value"} or {"error"}."""
+        try:
+            return {"value": _tool_result(self._in_caller_context(name, kwargs))}
+        except BaseException as e:  # the code sees it as RuntimeError; the session goes on
+            return {"error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__}
+
+
+def _output_names(fields: Optional[List[Dict[str, Any]]]) -> List[str]:
+    """SUBMIT's parameters: the output fields' names (RLM sets them),
+    else the reference's single `output`."""
+    names = [f.get("name") for f in fields or [] if isinstance(f, dict)]
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise CodeInterpreterError(f"output field name {name!r} is not a Python identifier")
+    return cast(List[str], names) or ["output"]
+
+
+def _pack(lines: List[str]) -> List[str]:
+    """Lines grouped into cells of at most _PRELUDE_CELL_BYTES (a line
+    is at most a small input's JSON, escaped)."""
+    cells: List[str] = []
+    current: List[str] = []
+    size = 0
+    for line in lines:
+        if current and size + len(line) > _PRELUDE_CELL_BYTES:
+            cells.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        cells.append("\n".join(current))
+    return cells
+
+
+def _check_settings(settings: Dict[str, Any]) -> None:
+    """Refuses unknown settings now, though the sandbox starts later."""
+    refused = sorted(set(settings) & _REFUSED_SETTINGS)
+    if refused:
+        raise TypeError(
+            f"SandboxInterpreter does not take {', '.join(refused)}: DSPy's llm_query answers the sandbox's calls"
+        )
+    unknown = sorted(set(settings) - _SETTINGS)
+    if unknown:
+        raise TypeError(
+            f"SandboxInterpreter got unknown setting(s) {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(sorted(_SETTINGS))}"
+        )

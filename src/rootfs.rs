@@ -59,7 +59,8 @@ pub fn resolve(
     }
     let path = rootfs_builder::default_rootfs_dir();
     // A default rootfs from another build of the builder (an older agent,
-    // say) is rebuilt (replaced in place) like a missing one.
+    // say), or one with extra packages (`rootfs build --with ... --output`
+    // this directory), is rebuilt (replaced in place) like a missing one.
     let current = |p: &Path| has_python(p) && rootfs_builder::is_current(p);
     if current(&path) {
         return Ok(path);
@@ -80,6 +81,7 @@ pub fn resolve(
         rootfs_builder::build(
             &rootfs_builder::BuildOptions {
                 output: path.clone(),
+                packages: rootfs_builder::ExtraPackages::default(),
             },
             progress,
         )?;

@@ -1,13 +1,50 @@
 # rlm-sandbox: the built rootfs's self-check, run with `python3 -I -c` as the
 # sandbox user inside a chroot of the new tree. Prints one line per failure
 # on stderr and exits 1, or prints "rlm-sandbox self-check ok".
-import importlib, os, sys
+#
+# Arguments `PACKAGE=MODULE` name the top-level modules of the extra
+# packages (`rootfs build --with`); each is imported first. A failed import
+# prints one tab-separated line on stdout for the builder to report:
+# `refuse PACKAGE MODULE BLOCKED` when it needed what the sandbox removes
+# or refuses (the "rlm-sandbox: X is blocked" message anywhere in the
+# exception chain), `importfail PACKAGE MODULE TYPE: MESSAGE` otherwise.
+import importlib, os, re, sys
 
 failures = []
 
 def check(what, ok, detail=""):
     if not ok:
         failures.append("%s%s" % (what, (": " + detail) if detail else ""))
+
+def _chain(e):
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+refused = []
+for pair in sys.argv[1:]:
+    package, _, name = pair.partition("=")
+    try:
+        module = importlib.import_module(name)
+    except BaseException as e:
+        chain = _chain(e)
+        text = " ".join("%s: %s" % (type(x).__name__, x) for x in chain)
+        blocked = re.search(r"rlm-sandbox: ([\w.]+) is blocked", text)
+        if blocked:
+            refused.append("refuse\t%s\t%s\t%s" % (package, name, blocked.group(1)))
+        else:
+            inner = chain[-1]
+            detail = " ".join(("%s: %s" % (type(inner).__name__, inner)).split())
+            refused.append("importfail\t%s\t%s\t%s" % (package, name, detail[:300]))
+        continue
+    cached = getattr(module, "__cached__", None)
+    if cached:
+        check("bytecode of " + name, os.path.exists(cached), cached + " missing")
+if refused:
+    print("\n".join(refused))
+    sys.exit(1)
 
 MODULES = (
     "json re collections itertools math random hashlib datetime csv sqlite3 "
@@ -41,6 +78,10 @@ for what, call in (("os.system", lambda: os.system("true")),
         check(what, str(e).startswith("rlm-sandbox: %s is blocked" % what), str(e))
 
 check("sitecustomize loaded", "sitecustomize" in sys.modules)
+# The stdlib's, not one a package (or a .pth) put earlier on sys.path.
+check("sitecustomize from the stdlib",
+      os.path.dirname(getattr(sys.modules.get("sitecustomize"), "__file__", "") or "")
+      == os.path.dirname(os.__file__))
 check("isolated mode", sys.flags.isolated == 1)
 
 if os.getuid() != 0:

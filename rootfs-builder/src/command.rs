@@ -37,6 +37,15 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `cmd` to the end whatever its status: its output, or an error
+/// when it cannot be started.
+pub(crate) fn output(cmd: &mut Command) -> Result<std::process::Output, Error> {
+    cmd.output().map_err(|err| Error::Spawn {
+        command: describe(cmd),
+        err,
+    })
+}
+
 fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())

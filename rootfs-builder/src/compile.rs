@@ -3,22 +3,31 @@
 
 use std::path::Path;
 
-use crate::command::{command, run};
+use crate::command::{command, output, run, tail};
+use crate::error::{Refusal, RefusalReason};
 use crate::{Error, PYTHON, SANDBOX_GID, SANDBOX_UID};
 
 const SELFCHECK: &str = include_str!("../python/selfcheck.py");
 const SELFCHECK_OK: &str = "rlm-sandbox self-check ok";
+/// Where Debian's Python packages install their modules.
+pub(crate) const DIST_PACKAGES: &str = "usr/lib/python3/dist-packages";
 
-/// Precompiles the stdlib with the tree's own interpreter (the exact
-/// version that will load it), so runs on the read-only root never need to
-/// write bytecode. One process: `compileall -j` needs multiprocessing (gone
-/// by now) and POSIX semaphores in /dev/shm (absent in a bare chroot); the
-/// whole stdlib takes about a second anyway.
+/// Precompiles the stdlib (and dist-packages, where extra packages put
+/// theirs) with the tree's own interpreter (the exact version that will
+/// load it), so runs on the read-only root never need to write bytecode.
+/// One process: `compileall -j` needs multiprocessing (gone by now) and
+/// POSIX semaphores in /dev/shm (absent in a bare chroot); the whole
+/// stdlib takes about a second anyway.
 pub fn compile_bytecode(tree: &Path, version: &str) -> Result<(), Error> {
-    let stdlib = format!("/usr/lib/python{version}");
+    let mut dirs = vec![format!("/usr/lib/python{version}")];
+    // Absent from the default rootfs: its command stays what it was.
+    if crate::tree::resolve(tree, DIST_PACKAGES)?.is_dir() {
+        dirs.push(format!("/{DIST_PACKAGES}"));
+    }
     run(command("chroot")
         .arg(tree)
-        .args([PYTHON, "-I", "-m", "compileall", "-q", &stdlib]))?;
+        .args([PYTHON, "-I", "-m", "compileall", "-q"])
+        .args(&dirs))?;
     Ok(())
 }
 
@@ -35,24 +44,102 @@ pub(crate) fn sandbox_python(tree: &Path, args: &[&str]) -> std::process::Comman
     cmd
 }
 
+/// A module the self-check imports for the extra package that added it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Import {
+    pub package: String,
+    pub module: String,
+}
+
 /// Runs the embedded self-check in the new tree as the sandbox user:
+/// the extra packages' modules import (else [`Error::Refused`] says why),
 /// common modules import from precompiled bytecode, blocked modules and
 /// process creation are refused with rlm-sandbox's message, /etc/shadow
 /// and the stdlib are out of the user's reach, threads, /tmp and asyncio
 /// work.
-pub fn self_check(tree: &Path) -> Result<(), Error> {
-    let out = run(&mut sandbox_python(tree, &["-c", SELFCHECK])).map_err(|e| match e {
-        Error::Command { stderr, .. } => Error::SelfCheck {
-            path: tree.to_path_buf(),
-            detail: stderr,
-        },
-        other => other,
-    })?;
-    if out.trim() != SELFCHECK_OK {
+pub(crate) fn self_check(tree: &Path, imports: &[Import]) -> Result<(), Error> {
+    let pairs: Vec<String> = imports
+        .iter()
+        .map(|i| format!("{}={}", i.package, i.module))
+        .collect();
+    let mut args = vec!["-c", SELFCHECK];
+    args.extend(pairs.iter().map(String::as_str));
+    let out = output(&mut sandbox_python(tree, &args))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let refusals = refusals(&stdout);
+    if !refusals.is_empty() {
+        return Err(Error::Refused(refusals));
+    }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(Error::SelfCheck {
             path: tree.to_path_buf(),
-            detail: format!("expected {SELFCHECK_OK:?}, got {:?}", out.trim()),
+            detail: tail(&stderr, 8),
+        });
+    }
+    if stdout.trim() != SELFCHECK_OK {
+        return Err(Error::SelfCheck {
+            path: tree.to_path_buf(),
+            detail: format!("expected {SELFCHECK_OK:?}, got {:?}", stdout.trim()),
         });
     }
     Ok(())
+}
+
+/// The self-check's refusal lines: `refuse\tPACKAGE\tMODULE\tBLOCKED` and
+/// `importfail\tPACKAGE\tMODULE\tTYPE: MESSAGE`.
+pub(crate) fn refusals(stdout: &str) -> Vec<Refusal> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(4, '\t');
+            let (kind, package, module, what) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            let reason = match kind {
+                "refuse" => RefusalReason::Blocked(what.to_string()),
+                "importfail" => RefusalReason::Failed(what.to_string()),
+                _ => return None,
+            };
+            Some(Refusal {
+                package: package.to_string(),
+                module: module.to_string(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_lines_become_messages_naming_package_module_and_cause() {
+        let stdout = "refuse\tpython3-distro\tdistro\tsubprocess\n\
+                      refuse\tpython3-foo\tfoo\tos.system\n\
+                      importfail\tpython3-cffi-backend\t_cffi_backend\tImportError: libffi.so.8: cannot open shared object file\n\
+                      rlm-sandbox self-check ok\n";
+        let found = refusals(stdout);
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "python3-distro: `import distro` needs subprocess, which the sandbox removes; leave it out",
+                "python3-foo: `import foo` calls os.system, which the sandbox refuses; leave it out",
+                "python3-cffi-backend: `import _cffi_backend` fails in the sandbox \
+                 (ImportError: libffi.so.8: cannot open shared object file); leave it out",
+            ]
+        );
+        assert_eq!(
+            Error::Refused(found[..2].to_vec()).to_string(),
+            "python3-distro: `import distro` needs subprocess, which the sandbox removes; leave it out; \
+             python3-foo: `import foo` calls os.system, which the sandbox refuses; leave it out"
+        );
+        assert!(refusals("FAIL import json\nrlm-sandbox self-check ok\n").is_empty());
+    }
+
+    #[test]
+    fn the_selfcheck_reads_its_imports_from_argv() {
+        assert!(SELFCHECK.contains("sys.argv[1:]"));
+        assert!(SELFCHECK.contains("\"refuse\\t"));
+        assert!(SELFCHECK.contains("\"importfail\\t"));
+    }
 }

@@ -50,11 +50,64 @@ pub enum Error {
     SelfCheck { path: PathBuf, detail: String },
     #[error("building the rootfs needs root (to chroot into it for bytecode and the self-check, and to own its files as root); effective uid is {0}. Hint: run `sudo rlm-sandbox rootfs build`")]
     NotRoot(u32),
+    #[error("{problem} in the package list {list:?}; accepted: {form}", form = crate::extra::ACCEPTED_FORM)]
+    PackageList { list: String, problem: String },
+    #[error("apt-cache knows no package {0:?}. Hint: check the name (`apt-cache search`), or run `apt-get update`")]
+    UnknownPackage(String),
+    #[error("{0:?} has no installable version: it is a virtual package or one apt knows only by name; name a package that provides it (`apt-cache showpkg {0}` lists them)")]
+    VirtualPackage(String),
+    #[error("{name:?} is left out of every rootfs: {reason}; leave it out")]
+    SkippedPackage { name: String, reason: &'static str },
+    #[error("{package} depends on {dependency}, which no package apt knows provides")]
+    Unresolvable { package: String, dependency: String },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<Refusal>),
     #[error("{build}; cleaning up also failed: {cleanup}")]
     Cleanup {
         build: Box<Error>,
         cleanup: Box<Error>,
     },
+}
+
+/// Why the self-check refused an extra package: importing one of its
+/// modules in the built tree, as the sandbox user, failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub package: String,
+    pub module: String,
+    pub reason: RefusalReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The import needs a module the sandbox removes (`subprocess`,
+    /// `ctypes`, ...) or a call its audit hook refuses (`os.system`).
+    Blocked(String),
+    /// Any other failure: the innermost exception, `Type: message`.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Refusal {
+            package, module, ..
+        } = self;
+        match &self.reason {
+            // Audit events have a dot (os.system); blocked modules do not.
+            RefusalReason::Blocked(what) if what.contains('.') => write!(
+                f,
+                "{package}: `import {module}` calls {what}, which the sandbox refuses; leave it out"
+            ),
+            RefusalReason::Blocked(what) => write!(
+                f,
+                "{package}: `import {module}` needs {what}, which the sandbox removes; leave it out"
+            ),
+            RefusalReason::Failed(detail) => write!(
+                f,
+                "{package}: `import {module}` fails in the sandbox ({detail}); leave it out"
+            ),
+        }
+    }
 }
 
 /// `.ctx("read", path)?` turns an `io::Error` into an [`Error::Io`] naming

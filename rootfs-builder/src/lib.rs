@@ -1,13 +1,18 @@
 //! Builds the hardened Python rootfs for rlm-sandbox from the distribution's
 //! packages, without Docker: resolve the dependency closure of the Python
 //! packages with apt, download the .deb files, unpack them with dpkg-deb,
-//! harden the tree, precompile bytecode, and write a manifest. The build
+//! harden the tree, precompile bytecode, and write a manifest. Extra
+//! Debian packages (`--with python3-numpy`) join the closure with theirs;
+//! the self-check imports their modules and refuses a package that needs
+//! what the sandbox removes. The build
 //! happens in a temporary sibling of the output and is renamed into place
 //! only when complete, so a failed build leaves nothing behind.
 
+mod alternatives;
 mod command;
 mod compile;
 mod error;
+mod extra;
 mod harden;
 mod manifest;
 mod packages;
@@ -20,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-pub use error::Error;
+pub use error::{Error, Refusal, RefusalReason};
+pub use extra::{ExtraPackages, ACCEPTED_FORM};
 pub use manifest::{read_manifest, verify, Manifest, PackageInfo, MANIFEST_PATH};
 
 /// The unprivileged user code runs as. In Debian's 65000–65533 range, which
@@ -38,13 +44,26 @@ pub const INPUT_DIR: &str = "/rlm";
 /// Bumped when a build's output changes in a way [`content_id`] cannot see
 /// from the embedded sources and lists (the package set, the steps).
 const CONTENT_VERSION: u32 = 1;
+/// Bumped when what a build does for extra packages changes (their
+/// closure, library alternatives, module discovery); a default rootfs's
+/// id does not include it.
+const EXTRA_CONTENT_VERSION: u32 = 1;
 
 /// An id of what this builder puts into a rootfs besides the packages:
 /// sha256 (hex) over [`CONTENT_VERSION`], the embedded Python sources
 /// (sitecustomize, the subprocess shim, the agent) and the hardening
 /// lists. Written into the manifest; a rootfs whose id differs was built
-/// by another version of the builder (an older agent, say).
+/// by another version of the builder (an older agent, say). The id of
+/// the default rootfs: [`content_id_with`] no extra packages.
 pub fn content_id() -> String {
+    content_id_with(&ExtraPackages::default())
+}
+
+/// [`content_id`] of a rootfs with `extra` packages: the same hash, then
+/// (only when there are extras) [`EXTRA_CONTENT_VERSION`] and the list, so
+/// a numpy rootfs is never taken for the default one or another set, and
+/// the default id stays what it was before extras existed.
+pub fn content_id_with(extra: &ExtraPackages) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!("rlm-sandbox rootfs content {CONTENT_VERSION}\n"));
     for (name, text) in harden::embedded_content() {
@@ -52,25 +71,45 @@ pub fn content_id() -> String {
         hasher.update(format!("{name}\0{}\0", text.len()));
         hasher.update(text.as_bytes());
     }
+    if !extra.is_empty() {
+        hasher.update(format!(
+            "extra packages {EXTRA_CONTENT_VERSION}\0{}\0{extra}\0",
+            extra.to_string().len()
+        ));
+    }
     packages::hex(&hasher.finalize())
 }
 
 /// Whether the rootfs at `rootfs` has a manifest written by a builder with
 /// this [`content_id`] (false when unreadable, or from before the field).
 /// Says nothing about later changes to the tree: that is [`verify`].
+/// A rootfs with extra packages is not current: see [`is_current_with`].
 pub fn is_current(rootfs: &Path) -> bool {
-    read_manifest(rootfs).is_ok_and(|m| m.content_id == content_id())
+    is_current_with(rootfs, &ExtraPackages::default())
+}
+
+/// Whether the rootfs at `rootfs` was written by this builder with exactly
+/// the `extra` packages.
+pub fn is_current_with(rootfs: &Path, extra: &ExtraPackages) -> bool {
+    read_manifest(rootfs)
+        .is_ok_and(|m| m.content_id == content_id_with(extra) && m.extra_packages == extra.names())
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     pub output: PathBuf,
+    /// Debian packages to add (with their dependencies) beyond the
+    /// default Python; none for the default rootfs.
+    pub packages: ExtraPackages,
 }
 
 /// Steps of a build, one human line each.
 #[derive(Debug, Clone)]
 pub enum Progress {
     Resolving,
+    ResolvingExtra {
+        packages: ExtraPackages,
+    },
     Downloading {
         packages: usize,
     },
@@ -79,7 +118,13 @@ pub enum Progress {
         total: usize,
     },
     Hardening,
+    LinkedAlternatives {
+        links: usize,
+    },
     Compiling,
+    Importing {
+        modules: Vec<String>,
+    },
     Hashing,
     Done {
         path: PathBuf,
@@ -92,9 +137,21 @@ impl fmt::Display for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Progress::Resolving => write!(f, "resolving the Python packages' dependencies"),
+            Progress::ResolvingExtra { packages } => {
+                write!(f, "resolving the dependencies of {packages}")
+            }
             Progress::Downloading { packages } => write!(f, "downloading {packages} packages"),
             Progress::Unpacking { done, total } => write!(f, "unpacked {done}/{total} packages"),
             Progress::Hardening => write!(f, "hardening (users, blocked modules, audit hook)"),
+            Progress::LinkedAlternatives { links } => write!(
+                f,
+                "linked {links} shared-library alternatives (as the packages' maintainer scripts would)"
+            ),
+            Progress::Importing { modules } => write!(
+                f,
+                "self-check imports the added packages' modules: {}",
+                modules.join(", ")
+            ),
             Progress::Compiling => {
                 write!(f, "precompiling bytecode, self-check as the sandbox user")
             }
@@ -134,6 +191,26 @@ pub fn default_rootfs_dir() -> PathBuf {
     )
 }
 
+/// Where `rootfs build --with` keeps a rootfs with `extra` packages when
+/// given no `--output`: [`default_rootfs_dir`] itself for none, else its
+/// sibling `rootfs-with-<16 hex of the list's sha256>`, so the default
+/// rootfs `run` uses is never replaced by one with extras (or the reverse).
+pub fn default_rootfs_dir_for(extra: &ExtraPackages) -> PathBuf {
+    rootfs_dir_for(default_rootfs_dir(), extra)
+}
+
+fn rootfs_dir_for(default: PathBuf, extra: &ExtraPackages) -> PathBuf {
+    if extra.is_empty() {
+        return default;
+    }
+    let id = packages::hex(&Sha256::digest(extra.to_string()));
+    let name = default
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rootfs".into());
+    default.with_file_name(format!("{name}-with-{}", &id[..16]))
+}
+
 fn default_rootfs_dir_with(
     cache_dir: Option<PathBuf>,
     is_root: bool,
@@ -170,27 +247,66 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result
     let tree = &staging.tree;
 
     progress(&Progress::Resolving);
-    let (python_version, names) = packages::resolve()?;
+    let (python_version, mut names) = packages::resolve()?;
+    let extra = &opts.packages;
+    // The packages the extras add to the default closure (none without).
+    let mut added = Vec::new();
+    if !extra.is_empty() {
+        progress(&Progress::ResolvingExtra {
+            packages: extra.clone(),
+        });
+        added = extra::resolve(extra, &packages::base_roots(&python_version), &names)?;
+        names.extend(added.iter().cloned());
+        names.sort();
+        names.dedup();
+    }
     progress(&Progress::Downloading {
         packages: names.len(),
     });
     let debs = packages::download(&names, &staging.debs)?;
     let total = debs.len();
     let mut infos = Vec::with_capacity(total);
+    let mut imports = Vec::new();
+    let mut library_alternatives = Vec::new();
     for (i, deb) in debs.iter().enumerate() {
-        infos.push(packages::unpack(deb, tree)?);
+        let info = packages::unpack(deb, tree)?;
+        if added.contains(&info.name) {
+            if extra.names().contains(&info.name) {
+                let paths = packages::contents(deb)?;
+                for module in extra::python_modules(&paths, &python_version) {
+                    imports.push(compile::Import {
+                        package: info.name.clone(),
+                        module,
+                    });
+                }
+            }
+            let scratch = staging.debs.join(".control");
+            if let Some(script) = packages::control_file(deb, "postinst", &scratch)? {
+                library_alternatives.extend(alternatives::parse_postinst(&info.name, &script));
+            }
+        }
+        infos.push(info);
         if (i + 1) % 10 == 0 || i + 1 == total {
             progress(&Progress::Unpacking { done: i + 1, total });
         }
     }
     progress(&Progress::Hardening);
     harden::harden(tree, &python_version)?;
+    if !library_alternatives.is_empty() {
+        let links = alternatives::link(tree, library_alternatives)?;
+        progress(&Progress::LinkedAlternatives { links: links.len() });
+    }
     progress(&Progress::Compiling);
     compile::compile_bytecode(tree, &python_version)?;
     tree::normalize_ownership(tree)?;
-    compile::self_check(tree)?;
+    if !imports.is_empty() {
+        progress(&Progress::Importing {
+            modules: imports.iter().map(|i| i.module.clone()).collect(),
+        });
+    }
+    compile::self_check(tree, &imports)?;
     progress(&Progress::Hashing);
-    let manifest = manifest::write(tree, &python_version, infos)?;
+    let manifest = manifest::write(tree, &python_version, infos, extra)?;
     staging.commit(output)?;
     progress(&Progress::Done {
         path: output.clone(),
@@ -244,7 +360,7 @@ mod tests {
         let t = dir.path();
         assert!(!is_current(t), "no manifest");
         std::fs::write(t.join("a"), "one").expect("write");
-        manifest::write(t, "3.11", Vec::new()).expect("manifest");
+        manifest::write(t, "3.11", Vec::new(), &ExtraPackages::default()).expect("manifest");
         assert!(is_current(t));
         // A manifest from before the field (or another build) is not current.
         let path = t.join(MANIFEST_PATH);
@@ -257,6 +373,63 @@ mod tests {
         old["content_id"] = "0".repeat(64).into();
         std::fs::write(&path, old.to_string()).expect("write");
         assert!(!is_current(t));
+    }
+
+    #[test]
+    fn extra_packages_are_part_of_a_rootfs_identity() {
+        let none = ExtraPackages::default();
+        let numpy = ExtraPackages::parse("python3-numpy").expect("valid");
+        let both = ExtraPackages::parse("python3-scipy,python3-numpy").expect("valid");
+        assert_eq!(content_id_with(&none), content_id());
+        assert_ne!(content_id_with(&numpy), content_id());
+        assert_ne!(content_id_with(&numpy), content_id_with(&both));
+        assert_eq!(
+            content_id_with(&both),
+            content_id_with(&ExtraPackages::parse("python3-numpy, python3-scipy").expect("valid"))
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        std::fs::write(t.join("a"), "one").expect("write");
+        manifest::write(t, "3.11", Vec::new(), &numpy).expect("manifest");
+        assert!(!is_current(t), "a numpy rootfs is not the default one");
+        assert!(is_current_with(t, &numpy));
+        assert!(!is_current_with(t, &both));
+        manifest::write(t, "3.11", Vec::new(), &none).expect("manifest");
+        assert!(is_current(t));
+        assert!(
+            !is_current_with(t, &numpy),
+            "the default one is not a numpy rootfs"
+        );
+    }
+
+    #[test]
+    fn rootfs_dirs_with_extras_are_siblings_of_the_default() {
+        let default = PathBuf::from("/var/cache/rlm-sandbox/rootfs");
+        assert_eq!(
+            rootfs_dir_for(default.clone(), &ExtraPackages::default()),
+            default
+        );
+        let numpy = ExtraPackages::parse("python3-numpy").expect("valid");
+        let dir = rootfs_dir_for(default.clone(), &numpy);
+        let name = dir
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(dir.parent(), default.parent());
+        assert!(
+            name.starts_with("rootfs-with-") && name.len() == "rootfs-with-".len() + 16,
+            "{name}"
+        );
+        assert_eq!(dir, rootfs_dir_for(default.clone(), &numpy), "stable");
+        assert_ne!(
+            dir,
+            rootfs_dir_for(
+                default,
+                &ExtraPackages::parse("python3-scipy").expect("valid")
+            )
+        );
     }
 
     #[test]
@@ -279,6 +452,13 @@ mod tests {
             }
             .to_string(),
             "unpacked 10/38 packages"
+        );
+        assert_eq!(
+            Progress::ResolvingExtra {
+                packages: ExtraPackages::parse("python3-scipy,python3-numpy").expect("valid")
+            }
+            .to_string(),
+            "resolving the dependencies of python3-numpy,python3-scipy"
         );
     }
 }

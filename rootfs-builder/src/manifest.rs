@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::IoContext;
 use crate::packages::hex;
-use crate::{Error, SANDBOX_GID, SANDBOX_UID};
+use crate::{Error, ExtraPackages, SANDBOX_GID, SANDBOX_UID};
 
 /// Inside the rootfs; excluded from the tree hash.
 pub const MANIFEST_PATH: &str = "etc/rlm-sandbox/manifest.json";
@@ -35,13 +35,18 @@ pub struct Manifest {
     pub sandbox_uid: u32,
     pub sandbox_gid: u32,
     pub packages: Vec<PackageInfo>,
+    /// The packages asked for beyond the default Python (`rootfs build
+    /// --with`), sorted; their dependency closure is in `packages`. Absent
+    /// from a default rootfs's manifest, whose bytes stay what they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_packages: Vec<String>,
     pub files: u64,
     pub bytes: u64,
     /// sha256 over every entry's path, mode, owner and content (or link
     /// target), in path order.
     pub tree_sha256: String,
-    /// [`crate::content_id`] of the builder that wrote the tree; empty in
-    /// manifests from before the field.
+    /// [`crate::content_id_with`] the extra packages, of the builder that
+    /// wrote the tree; empty in manifests from before the field.
     #[serde(default)]
     pub content_id: String,
 }
@@ -52,6 +57,7 @@ pub fn write(
     tree: &Path,
     python_version: &str,
     packages: Vec<PackageInfo>,
+    extra: &ExtraPackages,
 ) -> Result<Manifest, Error> {
     // The manifest's directory is part of the tree: it must exist when hashed.
     if let Some(dir) = Path::new(MANIFEST_PATH).parent().and_then(|d| d.to_str()) {
@@ -76,10 +82,11 @@ pub fn write(
         sandbox_uid: SANDBOX_UID,
         sandbox_gid: SANDBOX_GID,
         packages,
+        extra_packages: extra.names().to_vec(),
         files,
         bytes,
         tree_sha256,
-        content_id: crate::content_id(),
+        content_id: crate::content_id_with(extra),
     };
     let path = tree.join(MANIFEST_PATH);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Manifest {
@@ -228,9 +235,12 @@ mod tests {
             architecture: "amd64".into(),
             sha256: "00".into(),
         };
-        let written = write(t, "3.11", vec![pkg]).expect("manifest");
+        let written = write(t, "3.11", vec![pkg], &ExtraPackages::default()).expect("manifest");
         let read = read_manifest(t).expect("read");
         assert_eq!(read, written);
+        // A default rootfs's manifest has no extra_packages key at all.
+        let text = fs::read_to_string(t.join(MANIFEST_PATH)).expect("read");
+        assert!(!text.contains("extra_packages"), "{text}");
         assert_eq!(
             (read.sandbox_uid, read.python_version.as_str()),
             (65432, "3.11")
@@ -238,6 +248,18 @@ mod tests {
         assert!(verify(t).expect("verify"));
         fs::write(t.join("a"), "changed").expect("write");
         assert!(!verify(t).expect("verify"));
+    }
+
+    #[test]
+    fn extra_packages_are_recorded_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        let extra = ExtraPackages::parse("python3-numpy").expect("valid");
+        let written = write(t, "3.11", Vec::new(), &extra).expect("manifest");
+        assert_eq!(written.extra_packages, ["python3-numpy"]);
+        assert_eq!(written.content_id, crate::content_id_with(&extra));
+        assert_ne!(written.content_id, crate::content_id());
+        assert_eq!(read_manifest(t).expect("read"), written);
     }
 
     #[test]

@@ -15,25 +15,41 @@ use crate::Error;
 /// scripts, which never run here), mail helpers, and libffi (used only by
 /// `_ctypes`, which is deleted). Skipped, never unpacked. A name matches
 /// exactly or followed by `-` or a digit (`perl-base`, `libperl5.36`).
-const SKIP: &[&str] = &[
-    "perl",
-    "libperl",
-    "dpkg",
-    "tar",
-    "install-info",
-    "mailcap",
-    "debconf",
-    "debianutils",
-    "base-files",
-    "libffi",
+/// Each with the reason, for a `--with` that names one.
+const SKIP: &[(&str, &str)] = &[
+    ("perl", MAINTAINER_SCRIPTS),
+    ("libperl", MAINTAINER_SCRIPTS),
+    ("dpkg", MAINTAINER_SCRIPTS),
+    ("tar", MAINTAINER_SCRIPTS),
+    ("install-info", MAINTAINER_SCRIPTS),
+    (
+        "mailcap",
+        "it maps file types to programs, and the sandbox runs no other programs",
+    ),
+    ("debconf", MAINTAINER_SCRIPTS),
+    ("debianutils", MAINTAINER_SCRIPTS),
+    ("base-files", MAINTAINER_SCRIPTS),
+    (
+        "libffi",
+        "it calls foreign code for ctypes, which the sandbox removes",
+    ),
 ];
+const MAINTAINER_SCRIPTS: &str =
+    "it serves the packages' maintainer scripts, which never run in the sandbox";
+
+/// Why `name` is never unpacked, if it is one of [`SKIP`].
+pub(crate) fn skip_reason(name: &str) -> Option<&'static str> {
+    SKIP.iter().find_map(|(s, reason)| {
+        name.strip_prefix(s)
+            .is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+            })
+            .then_some(*reason)
+    })
+}
 
 fn skipped(name: &str) -> bool {
-    SKIP.iter().any(|s| {
-        name.strip_prefix(s).is_some_and(|rest| {
-            rest.is_empty() || rest.starts_with(|c: char| c == '-' || c.is_ascii_digit())
-        })
-    })
+    skip_reason(name).is_some()
 }
 
 /// The Python version (e.g. "3.11") and the packages to install.
@@ -45,24 +61,13 @@ pub fn resolve() -> Result<(String, Vec<String>), Error> {
             out.trim().replace('\n', " ")
         ))
     })?;
-    let out = run(command("apt-cache").args([
-        "depends",
-        "--recurse",
-        "--no-recommends",
-        "--no-suggests",
-        "--no-conflicts",
-        "--no-breaks",
-        "--no-replaces",
-        "--no-enhances",
-        "--no-pre-depends",
-        &format!("python{version}-minimal"),
-        &format!("libpython{version}-stdlib"),
-    ]))?;
+    let out = run(command("apt-cache")
+        .args(["depends", "--recurse"])
+        .args(closure_flags())
+        .arg("--no-pre-depends")
+        .args(base_roots(&version)))?;
     let names = closure(&out);
-    for needed in [
-        format!("python{version}-minimal"),
-        format!("libpython{version}-stdlib"),
-    ] {
+    for needed in base_roots(&version) {
         if !names.contains(&needed) {
             return Err(Error::NoPython(format!(
                 "{needed} is not in the resolved packages"
@@ -70,6 +75,30 @@ pub fn resolve() -> Result<(String, Vec<String>), Error> {
         }
     }
     Ok((version, names))
+}
+
+/// The packages the default closure starts from.
+pub(crate) fn base_roots(version: &str) -> [String; 2] {
+    [
+        format!("python{version}-minimal"),
+        format!("libpython{version}-stdlib"),
+    ]
+}
+
+/// `apt-cache depends` flags leaving out what apt would not install:
+/// recommended and suggested packages, and relations that install nothing.
+/// (The default closure also passes `--no-pre-depends`, as it always has,
+/// so its package set stays what it was; extra packages keep PreDepends,
+/// which apt would install: see [`crate::extra`].)
+pub(crate) fn closure_flags() -> [&'static str; 6] {
+    [
+        "--no-recommends",
+        "--no-suggests",
+        "--no-conflicts",
+        "--no-breaks",
+        "--no-replaces",
+        "--no-enhances",
+    ]
 }
 
 /// "3.11" from `apt-cache depends python3-minimal` output.
@@ -168,6 +197,44 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The paths a .deb installs (`dpkg-deb -c`), relative (`usr/lib/...`);
+/// directories end with `/`, a link's target is left out.
+pub(crate) fn contents(deb: &Path) -> Result<Vec<String>, Error> {
+    let out = run(command("dpkg-deb").arg("-c").arg(deb))?;
+    Ok(listed_paths(&out))
+}
+
+/// Paths from `dpkg-deb -c` lines (`-rw-r--r-- root/root 12 2023-01-01
+/// 00:00 ./usr/lib/x.py`, links with ` -> target`).
+pub(crate) fn listed_paths(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let path = &l[l.find(" ./")? + 3..];
+            let path = path.split_once(" -> ").map_or(path, |(p, _)| p);
+            (!path.is_empty()).then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// A maintainer script of a .deb (`postinst`), or None when it has none.
+/// Extracted with `dpkg-deb -e` into `scratch` (created, then removed).
+pub(crate) fn control_file(
+    deb: &Path,
+    name: &str,
+    scratch: &Path,
+) -> Result<Option<String>, Error> {
+    run(command("dpkg-deb").arg("-e").arg(deb).arg(scratch))?;
+    let path = scratch.join(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).ctx("read", &path),
+    };
+    std::fs::remove_dir_all(scratch).ctx("remove", scratch)?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +277,29 @@ mod tests {
         for name in ["libtirpc3", "target", "tarfile", "perlish", "libc6"] {
             assert!(!skipped(name), "{name}");
         }
+    }
+
+    #[test]
+    fn skipped_packages_say_why() {
+        assert!(skip_reason("libffi8").is_some_and(|r| r.contains("ctypes")));
+        assert!(skip_reason("perl-base").is_some_and(|r| r.contains("maintainer scripts")));
+        assert_eq!(skip_reason("python3-numpy"), None);
+    }
+
+    #[test]
+    fn listed_paths_of_dpkg_deb_contents() {
+        let listing = "drwxr-xr-x root/root         0 2023-02-07 15:39 ./\n\
+            drwxr-xr-x root/root         0 2023-02-07 15:39 ./usr/lib/python3/dist-packages/numpy/\n\
+            -rw-r--r-- root/root      8024 2023-02-07 15:39 ./usr/lib/python3/dist-packages/six.py\n\
+            lrwxrwxrwx root/root         0 2023-02-07 15:39 ./usr/bin/f2py -> f2py3.11\n";
+        assert_eq!(
+            listed_paths(listing),
+            [
+                "usr/lib/python3/dist-packages/numpy/",
+                "usr/lib/python3/dist-packages/six.py",
+                "usr/bin/f2py"
+            ]
+        );
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn builds_a_hardened_rootfs() {
     let rootfs = dir.path().join("rootfs");
     let opts = BuildOptions {
         output: rootfs.clone(),
+        ..BuildOptions::default()
     };
     let start = Instant::now();
     let mut lines = Vec::new();

@@ -3,15 +3,35 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use rootfs_builder::ExtraPackages;
 
 #[derive(Debug, Subcommand)]
 pub enum RootfsCommand {
-    /// Build the default Python rootfs from the distribution's packages (no
-    /// Docker): download, unpack, harden, precompile, write a manifest.
+    /// Build the Python rootfs from the distribution's packages (no Docker):
+    /// download, unpack, harden, precompile, self-check, write a manifest.
+    /// Without --with, the default rootfs `run` uses (docs/ROOTFS.md).
     Build {
-        /// Where to build it (default: the cache directory used by `run`).
+        /// Where to build it (default: the cache directory used by `run`;
+        /// with --with, its sibling rootfs-with-<hash of the list>).
         #[arg(long, value_name = "DIR")]
         output: Option<PathBuf>,
+        /// Add Debian packages and their dependencies, e.g.
+        /// `--with python3-numpy,python3-scipy` (comma-separated, may be
+        /// repeated). Their Python modules (in /usr/lib/python3/dist-packages)
+        /// are imported by the build's self-check as the sandbox user; a
+        /// package whose import needs what the sandbox removes (subprocess,
+        /// multiprocessing, ctypes, libffi) or refuses (os.system, fork...)
+        /// is refused with the reason. The list is recorded in the manifest
+        /// (`extra_packages`) and is part of the rootfs's identity: `run` and
+        /// `session` use such a rootfs only when pointed at it with --rootfs
+        /// DIR or RLM_ROOTFS=DIR.
+        #[arg(
+            long = "with",
+            value_name = "PACKAGE[,PACKAGE...]",
+            env = "RLM_ROOTFS_PACKAGES",
+            value_parser = parse_packages
+        )]
+        with: Vec<ExtraPackages>,
         /// Print the manifest as JSON when done.
         #[arg(long)]
         json: bool,
@@ -28,16 +48,35 @@ pub enum RootfsCommand {
     },
 }
 
+/// clap's parser for `--with` / RLM_ROOTFS_PACKAGES: the builder's
+/// validation, its error naming the value and the accepted form.
+fn parse_packages(list: &str) -> Result<ExtraPackages, String> {
+    ExtraPackages::parse(list).map_err(|e| format!("{e} (--with or RLM_ROOTFS_PACKAGES)"))
+}
+
 pub fn run(cmd: &RootfsCommand) -> anyhow::Result<i32> {
     match cmd {
-        RootfsCommand::Build { output, json } => {
+        RootfsCommand::Build { output, with, json } => {
+            let packages = with
+                .iter()
+                .fold(ExtraPackages::default(), |all, list| all.union(list));
             let output = output
                 .clone()
-                .unwrap_or_else(rootfs_builder::default_rootfs_dir);
+                .unwrap_or_else(|| rootfs_builder::default_rootfs_dir_for(&packages));
             let manifest = rootfs_builder::build(
-                &rootfs_builder::BuildOptions { output },
+                &rootfs_builder::BuildOptions {
+                    output: output.clone(),
+                    packages: packages.clone(),
+                },
                 &mut super::print_progress,
             )?;
+            if !packages.is_empty() {
+                eprintln!(
+                    "rlm-sandbox: rootfs: with {packages}; use it with `--rootfs {dir}` or \
+                     RLM_ROOTFS={dir} (without, run and session use the default rootfs)",
+                    dir = output.display()
+                );
+            }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&manifest)?);
             }

@@ -40,16 +40,7 @@ fn missing(runtimes: &[&str]) -> Vec<String> {
 
 /// Skips locally with a printed reason; fails under CI=true.
 fn prerequisites(test: &str, runtimes: &[&str]) -> bool {
-    let missing = missing(runtimes);
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("missing {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {test} cannot run: {why}");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    false
+    common::present(missing(runtimes), test)
 }
 
 /// `rlm-sandbox rootfs build <args>`, RLM_ROOTFS_PACKAGES set to

@@ -25,7 +25,8 @@ def run(
     SandboxUnavailable. The code travels on stdin (any size, any bytes)."""
     if not isinstance(code, str):
         raise TypeError(f"code must be a str, not {type(code).__name__}")
-    argv = [binary or find_binary(), "run", "--json", *to_flags(settings, COMMON, "run()"), "-"]
+    flags = to_flags(settings, COMMON, "run()")  # a typo is refused before any lookup
+    argv = [binary or find_binary(), "run", "--json", *flags, "-"]
     proc = subprocess.run(argv, input=code.encode("utf-8"), capture_output=True, env=environment(env or {}))
     stderr = proc.stderr.decode("utf-8", "replace")[-4000:]
     try:

@@ -72,9 +72,10 @@ class SessionProcess:
         process ended or said something else first."""
         return self._first.result(timeout=timeout)
 
-    def request(self, op: str, **fields: Any) -> JSONDict:
+    def request(self, op: str, _wait: Optional[float] = None, **fields: Any) -> JSONDict:
         """Sends one request and waits for its response (the session bounds
-        every operation's time itself, so no client-side timeout)."""
+        every operation's time itself; `_wait` bounds `close`'s). Not
+        `timeout`: that is an `exec` field."""
         if self.dead is not None:
             raise SessionDead(f"the session has ended: {self.dead}", kind="session_dead", stderr=self.stderr_tail())
         future: "Future[JSONDict]" = Future()
@@ -83,7 +84,7 @@ class SessionProcess:
             rid = self._next_id
             self._pending[rid] = future
         self.send({"id": rid, "op": op, **fields})
-        return future.result()
+        return future.result(timeout=_wait)
 
     def send(self, message: JSONDict) -> None:
         """Writes one line; a closed pipe means the session is gone."""
@@ -189,14 +190,9 @@ class SessionProcess:
         """Ends the session and waits for it to remove its sandbox."""
         if self._proc.poll() is None and self.dead is None:
             try:
-                future: "Future[JSONDict]" = Future()
-                with self._pending_lock:
-                    self._next_id += 1
-                    self._pending[self._next_id] = future
-                self.send({"id": self._next_id, "op": "close"})
-                future.result(timeout=grace)
+                self.request("close", _wait=grace)
             except Exception:
-                pass
+                pass  # Not answering: terminate() below ends it.
         terminate(self._proc, grace)
         self._stdout_thread.join(timeout=grace)
         self.mark_dead("closed")

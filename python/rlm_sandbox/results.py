@@ -38,11 +38,7 @@ class Cell:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Cell":
-        known = {k: obj[k] for k in _CELL_FIELDS if k in obj}
-        extra = {k: v for k, v in obj.items() if k not in _CELL_FIELDS}
-        if not isinstance(known.get("status"), str):
-            raise ValueError(f"a cell without a status: {dict(obj)!r:.200}")
-        return cls(**known, extra=extra)
+        return cls(**_fields(cls, obj, "cell"))
 
 
 @dataclass
@@ -69,12 +65,14 @@ class Result:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Result":
-        known = {k: obj[k] for k in _RESULT_FIELDS if k in obj}
-        extra = {k: v for k, v in obj.items() if k not in _RESULT_FIELDS}
-        if not isinstance(known.get("status"), str):
-            raise ValueError(f"a result without a status: {dict(obj)!r:.200}")
-        return cls(**known, extra=extra)
+        return cls(**_fields(cls, obj, "result"))
 
 
-_CELL_FIELDS = frozenset(f for f in Cell.__dataclass_fields__ if f != "extra")
-_RESULT_FIELDS = frozenset(f for f in Result.__dataclass_fields__ if f != "extra")
+def _fields(cls: type, obj: Mapping[str, Any], what: str) -> JSONDict:
+    """The dataclass's fields from `obj`, the rest in `extra`."""
+    names = {f for f in cls.__dataclass_fields__ if f != "extra"}  # type: ignore[attr-defined]
+    known: JSONDict = {k: obj[k] for k in names if k in obj}
+    if not isinstance(known.get("status"), str):
+        raise ValueError(f"a {what} without a status: {dict(obj)!r:.200}")
+    known["extra"] = {k: v for k, v in obj.items() if k not in names}
+    return known

@@ -94,7 +94,8 @@ class Session:
         settings: Dict[str, Any],
     ) -> None:
         settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
-        argv = [binary or find_binary(), "session", *to_flags(settings, SESSION, "Session()")]
+        flags = to_flags(settings, SESSION, "Session()")  # a typo is refused before any lookup
+        argv = [binary or find_binary(), "session", *flags]
         for name, fn in self._tools.items():
             argv += ["--tool", name + ":" + ",".join(tool_params(name, fn))]
         if rlm is not None:

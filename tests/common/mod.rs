@@ -32,14 +32,27 @@ pub fn prerequisites(runtime: &str) -> bool {
             rootfs.display()
         ));
     }
+    present(missing, "")
+}
+
+/// True when nothing is `missing`; else prints why `what` is skipped and
+/// returns false, or panics when CI=true.
+pub fn present(missing: Vec<String>, what: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
     let why = format!("missing {}", missing.join(", "));
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {why}");
+        if what.is_empty() {
+            panic!("CI=true and {why}");
+        }
+        panic!("CI=true and {what} cannot run: {why}");
     }
-    eprintln!("SKIPPED: {why}");
+    if what.is_empty() {
+        eprintln!("SKIPPED: {why}");
+    } else {
+        eprintln!("SKIPPED {what}: {why}");
+    }
     false
 }
 

@@ -1,0 +1,128 @@
+# mypy: ignore-errors
+"""The sandbox's side of rlm_sandbox.dspy: its source is sent into the
+sandbox as the first cell and runs there as a module of its own in
+sys.modules (user code that rebinds or deletes globals cannot break it),
+in the sandbox's CPython; `g` is always the user's globals. Never
+imported on the host."""
+
+import inspect
+import json
+
+_P = inspect.Parameter
+_KINDS = {"positional": _P.POSITIONAL_OR_KEYWORD, "keyword": _P.KEYWORD_ONLY, "var_keyword": _P.VAR_KEYWORD}
+MARK = None
+inputs = {}
+bound_tools = {}
+_answer = None
+_host = None
+
+
+class Submitted(BaseException):
+    """SUBMIT ends the code at once (a BaseException: `except Exception` does not stop it)."""
+
+
+class _HostDefault:
+    def __repr__(self):
+        return "<host default>"
+
+
+_HOST_DEFAULT = _HostDefault()
+
+
+def start(g, mark, host_tool):
+    """Keeps the sandbox's answer dict and host tool; answers the sandbox's own names."""
+    global MARK, _answer, _host
+    MARK, _answer, _host = mark, g["answer"], g[host_tool]
+    _answer["content"] = json.dumps(sorted(n for n in g if not n.startswith("_")))
+    _answer["ready"] = True
+
+
+def put_json(name, text):
+    inputs[name] = json.loads(text)
+
+
+def apply(g, text):
+    """One step's bookkeeping, in order: SUBMIT, tools, file inputs, bindings."""
+    ops = json.loads(text)
+    if "submit" in ops:
+        g["SUBMIT"] = _make_submit(ops["submit"])
+    if "tools" in ops:
+        _bind_tools(g, ops["tools"])
+    for name, index in ops.get("files", {}).items():
+        inputs[name] = g["context_%d" % index]
+    for name in ops.get("bind", ()):
+        g[name] = inputs[name]
+
+
+def _jsonable(value):
+    """SUBMIT's stand-in for a value JSON has no form for."""
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    return str(value)
+
+
+def _make_submit(names):
+    signature = inspect.Signature([_P(n, _P.POSITIONAL_OR_KEYWORD) for n in names])
+
+    def SUBMIT(*args, **kwargs):
+        try:
+            values = dict(signature.bind(*args, **kwargs).arguments)
+        except TypeError as e:
+            raise TypeError("SUBMIT%s: %s" % (signature, e)) from None
+        _answer["content"] = MARK + json.dumps(values, default=_jsonable)
+        _answer["ready"] = True
+        raise Submitted("SUBMIT ends the step")
+
+    SUBMIT.__signature__ = signature
+    SUBMIT.__doc__ = "Submits the final outputs %s and ends this step." % (signature,)
+    return SUBMIT
+
+
+def _bind_tools(g, specs):
+    for name, fn in list(bound_tools.items()):
+        if g.get(name) is fn:
+            del g[name]
+    bound_tools.clear()
+    for name, params in specs.items():
+        g[name] = bound_tools[name] = _make_tool(name, params)
+
+
+def _make_tool(name, params):
+    signature = inspect.Signature([
+        _P(p, _KINDS[kind], default=_HOST_DEFAULT if has_default else _P.empty) for p, kind, has_default in params
+    ])
+    spread = [p for p, kind, _ in params if kind == "var_keyword"]
+
+    def tool(*args, **kwargs):
+        try:
+            arguments = dict(signature.bind(*args, **kwargs).arguments)
+        except TypeError as e:
+            raise TypeError("%s%s: %s" % (name, signature, e)) from None
+        for p in spread:
+            arguments.update(arguments.pop(p, {}))
+        return _call(name, arguments)
+
+    tool.__name__ = tool.__qualname__ = name
+    tool.__signature__ = signature
+    tool.__doc__ = "Calls the host tool %s%s; a host error is a RuntimeError." % (name, signature)
+    return tool
+
+
+def _call(name, arguments):
+    try:
+        json.dumps(arguments, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError("%s(): arguments must be JSON values: %s" % (name, e)) from None
+    reply = _host(name, arguments)
+    if isinstance(reply, dict) and "value" in reply:
+        return reply["value"]
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        raise RuntimeError(reply["error"])
+    text = reply if isinstance(reply, str) else "%s(): the host gave no result" % name
+    raise RuntimeError(text[len("Error: "):] if text.startswith("Error: ") else text)

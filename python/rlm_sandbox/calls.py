@@ -5,20 +5,61 @@ prompt per item (a batch is one event) or a tool's arguments. Each item
 runs on a thread pool sized to the session's in-flight limit, so a batch
 in the sandbox runs concurrently here; the answer is sent when the last
 item finishes, without a pool thread waiting for the others (a waiting
-thread could starve the pool). An exception in a callable becomes that
-item's error string: the code in the sandbox sees "Error: ...", the
-session lives on."""
+thread could starve the pool). A kind may have a per-call limit: that
+many items of one call run at once, the next starting as one finishes
+(rlms's `max_concurrent_subcalls` for `rlm_query_batched`). While a
+callable runs, `current_call()` says which call and which item it
+answers, so a host recorder can keep a batch in prompt order whatever
+order its items finish in. An exception in a callable, or an answer that
+cannot be sent (a str that is not valid Unicode), becomes that item's
+error string: the code in the sandbox sees "Error: ...", the session
+lives on, and no call is left unanswered."""
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 QueryFn = Callable[[str, Optional[str]], str]
 Send = Callable[[Dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class CallItem:
+    """The item of a `call` event a host callable is answering."""
+
+    #: The session's call number (`call` of the event; calls are numbered
+    #: in the order they reach the host).
+    call: int
+    #: The prompt's position in its call (0 for a single query).
+    index: int
+    #: llm_query or rlm_query.
+    kind: str
+
+
+_current: "contextvars.ContextVar[Optional[CallItem]]" = contextvars.ContextVar("rlm_sandbox_call", default=None)
+
+
+def current_call() -> Optional[CallItem]:
+    """The call item the running `llm`/`rlm` callable answers; None
+    outside one. Lets a host that records answers (rlms's `rlm_calls`)
+    list a batch in prompt order, whatever order its items finish in."""
+    return _current.get()
+
+
+def _sendable(text: str) -> str:
+    """`text` if it can be written as UTF-8 JSON; an answer with lone
+    surrogates would make the result line unsendable and the call hang."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"Error: the answer is not valid Unicode text ({e.reason} at position {e.start})"
+    return text
 
 
 def tool_params(name: str, fn: Callable[..., Any]) -> List[str]:
@@ -50,8 +91,10 @@ class CallAnswerer:
         llm: Optional[QueryFn],
         rlm: Optional[QueryFn],
         tools: Mapping[str, Callable[..., Any]],
+        per_call_limits: Optional[Mapping[str, int]] = None,
     ) -> None:
         self._send = send
+        self._limits = dict(per_call_limits or {})
         self._llm = llm
         self._rlm = rlm
         self._tools = tools
@@ -64,23 +107,39 @@ class CallAnswerer:
         if kind == "tool":
             self._pool.submit(self._tool, call, event.get("name"), event.get("args"))
             return
-        fn = self._rlm if kind == "rlm_query" and self._rlm is not None else self._llm
+        item_kind = "rlm_query" if kind == "rlm_query" and self._rlm is not None else "llm_query"
+        fn = self._rlm if item_kind == "rlm_query" else self._llm
         prompts = event.get("prompts")
         if fn is None or not isinstance(prompts, list):
             why = "no llm callable was given to the Session" if fn is None else "a call without prompts"
             self._send({"op": "call_result", "call": call, "error": why})
             return
         model = event.get("model")
+        number = call if isinstance(call, int) and not isinstance(call, bool) else -1
         results: List[Optional[str]] = [None] * len(prompts)
+        waiting: Iterator[Tuple[int, Any]] = iter(enumerate(prompts))
         left = [len(prompts)]
         lock = threading.Lock()
 
         def item(i: int, prompt: Any) -> None:
+            token = _current.set(CallItem(number, i, item_kind))
             try:
                 answer = fn(prompt, model)
-                results[i] = answer if isinstance(answer, str) else str(answer)
+                results[i] = _sendable(answer if isinstance(answer, str) else str(answer))
             except Exception as e:  # the sandbox sees it; the session goes on
                 results[i] = "Error: " + _describe(e)
+            finally:
+                _current.reset(token)
+
+        def start_next() -> None:
+            with lock:
+                nxt = next(waiting, None)
+            if nxt is None:
+                return
+            try:
+                self._pool.submit(item, *nxt).add_done_callback(finished)
+            except RuntimeError:
+                pass  # The session is closing: nobody waits for the answer.
 
         def finished(_: "Future[None]") -> None:
             with lock:
@@ -88,11 +147,14 @@ class CallAnswerer:
                 last = left[0] == 0
             if last:
                 self._send({"op": "call_result", "call": call, "results": results})
+            else:
+                start_next()
 
         if not prompts:
             self._send({"op": "call_result", "call": call, "results": []})
-        for i, prompt in enumerate(prompts):
-            self._pool.submit(item, i, prompt).add_done_callback(finished)
+        limit = self._limits.get(item_kind) or len(prompts)
+        for _ in range(min(limit, len(prompts))):
+            start_next()
 
     def _tool(self, call: Any, name: Any, args: Any) -> None:
         fn = self._tools.get(name) if isinstance(name, str) else None
@@ -105,9 +167,9 @@ class CallAnswerer:
             self._send({"op": "call_result", "call": call, "error": _describe(e)})
             return
         try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            message = f"{name}() returned a {type(value).__name__}, which is not a JSON value"
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+            message = f"{name}() returned a {type(value).__name__}, which is not a JSON value of valid Unicode text"
             self._send({"op": "call_result", "call": call, "error": message})
             return
         self._send({"op": "call_result", "call": call, "results": [value]})

@@ -14,13 +14,37 @@ imports `get_environment` into its own namespace; `persistent=True` is
 refused for any environment name but local/ipython/docker; and
 `subcall_fn`/`compaction` are passed only to those names, while child
 RLMs are built as plain `RLM(environment=...)` (an RLM subclass would
-not reach them)."""
+not reach them).
+
+Observables, against LocalREPL (the reference) and DockerREPL (rlms's
+isolated environment): `stdout` and `stderr` are the cell's (an error's
+traceback, as DockerREPL prints it, without the sandbox's frames; a
+trailing expression prints nothing); `locals` has LocalREPL's names in
+its order (`answer`, the contexts, `history*`, the user's globals; the
+tools are not in it) and, since values stay in the sandbox, `"<type>"`
+for the types rlms lists among "REPL variables" and a `SandboxObject`
+for the others, so the model is shown the same list; `rlm_calls` holds
+each completion in the order the code made its calls, a batch in prompt
+order, whatever order the answers came in; a malformed sub-call result
+(no str `response`) is an "Error: ..." answer and is not recorded.
+`rlm_query_batched` runs at most `max_concurrent_subcalls` sub-RLMs at
+once; an `llm_query_batched` is bounded by the session's in-flight limit
+(`max_in_flight`, 8 by default). After each cell `history` is the
+compaction list (or `history_0`) again and custom tools are rebound, as
+LocalREPL's `_restore_scaffold` does; custom tools whose value is Python
+source run in the sandbox (DockerREPL's rule). Differences left, all
+from the sandbox's own namespace: names starting with `_` and the
+bindings of a cell that raised are kept (LocalREPL and DockerREPL drop
+them); `SHOW_VARS()` leaves out the contexts; `context_N` are restored
+like `context`; `FINAL`/`FINAL_VAR` exist; `answer` is reset after the
+cell that set it (see `update_handler_address`)."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import json
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -30,6 +54,8 @@ from rlm.core.comms_utils import LMRequest, send_lm_request
 from rlm.core.types import REPLResult, RLMChatCompletion
 from rlm.environments.base_env import NonIsolatedEnv, extract_tool_value, validate_custom_tools
 
+from . import _rlms_scaffold as scaffold
+from .calls import current_call
 from .errors import SandboxError
 from .session import Session
 
@@ -44,6 +70,23 @@ def _code_binding(name: str, value: Any) -> str:
     host reprs: the sandbox parses the JSON itself)."""
     text = json.dumps(value, ensure_ascii=False)
     return f"{name} = __import__('json').loads({text!r})"
+
+
+class MalformedResult(ValueError):
+    """A sub-call's result without a str `response`."""
+
+
+def _response_text(completion: Any) -> str:
+    """The answer of a completion, checked before it is recorded (as
+    DockerREPL reads `.response` first): a str, valid Unicode."""
+    response = getattr(completion, "response", None)
+    if not isinstance(response, str):
+        raise MalformedResult(f"the result is a {type(completion).__name__} without a str response")
+    try:
+        response.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MalformedResult(f"the response is not valid Unicode text ({e.reason})") from None
+    return response
 
 
 class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no types
@@ -74,13 +117,17 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         self.custom_sub_tools = custom_sub_tools if custom_sub_tools is not None else self.custom_tools
         validate_custom_tools(self.custom_tools)
         self._settings = settings
-        self._calls: List[RLMChatCompletion] = []
+        # (call number, item, arrival) → completion: sorted when the cell ends.
+        self._calls: List[Tuple[Tuple[int, int, int], RLMChatCompletion]] = []
         self._calls_lock = threading.Lock()
+        self._arrivals = 0
         self._context_count = 0
         self._history_count = 0
         self._dead: Optional[str] = None
         self.session: Optional[Session] = None
         self._initial = context_payload
+        self._locals = scaffold.LocalsView()
+        self._epilogue: Optional[str] = None
         self.setup()
         if setup_code:
             self.execute_code(setup_code)
@@ -89,22 +136,36 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
 
     def setup(self) -> None:
         """Starts the sandbox with the first context mounted as context_0."""
-        tools = {n: extract_tool_value(e) for n, e in self.custom_tools.items() if callable(extract_tool_value(e))}
+        values = {n: extract_tool_value(e) for n, e in self.custom_tools.items()}
+        host_tools = {n: v for n, v in values.items() if callable(v)}
+        code_tools = {n: v for n, v in values.items() if scaffold.is_code_tool(v)}
+        data = {n: v for n, v in values.items() if n not in host_tools and n not in code_tools}
         contexts = [] if self._initial is None else [self._initial]
+        concurrency = max(1, int(self.max_concurrent_subcalls)) if self.subcall_fn is not None else None
         self.session = Session(
             contexts=contexts,
             llm=self._llm,
             rlm=self._rlm if self.subcall_fn is not None else None,
-            tools=tools,
+            tools=host_tools,
+            rlm_concurrency=concurrency,
             **self._settings,
         )
         self._context_count = len(contexts)
-        values = {n: extract_tool_value(e) for n, e in self.custom_tools.items() if not callable(extract_tool_value(e))}
-        lines = [_code_binding(name, value) for name, value in values.items()]
+        self._locals.hide([*host_tools, *code_tools])
+        self._locals.see(data)
         if self.compaction:
-            lines.append("history = []")
+            self._locals.see(["history"])
+        if contexts:
+            self._see_context(0, self._initial)
+        lines = [_code_binding(name, value) for name, value in data.items()]
+        if code_tools:
+            lines.append(scaffold.define_tools(code_tools))
+        if self.compaction:
+            lines.append(scaffold.epilogue(compaction=True))
         if lines:
             self._run_quiet("\n".join(lines))
+        if code_tools or self.compaction:
+            self._epilogue = scaffold.epilogue(self.compaction)
 
     def cleanup(self) -> None:
         """Removes the sandbox and everything it created."""
@@ -127,8 +188,13 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
     # -- the host side of the sandbox's calls ------------------------------
 
     def _record(self, completion: RLMChatCompletion) -> None:
+        """Keeps a completion with its place: the call's number and the
+        prompt's index in it (answers of a batch finish in any order)."""
+        item = current_call()
         with self._calls_lock:
-            self._calls.append(completion)
+            self._arrivals += 1
+            key = (item.call, item.index, self._arrivals) if item else (sys.maxsize, 0, self._arrivals)
+            self._calls.append((key, completion))
 
     def _llm(self, prompt: str, model: Optional[str]) -> str:
         """One llm_query prompt, through the RLM's LM handler at this
@@ -136,21 +202,26 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         address = self.lm_handler_address
         if not address:
             return "Error: No LM handler configured"
-        response = send_lm_request(address, LMRequest(prompt=prompt, model=model, depth=self.depth))
-        if not response.success:
-            return f"Error: {response.error}"
+        try:
+            response = send_lm_request(address, LMRequest(prompt=prompt, model=model, depth=self.depth))
+            if not response.success:
+                return f"Error: {response.error}"
+            text = _response_text(response.chat_completion)
+        except Exception as e:
+            return f"Error: LM query failed - {e}"
         self._record(response.chat_completion)
-        return str(response.chat_completion.response)
+        return text
 
     def _rlm(self, prompt: str, model: Optional[str]) -> str:
         """One rlm_query prompt: a child RLM through `subcall_fn`."""
         assert self.subcall_fn is not None
         try:
             completion = self.subcall_fn(prompt, model)
+            text = _response_text(completion)
         except Exception as e:
             return f"Error: RLM query failed - {e}"
         self._record(completion)
-        return str(completion.response)
+        return text
 
     # -- code --------------------------------------------------------------
 
@@ -162,9 +233,11 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
             raise RuntimeError(f"rlm-sandbox environment bookkeeping failed: {result.stderr.strip()}")
 
     def execute_code(self, code: str) -> REPLResult:
-        """Runs one cell. `locals` maps each user global to its type and
-        size (the values live in the sandbox); a sandbox that has ended
-        answers every later cell with an error in stderr."""
+        """Runs one cell (then, when rlms's scaffold needs it, the epilogue
+        that restores `history` and the code tools). `locals` shows the
+        names as LocalREPL's would (the values live in the sandbox); a
+        sandbox that has ended answers every later cell with an error in
+        stderr."""
         start = time.perf_counter()
         with self._calls_lock:
             self._calls = []
@@ -172,8 +245,14 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
             why = self._dead or "the environment was cleaned up"
             return REPLResult(stdout="", stderr=f"Error: the sandbox has ended ({why})", locals={}, execution_time=0.0)
         try:
-            cell = self.session.exec(code, vars=True)
-            names = cell.vars or []
+            cell = self.session.exec(code, vars=self._epilogue is None)
+            names = cell.vars
+            if self._epilogue is not None and not cell.session_dead:
+                after = self.session.exec(self._epilogue, vars=True)
+                names = after.vars
+                if after.stderr or after.status != "ok":
+                    note = after.stderr.strip() or f"status {after.status}"
+                    cell.stderr += f"\nError: the environment could not restore its names: {note}"
         except SandboxError as e:
             self._dead = str(e).split("\n", 1)[0]
             return REPLResult(
@@ -187,17 +266,24 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
                 note += "; the sandbox has ended"
             stderr = (stderr + "\n" if stderr else "") + note
         with self._calls_lock:
-            calls = list(self._calls)
+            calls = [completion for _, completion in sorted(self._calls, key=lambda kc: kc[0])]
         return REPLResult(
             stdout=cell.stdout,
             stderr=stderr,
-            locals={v["name"]: f"<{v['type']}>" for v in names},
+            locals=self._locals.build(names or []),
             execution_time=time.perf_counter() - start,
             rlm_calls=calls,
             final_answer=cell.final_answer,
         )
 
     # -- contexts and histories (the persistence protocol) -----------------
+
+    def _see_context(self, index: int, payload: Any) -> None:
+        """`context_N` (and `context` for 0) in `locals`, typed by the payload."""
+        value = scaffold.stand_in(type(payload).__name__ if isinstance(payload, (str, dict, list)) else "str")
+        self._locals.add_scaffold(f"context_{index}", value)
+        if index == 0:
+            self._locals.add_scaffold("context", value)
 
     def load_context(self, context_payload: Any) -> None:
         self.add_context(context_payload, 0)
@@ -215,6 +301,7 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
             aliases.append(f"context_{context_index} = {name}")
         if context_index == 0:
             aliases.append("context = context_0")
+        self._see_context(context_index, context_payload)
         if aliases:
             self._run_quiet("\n".join(aliases))
         self._context_count = max(self._context_count, context_index + 1)
@@ -229,12 +316,14 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         return self._context_count
 
     def add_history(self, message_history: List[Dict[str, Any]], history_index: Optional[int] = None) -> int:
-        """Binds history_N (a copy, as JSON) in the sandbox."""
+        """Binds history_N (a copy, as JSON) in the sandbox; `history` is
+        `history_0` again after every cell (unless compaction owns it)."""
         if history_index is None:
             history_index = self._history_count
         code = _code_binding(f"history_{history_index}", message_history)
         if history_index == 0 and not self.compaction:
             code += "\nhistory = history_0"
+            self._epilogue = self._epilogue or scaffold.epilogue(compaction=False)
         self._run_quiet(code)
         self._history_count = max(self._history_count, history_index + 1)
         return history_index
@@ -243,9 +332,10 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         return self._history_count
 
     def append_compaction_entry(self, entry: Any) -> None:
-        """Appends a trajectory segment or summary to `history`."""
+        """Appends a trajectory segment or summary to the running list;
+        `history` is that list again, whatever the model bound to it."""
         if self.compaction:
-            self._run_quiet(_code_binding("_rlm_entry", entry) + "\nhistory.append(_rlm_entry)\ndel _rlm_entry")
+            self._run_quiet(scaffold.append_entry(entry))
 
 
 # -- registration ----------------------------------------------------------

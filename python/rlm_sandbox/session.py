@@ -50,7 +50,11 @@ class Session:
     written to private temporary files; each is `context_N` (and `ctxs[N]`)
     in the sandbox, the first also `context` and `ctx`. `llm(prompt, model)`
     answers `llm_query*` (and `rlm_query*` unless `rlm` is given); `tools`
-    maps names to host functions the code may call. Other settings are the
+    maps names to host functions the code may call. The prompts of all
+    calls are answered here on `max_in_flight` threads at most (the
+    session's in-flight limit, 8 by default: what bounds an
+    `llm_query_batched`); `rlm_concurrency` bounds the prompts of one
+    `rlm_query_batched` answered at once (rlms's `max_concurrent_subcalls`). Other settings are the
     `rlm-sandbox session` flags with `_` for `-` (`runtime="runsc"`,
     `memory="512m"`, `max_llm_calls=100`, ...); None keeps the binary's
     default or its RLM_* variable.
@@ -63,6 +67,7 @@ class Session:
         llm: Optional[QueryFn] = None,
         rlm: Optional[QueryFn] = None,
         tools: Optional[Mapping[str, Callable[..., Any]]] = None,
+        rlm_concurrency: Optional[int] = None,
         runtime: Optional[str] = None,
         memory: Optional[str] = None,
         cpus: Optional[float] = None,
@@ -74,6 +79,9 @@ class Session:
         self._contexts = ContextFiles()
         self._process: Optional[SessionProcess] = None
         self._tools: Mapping[str, Callable[..., Any]] = tools if tools is not None else {}
+        if rlm_concurrency is not None and (not isinstance(rlm_concurrency, int) or rlm_concurrency < 1):
+            raise ValueError(f"rlm_concurrency must be a positive int or None, not {rlm_concurrency!r}")
+        self._per_call = {"rlm_query": rlm_concurrency} if rlm_concurrency else {}
         try:
             self._start(list(contexts), llm, rlm, runtime, memory, cpus, timeout, binary, env or {}, settings)
         except BaseException:
@@ -138,7 +146,7 @@ class Session:
             )
         limits = first.get("limits") or {}
         self._router.answerer = CallAnswerer(
-            self._process.send, int(limits.get("max_in_flight") or 8), llm, rlm, self._tools
+            self._process.send, int(limits.get("max_in_flight") or 8), llm, rlm, self._tools, self._per_call
         )
 
     @property

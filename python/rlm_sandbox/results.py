@@ -15,7 +15,8 @@ JSONDict = Dict[str, Any]
 class Cell:
     """One `exec`: its status (ok, error, timeout, oom, killed,
     output_limit, sandbox_error), filtered output, final answer and the
-    sub-calls it made."""
+    sub-calls it made (`calls`: one record per call, a batch being one,
+    in the order the calls were answered)."""
 
     status: str
     stdout: str = ""

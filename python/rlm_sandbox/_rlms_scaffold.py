@@ -38,7 +38,7 @@ if not _rlm_b.isinstance(_rlm_e.get("history"), _rlm_b.list):
     _rlm_e["history"] = []
 """
 
-_CLEAN = "del _rlm_b, _rlm_g, _rlm_e\n"
+_CLEAN = 'for _rlm_n in ("_rlm_b", "_rlm_e", "_rlm_n"):\n    _rlm_g.pop(_rlm_n, None)\ndel _rlm_g\n'
 
 
 def epilogue(compaction: bool) -> str:
@@ -84,13 +84,13 @@ def define_tools(tools: Mapping[str, str]) -> str:
     lines.append('_rlm_ns.update(__builtins__=_rlm_b, __name__="__main__")\n')
     lines.append(f"for _rlm_n in {list(API_NAMES)!r}:\n    _rlm_ns[_rlm_n] = _rlm_g[_rlm_n]\n")
     for name, source in tools.items():
-        lines.append(f"exec(_rlm_b.compile({source!r}, {f'<custom tool {name}>'!r}, 'exec'), _rlm_ns)\n")
+        lines.append(f"_rlm_b.exec(_rlm_b.compile({source!r}, {f'<custom tool {name}>'!r}, 'exec'), _rlm_ns)\n")
         lines.append(
             f"if {name!r} not in _rlm_ns:\n"
             f"    raise NameError({f'custom tool {name!r}: its code defines no {name!r}'!r})\n"
             f'_rlm_e["tools"][{name!r}] = _rlm_g[{name!r}] = _rlm_ns[{name!r}]\n'
         )
-    lines.append("del _rlm_ns, _rlm_n\n" + _CLEAN)
+    lines.append("del _rlm_ns\n" + _CLEAN)
     return "".join(lines)
 
 

@@ -297,7 +297,8 @@ def test_compaction_history_is_restored_after_the_model_rebinds_it(settings: dic
     outputs = []
     for env in _pair(settings, compaction=True):
         env.execute_code("history.append({'type': 'note', 'content': 'by the model'})")
-        env.execute_code("history = 'corrupted'")
+        # Builtins shadowed too: the environment's own code must not care.
+        env.execute_code("history = 'corrupted'\nlist = dict = isinstance = globals = exec = None")
         env.append_compaction_entry({"type": "summary", "content": "s"})
         outputs.append(env.execute_code("print(type(history).__name__, history)").stdout)
         env.execute_code("history = None")

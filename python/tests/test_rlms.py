@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -216,26 +215,23 @@ def test_rlm_query_batched_records_calls_in_prompt_order(settings: dict) -> None
 
 def test_llm_query_batched_records_calls_in_prompt_order(settings: dict) -> None:
     prompts = [f"p{i}" for i in range(4)]
-    finished: List[str] = []
-    lock = threading.Lock()
-
-    def sub(messages: List[Dict[str, Any]]) -> str:
-        text = user_text(messages)
-        if text in prompts:  # the later the prompt, the sooner its answer
-            time.sleep(0.2 * (len(prompts) - prompts.index(text)))
-        with lock:
-            finished.append(text)
-        return "A" + text
-
     code = f"r = llm_query_batched({prompts!r})\nx = llm_query('single')\nprint(r, x)"
-    with _lm_handler({"sub": sub}) as (_, address):
-        local, env = _pair(settings, lm_handler_address=address)
-        reference = local.execute_code(code)
-        finished.clear()
-        got = env.execute_code(code)
-        env.cleanup()
-    assert finished[:4] == prompts[::-1], finished
-    assert got.stdout == reference.stdout == "['Ap0', 'Ap1', 'Ap2', 'Ap3'] Asingle\n"
+    results, orders = [], []
+    for make in (LocalREPL, lambda **kw: RlmSandboxREPL(**kw, **settings)):
+        subcall, finished = _chained(len(prompts))
+
+        def sub(messages: List[Dict[str, Any]]) -> str:
+            text = user_text(messages)
+            return "A" + text if text == "single" else str(subcall(text, None).response)
+
+        with _lm_handler({"sub": sub}) as (_, address):
+            env = make(lm_handler_address=address)
+            results.append(env.execute_code(code))
+            env.cleanup()
+        orders.append(finished)
+    assert orders == [prompts[::-1]] * 2
+    reference, got = results
+    assert got.stdout == reference.stdout == "['Rp0', 'Rp1', 'Rp2', 'Rp3'] Asingle\n"
     assert [c.prompt for c in got.rlm_calls] == [c.prompt for c in reference.rlm_calls] == prompts + ["single"]
 
 

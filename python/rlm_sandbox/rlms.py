@@ -29,7 +29,7 @@ order, whatever order the answers came in; a malformed sub-call result
 (no str `response`) is an "Error: ..." answer and is not recorded.
 `rlm_query_batched` runs at most `max_concurrent_subcalls` sub-RLMs at
 once; an `llm_query_batched` is bounded by the session's in-flight limit
-(`max_in_flight`, 8 by default). After each cell `history` is the
+(the `llm_max_in_flight` setting, 8 by default). After each cell `history` is the
 compaction list (or `history_0`) again and custom tools are rebound, as
 LocalREPL's `_restore_scaffold` does; custom tools whose value is Python
 source run in the sandbox (DockerREPL's rule). Differences left, all
@@ -37,7 +37,8 @@ from the sandbox's own namespace: names starting with `_` and the
 bindings of a cell that raised are kept (LocalREPL and DockerREPL drop
 them); `SHOW_VARS()` leaves out the contexts; `context_N` are restored
 like `context`; `FINAL`/`FINAL_VAR` exist; `answer` is reset after the
-cell that set it (see `update_handler_address`)."""
+cell that set it (see `update_handler_address`); the builtins are all
+there (as in DockerREPL; LocalREPL blocks `eval`, `exec`, `input`...)."""
 
 from __future__ import annotations
 
@@ -128,7 +129,11 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         self._initial = context_payload
         self._locals = scaffold.LocalsView()
         self._epilogue: Optional[str] = None
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.cleanup()  # a tool that failed to define: no sandbox left behind
+            raise
         if setup_code:
             self.execute_code(setup_code)
 

@@ -51,7 +51,7 @@ class Session:
     in the sandbox, the first also `context` and `ctx`. `llm(prompt, model)`
     answers `llm_query*` (and `rlm_query*` unless `rlm` is given); `tools`
     maps names to host functions the code may call. The prompts of all
-    calls are answered here on `max_in_flight` threads at most (the
+    calls are answered here on at most `llm_max_in_flight` threads (the
     session's in-flight limit, 8 by default: what bounds an
     `llm_query_batched`); `rlm_concurrency` bounds the prompts of one
     `rlm_query_batched` answered at once (rlms's `max_concurrent_subcalls`). Other settings are the

@@ -326,7 +326,7 @@ def test_a_malformed_sub_call_result_is_an_error_not_a_completion(settings: dict
     assert [c.prompt for c in got.rlm_calls] == ["good"]
 
 
-def test_code_string_tools_run_in_the_sandbox(settings: dict) -> None:
+def test_code_string_tools_run_in_the_sandbox(settings: dict, state_dir: Path) -> None:
     tools = {
         "double": "def double(x):\n    return 2 * x",
         "shout": {"tool": "def shout(s): return s.upper() + '!'", "description": "loud"},
@@ -344,6 +344,7 @@ def test_code_string_tools_run_in_the_sandbox(settings: dict) -> None:
     assert "greeting" in second.locals and not {"double", "shout", "ask", "Box"} & set(second.locals)
     with pytest.raises(RuntimeError, match="custom tool 'twice': its code defines no 'twice'"):
         RlmSandboxREPL(custom_tools={"twice": "lambda x: 2 * x"}, **settings)
+    assert not list(state_dir.iterdir())  # the failed environment's sandbox is gone
 
 
 PARITY_CELLS = [

@@ -11,8 +11,8 @@ many items of one call run at once, the next starting as one finishes
 callable runs, `current_call()` says which call and which item it
 answers, so a host recorder can keep a batch in prompt order whatever
 order its items finish in. An exception in a callable, or an answer that
-cannot be sent (a str that is not valid Unicode), becomes that item's
-error string: the code in the sandbox sees "Error: ...", the session
+cannot be sent (a str that is not valid Unicode, or too large for the
+session's 64 MiB lines), becomes that item's error string: the code in the sandbox sees "Error: ...", the session
 lives on, and no call is left unanswered."""
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 QueryFn = Callable[[str, Optional[str]], str]
 Send = Callable[[Dict[str, Any]], None]
+
+#: The largest `call_result` line sent: the session reads lines of up to
+#: 64 MiB and the agent frames of up to 64 MiB; a longer one would cost
+#: the session, so the largest answers become errors instead.
+MAX_RESULT_LINE = (64 << 20) - (64 << 10)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,27 @@ def _sendable(text: str) -> str:
     except UnicodeEncodeError as e:
         return f"Error: the answer is not valid Unicode text ({e.reason} at position {e.start})"
     return text
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+
+def fit_results(results: List[Any], limit: int = MAX_RESULT_LINE) -> List[Any]:
+    """`results`, with the largest answers replaced by an error string
+    until the `call_result` line fits in `limit` bytes. A JSON string is
+    at most 6 bytes per character, so small answers are not measured."""
+    if sum(6 * len(r) if isinstance(r, str) else _json_size(r) for r in results) + 256 <= limit:
+        return results
+    sizes = [_json_size(r) for r in results]
+    total = sum(sizes) + len(results) + 256
+    out = list(results)
+    for i in sorted(range(len(out)), key=lambda i: -sizes[i]):
+        if total <= limit:
+            break
+        out[i] = f"Error: the answer of {sizes[i]} bytes does not fit in a call result ({limit} bytes at most)"
+        total -= sizes[i] - _json_size(out[i])
+    return out
 
 
 def tool_params(name: str, fn: Callable[..., Any]) -> List[str]:
@@ -146,7 +172,7 @@ class CallAnswerer:
                 left[0] -= 1
                 last = left[0] == 0
             if last:
-                self._send({"op": "call_result", "call": call, "results": results})
+                self._send({"op": "call_result", "call": call, "results": fit_results(results)})
             else:
                 start_next()
 
@@ -172,7 +198,7 @@ class CallAnswerer:
             message = f"{name}() returned a {type(value).__name__}, which is not a JSON value of valid Unicode text"
             self._send({"op": "call_result", "call": call, "error": message})
             return
-        self._send({"op": "call_result", "call": call, "results": [value]})
+        self._send({"op": "call_result", "call": call, "results": fit_results([value])})
 
     def close(self) -> None:
         """Stops taking calls; running callables finish on their own."""

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from rlm_sandbox import Session
-from rlm_sandbox.calls import CallAnswerer, CallItem, current_call
+from rlm_sandbox.calls import MAX_RESULT_LINE, CallAnswerer, CallItem, current_call, fit_results
 
 
 class _Sent:
@@ -66,19 +66,35 @@ def test_a_per_call_limit_bounds_one_kinds_items(kind: str, peak: int) -> None:
 
 def test_an_unsendable_answer_is_an_error_and_the_call_is_answered(settings: dict) -> None:
     lone = "half a pair: \ud800"
+    huge = "x" * (MAX_RESULT_LINE + 1)
+    answers = {"bad": lone, "huge": huge}
     with Session(
-        llm=lambda prompt, model: lone if prompt == "bad" else prompt,
-        tools={"bad_tool": lambda: lone, "good_tool": lambda: "ok"},
+        llm=lambda prompt, model: answers.get(prompt, prompt),
+        tools={"bad_tool": lambda: lone, "huge_tool": lambda: {"text": huge}, "good_tool": lambda: "ok"},
         llm_timeout=20,
         **settings,
     ) as s:
-        cell = s.exec("print(llm_query_batched(['bad', 'good']))\nprint(bad_tool())\nprint(good_tool())")
+        cell = s.exec(
+            "for r in llm_query_batched(['bad', 'huge', 'good']):\n    print(r)\n"
+            "print(bad_tool())\nprint(huge_tool())\nprint(good_tool())"
+        )
+        after = s.exec("print('alive')")
     lines = cell.stdout.splitlines()
     assert cell.status == "ok", cell.stderr
-    assert lines[0].startswith("['Error: the answer is not valid Unicode text (surrogates not allowed at position 13)'")
-    assert lines[0].endswith(", 'good']")
-    assert lines[1] == "Error: bad_tool() returned a str, which is not a JSON value of valid Unicode text"
-    assert lines[2] == "ok"
+    too_big = f"Error: the answer of {MAX_RESULT_LINE + 3} bytes does not fit in a call result"
+    assert lines[0] == "Error: the answer is not valid Unicode text (surrogates not allowed at position 13)"
+    assert lines[1].startswith(too_big) and lines[2] == "good"
+    assert lines[3] == "Error: bad_tool() returned a str, which is not a JSON value of valid Unicode text"
+    assert lines[4].startswith(f"Error: the answer of {MAX_RESULT_LINE + 13} bytes does not fit")
+    assert lines[5] == "ok"
+    assert after.stdout == "alive\n"
+
+
+def test_only_the_largest_answers_give_way() -> None:
+    results = ["a" * 600, "b" * 100, "c" * 400]
+    assert fit_results(results, limit=2000) == results
+    fitted = fit_results(results, limit=1000)
+    assert fitted[1:] == results[1:] and fitted[0].startswith("Error: the answer of 602 bytes does not fit")
 
 
 def test_rlm_concurrency_must_be_a_positive_int() -> None:

@@ -36,7 +36,8 @@ source run in the sandbox (DockerREPL's rule). Differences left, all
 from the sandbox's own namespace: names starting with `_` and the
 bindings of a cell that raised are kept (LocalREPL and DockerREPL drop
 them); `SHOW_VARS()` leaves out the contexts; `context_N` are restored
-like `context`; `FINAL`/`FINAL_VAR` exist; `answer` is reset after the
+like `context`, and one loaded cannot be replaced (`add_context` refuses
+its index); `FINAL`/`FINAL_VAR` exist; `answer` is reset after the
 cell that set it (see `update_handler_address`); the builtins are all
 there (as in DockerREPL; LocalREPL blocks `eval`, `exec`, `input`...)."""
 
@@ -294,11 +295,19 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         self.add_context(context_payload, 0)
 
     def add_context(self, context_payload: Any, context_index: Optional[int] = None) -> int:
-        """Mounts a new context (never sent as code) as context_N."""
+        """Mounts a new context (never sent as code) as context_N. An index
+        already loaded is refused: contexts are read-only mounts whose
+        names the sandbox restores, so one cannot be replaced (LocalREPL
+        rebinds the name)."""
         if self.session is None:
             raise RuntimeError("add_context after cleanup()")
         if context_index is None:
             context_index = self._context_count
+        if context_index < self._context_count:
+            raise ValueError(
+                f"context_{context_index} is already loaded and rlm-sandbox cannot replace a context; "
+                f"add_context(payload) without an index adds context_{self._context_count}"
+            )
         added = self.session.add_context(context_payload)
         name = str(added.get("name"))
         aliases = []

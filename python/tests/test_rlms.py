@@ -130,6 +130,10 @@ def test_the_environment_protocol(settings: dict, state_dir: Path) -> None:
     assert env.execute_code("print(llm_query('x'))").stdout == "Error: No LM handler configured\n"
     with pytest.raises(ValueError, match="reserved"):
         RlmSandboxREPL(custom_tools={"llm_query": print}, **settings)
+    # A loaded context cannot be replaced (it would silently stay the old one).
+    with pytest.raises(ValueError, match="context_0 is already loaded .* adds context_1"):
+        env.load_context({"rows": [4]})
+    assert env.execute_code("print(context)").stdout == "{'rows': [1, 2, 3]}\n"
     env.cleanup()
     assert_clean(state_dir, pid)
 

@@ -1,6 +1,10 @@
 """rlms (the reference RLM library) running its loop in rlm-sandbox: the
 root model and the sub-model are the library's own `openai` backend
-pointed at a scripted server."""
+pointed at a scripted server. Then RlmSandboxREPL side by side with the
+library's LocalREPL, the reference, on the same cells and calls: batch
+order whatever the completion order, max_concurrent_subcalls, the
+compaction history, malformed sub-call results, code-string tools (as
+DockerREPL runs them), and every observable of REPLResult."""
 
 from __future__ import annotations
 

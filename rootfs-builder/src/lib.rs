@@ -322,13 +322,19 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result
     progress(&Progress::Resolving);
     let (python_version, mut names) = packages::resolve()?;
     let extra = &opts.packages;
+    // Wheels expect the C++ runtime from the system (the manylinux policy).
+    let resolved = if opts.pip.is_empty() {
+        extra.clone()
+    } else {
+        extra.union(&ExtraPackages::parse(wheels::MANYLINUX_SYSTEM_PACKAGES)?)
+    };
     // The packages the extras add to the default closure (none without).
     let mut added = Vec::new();
-    if !extra.is_empty() {
+    if !resolved.is_empty() {
         progress(&Progress::ResolvingExtra {
-            packages: extra.clone(),
+            packages: resolved.clone(),
         });
-        added = extra::resolve(extra, &packages::base_roots(&python_version), &names)?;
+        added = extra::resolve(&resolved, &packages::base_roots(&python_version), &names)?;
         names.extend(added.iter().cloned());
         names.sort();
         names.dedup();
@@ -379,10 +385,10 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result
                 .map(|w| format!("{} {}", w.name, w.version))
                 .collect(),
         });
-        for (project, requirement) in pip.names().iter().zip(pip.items()) {
-            for module in wheels::modules_of(tree, &python_version, project)? {
+        for project in pip.names() {
+            for module in wheels::modules_of(tree, &python_version, &project)? {
                 imports.push(compile::Import {
-                    package: requirement.clone(),
+                    package: project.clone(),
                     module,
                 });
             }

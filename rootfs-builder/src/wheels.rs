@@ -28,6 +28,11 @@ pub const PIP_ACCEPTED_FORM: &str = "comma-separated PyPI requirements: a projec
      the requirement before it), e.g. 'pandas==2.2.*,numpy' or 'pandas>=2,<3'; \
      no URLs, paths, markers or pip options";
 
+/// Debian packages a rootfs with wheels gets besides the requested ones:
+/// the libraries the manylinux policy lets wheels expect from the system
+/// beyond glibc (numpy and pandas link libstdc++ and libgcc_s).
+pub(crate) const MANYLINUX_SYSTEM_PACKAGES: &str = "libgcc-s1,libstdc++6";
+
 /// Where wheels install inside the tree: Debian's site directory for
 /// locally installed packages, first on `sys.path`.
 pub(crate) fn site_dir(version: &str) -> String {

@@ -283,6 +283,8 @@ mod tests {
             ],
             "{out}"
         );
-        assert!(found.iter().all(|s| s.file == format!("{root}/pkg/__init__.py")));
+        assert!(found
+            .iter()
+            .all(|s| s.file == format!("{root}/pkg/__init__.py")));
     }
 }

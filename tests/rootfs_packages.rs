@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::repl::Repl;
 use common::{Env, BIN};
@@ -606,7 +606,6 @@ fn a_requirement_without_a_wheel_is_refused_by_name() {
         .expect("tempdir");
     let rootfs = dir.path().join("rootfs");
     // docopt 0.6.2 is published as a source archive only.
-    let start = Instant::now();
     let out = rootfs_build(
         &[
             "--pip",
@@ -626,7 +625,6 @@ fn a_requirement_without_a_wheel_is_refused_by_name() {
     assert!(out.stdout.is_empty(), "nothing on stdout: {:?}", out.stdout);
     assert!(!rootfs.exists(), "nothing is left at the output");
     assert!(entries(dir.path()).is_empty(), "no staging left");
-    assert!(start.elapsed() < Duration::from_secs(300));
 }
 
 #[test]

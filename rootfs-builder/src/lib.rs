@@ -522,6 +522,61 @@ mod tests {
     }
 
     #[test]
+    fn pip_requirements_and_their_wheels_are_part_of_a_rootfs_identity() {
+        let none = ExtraPackages::default();
+        let no_pip = PipRequirements::default();
+        let pandas = PipRequirements::parse("pandas==2.2.*").expect("valid");
+        let wheel = |sha: &str| Wheel {
+            name: "pandas".into(),
+            version: "2.2.3".into(),
+            file: "pandas-2.2.3-cp311-cp311-manylinux2014_x86_64.whl".into(),
+            sha256: sha.repeat(64),
+        };
+        assert_eq!(content_id_for(&none, &no_pip, &[]), content_id());
+        let id = content_id_for(&none, &pandas, &[wheel("a")]);
+        assert_ne!(id, content_id());
+        assert_ne!(
+            id,
+            content_id_for(&none, &pandas, &[wheel("b")]),
+            "hashes count"
+        );
+        assert_ne!(
+            id,
+            content_id_for(
+                &ExtraPackages::parse("python3-numpy").expect("valid"),
+                &pandas,
+                &[wheel("a")]
+            )
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        std::fs::write(t.join("a"), "one").expect("write");
+        let added = manifest::Added {
+            pip: pandas.clone(),
+            wheels: vec![wheel("a")],
+            ..manifest::Added::default()
+        };
+        let written = manifest::write_added(t, "3.11", Vec::new(), added).expect("manifest");
+        assert_eq!(written.content_id, id);
+        assert_eq!(written.pip_requirements, ["pandas==2.2.*"]);
+        assert_eq!(read_manifest(t).expect("read"), written);
+        assert!(is_current_for(t, &none, &pandas));
+        assert!(!is_current(t), "a pip rootfs is not the default one");
+        assert!(!is_current_for(
+            t,
+            &none,
+            &PipRequirements::parse("pandas").expect("valid")
+        ));
+        // Its own directory: --with alone keeps the one it had.
+        let default = PathBuf::from("/c/rootfs");
+        assert_ne!(
+            rootfs_dir_for(default.clone(), &none, &pandas),
+            rootfs_dir_for(default.clone(), &none, &no_pip)
+        );
+    }
+
+    #[test]
     fn rootfs_dirs_with_extras_are_siblings_of_the_default() {
         let default = PathBuf::from("/var/cache/rlm-sandbox/rootfs");
         assert_eq!(
@@ -586,6 +641,23 @@ mod tests {
             }
             .to_string(),
             "resolving the dependencies of python3-numpy,python3-scipy"
+        );
+        assert_eq!(
+            Progress::StandIn(Granted {
+                package: "python3-pandas".into(),
+                place: "/usr/lib/python3/dist-packages/pandas/errors/__init__.py:6".into(),
+                module: "ctypes".into(),
+            })
+            .to_string(),
+            "self-check: python3-pandas: an inert ctypes for \
+             /usr/lib/python3/dist-packages/pandas/errors/__init__.py:6"
+        );
+        assert_eq!(
+            Progress::DownloadingWheels {
+                requirements: PipRequirements::parse("pandas>=2,<3,numpy").expect("valid")
+            }
+            .to_string(),
+            "downloading binary wheels from PyPI for numpy, pandas>=2,<3"
         );
     }
 }

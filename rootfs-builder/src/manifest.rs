@@ -281,9 +281,12 @@ mod tests {
         let written = write(t, "3.11", vec![pkg], &ExtraPackages::default()).expect("manifest");
         let read = read_manifest(t).expect("read");
         assert_eq!(read, written);
-        // A default rootfs's manifest has no extra_packages key at all.
+        // A default rootfs's manifest has no extra_packages key at all,
+        // nor any of pip's or the stand-ins'.
         let text = fs::read_to_string(t.join(MANIFEST_PATH)).expect("read");
-        assert!(!text.contains("extra_packages"), "{text}");
+        for key in ["extra_packages", "pip_requirements", "wheels", "stand_ins"] {
+            assert!(!text.contains(key), "{key}: {text}");
+        }
         assert_eq!(
             (read.sandbox_uid, read.python_version.as_str()),
             (65432, "3.11")

@@ -81,7 +81,7 @@ pub fn resolve(
         rootfs_builder::build(
             &rootfs_builder::BuildOptions {
                 output: path.clone(),
-                packages: rootfs_builder::ExtraPackages::default(),
+                ..rootfs_builder::BuildOptions::default()
             },
             progress,
         )?;

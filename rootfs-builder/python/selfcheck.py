@@ -8,6 +8,10 @@
 # `refuse PACKAGE MODULE BLOCKED` when it needed what the sandbox removes
 # or refuses (the "rlm-sandbox: X is blocked" message anywhere in the
 # exception chain), `importfail PACKAGE MODULE TYPE: MESSAGE` otherwise.
+# An import that was handed inert stand-ins (docs/ROOTFS.md) prints, before
+# the final line, `standin PACKAGE FILE:LINE MODULE` for each; the
+# self-check proves every one inert, and after each package that user
+# code still cannot import subprocess or ctypes by any route.
 import importlib, os, re, sys
 
 failures = []
@@ -23,9 +27,52 @@ def _chain(e):
         e = e.__cause__ or e.__context__
     return seen
 
+def _user_side_refused(package):
+    # What a cell does: code compiled from a `<...>` name, never a file.
+    for what, code in (
+        ("import %s", "import %s"),
+        ("importlib.import_module(%r)", "import importlib; importlib.import_module(%r)"),
+        ("__import__(%r)", "__import__(%r)"),
+    ):
+        for blocked in ("subprocess", "ctypes"):
+            label = "%s: user code's %s" % (package, what % blocked)
+            try:
+                exec(compile(code % blocked, "<cell>", "exec"), {})
+                check(label, False, "succeeded")
+            except ImportError as e:
+                check(label, str(e).startswith("rlm-sandbox: %s is blocked" % blocked), str(e))
+    for blocked in ("subprocess", "ctypes"):
+        check("%s: sys.modules[%r]" % (package, blocked), blocked not in sys.modules,
+              repr(sys.modules.get(blocked)))
+
+
+def _granted():
+    standin = sys.modules.get("_rlm_sandbox_standin")
+    return list(standin.granted) if standin is not None else []
+
+
+def _prove_inert(package, module):
+    # Every callable of a stand-in raises PermissionError naming the policy.
+    standin = sys.modules["_rlm_sandbox_standin"]
+    root = module.partition(".")[0]
+    target = standin.hand_out(module, ("x",), "<selfcheck>", 0)
+    standin.granted.pop()
+    calls = (("Popen", ["true"]), ("run", ["true"]), ("check_output", ["true"])) \
+        if root == "subprocess" else (("CDLL", "libc.so.6"), ("cast", 0), ("WinError", None))
+    for attribute, argument in calls:
+        label = "%s: stand-in %s.%s" % (package, module, attribute)
+        try:
+            getattr(target, attribute)(argument)
+            check(label, False, "succeeded")
+        except PermissionError as e:
+            check(label, str(e).startswith("rlm-sandbox: %s is blocked" % root), str(e))
+
+
 refused = []
+standins = []
 for pair in sys.argv[1:]:
     package, _, name = pair.partition("=")
+    before = len(_granted())
     try:
         module = importlib.import_module(name)
     except BaseException as e:
@@ -42,6 +89,10 @@ for pair in sys.argv[1:]:
     cached = getattr(module, "__cached__", None)
     if cached:
         check("bytecode of " + name, os.path.exists(cached), cached + " missing")
+    for file, line, blocked in _granted()[before:]:
+        standins.append("standin\t%s\t%s:%d\t%s" % (package, file, line, blocked))
+        _prove_inert(package, blocked)
+    _user_side_refused(package)
 if refused:
     print("\n".join(refused))
     sys.exit(1)
@@ -156,4 +207,6 @@ if failures:
     for line in failures:
         print("FAIL " + line, file=sys.stderr)
     sys.exit(1)
+if standins:
+    print("\n".join(standins))
 print("rlm-sandbox self-check ok")

@@ -103,6 +103,51 @@ class _RlmSandboxBlockedImports:
         return None
 
 
+def _rlm_sandbox_stand_ins():
+    """Installs `__import__` that hands inert stand-ins to the listed
+    import statements of installed packages (docs/ROOTFS.md).
+
+    The list (`_rlm_sandbox_standins.STAND_INS`, written by the build:
+    file, line, module name) holds the module-level `import subprocess` /
+    `import ctypes` statements of the rootfs's dist-packages that no
+    `except ImportError` guards. The statement is told by the frame that
+    executes it: its code's file and current line. A cell's code is
+    compiled from a `<...>` name, never a file of the read-only root, so
+    `import subprocess`, `__import__("subprocess")` and
+    `importlib.import_module` (whose frame is importlib's) from user code
+    reach the original import, which the hook and the finder refuse. The
+    stand-in never enters `sys.modules` as `subprocess` or `ctypes`. Code
+    can forge a frame's file name (compile() takes any); what it gets then
+    is the same inert module, which can do nothing.
+    """
+    from _rlm_sandbox_standins import STAND_INS
+
+    if not STAND_INS:
+        return
+    import builtins
+
+    def __import__(
+        name,
+        globals=None,
+        locals=None,
+        fromlist=(),
+        level=0,
+        _original=builtins.__import__,
+        _stand_ins=STAND_INS,
+        _roots=frozenset(("subprocess", "ctypes")),
+        _getframe=sys._getframe,
+    ):
+        if level == 0 and name.partition(".")[0] in _roots:
+            frame = _getframe(1)
+            key = (frame.f_code.co_filename, frame.f_lineno, name)
+            if key in _stand_ins:
+                return _original("_rlm_sandbox_standin").hand_out(name, fromlist, key[0], key[1])
+        return _original(name, globals, locals, fromlist, level)
+
+    builtins.__import__ = __import__
+
+
 sys.meta_path.insert(0, _RlmSandboxBlockedImports)
 sys.addaudithook(_rlm_sandbox_audit)
-del _rlm_sandbox_audit, _RlmSandboxBlockedImports
+_rlm_sandbox_stand_ins()
+del _rlm_sandbox_audit, _RlmSandboxBlockedImports, _rlm_sandbox_stand_ins

@@ -21,9 +21,7 @@ pub(crate) const DIST_PACKAGES: &str = "usr/lib/python3/dist-packages";
 pub fn compile_bytecode(tree: &Path, version: &str) -> Result<(), Error> {
     let mut dirs = vec![format!("/usr/lib/python{version}")];
     // Absent from the default rootfs: its command stays what it was.
-    if crate::tree::resolve(tree, DIST_PACKAGES)?.is_dir() {
-        dirs.push(format!("/{DIST_PACKAGES}"));
-    }
+    dirs.extend(crate::standins::package_roots(tree, version)?);
     run(command("chroot")
         .arg(tree)
         .args([PYTHON, "-I", "-m", "compileall", "-q"])
@@ -57,7 +55,27 @@ pub(crate) struct Import {
 /// process creation are refused with rlm-sandbox's message, /etc/shadow
 /// and the stdlib are out of the user's reach, threads, /tmp and asyncio
 /// work.
-pub(crate) fn self_check(tree: &Path, imports: &[Import]) -> Result<(), Error> {
+/// A stand-in the self-check saw handed out while importing a package's
+/// modules, and proved inert: `python3-pandas` got `subprocess` at
+/// `.../pandas/_config/localization.py:11`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    pub package: String,
+    pub place: String,
+    pub module: String,
+}
+
+impl std::fmt::Display for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: an inert {} for {}",
+            self.package, self.module, self.place
+        )
+    }
+}
+
+pub(crate) fn self_check(tree: &Path, imports: &[Import]) -> Result<Vec<Granted>, Error> {
     let pairs: Vec<String> = imports
         .iter()
         .map(|i| format!("{}={}", i.package, i.module))
@@ -77,13 +95,42 @@ pub(crate) fn self_check(tree: &Path, imports: &[Import]) -> Result<(), Error> {
             detail: tail(&stderr, 8),
         });
     }
-    if stdout.trim() != SELFCHECK_OK {
-        return Err(Error::SelfCheck {
+    match granted(&stdout) {
+        Some(granted) => Ok(granted),
+        None => Err(Error::SelfCheck {
             path: tree.to_path_buf(),
-            detail: format!("expected {SELFCHECK_OK:?}, got {:?}", stdout.trim()),
-        });
+            detail: format!(
+                "expected `standin` lines then {SELFCHECK_OK:?}, got {:?}",
+                tail(&stdout, 3)
+            ),
+        }),
     }
-    Ok(())
+}
+
+/// The stand-in lines (`standin\tPACKAGE\tFILE:LINE\tMODULE`) of a
+/// passed self-check, whose last line is [`SELFCHECK_OK`]; None for any
+/// other output.
+pub(crate) fn granted(stdout: &str) -> Option<Vec<Granted>> {
+    let mut lines: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    if lines.pop()? != SELFCHECK_OK {
+        return None;
+    }
+    lines
+        .into_iter()
+        .map(|line| {
+            let mut f = line.split('\t');
+            match (f.next(), f.next(), f.next(), f.next(), f.next()) {
+                (Some("standin"), Some(package), Some(place), Some(module), None) => {
+                    Some(Granted {
+                        package: package.to_string(),
+                        place: place.to_string(),
+                        module: module.to_string(),
+                    })
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// The self-check's refusal lines: `refuse\tPACKAGE\tMODULE\tBLOCKED` and
@@ -134,6 +181,21 @@ mod tests {
              python3-foo: `import foo` calls os.system, which the sandbox refuses; leave it out"
         );
         assert!(refusals("FAIL import json\nrlm-sandbox self-check ok\n").is_empty());
+    }
+
+    #[test]
+    fn granted_stand_ins_are_read_from_a_passed_self_check() {
+        let out = "standin\tpython3-pandas\t/usr/lib/python3/dist-packages/pandas/errors/__init__.py:6\tctypes\n\
+                   rlm-sandbox self-check ok\n";
+        let found = granted(out).expect("passed");
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["python3-pandas: an inert ctypes for /usr/lib/python3/dist-packages/pandas/errors/__init__.py:6"]
+        );
+        assert_eq!(granted("rlm-sandbox self-check ok\n"), Some(Vec::new()));
+        assert_eq!(granted("standin\tx\ty\tz\n"), None, "no final line");
+        assert_eq!(granted("junk\nrlm-sandbox self-check ok\n"), None);
+        assert_eq!(granted(""), None);
     }
 
     #[test]

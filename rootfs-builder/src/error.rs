@@ -62,6 +62,18 @@ pub enum Error {
     Unresolvable { package: String, dependency: String },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Refused(Vec<Refusal>),
+    #[error("the stand-in scan printed {line:?}: {problem}")]
+    StandInScan { line: String, problem: String },
+    #[error("{problem} in the requirement list {list:?}; accepted: {form}", form = crate::wheels::PIP_ACCEPTED_FORM)]
+    PipList { list: String, problem: String },
+    #[error(
+        "--pip needs pip on the host (`python3 -m pip`: {0}). Hint: apt-get install python3-pip"
+    )]
+    NoPip(String),
+    #[error("PyPI has no binary wheel for {requirement:?} for the rootfs's Python ({target}); --pip installs wheels only, it never builds from source: pin a version that has one, or leave it out")]
+    NoWheel { requirement: String, target: String },
+    #[error("cannot choose wheels for this rootfs: {0}")]
+    NoWheelTarget(String),
     #[error("{build}; cleaning up also failed: {cleanup}")]
     Cleanup {
         build: Box<Error>,

@@ -303,6 +303,7 @@ pub(crate) fn python_modules(paths: &[String], python_version: &str) -> Vec<Stri
     let stdlib = format!("usr/lib/python{python_version}/");
     let roots = [
         "usr/lib/python3/dist-packages/".to_string(),
+        format!("{}/", crate::wheels::site_dir(python_version)),
         format!("{stdlib}dist-packages/"),
         format!("{stdlib}lib-dynload/"),
         stdlib.clone(),

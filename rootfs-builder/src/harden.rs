@@ -10,6 +10,9 @@ use crate::{Error, AGENT_MODULE, SANDBOX_GID, SANDBOX_UID};
 
 const SITECUSTOMIZE: &str = include_str!("../python/sitecustomize.py");
 const SUBPROCESS_SHIM: &str = include_str!("../python/subprocess_shim.py");
+/// The stand-ins handed to installed packages (docs/ROOTFS.md).
+const STANDIN: &str = include_str!("../python/standin.py");
+const STANDIN_MODULE: &str = "_rlm_sandbox_standin";
 /// The session agent (docs/PROTOCOL.md): the files of the package
 /// [`crate::AGENT_MODULE`], installed into the stdlib and byte-compiled
 /// with the rest of it.
@@ -248,6 +251,19 @@ pub fn harden(tree: &Path, version: &str) -> Result<(), Error> {
         SUBPROCESS_SHIM,
         0o644,
     )?;
+    write_file(
+        tree,
+        &format!("{stdlib_rel}/{STANDIN_MODULE}.py"),
+        STANDIN,
+        0o644,
+    )?;
+    // Empty until the build lists the packages' statements (standins.rs).
+    write_file(
+        tree,
+        &format!("{stdlib_rel}/{}.py", crate::standins::LIST_MODULE),
+        &crate::standins::module_text(&[]),
+        0o644,
+    )?;
     for package in SUBPROCESS_IMPORTERS {
         redirect_package(tree, &format!("{stdlib_rel}/{package}"))?;
     }
@@ -287,6 +303,11 @@ pub(crate) fn embedded_content() -> Vec<(&'static str, String)> {
     let mut content = vec![
         ("sitecustomize.py", SITECUSTOMIZE.to_string()),
         ("subprocess_shim.py", SUBPROCESS_SHIM.to_string()),
+        ("standin.py", STANDIN.to_string()),
+        (
+            "standins_scan.py",
+            crate::standins::scan_source().to_string(),
+        ),
         ("agent module", AGENT_MODULE.to_string()),
         ("stdlib trim", STDLIB_TRIM.join("\n")),
         ("share trim", SHARE_TRIM.join("\n")),

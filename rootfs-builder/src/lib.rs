@@ -17,7 +17,9 @@ mod harden;
 mod manifest;
 mod packages;
 mod staging;
+mod standins;
 mod tree;
+mod wheels;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,9 +27,12 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub use compile::Granted;
 pub use error::{Error, Refusal, RefusalReason};
 pub use extra::{ExtraPackages, ACCEPTED_FORM};
 pub use manifest::{read_manifest, verify, Manifest, PackageInfo, MANIFEST_PATH};
+pub use standins::StandIn;
+pub use wheels::{PipRequirements, Wheel, PIP_ACCEPTED_FORM};
 
 /// The unprivileged user code runs as. In Debian's 65000–65533 range, which
 /// is reserved and never allocated, so no host account owns the sandbox's
@@ -48,6 +53,8 @@ const CONTENT_VERSION: u32 = 1;
 /// closure, library alternatives, module discovery); a default rootfs's
 /// id does not include it.
 const EXTRA_CONTENT_VERSION: u32 = 1;
+/// Bumped when what a build does with PyPI wheels changes.
+const PIP_CONTENT_VERSION: u32 = 1;
 
 /// An id of what this builder puts into a rootfs besides the packages:
 /// sha256 (hex) over [`CONTENT_VERSION`], the embedded Python sources
@@ -64,6 +71,14 @@ pub fn content_id() -> String {
 /// a numpy rootfs is never taken for the default one or another set, and
 /// the default id stays what it was before extras existed.
 pub fn content_id_with(extra: &ExtraPackages) -> String {
+    content_id_for(extra, &PipRequirements::default(), &[])
+}
+
+/// [`content_id_with`] the extra packages, then (only when there are
+/// PyPI requirements) the requirements and every installed wheel's file
+/// name and sha256: the same requirement resolving to other wheels later
+/// is another rootfs.
+pub fn content_id_for(extra: &ExtraPackages, pip: &PipRequirements, wheels: &[Wheel]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!("rlm-sandbox rootfs content {CONTENT_VERSION}\n"));
     for (name, text) in harden::embedded_content() {
@@ -76,6 +91,15 @@ pub fn content_id_with(extra: &ExtraPackages) -> String {
             "extra packages {EXTRA_CONTENT_VERSION}\0{}\0{extra}\0",
             extra.to_string().len()
         ));
+    }
+    if !pip.is_empty() {
+        hasher.update(format!(
+            "pip {PIP_CONTENT_VERSION}\0{}\0{pip}\0",
+            pip.to_string().len()
+        ));
+        for wheel in wheels {
+            hasher.update(format!("{}\0{}\0", wheel.file, wheel.sha256));
+        }
     }
     packages::hex(&hasher.finalize())
 }
@@ -91,8 +115,18 @@ pub fn is_current(rootfs: &Path) -> bool {
 /// Whether the rootfs at `rootfs` was written by this builder with exactly
 /// the `extra` packages.
 pub fn is_current_with(rootfs: &Path, extra: &ExtraPackages) -> bool {
-    read_manifest(rootfs)
-        .is_ok_and(|m| m.content_id == content_id_with(extra) && m.extra_packages == extra.names())
+    is_current_for(rootfs, extra, &PipRequirements::default())
+}
+
+/// Whether the rootfs at `rootfs` was written by this builder with exactly
+/// the `extra` packages and the `pip` requirements (its id recomputed with
+/// the wheels its manifest lists).
+pub fn is_current_for(rootfs: &Path, extra: &ExtraPackages, pip: &PipRequirements) -> bool {
+    read_manifest(rootfs).is_ok_and(|m| {
+        m.content_id == content_id_for(extra, pip, &m.wheels)
+            && m.extra_packages == extra.names()
+            && m.pip_requirements == pip.items()
+    })
 }
 
 #[derive(Debug, Clone, Default)]
@@ -101,6 +135,9 @@ pub struct BuildOptions {
     /// Debian packages to add (with their dependencies) beyond the
     /// default Python; none for the default rootfs.
     pub packages: ExtraPackages,
+    /// PyPI requirements whose binary wheels (with their dependencies')
+    /// are installed into /usr/local/lib/python3.X/dist-packages.
+    pub pip: PipRequirements,
 }
 
 /// Steps of a build, one human line each.
@@ -121,10 +158,20 @@ pub enum Progress {
     LinkedAlternatives {
         links: usize,
     },
+    DownloadingWheels {
+        requirements: PipRequirements,
+    },
+    InstalledWheels {
+        wheels: Vec<String>,
+    },
+    ListedStandIns {
+        statements: usize,
+    },
     Compiling,
     Importing {
         modules: Vec<String>,
     },
+    StandIn(Granted),
     Hashing,
     Done {
         path: PathBuf,
@@ -152,6 +199,19 @@ impl fmt::Display for Progress {
                 "self-check imports the added packages' modules: {}",
                 modules.join(", ")
             ),
+            Progress::DownloadingWheels { requirements } => write!(
+                f,
+                "downloading binary wheels from PyPI for {}",
+                requirements.items().join(", ")
+            ),
+            Progress::InstalledWheels { wheels } => {
+                write!(f, "installed wheels: {}", wheels.join(", "))
+            }
+            Progress::ListedStandIns { statements } => write!(
+                f,
+                "{statements} import statements of the packages get an inert stand-in for subprocess or ctypes"
+            ),
+            Progress::StandIn(granted) => write!(f, "self-check: {granted}"),
             Progress::Compiling => {
                 write!(f, "precompiling bytecode, self-check as the sandbox user")
             }
@@ -196,14 +256,24 @@ pub fn default_rootfs_dir() -> PathBuf {
 /// sibling `rootfs-with-<16 hex of the list's sha256>`, so the default
 /// rootfs `run` uses is never replaced by one with extras (or the reverse).
 pub fn default_rootfs_dir_for(extra: &ExtraPackages) -> PathBuf {
-    rootfs_dir_for(default_rootfs_dir(), extra)
+    rootfs_dir_for(default_rootfs_dir(), extra, &PipRequirements::default())
 }
 
-fn rootfs_dir_for(default: PathBuf, extra: &ExtraPackages) -> PathBuf {
-    if extra.is_empty() {
+/// [`default_rootfs_dir_for`] extra packages and PyPI requirements.
+pub fn default_rootfs_dir_with_pip(extra: &ExtraPackages, pip: &PipRequirements) -> PathBuf {
+    rootfs_dir_for(default_rootfs_dir(), extra, pip)
+}
+
+fn rootfs_dir_for(default: PathBuf, extra: &ExtraPackages, pip: &PipRequirements) -> PathBuf {
+    if extra.is_empty() && pip.is_empty() {
         return default;
     }
-    let id = packages::hex(&Sha256::digest(extra.to_string()));
+    let mut list = extra.to_string();
+    if !pip.is_empty() {
+        // Only with requirements, so --with alone keeps its directory.
+        list.push_str(&format!("\0pip\0{pip}"));
+    }
+    let id = packages::hex(&Sha256::digest(list));
     let name = default
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -240,6 +310,9 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result
         return Err(Error::NotRoot(euid));
     }
     harden::check_ids_free(Path::new("/etc/passwd"), Path::new("/etc/group"))?;
+    if !opts.pip.is_empty() {
+        wheels::check_pip()?;
+    }
     let output = &opts.output;
     staging::check_replaceable(output)?;
     // Removed on every early return (drop); renamed into place at the end.
@@ -249,13 +322,19 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result
     progress(&Progress::Resolving);
     let (python_version, mut names) = packages::resolve()?;
     let extra = &opts.packages;
+    // Wheels expect the C++ runtime from the system (the manylinux policy).
+    let resolved = if opts.pip.is_empty() {
+        extra.clone()
+    } else {
+        extra.union(&ExtraPackages::parse(wheels::MANYLINUX_SYSTEM_PACKAGES)?)
+    };
     // The packages the extras add to the default closure (none without).
     let mut added = Vec::new();
-    if !extra.is_empty() {
+    if !resolved.is_empty() {
         progress(&Progress::ResolvingExtra {
-            packages: extra.clone(),
+            packages: resolved.clone(),
         });
-        added = extra::resolve(extra, &packages::base_roots(&python_version), &names)?;
+        added = extra::resolve(&resolved, &packages::base_roots(&python_version), &names)?;
         names.extend(added.iter().cloned());
         names.sort();
         names.dedup();
@@ -290,11 +369,42 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result
             progress(&Progress::Unpacking { done: i + 1, total });
         }
     }
+    let pip = &opts.pip;
+    let mut wheels = Vec::new();
+    if !pip.is_empty() {
+        progress(&Progress::DownloadingWheels {
+            requirements: pip.clone(),
+        });
+        let target = wheels::Target::new(&python_version, &infos)?;
+        let dir = staging.debs.join(".wheels");
+        wheels = wheels::download(pip, &target, &dir)?;
+        wheels::install(&wheels, &dir, &target, tree)?;
+        progress(&Progress::InstalledWheels {
+            wheels: wheels
+                .iter()
+                .map(|w| format!("{} {}", w.name, w.version))
+                .collect(),
+        });
+        for project in pip.names() {
+            for module in wheels::modules_of(tree, &python_version, &project)? {
+                imports.push(compile::Import {
+                    package: project.clone(),
+                    module,
+                });
+            }
+        }
+    }
     progress(&Progress::Hardening);
     harden::harden(tree, &python_version)?;
     if !library_alternatives.is_empty() {
         let links = alternatives::link(tree, library_alternatives)?;
         progress(&Progress::LinkedAlternatives { links: links.len() });
+    }
+    let stand_ins = standins::write_list(tree, &python_version)?;
+    if !stand_ins.is_empty() {
+        progress(&Progress::ListedStandIns {
+            statements: stand_ins.len(),
+        });
     }
     progress(&Progress::Compiling);
     compile::compile_bytecode(tree, &python_version)?;
@@ -304,9 +414,17 @@ pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(&Progress)) -> Result
             modules: imports.iter().map(|i| i.module.clone()).collect(),
         });
     }
-    compile::self_check(tree, &imports)?;
+    for granted in compile::self_check(tree, &imports)? {
+        progress(&Progress::StandIn(granted));
+    }
     progress(&Progress::Hashing);
-    let manifest = manifest::write(tree, &python_version, infos, extra)?;
+    let added = manifest::Added {
+        extra: extra.clone(),
+        pip: pip.clone(),
+        wheels,
+        stand_ins,
+    };
+    let manifest = manifest::write_added(tree, &python_version, infos, added)?;
     staging.commit(output)?;
     progress(&Progress::Done {
         path: output.clone(),
@@ -404,14 +522,73 @@ mod tests {
     }
 
     #[test]
+    fn pip_requirements_and_their_wheels_are_part_of_a_rootfs_identity() {
+        let none = ExtraPackages::default();
+        let no_pip = PipRequirements::default();
+        let pandas = PipRequirements::parse("pandas==2.2.*").expect("valid");
+        let wheel = |sha: &str| Wheel {
+            name: "pandas".into(),
+            version: "2.2.3".into(),
+            file: "pandas-2.2.3-cp311-cp311-manylinux2014_x86_64.whl".into(),
+            sha256: sha.repeat(64),
+        };
+        assert_eq!(content_id_for(&none, &no_pip, &[]), content_id());
+        let id = content_id_for(&none, &pandas, &[wheel("a")]);
+        assert_ne!(id, content_id());
+        assert_ne!(
+            id,
+            content_id_for(&none, &pandas, &[wheel("b")]),
+            "hashes count"
+        );
+        assert_ne!(
+            id,
+            content_id_for(
+                &ExtraPackages::parse("python3-numpy").expect("valid"),
+                &pandas,
+                &[wheel("a")]
+            )
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        std::fs::write(t.join("a"), "one").expect("write");
+        let added = manifest::Added {
+            pip: pandas.clone(),
+            wheels: vec![wheel("a")],
+            ..manifest::Added::default()
+        };
+        let written = manifest::write_added(t, "3.11", Vec::new(), added).expect("manifest");
+        assert_eq!(written.content_id, id);
+        assert_eq!(written.pip_requirements, ["pandas==2.2.*"]);
+        assert_eq!(read_manifest(t).expect("read"), written);
+        assert!(is_current_for(t, &none, &pandas));
+        assert!(!is_current(t), "a pip rootfs is not the default one");
+        assert!(!is_current_for(
+            t,
+            &none,
+            &PipRequirements::parse("pandas").expect("valid")
+        ));
+        // Its own directory: --with alone keeps the one it had.
+        let default = PathBuf::from("/c/rootfs");
+        assert_ne!(
+            rootfs_dir_for(default.clone(), &none, &pandas),
+            rootfs_dir_for(default.clone(), &none, &no_pip)
+        );
+    }
+
+    #[test]
     fn rootfs_dirs_with_extras_are_siblings_of_the_default() {
         let default = PathBuf::from("/var/cache/rlm-sandbox/rootfs");
         assert_eq!(
-            rootfs_dir_for(default.clone(), &ExtraPackages::default()),
+            rootfs_dir_for(
+                default.clone(),
+                &ExtraPackages::default(),
+                &PipRequirements::default()
+            ),
             default
         );
         let numpy = ExtraPackages::parse("python3-numpy").expect("valid");
-        let dir = rootfs_dir_for(default.clone(), &numpy);
+        let dir = rootfs_dir_for(default.clone(), &numpy, &PipRequirements::default());
         let name = dir
             .file_name()
             .expect("name")
@@ -422,12 +599,17 @@ mod tests {
             name.starts_with("rootfs-with-") && name.len() == "rootfs-with-".len() + 16,
             "{name}"
         );
-        assert_eq!(dir, rootfs_dir_for(default.clone(), &numpy), "stable");
+        assert_eq!(
+            dir,
+            rootfs_dir_for(default.clone(), &numpy, &PipRequirements::default()),
+            "stable"
+        );
         assert_ne!(
             dir,
             rootfs_dir_for(
-                default,
-                &ExtraPackages::parse("python3-scipy").expect("valid")
+                default.clone(),
+                &ExtraPackages::parse("python3-scipy").expect("valid"),
+                &PipRequirements::default()
             )
         );
     }
@@ -459,6 +641,23 @@ mod tests {
             }
             .to_string(),
             "resolving the dependencies of python3-numpy,python3-scipy"
+        );
+        assert_eq!(
+            Progress::StandIn(Granted {
+                package: "python3-pandas".into(),
+                place: "/usr/lib/python3/dist-packages/pandas/errors/__init__.py:6".into(),
+                module: "ctypes".into(),
+            })
+            .to_string(),
+            "self-check: python3-pandas: an inert ctypes for \
+             /usr/lib/python3/dist-packages/pandas/errors/__init__.py:6"
+        );
+        assert_eq!(
+            Progress::DownloadingWheels {
+                requirements: PipRequirements::parse("pandas>=2,<3,numpy").expect("valid")
+            }
+            .to_string(),
+            "downloading binary wheels from PyPI for numpy, pandas>=2,<3"
         );
     }
 }

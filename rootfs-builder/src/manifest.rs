@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::IoContext;
 use crate::packages::hex;
+use crate::standins::StandIn;
+use crate::wheels::{PipRequirements, Wheel};
 use crate::{Error, ExtraPackages, SANDBOX_GID, SANDBOX_UID};
 
 /// Inside the rootfs; excluded from the tree hash.
@@ -40,6 +42,19 @@ pub struct Manifest {
     /// from a default rootfs's manifest, whose bytes stay what they were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_packages: Vec<String>,
+    /// The PyPI requirements asked for (`rootfs build --pip`), sorted;
+    /// absent without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pip_requirements: Vec<String>,
+    /// Every wheel installed for them (dependencies included), with its
+    /// sha256; absent without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wheels: Vec<Wheel>,
+    /// The import statements of installed packages that get an inert
+    /// stand-in for subprocess or ctypes (docs/ROOTFS.md); absent when
+    /// none do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stand_ins: Vec<StandIn>,
     pub files: u64,
     pub bytes: u64,
     /// sha256 over every entry's path, mode, owner and content (or link
@@ -51,14 +66,39 @@ pub struct Manifest {
     pub content_id: String,
 }
 
-/// Hashes `tree` and writes its manifest into it (the last write of a
-/// build: the manifest is the only entry outside the hash).
+/// What a build added beyond the default rootfs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Added {
+    pub extra: ExtraPackages,
+    pub pip: PipRequirements,
+    pub wheels: Vec<Wheel>,
+    pub stand_ins: Vec<StandIn>,
+}
+
+/// [`write_added`] with extra Debian packages only.
+#[cfg(test)]
 pub fn write(
     tree: &Path,
     python_version: &str,
     packages: Vec<PackageInfo>,
     extra: &ExtraPackages,
 ) -> Result<Manifest, Error> {
+    let added = Added {
+        extra: extra.clone(),
+        ..Added::default()
+    };
+    write_added(tree, python_version, packages, added)
+}
+
+/// Hashes `tree` and writes its manifest into it (the last write of a
+/// build: the manifest is the only entry outside the hash).
+pub(crate) fn write_added(
+    tree: &Path,
+    python_version: &str,
+    packages: Vec<PackageInfo>,
+    added: Added,
+) -> Result<Manifest, Error> {
+    let extra = &added.extra;
     // The manifest's directory is part of the tree: it must exist when hashed.
     if let Some(dir) = Path::new(MANIFEST_PATH).parent().and_then(|d| d.to_str()) {
         crate::tree::make_dir(tree, dir, 0o755)?;
@@ -83,10 +123,13 @@ pub fn write(
         sandbox_gid: SANDBOX_GID,
         packages,
         extra_packages: extra.names().to_vec(),
+        pip_requirements: added.pip.items().to_vec(),
+        content_id: crate::content_id_for(extra, &added.pip, &added.wheels),
+        wheels: added.wheels,
+        stand_ins: added.stand_ins,
         files,
         bytes,
         tree_sha256,
-        content_id: crate::content_id_with(extra),
     };
     let path = tree.join(MANIFEST_PATH);
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Manifest {
@@ -238,9 +281,12 @@ mod tests {
         let written = write(t, "3.11", vec![pkg], &ExtraPackages::default()).expect("manifest");
         let read = read_manifest(t).expect("read");
         assert_eq!(read, written);
-        // A default rootfs's manifest has no extra_packages key at all.
+        // A default rootfs's manifest has no extra_packages key at all,
+        // nor any of pip's or the stand-ins'.
         let text = fs::read_to_string(t.join(MANIFEST_PATH)).expect("read");
-        assert!(!text.contains("extra_packages"), "{text}");
+        for key in ["extra_packages", "pip_requirements", "wheels", "stand_ins"] {
+            assert!(!text.contains(key), "{key}: {text}");
+        }
         assert_eq!(
             (read.sandbox_uid, read.python_version.as_str()),
             (65432, "3.11")

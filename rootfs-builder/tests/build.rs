@@ -178,6 +178,32 @@ fn builds_a_hardened_rootfs() {
         );
     }
 
+    // The default rootfs has no packages, so no stand-ins: an empty list,
+    // none in the manifest, the interpreter's own __import__, and the
+    // stand-in module itself holds nothing that works (it is importable by
+    // its private name, like asyncio's shim).
+    assert!(manifest.stand_ins.is_empty(), "{:?}", manifest.stand_ins);
+    let out = sandbox_python(
+        &rootfs,
+        "import builtins, _rlm_sandbox_standins as s, _rlm_sandbox_standin as i\n\
+         print(s.STAND_INS == frozenset(), type(builtins.__import__).__name__)\n\
+         for f in (lambda: i.ctypes.CDLL('libc.so.6'), lambda: i.ctypes.util.find_library('c')):\n\
+         \x20   try:\n\
+         \x20       f()\n\
+         \x20   except PermissionError as e:\n\
+         \x20       print(e)",
+    );
+    assert_eq!(
+        out.stdout,
+        "True builtin_function_or_method\n\
+         rlm-sandbox: ctypes is blocked: the sandbox calls no foreign code \
+         (CDLL was called on the inert stand-in a package's import gets)\n\
+         rlm-sandbox: ctypes is blocked: the sandbox calls no foreign code \
+         (find_library was called on the inert stand-in a package's import gets)\n",
+        "{}",
+        out.stderr
+    );
+
     // Baseline: the same call as root outside the hook's reach would run;
     // here the hook refuses it before any process is made.
     let out = sandbox_python(

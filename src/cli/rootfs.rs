@@ -3,13 +3,16 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use rootfs_builder::ExtraPackages;
+use rootfs_builder::{ExtraPackages, PipRequirements};
 
 #[derive(Debug, Subcommand)]
 pub enum RootfsCommand {
     /// Build the Python rootfs from the distribution's packages (no Docker):
     /// download, unpack, harden, precompile, self-check, write a manifest.
-    /// Without --with, the default rootfs `run` uses (docs/ROOTFS.md).
+    /// Without --with or --pip, the default rootfs `run` uses
+    /// (docs/ROOTFS.md). Prints the built rootfs's directory on stdout
+    /// (progress goes to stderr): `RLM_ROOTFS=$(rlm-sandbox rootfs build
+    /// --with python3-pandas)`.
     Build {
         /// Where to build it (default: the cache directory used by `run`;
         /// with --with, its sibling rootfs-with-<hash of the list>).
@@ -32,7 +35,24 @@ pub enum RootfsCommand {
             value_parser = parse_packages
         )]
         with: Vec<ExtraPackages>,
-        /// Print the manifest as JSON when done.
+        /// Add binary wheels from PyPI for the rootfs's own Python (CPython
+        /// 3.X, manylinux for its glibc), with their dependencies', e.g.
+        /// `--pip 'pandas==2.2.*,numpy'` (comma-separated requirements; a
+        /// version clause after a comma joins the one before; may be
+        /// repeated). Never builds from source: a requirement without a
+        /// wheel is refused by name. Installed into
+        /// /usr/local/lib/python3.X/dist-packages, with the wheels' sha256
+        /// in the manifest and the rootfs's identity; hardened and
+        /// self-checked like --with. Needs pip on the host (apt-get install
+        /// python3-pip).
+        #[arg(
+            long = "pip",
+            value_name = "REQUIREMENT[,REQUIREMENT...]",
+            env = "RLM_ROOTFS_PIP",
+            value_parser = parse_requirements
+        )]
+        pip: Vec<PipRequirements>,
+        /// Print the manifest as JSON when done (instead of the directory).
         #[arg(long)]
         json: bool,
     },
@@ -54,31 +74,56 @@ fn parse_packages(list: &str) -> Result<ExtraPackages, String> {
     ExtraPackages::parse(list).map_err(|e| format!("{e} (--with or RLM_ROOTFS_PACKAGES)"))
 }
 
+/// clap's parser for `--pip` / RLM_ROOTFS_PIP.
+fn parse_requirements(list: &str) -> Result<PipRequirements, String> {
+    PipRequirements::parse(list).map_err(|e| format!("{e} (--pip or RLM_ROOTFS_PIP)"))
+}
+
 pub fn run(cmd: &RootfsCommand) -> anyhow::Result<i32> {
     match cmd {
-        RootfsCommand::Build { output, with, json } => {
+        RootfsCommand::Build {
+            output,
+            with,
+            pip,
+            json,
+        } => {
             let packages = with
                 .iter()
                 .fold(ExtraPackages::default(), |all, list| all.union(list));
+            let pip = pip
+                .iter()
+                .fold(PipRequirements::default(), |all, list| all.union(list));
             let output = output
                 .clone()
-                .unwrap_or_else(|| rootfs_builder::default_rootfs_dir_for(&packages));
+                .unwrap_or_else(|| rootfs_builder::default_rootfs_dir_with_pip(&packages, &pip));
             let manifest = rootfs_builder::build(
                 &rootfs_builder::BuildOptions {
                     output: output.clone(),
                     packages: packages.clone(),
+                    pip: pip.clone(),
                 },
                 &mut super::print_progress,
             )?;
-            if !packages.is_empty() {
+            if !packages.is_empty() || !pip.is_empty() {
+                let added: Vec<String> = packages
+                    .names()
+                    .iter()
+                    .chain(pip.items())
+                    .cloned()
+                    .collect();
                 eprintln!(
-                    "rlm-sandbox: rootfs: with {packages}; use it with `--rootfs {dir}` or \
+                    "rlm-sandbox: rootfs: with {}; use it with `--rootfs {dir}` or \
                      RLM_ROOTFS={dir} (without, run and session use the default rootfs)",
+                    added.join(", "),
                     dir = output.display()
                 );
             }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&manifest)?);
+            } else {
+                // The one line on stdout: RLM_ROOTFS=$(rlm-sandbox rootfs build ...).
+                let dir = std::fs::canonicalize(&output).unwrap_or(output);
+                println!("{}", dir.display());
             }
             Ok(0)
         }

@@ -57,7 +57,7 @@ impl Link {
         stdin: ChildStdin,
         frames: std::fs::File,
         max_frame: usize,
-        events: mpsc::Sender<Event>,
+        events: mpsc::Sender<Event<Inbound>>,
     ) -> Link {
         let stdin = set_nonblocking(&stdin).map(|()| stdin).ok();
         std::thread::spawn(move || read_loop(frames, max_frame, events));
@@ -145,7 +145,7 @@ fn write_all_by(pipe: &mut ChildStdin, mut data: &[u8], deadline: Instant) -> bo
     true
 }
 
-fn read_loop(frames: std::fs::File, max_frame: usize, events: mpsc::Sender<Event>) {
+fn read_loop(frames: std::fs::File, max_frame: usize, events: mpsc::Sender<Event<Inbound>>) {
     let mut input = std::io::BufReader::with_capacity(frames::MAX_CHUNK + 8, frames);
     loop {
         let event = match frames::read_frame(&mut input, max_frame) {
@@ -154,7 +154,7 @@ fn read_loop(frames: std::fs::File, max_frame: usize, events: mpsc::Sender<Event
             Err(e) => Inbound::Broken(e.to_string()),
         };
         let last = !matches!(event, Inbound::Frame(_));
-        if events.send(Event::Agent(event)).is_err() || last {
+        if events.send(Event::Caller(event)).is_err() || last {
             return;
         }
     }

@@ -30,7 +30,7 @@ use crate::bundle::spec::Program;
 use crate::egress::ContextEchoIndex;
 use crate::result::{ExecResult, RuntimeUsed};
 use crate::supervise::launch::Event;
-use crate::supervise::{EndedBy, Launched, Sandbox, SuperviseError};
+use crate::supervise::{EndedBy, Launched, Plan, Sandbox, StdioPlan, SuperviseError};
 pub use broker::{CallLimits, CallRecord, Handler, Tool};
 pub use cell::Cell;
 use contexts::{Context, Format, Placement};
@@ -132,7 +132,7 @@ pub struct Session<'s> {
     sandbox: &'s Sandbox,
     options: SessionOptions,
     /// `None` once the sandbox has ended and been removed.
-    launched: Option<Launched>,
+    launched: Option<Launched<Inbound>>,
     link: Link,
     broker: broker::Broker,
     contexts: Vec<Context>,
@@ -186,8 +186,14 @@ impl<'s> Session<'s> {
             contexts.push(context);
         }
         let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
-        let mut launched = sandbox.launch(Program::Agent, b"", &paths)?;
-        let (stdin, frames) = match (launched.stdin.take(), launched.frames.take()) {
+        let mounts = |input: &Path| contexts::prepare_dir(input, &paths);
+        let mut launched = sandbox.launch(&Plan {
+            program: Program::Agent,
+            input: b"",
+            stdio: StdioPlan::Channel,
+            mounts: Some(&mounts),
+        })?;
+        let (stdin, frames) = match (launched.stdin.take(), launched.channel.take()) {
             (Some(stdin), Some(frames)) => (stdin, frames),
             _ => return Err(SessionError::Start("the agent's pipes are missing".into())),
         };
@@ -445,13 +451,15 @@ impl<'s> Session<'s> {
                 }
             };
             match event {
-                Event::Agent(Inbound::Frame(Frame::Msg(AgentMsg::Call(call)))) => self.submit(call),
-                Event::Agent(Inbound::Frame(frame)) => return Ok(Some(frame)),
-                Event::Agent(Inbound::Broken(why)) => {
+                Event::Caller(Inbound::Frame(Frame::Msg(AgentMsg::Call(call)))) => {
+                    self.submit(call)
+                }
+                Event::Caller(Inbound::Frame(frame)) => return Ok(Some(frame)),
+                Event::Caller(Inbound::Broken(why)) => {
                     let why = format!("protocol error: {why}; the sandbox was killed");
                     return Err(Interrupt::Died(self.die(why, None)));
                 }
-                Event::Agent(Inbound::Eof) => {
+                Event::Caller(Inbound::Eof) => {
                     return Err(Interrupt::Died(self.die("the agent exited".into(), None)))
                 }
                 Event::Exited(exit) => {

@@ -3,7 +3,7 @@
 //! finish.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -21,35 +21,73 @@ use crate::capture::{pipe_file, Reader};
 use crate::cgroup::RunCgroup;
 
 /// A started sandbox: what removes it, the runtime's process group, the
-/// readers of its streams and the events that end it. An agent's sandbox
-/// (a session) has its stdin, and its stdout as the raw frame channel.
-pub struct Launched {
+/// readers of its streams and the events that end it. With
+/// [`StdioPlan::Channel`] the caller has its stdin, and its stdout as a
+/// raw channel. `E` is the caller's own events (a session's frames), which
+/// join the runtime's on one channel.
+pub struct Launched<E = std::convert::Infallible> {
     pub(crate) guard: RunGuard,
     pub(crate) id: String,
     pub(crate) pgid: Pid,
     pub(crate) readers: [Option<Reader>; 2],
     pub(crate) stdin: Option<ChildStdin>,
-    pub(crate) frames: Option<std::fs::File>,
-    pub(crate) events: mpsc::Receiver<Event>,
-    /// For a session's own threads, whose events join the runtime's.
-    pub(crate) tx: mpsc::Sender<Event>,
+    pub(crate) channel: Option<std::fs::File>,
+    pub(crate) events: mpsc::Receiver<Event<E>>,
+    /// For the caller's own threads, whose events join the runtime's.
+    pub(crate) tx: mpsc::Sender<Event<E>>,
 }
 
-pub(crate) enum Event {
+pub(crate) enum Event<E> {
     Exited(std::io::Result<ExitStatus>),
     OutputCeiling,
-    Agent(crate::session::link::Inbound),
+    /// One of the caller's own events.
+    Caller(E),
+}
+
+/// How the sandbox's standard streams are wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdioPlan {
+    /// No stdin; stdout and stderr captured (bounded) for the result.
+    Captured,
+    /// stdin a pipe and stdout a raw channel, both the caller's
+    /// ([`Launched::stdin`], [`Launched::channel`]); stderr captured.
+    Channel,
+}
+
+/// Prepares the run's input directory for the files the caller mounts
+/// (mount points, copies) and returns the file to mount at each
+/// `CONTEXTS_DIR/<i>`.
+pub type Mounts<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<PathBuf>>;
+
+/// What to start: the program and its input, how its streams are wired,
+/// and the files the caller mounts into it.
+pub struct Plan<'a> {
+    pub program: Program,
+    pub input: &'a [u8],
+    pub stdio: StdioPlan,
+    pub mounts: Option<Mounts<'a>>,
+}
+
+impl<'a> Plan<'a> {
+    /// A one-shot run of `program` on `input`: streams captured, nothing
+    /// mounted.
+    pub fn oneshot(program: Program, input: &'a [u8]) -> Self {
+        Plan {
+            program,
+            input,
+            stdio: StdioPlan::Captured,
+            mounts: None,
+        }
+    }
 }
 
 impl Sandbox {
     /// Creates the run (directory, watchdog, cgroup, bundle) and starts the
     /// runtime on it, its streams read on their own threads.
-    pub(crate) fn launch(
+    pub(crate) fn launch<E: Send + 'static>(
         &self,
-        program: Program,
-        input: &[u8],
-        contexts: &[PathBuf],
-    ) -> Result<Launched, SuperviseError> {
+        plan: &Plan<'_>,
+    ) -> Result<Launched<E>, SuperviseError> {
         let id = new_run_id();
         let runtime = &self.selection.runtime;
         let state_dir = &self.config.state_dir;
@@ -76,13 +114,21 @@ impl Sandbox {
         }
         let cgroups_path = cgroup.container_path();
         guard.cgroup = Some(cgroup);
+        let input_dir = dir.input();
+        let mounts = match plan.mounts {
+            Some(prepare) => prepare(&input_dir).map_err(|err| SuperviseError::Write {
+                path: input_dir.join(crate::bundle::spec::CONTEXTS_SUBDIR),
+                err,
+            })?,
+            None => Vec::new(),
+        };
         self.write_bundle(
             &dir.bundle(),
-            &dir.input(),
+            &input_dir,
             &cgroups_path,
-            program,
-            input,
-            contexts,
+            plan.program,
+            plan.input,
+            &mounts,
         )?;
 
         let argv = runtime.run_argv(
@@ -92,9 +138,9 @@ impl Sandbox {
             &id,
             self.config.network_enabled,
         );
-        let agent = program == Program::Agent;
+        let channel = plan.stdio == StdioPlan::Channel;
         let mut command = crate::runtime::command(&argv);
-        if agent {
+        if channel {
             command.stdin(Stdio::piped());
         }
         let mut child = command
@@ -121,11 +167,11 @@ impl Sandbox {
             return Err(err.into());
         }
 
-        let (tx, events) = mpsc::channel::<Event>();
+        let (tx, events) = mpsc::channel::<Event<E>>();
         let limits = &self.config.limits;
         let printed = Arc::new(AtomicU64::new(0));
         let stdout = child.stdout.take().map(pipe_file);
-        let (stdout, frames) = if agent {
+        let (stdout, channel) = if channel {
             (None, stdout)
         } else {
             (stdout, None)
@@ -153,14 +199,14 @@ impl Sandbox {
             pgid,
             readers,
             stdin,
-            frames,
+            channel,
             events,
             tx,
         })
     }
 }
 
-impl Launched {
+impl<E> Launched<E> {
     /// Waits until the runtime exits, killing the sandbox at `deadline`,
     /// at the output ceiling or when `cancel` is set, and the runtime too
     /// if it hangs after that. Returns how it exited and what ended it.
@@ -177,8 +223,8 @@ impl Launched {
             let until = escalate_at.unwrap_or(deadline);
             match events.recv_timeout(until.saturating_duration_since(now).min(TICK)) {
                 Ok(Event::Exited(status)) => break status,
-                // A session's frames, now that the sandbox is ending.
-                Ok(Event::Agent(_)) => {}
+                // The caller's events, now that the sandbox is ending.
+                Ok(Event::Caller(_)) => {}
                 Ok(Event::OutputCeiling) => {
                     if ended_by.is_none() {
                         ended_by = Some(EndedBy::OutputLimit);

@@ -25,7 +25,7 @@ use crate::runtime::Selection;
 
 pub use classify::{classify, EndedBy, Observed};
 pub use guard::{new_run_id, CleanupError, RunDir, RunGuard, ID_PREFIX};
-pub use launch::Launched;
+pub use launch::{Launched, Mounts, Plan, StdioPlan};
 
 /// After the driver kills the sandbox, how long the runtime may take to
 /// notice before the runtime's own processes are killed too.
@@ -110,16 +110,16 @@ impl Sandbox {
         cancel: &AtomicBool,
     ) -> Result<ExecResult, SuperviseError> {
         let start = Instant::now();
-        let launched = self.launch(program, input, &[])?;
+        let launched: Launched = self.launch(&Plan::oneshot(program, input))?;
         let (exit, ended_by) = launched.wait(start + self.config.limits.timeout, cancel);
         self.finish(launched, exit, ended_by, start)
     }
 
     /// Reads the counters, drains the streams, cleans up and classifies a
     /// run that has ended.
-    pub(crate) fn finish(
+    pub(crate) fn finish<E>(
         &self,
-        launched: Launched,
+        launched: Launched<E>,
         exit: std::io::Result<ExitStatus>,
         ended_by: Option<EndedBy>,
         start: Instant,
@@ -189,7 +189,8 @@ impl Sandbox {
 
     /// Writes `bundle_dir/config.json` and the program's input (the code as
     /// `input_dir/main.py`, or the probe binary): everything a runtime needs
-    /// to run it as this sandbox would.
+    /// to run it as this sandbox would. `mounts` are the files mounted at
+    /// `CONTEXTS_DIR/<i>`, their mount points already under `input_dir`.
     pub fn write_bundle(
         &self,
         bundle_dir: &std::path::Path,
@@ -197,7 +198,7 @@ impl Sandbox {
         cgroups_path: &str,
         program: Program,
         input: &[u8],
-        contexts: &[PathBuf],
+        mounts: &[PathBuf],
     ) -> Result<(), SuperviseError> {
         let file = match program {
             Program::Python => Some((spec::CODE_FILE, 0o640)),
@@ -212,16 +213,6 @@ impl Sandbox {
                 err,
             })?;
         }
-        let sources = if program == Program::Agent {
-            crate::session::contexts::prepare_dir(input_dir, contexts).map_err(|err| {
-                SuperviseError::Write {
-                    path: input_dir.join(spec::CONTEXTS_SUBDIR),
-                    err,
-                }
-            })?
-        } else {
-            Vec::new()
-        };
         let spec = spec::spec(&SpecInput {
             limits: &self.config.limits,
             runtime: self.selection.runtime.kind,
@@ -231,7 +222,7 @@ impl Sandbox {
             cgroups_path,
             seccomp: self.seccomp.clone(),
             program,
-            contexts: &sources,
+            contexts: mounts,
         })?;
         let config_path = bundle_dir.join("config.json");
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| SuperviseError::Write {
@@ -310,6 +301,29 @@ mod tests {
         assert_eq!(parse_log_errors(runsc).as_deref(), Some("c"));
         assert_eq!(parse_log_errors(r#"{"msg":"x","level":"info"}"#), None);
         assert_eq!(parse_log_errors(""), None);
+    }
+
+    /// The lifecycle is a lower layer: nothing in src/supervise names the
+    /// modules built on it (sessions, the CLI, local mode, selftest). The
+    /// names are assembled so this test's own text does not match.
+    #[test]
+    fn supervise_imports_nothing_from_the_layers_above() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/supervise");
+        let above = ["session", "cli", "local", "selftest"].map(|m| format!("crate::{m}"));
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("src/supervise") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("source");
+            for name in &above {
+                assert!(
+                    !text.contains(name.as_str()),
+                    "{} uses {name}: supervise must not import from the layers above it",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 5, "only {checked} files under {}", dir.display());
     }
 }
 

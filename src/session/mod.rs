@@ -517,7 +517,8 @@ impl<'s> Session<'s> {
                 launched.wait(Instant::now(), &never).0
             }
         };
-        let reason = match self.sandbox.finish(launched, exit, ended_by, self.started) {
+        let finished = self.sandbox.finish(launched, exit, ended_by, self.started);
+        let mut reason = match finished.result {
             Ok(result) => {
                 let why = with_status(&why, &result);
                 self.ended = Some(result);
@@ -525,12 +526,15 @@ impl<'s> Session<'s> {
             }
             Err(e) => format!("{why} (and: {e})"),
         };
+        if let Some(cleanup) = finished.cleanup {
+            reason = format!("{reason} (and cleanup failed: {cleanup})");
+        }
         self.dead = Some(reason.clone());
         reason
     }
 
     fn cancelled(&mut self) -> SessionError {
-        self.die("interrupted".into(), Some(EndedBy::Timeout));
+        self.die("interrupted".into(), Some(EndedBy::Cancelled));
         SessionError::Supervise(SuperviseError::Interrupted)
     }
 
@@ -548,12 +552,21 @@ impl<'s> Session<'s> {
         let never = AtomicBool::new(false);
         let (exit, _) = launched.wait(Instant::now() + Duration::from_secs(1), &never);
         self.dead = Some("the session was closed".into());
-        match self.sandbox.finish(launched, exit, None, self.started) {
+        let finished = self.sandbox.finish(launched, exit, None, self.started);
+        let outcome = match finished.result {
             Ok(result) => {
                 self.ended = Some(result);
                 Ok(())
             }
             Err(e) => Err(e.into()),
+        };
+        match finished.cleanup {
+            Some(cleanup) => Err(SuperviseError::Cleanup {
+                status: finished.status.as_str(),
+                cleanup,
+            }
+            .into()),
+            None => outcome,
         }
     }
 }

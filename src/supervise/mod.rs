@@ -69,6 +69,38 @@ pub enum SuperviseError {
     },
 }
 
+/// A run that has ended and been cleaned up: its result and what cleanup
+/// could not remove, side by side (a cleanup error never hides how the run
+/// ended; the caller decides what fails).
+#[derive(Debug)]
+pub struct Finished {
+    /// `Err` only when no result could be released (the egress filter is
+    /// unavailable).
+    pub result: Result<ExecResult, SuperviseError>,
+    /// The run's status, also when `result` is an error.
+    pub status: Status,
+    /// What the supervisor ended it for, if it did.
+    pub ended_by: Option<EndedBy>,
+    pub cleanup: Option<CleanupError>,
+}
+
+impl Finished {
+    /// A one-shot run's contract: a cleanup error fails the run (naming
+    /// how it ended), an interrupted run is [`SuperviseError::Interrupted`].
+    pub fn into_result(self) -> Result<ExecResult, SuperviseError> {
+        if let Some(cleanup) = self.cleanup {
+            return Err(SuperviseError::Cleanup {
+                status: self.status.as_str(),
+                cleanup,
+            });
+        }
+        if self.ended_by == Some(EndedBy::Cancelled) {
+            return Err(SuperviseError::Interrupted);
+        }
+        self.result
+    }
+}
+
 /// What every run of one configuration shares: decided once, reused.
 pub struct Sandbox {
     pub config: Config,
@@ -112,18 +144,18 @@ impl Sandbox {
         let start = Instant::now();
         let launched: Launched = self.launch(&Plan::oneshot(program, input))?;
         let (exit, ended_by) = launched.wait(start + self.config.limits.timeout, cancel);
-        self.finish(launched, exit, ended_by, start)
+        self.finish(launched, exit, ended_by, start).into_result()
     }
 
     /// Reads the counters, drains the streams, cleans up and classifies a
-    /// run that has ended.
+    /// run that has ended: its result and any cleanup error, together.
     pub(crate) fn finish<E>(
         &self,
         launched: Launched<E>,
         exit: std::io::Result<ExitStatus>,
         ended_by: Option<EndedBy>,
         start: Instant,
-    ) -> Result<ExecResult, SuperviseError> {
+    ) -> Finished {
         let Launched {
             mut guard, readers, ..
         } = launched;
@@ -165,16 +197,7 @@ impl Sandbox {
             runtime_error: runtime_error.or_else(|| exit.as_ref().err().map(|e| e.to_string())),
         };
         let (status, signal) = classify(&observed);
-        if let Err(cleanup) = cleanup {
-            return Err(SuperviseError::Cleanup {
-                status: status.as_str(),
-                cleanup,
-            });
-        }
-        if ended_by == Some(EndedBy::Cancelled) {
-            return Err(SuperviseError::Interrupted);
-        }
-        self.result(
+        let result = self.result(
             status,
             exit_code,
             signal,
@@ -184,7 +207,13 @@ impl Sandbox {
                 .then_some(observed.runtime_error)
                 .flatten(),
             start.elapsed(),
-        )
+        );
+        Finished {
+            result,
+            status,
+            ended_by,
+            cleanup: cleanup.err(),
+        }
     }
 
     /// Writes `bundle_dir/config.json` and the program's input (the code as
@@ -288,6 +317,46 @@ fn parse_log_errors(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn finished(ended_by: Option<EndedBy>, cleanup: bool) -> Finished {
+        let result = ExecResult::assemble(
+            Ended {
+                status: Status::Ok,
+                exit_code: Some(0),
+                signal: None,
+                error: None,
+            },
+            Default::default(),
+            &crate::egress::EgressFilter::new(Default::default()).expect("default filter"),
+            None,
+            Usage::default(),
+            Duration::ZERO,
+        );
+        Finished {
+            result: Ok(result),
+            status: Status::Ok,
+            ended_by,
+            cleanup: cleanup.then(|| CleanupError::Cgroup {
+                id: "rlms-x".into(),
+                detail: "busy".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_cleanup_error_is_reported_beside_the_result() {
+        let f = finished(None, true);
+        assert!(f.result.is_ok(), "the result survives a cleanup error");
+        assert!(f.cleanup.is_some());
+        match f.into_result() {
+            Err(SuperviseError::Cleanup { status, .. }) => assert_eq!(status, "ok"),
+            other => panic!("a one-shot run fails on a cleanup error: {other:?}"),
+        }
+        let f = finished(Some(EndedBy::Cancelled), false);
+        assert!(f.result.is_ok(), "a cancelled run keeps its result");
+        assert!(matches!(f.into_result(), Err(SuperviseError::Interrupted)));
+        assert!(finished(None, false).into_result().is_ok());
+    }
 
     #[test]
     fn runtime_log_errors() {

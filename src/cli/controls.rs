@@ -20,7 +20,7 @@ pub fn run(
 ) -> anyhow::Result<i32> {
     let chosen: Vec<_> = controls()
         .into_iter()
-        .filter(|c| only.map_or(true, |t| c.layer.name().contains(t)))
+        .filter(|c| only.map_or(true, |t| t.split(',').any(|t| c.layer.name().contains(t))))
         .collect();
     if chosen.is_empty() {
         bail!("--only {:?} matches no layer", only.unwrap_or(""));

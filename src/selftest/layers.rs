@@ -630,3 +630,110 @@ fn owns_its_changes(c: &Control, row: &super::Row) -> bool {
         .flat_map(|(_, keys)| keys.split(','))
         .all(|k| changed.contains(&k.trim()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::spec::{spec, Program, SpecInput};
+    use crate::config::Limits;
+
+    fn spec_json(runtime: RuntimeKind) -> Value {
+        let limits = Limits::default();
+        let input = SpecInput {
+            limits: &limits,
+            runtime,
+            network_enabled: false,
+            rootfs: Path::new("/rootfs"),
+            input_dir: Path::new("/input"),
+            cgroups_path: "/rlm-sandbox/x/ctr",
+            contexts: &[],
+            seccomp: crate::bundle::seccomp::default_profile(),
+            program: Program::Python,
+        };
+        serde_json::to_value(spec(&input).expect("spec")).expect("json")
+    }
+
+    /// Every edit changes the spec (a misspelt key would be a control
+    /// that removes nothing, and a layer that "flips no row" by mistake),
+    /// and only where its layer lives.
+    #[test]
+    fn every_spec_edit_removes_its_layer_and_only_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for runtime in [RuntimeKind::Runc, RuntimeKind::Runsc] {
+            let before = spec_json(runtime);
+            for c in controls() {
+                let Some(edit) = c.layer.spec_edit() else {
+                    continue;
+                };
+                let mut after = before.clone();
+                edit(&mut after, dir.path()).expect("edit");
+                let changed: Vec<&str> = ["process", "root", "hostname", "mounts", "linux"]
+                    .into_iter()
+                    .filter(|k| before.get(*k) != after.get(*k))
+                    .collect();
+                let want: &[&str] = match c.layer {
+                    Layer::Capabilities | Layer::NonRootUser | Layer::NoNewPrivileges => {
+                        &["process"]
+                    }
+                    Layer::ReadOnlyRoot => &["root"],
+                    Layer::UtsNamespace => &["hostname", "linux"],
+                    Layer::TmpSize | Layer::TmpNoexec | Layer::Interpreter => &["mounts"],
+                    Layer::PidsLimit if runtime == RuntimeKind::Runsc => &["process", "linux"],
+                    _ => &["linux"],
+                };
+                assert_eq!(changed, want, "{} on {}", c.layer.name(), runtime.name());
+            }
+        }
+        let mut s = spec_json(RuntimeKind::Runc);
+        allow_all_seccomp(&mut s, dir.path()).expect("edit");
+        assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert!(s["linux"]["seccomp"].get("syscalls").is_none());
+    }
+
+    #[test]
+    fn layer_names_round_trip_and_every_row_named_exists() {
+        let names: Vec<&str> = crate::selftest::catalogue()
+            .iter()
+            .map(|a| a.name)
+            .collect();
+        for c in controls() {
+            assert_eq!(Layer::from_name(c.layer.name()), Some(c.layer));
+            for row in rows_of(&c)
+                .into_iter()
+                .chain(c.fails_gvisor_2022.iter().copied())
+            {
+                assert!(names.contains(&row), "{}: no row {row}", c.layer.name());
+            }
+            for (row, _) in c.changes {
+                assert!(rows_of(&c).contains(row), "{}: {row}", c.layer.name());
+            }
+        }
+    }
+
+    #[test]
+    fn a_control_owns_the_keys_it_names() {
+        let c = controls()
+            .into_iter()
+            .find(|c| c.layer == Layer::TmpNoexec)
+            .expect("tmp_noexec");
+        let row = |observed: &str| crate::selftest::Row {
+            attack: "kernel_syscalls".into(),
+            threat: String::new(),
+            runtime: RuntimeKind::Runc,
+            expected: String::new(),
+            observed: observed.into(),
+            pass: false,
+            outcome: crate::selftest::RowOutcome::Fail,
+            without: Some(Layer::TmpNoexec),
+        };
+        assert!(owns_its_changes(
+            &c,
+            &row("x=1 (want x=2) changed=mount,tmp_exec")
+        ));
+        assert!(!owns_its_changes(&c, &row("x=1 (want x=2) changed=mount")));
+        assert!(!owns_its_changes(
+            &c,
+            &row("the attack did not run to its end")
+        ));
+    }
+}

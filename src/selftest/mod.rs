@@ -336,6 +336,18 @@ mod tests {
     }
 
     #[test]
+    fn not_applicable_is_neither_pass_nor_fail() {
+        assert_eq!(
+            RowOutcome::of(&not_applicable("no /proc/kcore")),
+            RowOutcome::NotApplicable
+        );
+        assert_eq!(RowOutcome::of(&Ok("x=1".into())), RowOutcome::Pass);
+        assert_eq!(RowOutcome::of(&Err("x=2".into())), RowOutcome::Fail);
+        let json = serde_json::to_string(&RowOutcome::NotApplicable).expect("json");
+        assert_eq!(json, "\"n/a\"");
+    }
+
+    #[test]
     fn catalogue_names_are_unique_identifiers() {
         let attacks = catalogue();
         let mut names: Vec<&str> = attacks.iter().map(|a| a.name).collect();

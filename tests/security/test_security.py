@@ -20,7 +20,7 @@ def test_attack_is_contained(row):
     if row["outcome"] == "n/a":
         # Nothing to prove on this host (the row's check verified why on
         # the host): reported as skipped, never as passed.
-        pytest.skip("not applicable on this host: %s on %s: %s" % (
+        pytest.skip("N/A, not a pass: %s on %s: %s" % (
             row["attack"], row["runtime"], row["observed"]))
     assert row["outcome"] == "pass" and row["pass"], "%s on %s:\n  expected: %s\n  observed: %s" % (
         row["attack"],

@@ -2,7 +2,12 @@
 //! arguments that would do nothing harmful even if the call were allowed,
 //! and prints one `RESULT name=ERRNO ...` line. `rlm-sandbox selftest` runs
 //! it as the sandbox's process (Python cannot reach these calls: ctypes is
-//! not in the rootfs). `getpid=ok` is the baseline: the probe ran.
+//! not in the rootfs). `getpid=ok` is the baseline: the probe ran. Some
+//! EPERMs are also what missing capabilities give (swapon, reboot, mount
+//! under gVisor): `selftest --controls` runs the probe under an allow-all
+//! seccomp profile to show which entries are the profile's (docs/SECURITY.md,
+//! "What proves what"). The order matters: once `unshare(CLONE_NEWUSER)` is
+//! allowed, later calls run with the new user namespace's capabilities.
 //!
 //! Last, it copies itself to /tmp and tries to execute the copy: /tmp is
 //! mounted `noexec`, so `tmp_exec=EACCES`; if the exec worked, the copy

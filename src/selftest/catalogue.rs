@@ -407,8 +407,9 @@ result(uid=os.getuid(), setuid=err(lambda: os.setuid(0)), setgid=err(lambda: os.
             "kernel_attack_surface",
             "kernel attack surface",
             "what Python 3.11 reaches of the denied syscalls fails with EPERM: sockets of \
-             families an unprivileged process may normally open (netlink, vsock, alg), \
-             socketpair(AF_INET), chroot, sethostname, clock_settime",
+             families an unprivileged process may normally open (netlink, vsock, alg) and \
+             socketpair(AF_INET), seccomp's alone (the seccomp control flips them); chroot, \
+             sethostname, clock_settime, which missing capabilities refuse as well",
             r#"import socket, time
 result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)),
        vsock=err(lambda: socket.socket(40, socket.SOCK_STREAM, 0)),
@@ -441,12 +442,15 @@ result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
             ..attack(
                 "kernel_syscalls",
                 "kernel attack surface",
-                "rlm-probe (a binary run as the sandbox's process) gets EPERM from the seccomp \
-                 profile for mount, umount2, unshare, setns, ptrace, bpf, keyctl, add_key, \
-                 userfaultfd, io_uring_setup, perf_event_open, kexec_load, init_module, swapon, \
-                 reboot, clock_settime, personality(READ_IMPLIES_EXEC) and clone with namespace \
-                 flags, and ENOSYS for clone3; getpid works (the baseline); a copy of the probe \
-                 written to /tmp cannot be executed (noexec: EACCES)",
+                "rlm-probe (a binary run as the sandbox's process) gets EPERM for mount, \
+                 umount2, unshare, setns, ptrace, bpf, keyctl, add_key, userfaultfd, \
+                 io_uring_setup, perf_event_open, kexec_load, init_module, swapon, reboot, \
+                 clock_settime, personality(READ_IMPLIES_EXEC) and clone with namespace flags, \
+                 and ENOSYS for clone3; getpid works (the baseline); a copy of the probe \
+                 written to /tmp cannot be executed (noexec: EACCES). Without seccomp, unshare, \
+                 setns, ptrace, keyctl, add_key, perf_event_open and personality change on every \
+                 build (the seccomp control); swapon, reboot and clone_newns (runc) or mount and \
+                 umount2 (runsc) stay EPERM for missing capabilities",
                 "",
                 |o| {
                     let denied = [

@@ -1,7 +1,9 @@
 """The user's side: their globals, tracebacks without the agent's
 frames, values shown back to the host, tool functions."""
 
+import ast
 import builtins
+import json
 import keyword
 import sys
 import traceback
@@ -81,6 +83,93 @@ def bounded_repr(value: Any, max_bytes: int) -> tuple[str, bool]:
     if len(data) <= max_bytes:
         return data.decode("utf-8"), False
     return data[:max_bytes].decode("utf-8", "ignore"), True
+
+
+# --- A cell's trailing expression ---------------------------------------------------
+
+
+#: The most of a trailing expression's repr that `done` carries (UTF-8 bytes).
+MAX_VALUE_REPR = 64 << 10
+#: Deeper nesting has no JSON form in `done` (the host's parser stops at 128 levels).
+MAX_VALUE_DEPTH = 64
+#: Integers outside this range have no JSON form in `done` (the host reads 64-bit integers exactly).
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64
+
+
+def compile_cell(code: str, filename: str) -> tuple[types.CodeType, Optional[types.CodeType]]:
+    """The cell's statements and, when the last one is an expression, that
+    expression compiled apart, as DSPy's interpreters and notebooks do:
+    its value is the cell's value (which rlms's REPL never prints)."""
+    tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        expression = ast.Expression(tree.body.pop().value)
+        last = compile(expression, filename, "eval", dont_inherit=True)
+    return compile(tree, filename, "exec", dont_inherit=True), last
+
+
+def describe_value(value: Any, json_limit: int) -> dict[str, Any]:
+    """A trailing expression's value as `done` carries it: its repr (cut to
+    MAX_VALUE_REPR bytes) and its JSON form when it has one of at most
+    `json_limit` bytes (JSON-able as DSPy's LocalInterpreter tests it:
+    json.dumps with allow_nan=False), else null. User code (__repr__,
+    mapping subclasses) may run; its failure never fails the cell."""
+    try:
+        text, cut = bounded_repr(value, MAX_VALUE_REPR)
+    except Exception as e:
+        text, cut = "<%s object: its repr raised %s>" % (type(value).__name__, type(e).__name__), False
+    return {"repr": text, "truncated": cut, "json": json_form(value, json_limit)}
+
+
+def json_form(value: Any, limit: int) -> Any:
+    """`value` as plain JSON data (tuples as lists, keys as strings), or
+    None when it has no JSON form within `limit` bytes. A bounded walk
+    comes first, so a huge value is refused without being encoded."""
+    try:
+        if not _fits_json(value, limit):
+            return None
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        if len(text) > limit:
+            return None
+        # Read back: plain types only, so sending it runs no user code.
+        return json.loads(text)
+    except Exception:
+        return None
+
+
+def _fits_json(value: Any, limit: int) -> bool:
+    """Whether `value` may have a JSON form of at most about `limit`
+    bytes, no deeper than MAX_VALUE_DEPTH, with 64-bit integers; stops
+    as soon as the budget is spent (json.dumps has the last word)."""
+    budget = limit
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_VALUE_DEPTH:
+            return False
+        if isinstance(item, str):
+            budget -= len(item) + 2
+        elif item is None or isinstance(item, (bool, float)):
+            budget -= 24
+        elif isinstance(item, int):
+            if not _INT_MIN <= item < _INT_END:
+                return False
+            budget -= 20
+        elif isinstance(item, (list, tuple)):
+            budget -= len(item) + 2
+            if budget >= 0:
+                stack.extend((x, depth + 1) for x in item)
+        elif isinstance(item, dict):
+            budget -= 4 * len(item) + 2
+            if budget >= 0:
+                for key, x in item.items():
+                    budget -= len(key) if isinstance(key, str) else 24
+                    stack.append((x, depth + 1))
+        else:
+            return False
+        if budget < 0:
+            return False
+    return True
 
 
 def valid_name(name: Any) -> bool:

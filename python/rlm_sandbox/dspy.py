@@ -26,7 +26,8 @@ reference PythonInterpreter and LocalInterpreter) maps onto a session:
 - Host calls run in the caller's `contextvars` context (copied when
   `execute` starts), so `dspy.context(lm=...)` reaches them.
 - `SUBMIT(...)` takes the output fields (`output_fields`, which RLM sets;
-  `SUBMIT(output)` without them), by position or by name, all required.
+  `SUBMIT(output)` when they are None, `SUBMIT()` when they are []), by
+  position or by name, all required.
   It stores them as the cell's final answer and raises a BaseException
   (not an Exception: `except Exception` cannot swallow it), so it ends
   the code; `execute` returns `FinalOutput(fields)`. The sandbox resets
@@ -42,12 +43,17 @@ reference PythonInterpreter and LocalInterpreter) maps onto a session:
   `context` is sent first, as a file; an input named `ctx` then clashes.
   Contexts are checked by the session's egress filter: output
   reproducing much of a file-borne input is redacted.
-- Results: the printed output (stdout, then stderr), None when nothing
-  was printed. An exception in the code is CodeExecutionError with its
-  traceback, a SyntaxError (or subclass) is SyntaxError, a cell past its
-  timeout or output limit is CodeExecutionError (the sandbox lives on).
-  A sandbox that ended (out of memory, killed) is CodeInterpreterError,
-  as is every later call: never a silent restart.
+- Results, as LocalInterpreter returns them: the value of the code's
+  trailing expression when it is not None (its JSON form, or its repr
+  when it has none: the session's `Cell.value`), else the printed output
+  (stdout, then stderr) without its trailing newlines, None when nothing
+  was printed. So `dspy.Flex`'s driver, whose last line is
+  `json.dumps(prediction fields)`, gets its result. An exception in the
+  code is CodeExecutionError with its traceback, a SyntaxError (or
+  subclass) is SyntaxError, a cell past its timeout or output limit is
+  CodeExecutionError (the sandbox lives on, where LocalInterpreter ends
+  its worker). A sandbox that ended (out of memory, killed) is
+  CodeInterpreterError, as is every later call: never a silent restart.
 """
 
 from __future__ import annotations
@@ -232,7 +238,8 @@ _SYNTAX_LINE = re.compile(r"(SyntaxError|IndentationError|TabError)(:|$)")
 
 
 def _printed(cell: Cell) -> str:
-    """What the cell printed: stdout, then stderr."""
+    """What the cell printed: stdout, then stderr (LocalInterpreter sends
+    both to one file)."""
     if cell.stdout and cell.stderr and not cell.stdout.endswith("\n"):
         return cell.stdout + "\n" + cell.stderr
     return cell.stdout + cell.stderr
@@ -311,7 +318,8 @@ class SandboxInterpreter:
     ) -> None:
         _check_settings(settings)
         self.tools: Dict[str, Callable[..., Any]] = dict(tools) if tools else {}
-        self.output_fields = output_fields
+        # Copied, as LocalInterpreter does: a factory's list is not shared.
+        self.output_fields = None if output_fields is None else [dict(f) for f in output_fields]
         self.callbacks = list(callbacks or [])
         self._settings = settings
         self._session: Optional[Session] = None
@@ -380,6 +388,8 @@ class SandboxInterpreter:
             session.close()
 
     def __enter__(self) -> "SandboxInterpreter":
+        """Starts the sandbox, as LocalInterpreter's `with` does."""
+        self.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -407,7 +417,8 @@ class SandboxInterpreter:
     @_callbacks
     def execute(self, code: str, variables: Optional[Dict[str, Any]] = None) -> Any:
         """Runs `code` with `variables` bound: FinalOutput when it called
-        SUBMIT, else what it printed (None when nothing)."""
+        SUBMIT, else its trailing expression's value when not None, else
+        what it printed (None when nothing)."""
         if not isinstance(code, str):
             raise CodeInterpreterError(f"code must be a str, not {type(code).__name__}")
         if variables is not None and not isinstance(variables, dict):
@@ -446,7 +457,9 @@ class SandboxInterpreter:
             return FinalOutput(fields)
         printed = _printed(cell)
         if cell.status == "ok":
-            return printed or None
+            if cell.value is not None:
+                return cell.value.json if cell.value.has_json else cell.value.repr
+            return printed.rstrip("\n") or None
         if cell.status == "error" and _ends_in_syntax_error(cell.stderr):
             raise SyntaxError(f"Invalid Python syntax:\n{printed.rstrip()}")
         if cell.status == "error":
@@ -632,13 +645,15 @@ class SandboxInterpreter:
 
 
 def _output_names(fields: Optional[List[Dict[str, Any]]]) -> List[str]:
-    """SUBMIT's parameters: the output fields' names (RLM sets them),
-    else the reference's single `output`."""
-    names = [f.get("name") for f in fields or [] if isinstance(f, dict)]
+    """SUBMIT's parameters: the output fields' names (RLM sets them);
+    None means the reference's single `output`, [] none at all."""
+    if fields is None:
+        return ["output"]
+    names = [f.get("name") for f in fields if isinstance(f, dict)]
     for name in names:
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise CodeInterpreterError(f"output field name {name!r} is not a Python identifier")
-    return cast(List[str], names) or ["output"]
+    return cast(List[str], names)
 
 
 def _pack(lines: List[str]) -> List[str]:

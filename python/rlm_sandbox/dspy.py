@@ -12,9 +12,11 @@ reference PythonInterpreter and LocalInterpreter) maps onto a session:
 - Tools are read at call time, so no tool is fixed at the start and a new
   one never needs a restart. The session declares a single host tool
   (`HOST_TOOL`); before each step the sandbox gets, for every entry of
-  `tools`, a function with that tool's own signature (defaults included:
-  an argument left out is left out on the host, which applies its
-  default) that calls `tools[name](**kwargs)` here. A host exception is a
+  `tools`, a function with that tool's own signature (checked there:
+  a wrong call is the code's TypeError) that calls `tools[name](*args,
+  **kwargs)` here with the arguments as the code gave them, through
+  `invoke_tool(name, args, kwargs)` as LocalInterpreter (its callbacks
+  see the same inputs); a default is the host's. A host exception is a
   RuntimeError in the code, as in DSPy's interpreters; names starting
   with `_` (the facade's `__dspy_call__`) work like any other.
 - `llm_query`/`llm_query_batched` are the sandbox's own functions: each
@@ -98,6 +100,8 @@ _CONTEXT_N = re.compile(r"context_[0-9]+\Z")
 # Session settings that would answer llm_query without DSPy's tools.
 _REFUSED_SETTINGS = frozenset({"llm_command", "llm_endpoint", "llm_model", "llm_api_key_env"})
 _SETTINGS = (SESSION | {"binary", "env"}) - _REFUSED_SETTINGS
+# SandboxInterpreter's own arguments (LocalInterpreter's, `timeout` aside).
+_CONSTRUCTOR_ARGS = frozenset({"tools", "output_fields", "callbacks", "execution_timeout"})
 
 # The sandbox's side (python/rlm_sandbox/_dspy_sandbox.py), sent as source.
 _SUPPORT_SOURCE = (Path(__file__).with_name("_dspy_sandbox.py")).read_text(encoding="utf-8")
@@ -189,26 +193,28 @@ def _unchanged(sent: Optional[_Sent], value: Any) -> bool:
 # -- tools -------------------------------------------------------------------
 
 _KIND_NAMES = {
-    inspect.Parameter.POSITIONAL_ONLY: "positional",
+    inspect.Parameter.POSITIONAL_ONLY: "positional_only",
     inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
+    inspect.Parameter.VAR_POSITIONAL: "var_positional",
     inspect.Parameter.KEYWORD_ONLY: "keyword",
     inspect.Parameter.VAR_KEYWORD: "var_keyword",
 }
+# The key under which the sandbox's tool function sends the arguments
+# given by position: not an identifier, so no keyword argument takes it.
+POSITIONAL_KEY = "*args"
 
 
 def _tool_params(fn: Callable[..., Any]) -> List[List[Any]]:
     """[name, kind, has a default] per parameter, for the sandbox's
-    function. *args cannot be sent by keyword and is left out; a
-    signature that cannot be read takes any keyword."""
+    function; a signature that cannot be read takes any arguments."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
-        return [["kwargs", "var_keyword", False]]
+        return [["args", "var_positional", False], ["kwargs", "var_keyword", False]]
     params = []
     for p in signature.parameters.values():
-        if p.kind in _KIND_NAMES:
-            has_default = p.default is not inspect.Parameter.empty and p.kind != inspect.Parameter.VAR_KEYWORD
-            params.append([p.name, _KIND_NAMES[p.kind], has_default])
+        variadic = p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        params.append([p.name, _KIND_NAMES[p.kind], p.default is not inspect.Parameter.empty and not variadic])
     return params
 
 
@@ -314,9 +320,18 @@ class SandboxInterpreter:
         output_fields: Optional[List[Dict[str, Any]]] = None,
         *,
         callbacks: Optional[List[Any]] = None,
+        execution_timeout: Optional[float] = None,
         **settings: Any,
     ) -> None:
         _check_settings(settings)
+        _check_constructor_args(tools or {}, output_fields)
+        if execution_timeout is not None:
+            # LocalInterpreter's name for the per-step limit (`timeout`).
+            if execution_timeout <= 0:
+                raise ValueError("execution_timeout must be positive or None")
+            if settings.get("timeout") is not None:
+                raise TypeError("SandboxInterpreter takes timeout or execution_timeout, not both")
+            settings["timeout"] = execution_timeout
         self.tools: Dict[str, Callable[..., Any]] = dict(tools) if tools else {}
         # Copied, as LocalInterpreter does: a factory's list is not shared.
         self.output_fields = None if output_fields is None else [dict(f) for f in output_fields]
@@ -339,8 +354,10 @@ class SandboxInterpreter:
     @classmethod
     def factory(cls, **settings: Any) -> Callable[[], "SandboxInterpreter"]:
         """A zero-argument factory for `interpreter_factory=` that keeps
-        `execution_instructions` (a lambda would lose them)."""
-        _check_settings(settings)
+        `execution_instructions` (a lambda would lose them). Takes the
+        constructor's arguments too (tools, output_fields, callbacks,
+        execution_timeout); each interpreter copies them."""
+        _check_settings({k: v for k, v in settings.items() if k not in _CONSTRUCTOR_ARGS})
         made = functools.partial(cls, **settings)
         setattr(made, "execution_instructions", cls.execution_instructions)
         return made
@@ -609,19 +626,23 @@ class SandboxInterpreter:
     # -- the host side of the sandbox's calls ----------------------------------
 
     @_callbacks
-    def invoke_tool(self, tool_name: str, kwargs: Dict[str, Any]) -> Any:
-        """One host tool, by keyword, as DSPy's interpreters call it."""
+    def invoke_tool(self, tool_name: str, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+        """One host tool, called as the code called it, as LocalInterpreter
+        calls it (the same signature, which its callbacks see)."""
         fn = self.tools.get(tool_name)
         if fn is None:
             raise CodeInterpreterError(f"Unknown tool: {tool_name}")
-        result = fn(**kwargs)
+        result = fn(*args, **kwargs)
         # An async tool: a call thread has no running loop of its own.
-        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+        return asyncio.run(_awaited(result)) if inspect.isawaitable(result) else result
 
     def _in_caller_context(self, name: str, kwargs: Dict[str, Any]) -> Any:
         """A tool in the context `execute` was called in (a copy per call:
         calls of a batch run at once)."""
-        return self._call_context.copy().run(self.invoke_tool, name, kwargs)
+        args = kwargs.pop(POSITIONAL_KEY, [])
+        if not isinstance(args, list):
+            raise CodeInterpreterError(f"{name}(): the sandbox sent positional arguments that are not a list")
+        return self._call_context.copy().run(self.invoke_tool, name, args, kwargs)
 
     def _answer_query(self, prompt: str, model: Optional[str]) -> str:
         """One prompt of the sandbox's llm_query*: DSPy's llm_query (its
@@ -642,6 +663,10 @@ class SandboxInterpreter:
             return {"value": _tool_result(self._in_caller_context(name, kwargs))}
         except BaseException as e:  # the code sees it as RuntimeError; the session goes on
             return {"error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__}
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 def _output_names(fields: Optional[List[Dict[str, Any]]]) -> List[str]:
@@ -671,6 +696,29 @@ def _pack(lines: List[str]) -> List[str]:
     if current:
         cells.append("\n".join(current))
     return cells
+
+
+def _check_constructor_args(tools: Dict[str, Any], output_fields: Optional[List[Dict[str, Any]]]) -> None:
+    """What LocalInterpreter refuses when it is made (ValueError): tool
+    names that are not identifiers or are SUBMIT; output fields without
+    unique identifier names, or that are not JSON."""
+    invalid = [
+        n for n in tools
+        if not isinstance(n, str) or not n.isidentifier() or keyword.iskeyword(n) or n in ("SUBMIT", "__builtins__")
+    ]
+    if invalid:
+        raise ValueError(f"tool names must be non-reserved Python identifiers; invalid names: {invalid!r}")
+    if output_fields is None:
+        return
+    names = [f.get("name") if isinstance(f, dict) else None for f in output_fields]
+    if any(not isinstance(n, str) or not n.isidentifier() or keyword.iskeyword(n) for n in names):
+        raise ValueError(f"output field names must be non-keyword Python identifiers, not {names!r}")
+    if len(names) != len(set(names)):
+        raise ValueError(f"output field names must be unique: {names!r}")
+    try:
+        json.dumps(output_fields, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"output fields must be JSON-compatible: {e}") from e
 
 
 def _check_settings(settings: Dict[str, Any]) -> None:

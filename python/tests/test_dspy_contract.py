@@ -280,3 +280,63 @@ def test_a_flex_program_gives_local_interpreter_s_result_and_holds_no_interprete
     assert results["sandbox"] == results["local"] == (
         {"answer": "BLUE (4 words)"}, {"answer": "GREEN (2 words)"},
     )
+
+
+# -- differences found by comparing the two, beyond the issue's list ---------------------------------------------
+
+
+class ToolCalls(dspy.utils.callback.BaseCallback):
+    """Records what DSPy's interpreter callbacks see of each tool call."""
+
+    def __init__(self) -> None:
+        self.inputs: List[Dict[str, Any]] = []
+
+    def on_interpreter_tool_call_start(self, call_id: str, instance: Any, inputs: Dict[str, Any]) -> None:
+        self.inputs.append(dict(inputs))
+
+
+def test_tools_get_their_arguments_as_the_code_gave_them(kinds: Dict[str, Factory]) -> None:
+    def join(first: str, /, *rest: str, sep: str = "-") -> str:
+        return sep.join([first, *rest])
+
+    async def total(*numbers: int) -> int:
+        return sum(numbers)
+
+    def lookup(key: str, default: str = "none") -> str:
+        return {"a": "apple"}.get(key, default)
+
+    steps = [
+        "join('a', 'b', 'c')",
+        "join('a', sep='+')",
+        "join('x', 'y', sep='')",
+        "total(1, 2, 3)",
+        "lookup('a')",
+        "lookup(key='z', default='?')",
+    ]
+    results, seen = {}, {}
+    for name, make in kinds.items():
+        recorder = ToolCalls()
+        with make(tools={"join": join, "total": total, "lookup": lookup}, callbacks=[recorder]) as interp:
+            results[name] = [outcome(interp, code) for code in steps]
+        seen[name] = recorder.inputs
+    assert results["local"] == results["sandbox"] == ["a-b-c", "a", "xy", 6, "apple", "?"]
+    # Callbacks see the same call: tool_name, args (by position), kwargs.
+    assert seen["local"] == seen["sandbox"]
+    assert seen["sandbox"][4] == {"tool_name": "lookup", "args": ["a"], "kwargs": {}}
+
+
+def test_constructor_arguments_as_local_interpreter_takes_them(kinds: Dict[str, Factory]) -> None:
+    for name, make in kinds.items():
+        for tools in ({"SUBMIT": print}, {"not valid": print}, {"class": print}):
+            with pytest.raises(ValueError, match="tool names"):
+                make(tools=tools)
+        for fields in ([{"name": "a"}, {"name": "a"}], [{"name": "1x"}], [{"name": "a", "type": float("nan")}]):
+            with pytest.raises(ValueError, match="output field"):
+                make(output_fields=fields)
+        with pytest.raises(ValueError, match="execution_timeout"):
+            make(execution_timeout=0)
+    # LocalInterpreter's per-step limit under its own name.
+    with kinds["sandbox"](execution_timeout=2) as interp:
+        with pytest.raises(CodeExecutionError, match=r"time limit \(2"):
+            interp.execute("while True:\n    pass")
+        assert interp.execute("'alive'") == "alive"

@@ -32,7 +32,9 @@ reference PythonInterpreter and LocalInterpreter) maps onto a session:
   position or by name, all required.
   It stores them as the cell's final answer and raises a BaseException
   (not an Exception: `except Exception` cannot swallow it), so it ends
-  the code; `execute` returns `FinalOutput(fields)`. The sandbox resets
+  the code; `execute` returns `FinalOutput(fields)`. Code that catches
+  it anyway (a bare `except:`) goes on and submits nothing, as in
+  LocalInterpreter. The sandbox resets
   its answer after every cell: an old SUBMIT never ends a later step.
 - Inputs are sent once: a value already sent (same name, same JSON) is
   not sent again, but every step binds each input name to the value DSPy
@@ -258,9 +260,19 @@ def _ends_in_syntax_error(stderr: str) -> bool:
     return bool(lines) and _SYNTAX_LINE.match(lines[-1]) is not None
 
 
-def _submission(final_answer: Optional[str]) -> Optional[Dict[str, Any]]:
-    """SUBMIT's fields, when the cell called it."""
+# The last line of the traceback of a SUBMIT that ended the code.
+_SUBMITTED_LINE = f"{_SUPPORT_MODULE}.Submitted: SUBMIT ends the step"
+
+
+def _submission(cell: Cell) -> Optional[Dict[str, Any]]:
+    """SUBMIT's fields, when the cell called it and SUBMIT ended it (as in
+    LocalInterpreter, code that catches SUBMIT's exception goes on and
+    submits nothing)."""
+    final_answer = cell.final_answer
     if final_answer is None or not final_answer.startswith(_SUBMIT_MARK):
+        return None
+    lines = cell.stderr.rstrip("\n").rsplit("\n", 1)
+    if cell.status != "error" or lines[-1] != _SUBMITTED_LINE:
         return None
     try:
         fields = json.loads(final_answer[len(_SUBMIT_MARK):])
@@ -469,7 +481,7 @@ class SandboxInterpreter:
 
     def _outcome(self, cell: Cell) -> Any:
         """A cell as DSPy's interpreters report it."""
-        fields = _submission(cell.final_answer)
+        fields = _submission(cell)
         if fields is not None:
             return FinalOutput(fields)
         printed = _printed(cell)
@@ -528,10 +540,11 @@ class SandboxInterpreter:
 
     def _check_name(self, name: Any, what: str) -> None:
         """A name the sandbox lets us bind: an identifier, none of its own
-        (answer, FINAL, llm_query, ...), no context_N, not SUBMIT."""
+        (answer, FINAL, llm_query, ...), no context_N, not SUBMIT or
+        __builtins__ (LocalInterpreter refuses both)."""
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise CodeInterpreterError(f"{what} name {name!r} is not a Python identifier")
-        if name == "SUBMIT" or name in self._sandbox_names or _CONTEXT_N.match(name):
+        if name in ("SUBMIT", "__builtins__") or name in self._sandbox_names or _CONTEXT_N.match(name):
             raise CodeInterpreterError(f"{what} name {name!r} is one of the sandbox's own names")
 
     def _send_inputs(self, variables: Dict[str, Any], ops: Dict[str, Any]) -> Tuple[List[str], Dict[str, _Sent]]:

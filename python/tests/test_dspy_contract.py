@@ -340,3 +340,26 @@ def test_constructor_arguments_as_local_interpreter_takes_them(kinds: Dict[str, 
         with pytest.raises(CodeExecutionError, match=r"time limit \(2"):
             interp.execute("while True:\n    pass")
         assert interp.execute("'alive'") == "alive"
+
+
+def test_a_submit_the_code_catches_submits_nothing(kinds: Dict[str, Factory]) -> None:
+    steps = [
+        "try:\n    SUBMIT(1)\nexcept:\n    print('caught')",
+        "try:\n    SUBMIT(2)\nexcept BaseException:\n    pass\n'went on'",
+        "try:\n    SUBMIT(3)\nexcept Exception:\n    pass",
+        "'no old submission'",
+    ]
+    results = on_both(kinds, steps)
+    assert results["local"] == results["sandbox"] == [
+        "caught", "went on", FinalOutput({"output": 3}), "no old submission",
+    ]
+
+
+def test_inputs_cannot_replace_the_interpreter_s_own_globals(kinds: Dict[str, Factory]) -> None:
+    for name, make in kinds.items():
+        with make(tools={"lookup": print}) as interp:
+            for bad in ({"__builtins__": 1}, {"SUBMIT": 1}, {"lookup": 1}, {"not valid": 1}):
+                with pytest.raises(CodeInterpreterError) as refused:
+                    interp.execute("print(1)", bad)
+                assert not isinstance(refused.value, CodeExecutionError), (name, bad)
+            assert interp.execute("print('builtins intact')") == "builtins intact", name

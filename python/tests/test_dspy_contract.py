@@ -363,3 +363,47 @@ def test_inputs_cannot_replace_the_interpreter_s_own_globals(kinds: Dict[str, Fa
                     interp.execute("print(1)", bad)
                 assert not isinstance(refused.value, CodeExecutionError), (name, bad)
             assert interp.execute("print('builtins intact')") == "builtins intact", name
+
+
+def test_program_of_thought_sees_the_code_s_value_as_on_local_interpreter(kinds: Dict[str, Factory]) -> None:
+    # ProgramOfThought turns a last assignment into a trailing expression
+    # and shows its value (JSON) to the answer step.
+    seen = {}
+    for name, make in kinds.items():
+        lm = DummyLM([
+            {"reasoning": "compute", "generated_code": "```python\nrows = [3, 4]\ntotal = {'sum': sum(rows) * 6}\n```"},
+            {"reasoning": "done", "answer": "42"},
+        ])
+        with dspy.context(lm=lm):
+            assert dspy.ProgramOfThought("question -> answer", interpreter_factory=make)(question="q").answer == "42"
+        prompt = lm.history[-1]["messages"][-1]["content"]
+        seen[name] = prompt.split("[[ ## code_output ## ]]\n", 1)[1].split("\n", 1)[0]
+    assert seen["local"] == seen["sandbox"] == '{"sum": 42}'
+
+
+def test_a_flex_baseline_with_tools_runs_its_rlm_on_the_same_backend(kinds: Dict[str, Factory]) -> None:
+    def lookup(key: str) -> str:
+        """Looks a key up."""
+        return {"sky": "blue"}.get(key, "?")
+
+    results = {}
+    for name, make in kinds.items():
+        made: List[Any] = []
+
+        def factory() -> Any:
+            made.append(make())
+            return made[-1]
+
+        # The baseline module builds dspy.RLM(tools=[lookup]) in the sandbox; its
+        # steps run in a second interpreter from the same factory.
+        lm = DummyLM([
+            {"reasoning": "look", "code": "```python\nv = lookup(key='sky')\nv.upper()\n```"},
+            {"reasoning": "submit", "code": "SUBMIT(answer=v)"},
+        ])
+        with dspy.context(lm=lm):
+            results[name] = dict(dspy.Flex("question -> answer", tools=[lookup], interpreter_factory=factory)(question="?"))
+        assert len(made) == 2, name
+        for interp in made:
+            with pytest.raises(CodeInterpreterError):
+                interp.execute("1")
+    assert results["local"] == results["sandbox"] == {"answer": "blue"}

@@ -65,21 +65,30 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 import inspect
 import json
 import keyword
 import re
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Tuple, TypeVar, cast
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 from dspy.utils.callback import with_callbacks
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from ._dspy_boundary import (
+    POSITIONAL_KEY,
+    Input,
+    Sent,
+    awaited,
+    check_constructor_args,
+    param_names,
+    prepare_input,
+    tool_params,
+    tool_result,
+    unchanged,
+)
 from .errors import SandboxError
 from .options import SESSION
 from .results import Cell
@@ -135,109 +144,6 @@ def _support_call(function: str, *args: str) -> str:
     user's globals); arguments are str literals."""
     arguments = (["globals()"] if function == "apply" else []) + [repr(a) for a in args]
     return f"__import__({_SUPPORT_MODULE!r}).{function}({', '.join(arguments)})"
-
-
-# -- inputs ------------------------------------------------------------------
-
-
-@dataclass
-class _Input:
-    """An input as it travels: its JSON form, text and fingerprint."""
-
-    value: Any
-    jsonable: Any
-    text: str
-    digest: str
-
-    @property
-    def size(self) -> int:
-        """Bytes of its context file (text for a str, JSON otherwise)."""
-        body = self.jsonable if isinstance(self.jsonable, str) else self.text
-        return len(body.encode("utf-8", "surrogatepass"))
-
-    @property
-    def fits_a_file(self) -> bool:
-        return isinstance(self.jsonable, (str, dict, list))
-
-
-@dataclass
-class _Sent:
-    """What the sandbox holds for an input name: its fingerprint, the
-    value object (an immutable one is not serialized again), and the
-    context file it came in, if any."""
-
-    digest: str
-    value: Any
-    context: Optional[int] = None
-
-
-_IMMUTABLE = (str, bytes, int, float, bool, type(None))
-
-
-def _prepare_input(name: str, value: Any) -> _Input:
-    """An input as JSON, as the reference PythonInterpreter converts it
-    (pydantic, dataclasses, tuples and sets become JSON; anything else
-    is an error, not its str())."""
-    try:
-        jsonable = to_jsonable_python(value)
-        text = json.dumps(jsonable, ensure_ascii=False)
-    except (PydanticSerializationError, TypeError, ValueError) as e:
-        raise CodeInterpreterError(f"input {name!r}: a {type(value).__name__} cannot be sent as JSON ({e})") from None
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return _Input(value, jsonable, text, digest)
-
-
-def _unchanged(sent: Optional[_Sent], value: Any) -> bool:
-    """The same immutable object as last time: no need to serialize it."""
-    return sent is not None and isinstance(value, _IMMUTABLE) and value is sent.value
-
-
-# -- tools -------------------------------------------------------------------
-
-_KIND_NAMES = {
-    inspect.Parameter.POSITIONAL_ONLY: "positional_only",
-    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
-    inspect.Parameter.VAR_POSITIONAL: "var_positional",
-    inspect.Parameter.KEYWORD_ONLY: "keyword",
-    inspect.Parameter.VAR_KEYWORD: "var_keyword",
-}
-# The key under which the sandbox's tool function sends the arguments
-# given by position: not an identifier, so no keyword argument takes it.
-POSITIONAL_KEY = "*args"
-
-
-def _tool_params(fn: Callable[..., Any]) -> List[List[Any]]:
-    """[name, kind, has a default] per parameter, for the sandbox's
-    function; a signature that cannot be read takes any arguments."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return [["args", "var_positional", False], ["kwargs", "var_keyword", False]]
-    params = []
-    for p in signature.parameters.values():
-        variadic = p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        params.append([p.name, _KIND_NAMES[p.kind], p.default is not inspect.Parameter.empty and not variadic])
-    return params
-
-
-def _tool_result(value: Any) -> Any:
-    """A tool's value as JSON, converted as the reference does; str() of
-    what has no JSON form (NaN included: the protocol refuses it)."""
-    try:
-        value = to_jsonable_python(value)
-        json.dumps(value, allow_nan=False)
-        return value
-    except (PydanticSerializationError, TypeError, ValueError):
-        return str(value)
-
-
-def _param_names(fn: Callable[..., Any]) -> List[str]:
-    """The parameters `fn` takes by name (DSPy calls llm_query(prompt=))."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 # -- cells -------------------------------------------------------------------
@@ -336,7 +242,7 @@ class SandboxInterpreter:
         **settings: Any,
     ) -> None:
         _check_settings(settings)
-        _check_constructor_args(tools or {}, output_fields)
+        check_constructor_args(tools or {}, output_fields)
         if execution_timeout is not None:
             # LocalInterpreter's name for the per-step limit (`timeout`).
             if execution_timeout <= 0:
@@ -360,7 +266,7 @@ class SandboxInterpreter:
         self._sandbox_names: FrozenSet[str] = frozenset()
         self._submit_names: Optional[List[str]] = None
         self._tool_specs: Optional[Dict[str, List[List[Any]]]] = None
-        self._sent: Dict[str, _Sent] = {}
+        self._sent: Dict[str, Sent] = {}
         self._contexts = 0
 
     @classmethod
@@ -535,7 +441,7 @@ class SandboxInterpreter:
             self._check_name(name, "tool")
             if name in _CONTEXT_ALIASES or name in variables:
                 raise CodeInterpreterError(f"tool name {name!r} clashes with an input or a sandbox name")
-            specs[name] = _tool_params(fn)
+            specs[name] = tool_params(fn)
         return specs
 
     def _check_name(self, name: Any, what: str) -> None:
@@ -547,19 +453,19 @@ class SandboxInterpreter:
         if name in ("SUBMIT", "__builtins__") or name in self._sandbox_names or _CONTEXT_N.match(name):
             raise CodeInterpreterError(f"{what} name {name!r} is one of the sandbox's own names")
 
-    def _send_inputs(self, variables: Dict[str, Any], ops: Dict[str, Any]) -> Tuple[List[str], Dict[str, _Sent]]:
+    def _send_inputs(self, variables: Dict[str, Any], ops: Dict[str, Any]) -> Tuple[List[str], Dict[str, Sent]]:
         """Adds context files for large changed inputs (`context` first)
         and returns the code lines for small changed ones, with what the
         sandbox holds once they ran; `ops` gets the file-borne inputs and
         the names to bind."""
         for name in variables:
             self._check_name(name, "input")
-        changed: Dict[str, _Input] = {}
+        changed: Dict[str, Input] = {}
         for name, value in variables.items():
             sent = self._sent.get(name)
-            if _unchanged(sent, value):
+            if unchanged(sent, value):
                 continue
-            prepared = _prepare_input(name, value)
+            prepared = prepare_input(name, value)
             if sent is None or sent.digest != prepared.digest:
                 changed[name] = prepared
         large = [n for n, p in changed.items() if p.size > INLINE_BYTES and p.fits_a_file]
@@ -567,12 +473,12 @@ class SandboxInterpreter:
         for name in files:
             # Recorded at once: the file is in the sandbox whatever follows.
             prepared = changed[name]
-            self._sent[name] = _Sent(prepared.digest, prepared.value, self._add_file(name, prepared))
+            self._sent[name] = Sent(prepared.digest, prepared.value, self._add_file(name, prepared))
         lines, pending = [], {}
         for name, prepared in changed.items():
             if name not in files:
                 lines.append(_support_call("put_json", name, json.dumps(prepared.jsonable)))
-                pending[name] = _Sent(prepared.digest, prepared.value)
+                pending[name] = Sent(prepared.digest, prepared.value)
         from_files = {}
         for name in variables:
             sent = self._sent.get(name)
@@ -584,7 +490,7 @@ class SandboxInterpreter:
             ops["bind"] = list(variables)
         return lines, pending
 
-    def _order_files(self, files: List[str], variables: Dict[str, Any], changed: Dict[str, _Input]) -> List[str]:
+    def _order_files(self, files: List[str], variables: Dict[str, Any], changed: Dict[str, Input]) -> List[str]:
         """Once the sandbox has a context file, its `context` is the first
         file's value and `ctx` the first file, restored after every cell:
         an input named `context` must be that file, one named `ctx`
@@ -603,7 +509,7 @@ class SandboxInterpreter:
                 "the input 'context' cannot change once the sandbox has context files: its `context` is the first "
                 "file's value; use a new SandboxInterpreter"
             )
-        prepared = changed.get("context") or _prepare_input("context", variables["context"])
+        prepared = changed.get("context") or prepare_input("context", variables["context"])
         if not prepared.fits_a_file:
             raise CodeInterpreterError(
                 "the input 'context' must be a str, dict or list when another input is large: the sandbox's "
@@ -612,7 +518,7 @@ class SandboxInterpreter:
         changed["context"] = prepared
         return ["context"] + [n for n in files if n != "context"]
 
-    def _add_file(self, name: str, prepared: _Input) -> int:
+    def _add_file(self, name: str, prepared: Input) -> int:
         """Sends one input as a context file; its index."""
         assert self._session is not None
         limit = int(self._session.ready.get("limits", {}).get("max_load_bytes") or 0)
@@ -647,7 +553,7 @@ class SandboxInterpreter:
             raise CodeInterpreterError(f"Unknown tool: {tool_name}")
         result = fn(*args, **kwargs)
         # An async tool: a call thread has no running loop of its own.
-        return asyncio.run(_awaited(result)) if inspect.isawaitable(result) else result
+        return asyncio.run(awaited(result)) if inspect.isawaitable(result) else result
 
     def _in_caller_context(self, name: str, kwargs: Dict[str, Any]) -> Any:
         """A tool in the context `execute` was called in (a copy per call:
@@ -663,7 +569,7 @@ class SandboxInterpreter:
         fn = self.tools.get("llm_query")
         if fn is None:
             raise CodeInterpreterError("no llm_query tool is registered (dspy.RLM registers one)")
-        params = _param_names(fn)
+        params = param_names(fn)
         kwargs: Dict[str, Any] = {params[0] if params else "prompt": prompt}
         if model is not None and "model" in params[1:]:
             kwargs["model"] = model
@@ -673,13 +579,9 @@ class SandboxInterpreter:
     def _answer_tool(self, name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         """One call of a sandbox tool function: {"value"} or {"error"}."""
         try:
-            return {"value": _tool_result(self._in_caller_context(name, kwargs))}
+            return {"value": tool_result(self._in_caller_context(name, kwargs))}
         except BaseException as e:  # the code sees it as RuntimeError; the session goes on
             return {"error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__}
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _output_names(fields: Optional[List[Dict[str, Any]]]) -> List[str]:
@@ -709,29 +611,6 @@ def _pack(lines: List[str]) -> List[str]:
     if current:
         cells.append("\n".join(current))
     return cells
-
-
-def _check_constructor_args(tools: Dict[str, Any], output_fields: Optional[List[Dict[str, Any]]]) -> None:
-    """What LocalInterpreter refuses when it is made (ValueError): tool
-    names that are not identifiers or are SUBMIT; output fields without
-    unique identifier names, or that are not JSON."""
-    invalid = [
-        n for n in tools
-        if not isinstance(n, str) or not n.isidentifier() or keyword.iskeyword(n) or n in ("SUBMIT", "__builtins__")
-    ]
-    if invalid:
-        raise ValueError(f"tool names must be non-reserved Python identifiers; invalid names: {invalid!r}")
-    if output_fields is None:
-        return
-    names = [f.get("name") if isinstance(f, dict) else None for f in output_fields]
-    if any(not isinstance(n, str) or not n.isidentifier() or keyword.iskeyword(n) for n in names):
-        raise ValueError(f"output field names must be non-keyword Python identifiers, not {names!r}")
-    if len(names) != len(set(names)):
-        raise ValueError(f"output field names must be unique: {names!r}")
-    try:
-        json.dumps(output_fields, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"output fields must be JSON-compatible: {e}") from e
 
 
 def _check_settings(settings: Dict[str, Any]) -> None:

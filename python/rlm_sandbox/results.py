@@ -17,10 +17,11 @@ JSON = Union[None, bool, int, float, str, List[Any], Dict[str, Any]]
 class CellValue:
     """The value of a cell's trailing expression, when not None (as a
     notebook's execute result or DSPy's interpreters report it; never
-    printed): `repr` (cut to 64 KiB, `truncated` then), and `json`, the
-    value as JSON data when it has a JSON form (json.dumps with
-    allow_nan=False; tuples as lists, keys as strings) that crossed the
-    sandbox's frame and the egress filter, else None. Both have passed the
+    printed): `repr` (cut to 64 KiB, or a huge container's first items:
+    `truncated` then), and `json`, the value as JSON data when it has a
+    JSON form (json.dumps with allow_nan=False; tuples as lists, keys as
+    strings) of at most 1 MiB with 64-bit integers, that passed the
+    egress filter, else None. Both have passed the
     egress filter: a secret or an echo of a context in the value leaves
     `json` None and the repr redacted."""
 

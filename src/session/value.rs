@@ -22,11 +22,12 @@ pub const WITHHELD: &str = "[value withheld by the egress filter]";
 pub struct CellValue {
     /// `repr()` of the value, at most [`MAX_VALUE_REPR`] bytes.
     pub repr: String,
-    /// The repr was cut at [`MAX_VALUE_REPR`].
+    /// The repr was cut at [`MAX_VALUE_REPR`] (or shortened: a huge
+    /// container's repr shows its first items).
     pub truncated: bool,
     /// Its JSON form (`json.dumps` with `allow_nan=False` succeeds), or
-    /// null when it has none that fits the frame, is at most 64 levels deep
-    /// and has only 64-bit integers.
+    /// null when it has none of at most 1 MiB, 64 levels deep, with only
+    /// 64-bit integers.
     pub json: Option<serde_json::Value>,
 }
 

@@ -24,6 +24,7 @@ from .namespace import (
     format_user_exception,
     is_true,
     make_tool,
+    MAX_VALUE_JSON,
     MAX_VALUE_REPR,
     MISSING,
     new_answer,
@@ -292,7 +293,7 @@ class Agent:
             exec(compiled, self.globals)
             value = None if last is None else eval(last, self.globals)
             if value is not None:
-                budget = self.channel.max_frame - FRAME_SLACK - 2 * MAX_VALUE_REPR
+                budget = min(MAX_VALUE_JSON, self.channel.max_frame - FRAME_SLACK - 2 * MAX_VALUE_REPR)
                 self.value = describe_value(value, budget)
         except BaseException as e:
             self.interrupts.leave()

@@ -3,8 +3,10 @@ frames, values shown back to the host, tool functions."""
 
 import ast
 import builtins
+import collections
 import json
 import keyword
+import reprlib
 import sys
 import traceback
 import types
@@ -90,6 +92,10 @@ def bounded_repr(value: Any, max_bytes: int) -> tuple[str, bool]:
 
 #: The most of a trailing expression's repr that `done` carries (UTF-8 bytes).
 MAX_VALUE_REPR = 64 << 10
+#: The largest JSON form a value gets (bytes): larger values (rare for
+#: what a step returns) send only their repr, and a cell that ends in a
+#: big variable (rlms's REPL, which never shows it) costs little.
+MAX_VALUE_JSON = 1 << 20
 #: Deeper nesting has no JSON form in `done` (the host's parser stops at 128 levels).
 MAX_VALUE_DEPTH = 64
 #: Integers outside this range have no JSON form in `done` (the host reads 64-bit integers exactly).
@@ -115,10 +121,62 @@ def describe_value(value: Any, json_limit: int) -> dict[str, Any]:
     json.dumps with allow_nan=False), else null. User code (__repr__,
     mapping subclasses) may run; its failure never fails the cell."""
     try:
-        text, cut = bounded_repr(value, MAX_VALUE_REPR)
+        text, cut = value_repr(value, MAX_VALUE_REPR)
     except Exception as e:
         text, cut = "<%s object: its repr raised %s>" % (type(value).__name__, type(e).__name__), False
     return {"repr": text, "truncated": cut, "json": json_form(value, json_limit)}
+
+
+#: The repr of a value too big to repr whole: sequences and mappings cut
+#: to their first items, as a notebook's display cuts them.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 8
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 1000
+_SHORT.maxfrozenset = _SHORT.maxdeque = _SHORT.maxarray = 1000
+_SHORT.maxstring = _SHORT.maxother = MAX_VALUE_REPR
+_SHORT.maxlong = 4000
+
+
+def value_repr(value: Any, max_bytes: int) -> tuple[str, bool]:
+    """bounded_repr, except that a value of builtin containers holding
+    more than about 4 * max_bytes gets a shortened repr (reprlib's, first
+    items then `...`; marked cut) instead of one as big as the value:
+    a trailing `context` or a list of a million rows costs little. rlms's
+    REPL never computes this repr, so it must stay cheap."""
+    if _exceeds(value, 4 * max_bytes):
+        data = _SHORT.repr(value).encode("utf-8", "replace")
+        return data[:max_bytes].decode("utf-8", "ignore"), True
+    return bounded_repr(value, max_bytes)
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict, collections.deque)
+
+
+def _exceeds(value: Any, budget: int) -> bool:
+    """Whether builtin containers in `value` hold more than `budget`
+    (items and str/bytes lengths); stops as soon as they do. A str or
+    bytes alone never counts: bounded_repr cuts it before its repr."""
+    if not isinstance(value, _CONTAINERS):
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes, bytearray)):
+            budget -= len(item)
+        elif isinstance(item, dict):
+            budget -= len(item)
+            if budget >= 0:
+                stack.extend(dict.keys(item))
+                stack.extend(dict.values(item))
+        elif isinstance(item, _CONTAINERS):
+            budget -= len(item)
+            if budget >= 0:
+                stack.extend(item)
+        else:
+            budget -= 8
+        if budget < 0:
+            return True
+    return False
 
 
 def json_form(value: Any, limit: int) -> Any:
@@ -138,33 +196,41 @@ def json_form(value: Any, limit: int) -> Any:
 
 
 def _fits_json(value: Any, limit: int) -> bool:
-    """Whether `value` may have a JSON form of at most about `limit`
-    bytes, no deeper than MAX_VALUE_DEPTH, with 64-bit integers; stops
-    as soon as the budget is spent (json.dumps has the last word)."""
+    """Whether `value` may have a JSON form of at most `limit` bytes, no
+    deeper than MAX_VALUE_DEPTH, with 64-bit integers. Each item is
+    charged the least JSON could take for it and items are visited
+    lazily, so the walk stops within about `limit` items however big the
+    value is (json.dumps has the last word on the real size)."""
     budget = limit
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[Any] = [iter((value,))]
     while stack:
-        item, depth = stack.pop()
-        if depth > MAX_VALUE_DEPTH:
+        item = next(stack[-1], MISSING)
+        if item is MISSING:
+            stack.pop()
+            continue
+        if len(stack) > MAX_VALUE_DEPTH + 1:
             return False
         if isinstance(item, str):
-            budget -= len(item) + 2
+            budget -= len(item) + 3
         elif item is None or isinstance(item, (bool, float)):
-            budget -= 24
+            budget -= 4
         elif isinstance(item, int):
             if not _INT_MIN <= item < _INT_END:
                 return False
-            budget -= 20
-        elif isinstance(item, (list, tuple)):
-            budget -= len(item) + 2
-            if budget >= 0:
-                stack.extend((x, depth + 1) for x in item)
+            budget -= 2
+        elif isinstance(item, list):
+            budget -= 2
+            stack.append(list.__iter__(item))
+        elif isinstance(item, tuple):
+            budget -= 2
+            stack.append(tuple.__iter__(item))
         elif isinstance(item, dict):
-            budget -= 4 * len(item) + 2
-            if budget >= 0:
-                for key, x in item.items():
-                    budget -= len(key) if isinstance(key, str) else 24
-                    stack.append((x, depth + 1))
+            budget -= 2
+            for key in dict.keys(item):
+                budget -= len(key) + 4 if isinstance(key, str) else 5
+                if budget < 0:
+                    return False
+            stack.append(iter(dict.values(item)))
         else:
             return False
         if budget < 0:

@@ -20,10 +20,10 @@ class CellValue:
     printed): `repr` (cut to 64 KiB, or a huge container's first items:
     `truncated` then), and `json`, the value as JSON data when it has a
     JSON form (json.dumps with allow_nan=False; tuples as lists, keys as
-    strings) of at most 1 MiB with 64-bit integers, that passed the
-    egress filter, else None. Both have passed the
-    egress filter: a secret or an echo of a context in the value leaves
-    `json` None and the repr redacted."""
+    strings) of at most 1 MiB with 64-bit integers, else None. Both
+    have passed the egress filter: a secret or an echo of a context is
+    redacted in the repr and in the JSON form's strings (the JSON form is
+    None when it cannot be redacted in place)."""
 
     repr: str
     truncated: bool = False

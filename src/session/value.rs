@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::capture::CapturedStream;
-use crate::egress::{ContextEchoIndex, EgressFilter, Finding, Policy, Stream};
+use crate::egress::{ContextEchoIndex, EgressFilter, FilteredStream, Finding, Policy, Stream};
 
 /// Longest `repr` the agent may send (UTF-8 bytes); the agent cuts it there.
 pub const MAX_VALUE_REPR: usize = 64 << 10;
@@ -43,11 +43,14 @@ impl CellValue {
         Ok(())
     }
 
-    /// The value as it may leave: the repr filtered as output is (stream
-    /// `value`); the JSON form released only when the filter acted on
-    /// nothing in it (its text and each of its strings, raw, are scanned),
-    /// else null, and the repr too is withheld if its own scan found
-    /// nothing (the findings then have the span `[0, 0]`).
+    /// The value as it may leave. The repr is filtered as output is
+    /// (stream `value`). In the JSON form each string is filtered as text
+    /// (so a redaction stays valid JSON, as in printed output); the form
+    /// is then withheld (null) if the filter still acts on its whole text
+    /// (what spans several strings, short strings) or on a key. When the
+    /// JSON form had a finding its repr did not show (the two escape text
+    /// differently), the repr is withheld too; those findings have the
+    /// span `[0, 0]`.
     pub fn filter(
         self,
         egress: &EgressFilter,
@@ -61,22 +64,20 @@ impl CellValue {
             };
             egress.filter_with_contexts(Stream::Value, captured, extra)
         };
-        let acts = |findings: &[Finding]| findings.iter().any(|f| f.action != Policy::Warn);
         let repr = scan(self.repr);
         let mut findings = repr.findings;
-        let mut json = self.json;
         let mut text = repr.text;
-        if let Some(value) = &json {
-            let mut strings = serde_json::to_string(value).unwrap_or_default();
-            collect_strings(value, &mut strings);
-            let found = scan(strings).findings;
-            if acts(&found) {
-                json = None;
-                if !acts(&findings) {
-                    text = WITHHELD.to_string();
-                    findings.extend(found.into_iter().map(|f| Finding { span: [0, 0], ..f }));
-                }
-            }
+        let mut in_json = Vec::new();
+        let json = self.json.and_then(|mut value| {
+            let keys_clean = redact_strings(&mut value, &scan, &mut in_json);
+            let whole = scan(serde_json::to_string(&value).unwrap_or_default()).findings;
+            let release = keys_clean && !acts(&whole);
+            in_json.extend(whole);
+            release.then_some(value)
+        });
+        if acts(&in_json) && !acts(&findings) {
+            text = WITHHELD.to_string();
+            findings.extend(in_json.into_iter().map(|f| Finding { span: [0, 0], ..f }));
         }
         let value = CellValue {
             repr: text,
@@ -87,26 +88,51 @@ impl CellValue {
     }
 }
 
-/// Appends every string of `value` (keys too) to `out`, one per line,
-/// unescaped: an echo of a multi-line context is seen as it would print.
-fn collect_strings(value: &serde_json::Value, out: &mut String) {
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        match v {
-            serde_json::Value::String(s) => {
-                out.push('\n');
-                out.push_str(s);
-            }
-            serde_json::Value::Array(items) => stack.extend(items),
-            serde_json::Value::Object(map) => {
-                for (key, item) in map {
-                    out.push('\n');
-                    out.push_str(key);
-                    stack.push(item);
-                }
-            }
-            _ => {}
+/// Strings shorter than this are left to the scan of the whole JSON text
+/// (no secret or echo the filter redacts in place is that short).
+const MIN_SCANNED_STRING: usize = 16;
+
+/// Whether the filter acts on any of `findings` (under `warn` it only reports).
+fn acts(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.action != Policy::Warn)
+}
+
+/// Filters every string value of `value` in place (the filtered text
+/// replaces it), adding the findings to `found`; false when the filter
+/// acts on a key (a key cannot be redacted in place).
+fn redact_strings(
+    value: &mut serde_json::Value,
+    scan: &impl Fn(String) -> FilteredStream,
+    found: &mut Vec<Finding>,
+) -> bool {
+    match value {
+        serde_json::Value::String(s) if s.len() >= MIN_SCANNED_STRING => {
+            let filtered = scan(std::mem::take(s));
+            *s = filtered.text;
+            found.extend(filtered.findings);
+            true
         }
+        serde_json::Value::Array(items) => {
+            // Every item, even after a dirty one: each is redacted.
+            let mut clean = true;
+            for item in items {
+                clean &= redact_strings(item, scan, found);
+            }
+            clean
+        }
+        serde_json::Value::Object(map) => {
+            let mut clean = true;
+            for (key, item) in map.iter_mut() {
+                if key.len() >= MIN_SCANNED_STRING {
+                    let filtered = scan(key.clone());
+                    clean &= !acts(&filtered.findings);
+                    found.extend(filtered.findings);
+                }
+                clean &= redact_strings(item, scan, found);
+            }
+            clean
+        }
+        _ => true,
     }
 }
 
@@ -139,10 +165,16 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_is_redacted_in_the_repr_and_the_json_withheld() {
-        let v = value(&format!("{{'key': '{KEY}'}}"), json!({"key": KEY}));
+    fn a_secret_is_redacted_in_the_repr_and_in_its_json_string() {
+        let v = value(
+            &format!("{{'key': 'id {KEY}'}}"),
+            json!({"key": format!("id {KEY}")}),
+        );
         let (out, findings) = v.filter(&filter(), &[]);
-        assert_eq!(out.json, None);
+        assert_eq!(
+            out.json,
+            Some(json!({"key": "id [REDACTED:aws_access_key_id]"}))
+        );
         assert!(
             !out.repr.contains(KEY) && out.repr.contains("[REDACTED:"),
             "{}",
@@ -155,13 +187,23 @@ mod tests {
     }
 
     #[test]
-    fn a_finding_only_in_the_json_form_withholds_both() {
+    fn a_finding_only_in_the_json_form_withholds_the_repr() {
         // The JSON form holds a secret the repr does not show (a hostile
-        // agent may send anything): nothing of the value leaves.
-        let v = value("'harmless'", json!([KEY]));
+        // agent may send anything): the repr does not leave.
+        let v = value("'harmless'", json!([format!("key {KEY}")]));
         let (out, findings) = v.filter(&filter(), &[]);
-        assert_eq!((out.repr.as_str(), out.json), (WITHHELD, None));
+        assert_eq!(out.repr, WITHHELD);
+        assert_eq!(out.json, Some(json!(["key [REDACTED:aws_access_key_id]"])));
         assert!(!findings.is_empty() && findings.iter().all(|f| f.span == [0, 0]));
+    }
+
+    #[test]
+    fn a_finding_in_a_key_withholds_the_json() {
+        // A key cannot be redacted in place: the JSON form does not leave.
+        let in_key = value("'x'", json!({ format!("key {KEY}"): 1 }));
+        let (out, findings) = in_key.filter(&filter(), &[]);
+        assert_eq!((out.json, out.repr.as_str()), (None, WITHHELD));
+        assert!(!findings.is_empty());
     }
 
     #[test]

@@ -44,13 +44,14 @@ impl CellValue {
     }
 
     /// The value as it may leave. The repr is filtered as output is
-    /// (stream `value`). In the JSON form each string is filtered as text
-    /// (so a redaction stays valid JSON, as in printed output); the form
-    /// is then withheld (null) if the filter still acts on its whole text
-    /// (what spans several strings, short strings) or on a key. When the
-    /// JSON form had a finding its repr did not show (the two escape text
-    /// differently), the repr is withheld too; those findings have the
-    /// span `[0, 0]`.
+    /// (stream `value`). The JSON form is scanned as its text and its
+    /// strings as they would print (escaping hides an echo of multi-line
+    /// text); when the filter acts on it, each string is filtered as text
+    /// in place (a redaction stays valid JSON, as in printed output) and
+    /// the form is withheld (null) if the filter still acts on the result
+    /// (what spans several strings) or acted on a key. When the JSON form
+    /// had a finding its repr did not show, the repr is withheld too;
+    /// those findings have the span `[0, 0]`.
     pub fn filter(
         self,
         egress: &EgressFilter,
@@ -69,10 +70,14 @@ impl CellValue {
         let mut text = repr.text;
         let mut in_json = Vec::new();
         let json = self.json.and_then(|mut value| {
+            let first = scan(printable(&value)).findings;
+            if !acts(&first) {
+                return Some(value);
+            }
             let keys_clean = redact_strings(&mut value, &scan, &mut in_json);
-            let whole = scan(serde_json::to_string(&value).unwrap_or_default()).findings;
-            let release = keys_clean && !acts(&whole);
-            in_json.extend(whole);
+            let again = scan(printable(&value)).findings;
+            let release = keys_clean && !acts(&again);
+            in_json.extend(first);
             release.then_some(value)
         });
         if acts(&in_json) && !acts(&findings) {
@@ -88,9 +93,34 @@ impl CellValue {
     }
 }
 
-/// Strings shorter than this are left to the scan of the whole JSON text
-/// (no secret or echo the filter redacts in place is that short).
+/// Strings shorter than this are not redacted one by one: the scan of
+/// them all (`printable`) decides whether the JSON form may leave.
 const MIN_SCANNED_STRING: usize = 16;
+
+/// What the filter scans of a JSON form: its text, then each of its
+/// strings (keys too), in order, on a line of its own, unescaped.
+fn printable(value: &serde_json::Value) -> String {
+    fn strings(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push('\n');
+                out.push_str(s);
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| strings(item, out)),
+            serde_json::Value::Object(map) => {
+                for (key, item) in map {
+                    out.push('\n');
+                    out.push_str(key);
+                    strings(item, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = serde_json::to_string(value).unwrap_or_default();
+    strings(value, &mut out);
+    out
+}
 
 /// Whether the filter acts on any of `findings` (under `warn` it only reports).
 fn acts(findings: &[Finding]) -> bool {
@@ -204,6 +234,32 @@ mod tests {
         let (out, findings) = in_key.filter(&filter(), &[]);
         assert_eq!((out.json, out.repr.as_str()), (None, WITHHELD));
         assert!(!findings.is_empty());
+    }
+
+    #[test]
+    fn an_echo_hidden_by_escaping_is_found_in_the_strings() {
+        // Short lines: the escaped JSON text and the repr hide the echo
+        // (`\n` between the lines); the strings as they print do not.
+        let lines: Vec<String> = (0..300)
+            .map(|i| {
+                ["alpha beta", "gamma delta", "eps zeta", "eta theta"][i % 4].to_string()
+                    + &i.to_string()
+            })
+            .collect();
+        let context = lines.join("\n");
+        let cfg = EgressConfig::default();
+        let egress = EgressFilter::new(cfg.clone())
+            .unwrap()
+            .with_context(ContextEchoIndex::build(context.as_bytes(), &cfg.echo));
+        let whole = value(&format!("{context:?}"), json!(context));
+        let (out, findings) = whole.filter(&egress, &[]);
+        assert!(!findings.is_empty());
+        assert!(!out.json.unwrap().as_str().unwrap().contains("gamma delta1"));
+        assert!(!out.repr.contains("gamma delta1"), "{}", out.repr);
+        // The lines as a list: no string is an echo alone, all of them are.
+        let list = value("[...]", json!(lines));
+        let (out, _) = list.filter(&egress, &[]);
+        assert_eq!((out.json, out.repr.as_str()), (None, WITHHELD));
     }
 
     #[test]

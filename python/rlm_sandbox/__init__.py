@@ -5,11 +5,12 @@ drop-in environments `rlm_sandbox.rlms` and `rlm_sandbox.dspy`."""
 from .binary import find_binary
 from .errors import ProtocolError, SandboxError, SandboxUnavailable, SessionDead
 from .oneshot import run
-from .results import Cell, Result
+from .results import Cell, CellValue, Result
 from .session import RuntimeFallbackWarning, Session
 
 __all__ = [
     "Cell",
+    "CellValue",
     "ProtocolError",
     "Result",
     "RuntimeFallbackWarning",

@@ -9,7 +9,15 @@ import inspect
 import json
 
 _P = inspect.Parameter
-_KINDS = {"positional": _P.POSITIONAL_OR_KEYWORD, "keyword": _P.KEYWORD_ONLY, "var_keyword": _P.VAR_KEYWORD}
+_KINDS = {
+    "positional_only": _P.POSITIONAL_ONLY,
+    "positional": _P.POSITIONAL_OR_KEYWORD,
+    "var_positional": _P.VAR_POSITIONAL,
+    "keyword": _P.KEYWORD_ONLY,
+    "var_keyword": _P.VAR_KEYWORD,
+}
+#: rlm_sandbox.dspy.POSITIONAL_KEY: the arguments given by position.
+POSITIONAL_KEY = "*args"
 MARK = None
 inputs = {}
 bound_tools = {}
@@ -97,15 +105,16 @@ def _make_tool(name, params):
     signature = inspect.Signature([
         _P(p, _KINDS[kind], default=_HOST_DEFAULT if has_default else _P.empty) for p, kind, has_default in params
     ])
-    spread = [p for p, kind, _ in params if kind == "var_keyword"]
 
     def tool(*args, **kwargs):
         try:
-            arguments = dict(signature.bind(*args, **kwargs).arguments)
+            signature.bind(*args, **kwargs)
         except TypeError as e:
             raise TypeError("%s%s: %s" % (name, signature, e)) from None
-        for p in spread:
-            arguments.update(arguments.pop(p, {}))
+        # Sent as called (LocalInterpreter's host calls tools[name](*args, **kwargs)).
+        arguments = dict(kwargs)
+        if args:
+            arguments[POSITIONAL_KEY] = list(args)
         return _call(name, arguments)
 
     tool.__name__ = tool.__qualname__ = name

@@ -12,9 +12,11 @@ reference PythonInterpreter and LocalInterpreter) maps onto a session:
 - Tools are read at call time, so no tool is fixed at the start and a new
   one never needs a restart. The session declares a single host tool
   (`HOST_TOOL`); before each step the sandbox gets, for every entry of
-  `tools`, a function with that tool's own signature (defaults included:
-  an argument left out is left out on the host, which applies its
-  default) that calls `tools[name](**kwargs)` here. A host exception is a
+  `tools`, a function with that tool's own signature (checked there:
+  a wrong call is the code's TypeError) that calls `tools[name](*args,
+  **kwargs)` here with the arguments as the code gave them, through
+  `invoke_tool(name, args, kwargs)` as LocalInterpreter (its callbacks
+  see the same inputs); a default is the host's. A host exception is a
   RuntimeError in the code, as in DSPy's interpreters; names starting
   with `_` (the facade's `__dspy_call__`) work like any other.
 - `llm_query`/`llm_query_batched` are the sandbox's own functions: each
@@ -26,10 +28,13 @@ reference PythonInterpreter and LocalInterpreter) maps onto a session:
 - Host calls run in the caller's `contextvars` context (copied when
   `execute` starts), so `dspy.context(lm=...)` reaches them.
 - `SUBMIT(...)` takes the output fields (`output_fields`, which RLM sets;
-  `SUBMIT(output)` without them), by position or by name, all required.
+  `SUBMIT(output)` when they are None, `SUBMIT()` when they are []), by
+  position or by name, all required.
   It stores them as the cell's final answer and raises a BaseException
   (not an Exception: `except Exception` cannot swallow it), so it ends
-  the code; `execute` returns `FinalOutput(fields)`. The sandbox resets
+  the code; `execute` returns `FinalOutput(fields)`. Code that catches
+  it anyway (a bare `except:`) goes on and submits nothing, as in
+  LocalInterpreter. The sandbox resets
   its answer after every cell: an old SUBMIT never ends a later step.
 - Inputs are sent once: a value already sent (same name, same JSON) is
   not sent again, but every step binds each input name to the value DSPy
@@ -42,12 +47,17 @@ reference PythonInterpreter and LocalInterpreter) maps onto a session:
   `context` is sent first, as a file; an input named `ctx` then clashes.
   Contexts are checked by the session's egress filter: output
   reproducing much of a file-borne input is redacted.
-- Results: the printed output (stdout, then stderr), None when nothing
-  was printed. An exception in the code is CodeExecutionError with its
-  traceback, a SyntaxError (or subclass) is SyntaxError, a cell past its
-  timeout or output limit is CodeExecutionError (the sandbox lives on).
-  A sandbox that ended (out of memory, killed) is CodeInterpreterError,
-  as is every later call: never a silent restart.
+- Results, as LocalInterpreter returns them: the value of the code's
+  trailing expression when it is not None (its JSON form, or its repr
+  when it has none: the session's `Cell.value`), else the printed output
+  (stdout, then stderr) without its trailing newlines, None when nothing
+  was printed. So `dspy.Flex`'s driver, whose last line is
+  `json.dumps(prediction fields)`, gets its result. An exception in the
+  code is CodeExecutionError with its traceback, a SyntaxError (or
+  subclass) is SyntaxError, a cell past its timeout or output limit is
+  CodeExecutionError (the sandbox lives on, where LocalInterpreter ends
+  its worker). A sandbox that ended (out of memory, killed) is
+  CodeInterpreterError, as is every later call: never a silent restart.
 """
 
 from __future__ import annotations
@@ -55,21 +65,30 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 import inspect
 import json
 import keyword
 import re
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Tuple, TypeVar, cast
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 from dspy.utils.callback import with_callbacks
-from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from ._dspy_boundary import (
+    POSITIONAL_KEY,
+    Input,
+    Sent,
+    awaited,
+    check_constructor_args,
+    param_names,
+    prepare_input,
+    tool_params,
+    tool_result,
+    unchanged,
+)
 from .errors import SandboxError
 from .options import SESSION
 from .results import Cell
@@ -92,6 +111,8 @@ _CONTEXT_N = re.compile(r"context_[0-9]+\Z")
 # Session settings that would answer llm_query without DSPy's tools.
 _REFUSED_SETTINGS = frozenset({"llm_command", "llm_endpoint", "llm_model", "llm_api_key_env"})
 _SETTINGS = (SESSION | {"binary", "env"}) - _REFUSED_SETTINGS
+# SandboxInterpreter's own arguments (LocalInterpreter's, `timeout` aside).
+_CONSTRUCTOR_ARGS = frozenset({"tools", "output_fields", "callbacks", "execution_timeout"})
 
 # The sandbox's side (python/rlm_sandbox/_dspy_sandbox.py), sent as source.
 _SUPPORT_SOURCE = (Path(__file__).with_name("_dspy_sandbox.py")).read_text(encoding="utf-8")
@@ -125,114 +146,14 @@ def _support_call(function: str, *args: str) -> str:
     return f"__import__({_SUPPORT_MODULE!r}).{function}({', '.join(arguments)})"
 
 
-# -- inputs ------------------------------------------------------------------
-
-
-@dataclass
-class _Input:
-    """An input as it travels: its JSON form, text and fingerprint."""
-
-    value: Any
-    jsonable: Any
-    text: str
-    digest: str
-
-    @property
-    def size(self) -> int:
-        """Bytes of its context file (text for a str, JSON otherwise)."""
-        body = self.jsonable if isinstance(self.jsonable, str) else self.text
-        return len(body.encode("utf-8", "surrogatepass"))
-
-    @property
-    def fits_a_file(self) -> bool:
-        return isinstance(self.jsonable, (str, dict, list))
-
-
-@dataclass
-class _Sent:
-    """What the sandbox holds for an input name: its fingerprint, the
-    value object (an immutable one is not serialized again), and the
-    context file it came in, if any."""
-
-    digest: str
-    value: Any
-    context: Optional[int] = None
-
-
-_IMMUTABLE = (str, bytes, int, float, bool, type(None))
-
-
-def _prepare_input(name: str, value: Any) -> _Input:
-    """An input as JSON, as the reference PythonInterpreter converts it
-    (pydantic, dataclasses, tuples and sets become JSON; anything else
-    is an error, not its str())."""
-    try:
-        jsonable = to_jsonable_python(value)
-        text = json.dumps(jsonable, ensure_ascii=False)
-    except (PydanticSerializationError, TypeError, ValueError) as e:
-        raise CodeInterpreterError(f"input {name!r}: a {type(value).__name__} cannot be sent as JSON ({e})") from None
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return _Input(value, jsonable, text, digest)
-
-
-def _unchanged(sent: Optional[_Sent], value: Any) -> bool:
-    """The same immutable object as last time: no need to serialize it."""
-    return sent is not None and isinstance(value, _IMMUTABLE) and value is sent.value
-
-
-# -- tools -------------------------------------------------------------------
-
-_KIND_NAMES = {
-    inspect.Parameter.POSITIONAL_ONLY: "positional",
-    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
-    inspect.Parameter.KEYWORD_ONLY: "keyword",
-    inspect.Parameter.VAR_KEYWORD: "var_keyword",
-}
-
-
-def _tool_params(fn: Callable[..., Any]) -> List[List[Any]]:
-    """[name, kind, has a default] per parameter, for the sandbox's
-    function. *args cannot be sent by keyword and is left out; a
-    signature that cannot be read takes any keyword."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return [["kwargs", "var_keyword", False]]
-    params = []
-    for p in signature.parameters.values():
-        if p.kind in _KIND_NAMES:
-            has_default = p.default is not inspect.Parameter.empty and p.kind != inspect.Parameter.VAR_KEYWORD
-            params.append([p.name, _KIND_NAMES[p.kind], has_default])
-    return params
-
-
-def _tool_result(value: Any) -> Any:
-    """A tool's value as JSON, converted as the reference does; str() of
-    what has no JSON form (NaN included: the protocol refuses it)."""
-    try:
-        value = to_jsonable_python(value)
-        json.dumps(value, allow_nan=False)
-        return value
-    except (PydanticSerializationError, TypeError, ValueError):
-        return str(value)
-
-
-def _param_names(fn: Callable[..., Any]) -> List[str]:
-    """The parameters `fn` takes by name (DSPy calls llm_query(prompt=))."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
 # -- cells -------------------------------------------------------------------
 
 _SYNTAX_LINE = re.compile(r"(SyntaxError|IndentationError|TabError)(:|$)")
 
 
 def _printed(cell: Cell) -> str:
-    """What the cell printed: stdout, then stderr."""
+    """What the cell printed: stdout, then stderr (LocalInterpreter sends
+    both to one file)."""
     if cell.stdout and cell.stderr and not cell.stdout.endswith("\n"):
         return cell.stdout + "\n" + cell.stderr
     return cell.stdout + cell.stderr
@@ -245,9 +166,19 @@ def _ends_in_syntax_error(stderr: str) -> bool:
     return bool(lines) and _SYNTAX_LINE.match(lines[-1]) is not None
 
 
-def _submission(final_answer: Optional[str]) -> Optional[Dict[str, Any]]:
-    """SUBMIT's fields, when the cell called it."""
+# The last line of the traceback of a SUBMIT that ended the code.
+_SUBMITTED_LINE = f"{_SUPPORT_MODULE}.Submitted: SUBMIT ends the step"
+
+
+def _submission(cell: Cell) -> Optional[Dict[str, Any]]:
+    """SUBMIT's fields, when the cell called it and SUBMIT ended it (as in
+    LocalInterpreter, code that catches SUBMIT's exception goes on and
+    submits nothing)."""
+    final_answer = cell.final_answer
     if final_answer is None or not final_answer.startswith(_SUBMIT_MARK):
+        return None
+    lines = cell.stderr.rstrip("\n").rsplit("\n", 1)
+    if cell.status != "error" or lines[-1] != _SUBMITTED_LINE:
         return None
     try:
         fields = json.loads(final_answer[len(_SUBMIT_MARK):])
@@ -307,11 +238,21 @@ class SandboxInterpreter:
         output_fields: Optional[List[Dict[str, Any]]] = None,
         *,
         callbacks: Optional[List[Any]] = None,
+        execution_timeout: Optional[float] = None,
         **settings: Any,
     ) -> None:
         _check_settings(settings)
+        check_constructor_args(tools or {}, output_fields)
+        if execution_timeout is not None:
+            # LocalInterpreter's name for the per-step limit (`timeout`).
+            if execution_timeout <= 0:
+                raise ValueError("execution_timeout must be positive or None")
+            if settings.get("timeout") is not None:
+                raise TypeError("SandboxInterpreter takes timeout or execution_timeout, not both")
+            settings["timeout"] = execution_timeout
         self.tools: Dict[str, Callable[..., Any]] = dict(tools) if tools else {}
-        self.output_fields = output_fields
+        # Copied, as LocalInterpreter does: a factory's list is not shared.
+        self.output_fields = None if output_fields is None else [dict(f) for f in output_fields]
         self.callbacks = list(callbacks or [])
         self._settings = settings
         self._session: Optional[Session] = None
@@ -325,14 +266,16 @@ class SandboxInterpreter:
         self._sandbox_names: FrozenSet[str] = frozenset()
         self._submit_names: Optional[List[str]] = None
         self._tool_specs: Optional[Dict[str, List[List[Any]]]] = None
-        self._sent: Dict[str, _Sent] = {}
+        self._sent: Dict[str, Sent] = {}
         self._contexts = 0
 
     @classmethod
     def factory(cls, **settings: Any) -> Callable[[], "SandboxInterpreter"]:
         """A zero-argument factory for `interpreter_factory=` that keeps
-        `execution_instructions` (a lambda would lose them)."""
-        _check_settings(settings)
+        `execution_instructions` (a lambda would lose them). Takes the
+        constructor's arguments too (tools, output_fields, callbacks,
+        execution_timeout); each interpreter copies them."""
+        _check_settings({k: v for k, v in settings.items() if k not in _CONSTRUCTOR_ARGS})
         made = functools.partial(cls, **settings)
         setattr(made, "execution_instructions", cls.execution_instructions)
         return made
@@ -380,6 +323,8 @@ class SandboxInterpreter:
             session.close()
 
     def __enter__(self) -> "SandboxInterpreter":
+        """Starts the sandbox, as LocalInterpreter's `with` does."""
+        self.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -407,7 +352,8 @@ class SandboxInterpreter:
     @_callbacks
     def execute(self, code: str, variables: Optional[Dict[str, Any]] = None) -> Any:
         """Runs `code` with `variables` bound: FinalOutput when it called
-        SUBMIT, else what it printed (None when nothing)."""
+        SUBMIT, else its trailing expression's value when not None, else
+        what it printed (None when nothing)."""
         if not isinstance(code, str):
             raise CodeInterpreterError(f"code must be a str, not {type(code).__name__}")
         if variables is not None and not isinstance(variables, dict):
@@ -441,12 +387,14 @@ class SandboxInterpreter:
 
     def _outcome(self, cell: Cell) -> Any:
         """A cell as DSPy's interpreters report it."""
-        fields = _submission(cell.final_answer)
+        fields = _submission(cell)
         if fields is not None:
             return FinalOutput(fields)
         printed = _printed(cell)
         if cell.status == "ok":
-            return printed or None
+            if cell.value is not None:
+                return cell.value.json if cell.value.has_json else cell.value.repr
+            return printed.rstrip("\n") or None
         if cell.status == "error" and _ends_in_syntax_error(cell.stderr):
             raise SyntaxError(f"Invalid Python syntax:\n{printed.rstrip()}")
         if cell.status == "error":
@@ -493,30 +441,31 @@ class SandboxInterpreter:
             self._check_name(name, "tool")
             if name in _CONTEXT_ALIASES or name in variables:
                 raise CodeInterpreterError(f"tool name {name!r} clashes with an input or a sandbox name")
-            specs[name] = _tool_params(fn)
+            specs[name] = tool_params(fn)
         return specs
 
     def _check_name(self, name: Any, what: str) -> None:
         """A name the sandbox lets us bind: an identifier, none of its own
-        (answer, FINAL, llm_query, ...), no context_N, not SUBMIT."""
+        (answer, FINAL, llm_query, ...), no context_N, not SUBMIT or
+        __builtins__ (LocalInterpreter refuses both)."""
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise CodeInterpreterError(f"{what} name {name!r} is not a Python identifier")
-        if name == "SUBMIT" or name in self._sandbox_names or _CONTEXT_N.match(name):
+        if name in ("SUBMIT", "__builtins__") or name in self._sandbox_names or _CONTEXT_N.match(name):
             raise CodeInterpreterError(f"{what} name {name!r} is one of the sandbox's own names")
 
-    def _send_inputs(self, variables: Dict[str, Any], ops: Dict[str, Any]) -> Tuple[List[str], Dict[str, _Sent]]:
+    def _send_inputs(self, variables: Dict[str, Any], ops: Dict[str, Any]) -> Tuple[List[str], Dict[str, Sent]]:
         """Adds context files for large changed inputs (`context` first)
         and returns the code lines for small changed ones, with what the
         sandbox holds once they ran; `ops` gets the file-borne inputs and
         the names to bind."""
         for name in variables:
             self._check_name(name, "input")
-        changed: Dict[str, _Input] = {}
+        changed: Dict[str, Input] = {}
         for name, value in variables.items():
             sent = self._sent.get(name)
-            if _unchanged(sent, value):
+            if unchanged(sent, value):
                 continue
-            prepared = _prepare_input(name, value)
+            prepared = prepare_input(name, value)
             if sent is None or sent.digest != prepared.digest:
                 changed[name] = prepared
         large = [n for n, p in changed.items() if p.size > INLINE_BYTES and p.fits_a_file]
@@ -524,12 +473,12 @@ class SandboxInterpreter:
         for name in files:
             # Recorded at once: the file is in the sandbox whatever follows.
             prepared = changed[name]
-            self._sent[name] = _Sent(prepared.digest, prepared.value, self._add_file(name, prepared))
+            self._sent[name] = Sent(prepared.digest, prepared.value, self._add_file(name, prepared))
         lines, pending = [], {}
         for name, prepared in changed.items():
             if name not in files:
                 lines.append(_support_call("put_json", name, json.dumps(prepared.jsonable)))
-                pending[name] = _Sent(prepared.digest, prepared.value)
+                pending[name] = Sent(prepared.digest, prepared.value)
         from_files = {}
         for name in variables:
             sent = self._sent.get(name)
@@ -541,7 +490,7 @@ class SandboxInterpreter:
             ops["bind"] = list(variables)
         return lines, pending
 
-    def _order_files(self, files: List[str], variables: Dict[str, Any], changed: Dict[str, _Input]) -> List[str]:
+    def _order_files(self, files: List[str], variables: Dict[str, Any], changed: Dict[str, Input]) -> List[str]:
         """Once the sandbox has a context file, its `context` is the first
         file's value and `ctx` the first file, restored after every cell:
         an input named `context` must be that file, one named `ctx`
@@ -560,7 +509,7 @@ class SandboxInterpreter:
                 "the input 'context' cannot change once the sandbox has context files: its `context` is the first "
                 "file's value; use a new SandboxInterpreter"
             )
-        prepared = changed.get("context") or _prepare_input("context", variables["context"])
+        prepared = changed.get("context") or prepare_input("context", variables["context"])
         if not prepared.fits_a_file:
             raise CodeInterpreterError(
                 "the input 'context' must be a str, dict or list when another input is large: the sandbox's "
@@ -569,7 +518,7 @@ class SandboxInterpreter:
         changed["context"] = prepared
         return ["context"] + [n for n in files if n != "context"]
 
-    def _add_file(self, name: str, prepared: _Input) -> int:
+    def _add_file(self, name: str, prepared: Input) -> int:
         """Sends one input as a context file; its index."""
         assert self._session is not None
         limit = int(self._session.ready.get("limits", {}).get("max_load_bytes") or 0)
@@ -596,19 +545,23 @@ class SandboxInterpreter:
     # -- the host side of the sandbox's calls ----------------------------------
 
     @_callbacks
-    def invoke_tool(self, tool_name: str, kwargs: Dict[str, Any]) -> Any:
-        """One host tool, by keyword, as DSPy's interpreters call it."""
+    def invoke_tool(self, tool_name: str, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+        """One host tool, called as the code called it, as LocalInterpreter
+        calls it (the same signature, which its callbacks see)."""
         fn = self.tools.get(tool_name)
         if fn is None:
             raise CodeInterpreterError(f"Unknown tool: {tool_name}")
-        result = fn(**kwargs)
+        result = fn(*args, **kwargs)
         # An async tool: a call thread has no running loop of its own.
-        return asyncio.run(result) if asyncio.iscoroutine(result) else result
+        return asyncio.run(awaited(result)) if inspect.isawaitable(result) else result
 
     def _in_caller_context(self, name: str, kwargs: Dict[str, Any]) -> Any:
         """A tool in the context `execute` was called in (a copy per call:
         calls of a batch run at once)."""
-        return self._call_context.copy().run(self.invoke_tool, name, kwargs)
+        args = kwargs.pop(POSITIONAL_KEY, [])
+        if not isinstance(args, list):
+            raise CodeInterpreterError(f"{name}(): the sandbox sent positional arguments that are not a list")
+        return self._call_context.copy().run(self.invoke_tool, name, args, kwargs)
 
     def _answer_query(self, prompt: str, model: Optional[str]) -> str:
         """One prompt of the sandbox's llm_query*: DSPy's llm_query (its
@@ -616,7 +569,7 @@ class SandboxInterpreter:
         fn = self.tools.get("llm_query")
         if fn is None:
             raise CodeInterpreterError("no llm_query tool is registered (dspy.RLM registers one)")
-        params = _param_names(fn)
+        params = param_names(fn)
         kwargs: Dict[str, Any] = {params[0] if params else "prompt": prompt}
         if model is not None and "model" in params[1:]:
             kwargs["model"] = model
@@ -626,19 +579,21 @@ class SandboxInterpreter:
     def _answer_tool(self, name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         """One call of a sandbox tool function: {"value"} or {"error"}."""
         try:
-            return {"value": _tool_result(self._in_caller_context(name, kwargs))}
+            return {"value": tool_result(self._in_caller_context(name, kwargs))}
         except BaseException as e:  # the code sees it as RuntimeError; the session goes on
             return {"error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__}
 
 
 def _output_names(fields: Optional[List[Dict[str, Any]]]) -> List[str]:
-    """SUBMIT's parameters: the output fields' names (RLM sets them),
-    else the reference's single `output`."""
-    names = [f.get("name") for f in fields or [] if isinstance(f, dict)]
+    """SUBMIT's parameters: the output fields' names (RLM sets them);
+    None means the reference's single `output`, [] none at all."""
+    if fields is None:
+        return ["output"]
+    names = [f.get("name") for f in fields if isinstance(f, dict)]
     for name in names:
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise CodeInterpreterError(f"output field name {name!r} is not a Python identifier")
-    return cast(List[str], names) or ["output"]
+    return cast(List[str], names)
 
 
 def _pack(lines: List[str]) -> List[str]:

@@ -6,17 +6,50 @@ session protocol's `cell` object and the `run --json` result contract
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 JSONDict = Dict[str, Any]
+#: A value as JSON decodes it.
+JSON = Union[None, bool, int, float, str, List[Any], Dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CellValue:
+    """The value of a cell's trailing expression, when not None (as a
+    notebook's execute result or DSPy's interpreters report it; never
+    printed): `repr` (cut to 64 KiB, or a huge container's first items:
+    `truncated` then), and `json`, the value as JSON data when it has a
+    JSON form (json.dumps with allow_nan=False; tuples as lists, keys as
+    strings) of at most 1 MiB with 64-bit integers, else None. Both
+    have passed the egress filter: a secret or an echo of a context is
+    redacted in the repr and in the JSON form's strings (the JSON form is
+    None when it cannot be redacted in place)."""
+
+    repr: str
+    truncated: bool = False
+    json: JSON = None
+
+    @property
+    def has_json(self) -> bool:
+        """The value arrived in its JSON form (None is never a cell's value)."""
+        return self.json is not None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Optional["CellValue"]:
+        if obj is None:
+            return None
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("repr"), str):
+            raise ValueError(f"a cell value without a repr: {obj!r:.200}")
+        return cls(obj["repr"], obj.get("truncated") is True, obj.get("json"))
 
 
 @dataclass
 class Cell:
     """One `exec`: its status (ok, error, timeout, oom, killed,
-    output_limit, sandbox_error), filtered output, final answer and the
-    sub-calls it made (`calls`: one record per call, a batch being one,
-    in the order the calls were answered)."""
+    output_limit, sandbox_error), filtered output, final answer, the value
+    of its trailing expression (`value`, see CellValue) and the sub-calls
+    it made (`calls`: one record per call, a batch being one, in the order
+    the calls were answered)."""
 
     status: str
     stdout: str = ""
@@ -28,8 +61,10 @@ class Cell:
     duration_ms: Optional[float] = None
     interrupted: bool = False
     session_dead: bool = False
-    error: Optional[JSONDict] = None
+    #: Why the session died in this cell, when it did.
+    error: Optional[str] = None
     vars: Optional[List[JSONDict]] = None
+    value: Optional[CellValue] = None
     extra: JSONDict = field(default_factory=dict)
 
     @property
@@ -39,7 +74,9 @@ class Cell:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Cell":
-        return cls(**_fields(cls, obj, "cell"))
+        fields = _fields(cls, obj, "cell")
+        fields["value"] = CellValue.from_json(fields.get("value"))
+        return cls(**fields)
 
 
 @dataclass

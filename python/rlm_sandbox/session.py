@@ -181,7 +181,9 @@ class Session:
     def exec(self, code: str, timeout: Optional[float] = None, *, vars: bool = False) -> Cell:
         """Runs `code` in the REPL's globals; with `vars`, `Cell.vars` lists
         the globals afterwards (what `vars()` returns, without its round
-        trip). A killed or out-of-memory sandbox returns its Cell (status
+        trip). When the code ends in an expression whose value is not
+        None, `Cell.value` holds it (its repr and JSON form; nothing is
+        printed for it). A killed or out-of-memory sandbox returns its Cell (status
         oom, killed, ...) and every later call raises SessionDead."""
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")

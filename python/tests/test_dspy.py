@@ -70,7 +70,7 @@ def test_an_rlm_program_reaches_its_typed_outputs(settings: dict, state_dir: Pat
         result = rlm(context="alpha beta gamma")
     assert (result.answer, result.count) == ("ALPHA/mango", 3)
     assert isinstance(result.count, int)
-    assert result.trajectory[0]["output"] == "3 ALPHA mango\n"
+    assert result.trajectory[0]["output"] == "3 ALPHA mango"
     assert len(result.trajectory) == 2
     # RLM shut its interpreter down: nothing of the sandbox is left.
     assert len(made) == 1 and made[0].session is None
@@ -88,12 +88,12 @@ def test_submit_returns_every_output_field_and_ends_the_step(settings: dict) -> 
         # nothing after SUBMIT runs.
         swallow = "try:\n    SUBMIT('pos', 3)\nexcept Exception:\n    pass\nran_on = True"
         assert interp.execute(swallow) == FinalOutput({"answer": "pos", "count": 3})
-        assert interp.execute("print('ran_on' in globals())") == "False\n"
+        assert interp.execute("print('ran_on' in globals())") == "False"
         with pytest.raises(CodeExecutionError, match="missing a required argument: 'count'"):
             interp.execute("SUBMIT(answer='only one')")
         # An old SUBMIT never ends a later step, and FINAL (rlms' convention) is not SUBMIT.
-        assert interp.execute("print('next')") == "next\n"
-        assert interp.execute("FINAL('x')\nprint('final')") == "final\n"
+        assert interp.execute("print('next')") == "next"
+        assert interp.execute("FINAL('x')\nprint('final')") == "final"
         # Values JSON has no form for: a set is a sorted list, a tuple a list.
         assert interp.execute("SUBMIT(answer={3, 1, 2}, count=(1, 2))") == FinalOutput(
             {"answer": [1, 2, 3], "count": [1, 2]}
@@ -106,8 +106,8 @@ def test_submit_returns_every_output_field_and_ends_the_step(settings: dict) -> 
 def test_printed_output_and_code_errors(settings: dict) -> None:
     with SandboxInterpreter(timeout=3, **settings) as interp:
         assert interp.execute("x = 6 * 7") is None
-        assert interp.execute("print(x)") == "42\n"
-        assert interp.execute("import sys\nprint('out')\nprint('warn', file=sys.stderr)") == "out\nwarn\n"
+        assert interp.execute("print(x)") == "42"
+        assert interp.execute("import sys\nprint('out')\nprint('warn', file=sys.stderr)") == "out\nwarn"
         with pytest.raises(CodeExecutionError) as failed:
             interp.execute("print('before')\n1 / 0")
         text = str(failed.value)
@@ -118,7 +118,7 @@ def test_printed_output_and_code_errors(settings: dict) -> None:
         with pytest.raises(CodeExecutionError, match="time limit"):
             interp.execute("while True:\n    pass")
         # Code faults are recoverable: the state is still there.
-        assert interp.execute("print(x)") == "42\n"
+        assert interp.execute("print(x)") == "42"
 
 
 def test_a_dead_sandbox_is_a_code_interpreter_error_every_time(settings: dict, state_dir: Path) -> None:
@@ -150,24 +150,24 @@ def test_inputs_are_sent_once_and_bound_every_step(settings: dict) -> None:
         sent = _spy(interp.session)  # type: ignore[arg-type]
         variables: Dict[str, Any] = {"question": "How many apples?", "rows": [{"n": 1}, {"n": 2}], "limit": 3}
         step = "print(question, sum(r['n'] for r in rows), limit)"
-        assert interp.execute(step, variables) == "How many apples? 3 3\n"
+        assert interp.execute(step, variables) == "How many apples? 3 3"
         assert any("How many apples?" in code for code in sent["exec"])
         assert interp.execute("question = 'changed'\nlimit = None") is None
         sent["exec"].clear()
         # The same inputs again: not sent, yet bound again (DSPy's interpreters
         # assign every input at every step, so the code's change is undone).
-        assert interp.execute("print(question, limit)", variables) == "How many apples? 3\n"
+        assert interp.execute("print(question, limit)", variables) == "How many apples? 3"
         assert not any("apples" in code or '"n": 1' in code for code in sent["exec"])
         # A changed input is sent again, and only that one.
         variables["question"] = "And pears?"
         sent["exec"].clear()
-        assert interp.execute("print(question, len(rows))", variables) == "And pears? 2\n"
+        assert interp.execute("print(question, len(rows))", variables) == "And pears? 2"
         assert any("pears" in code for code in sent["exec"])
         assert not any('"n": 1' in code for code in sent["exec"])
         assert sent["add_context"] == []
         # Converted as DSPy's reference does; anything else is the host's error, not the code's.
         converted = {"point": Point(1, 2), "tags": {"b", "a"}, "pair": (1, 2)}
-        assert interp.execute("print(point, sorted(tags), pair)", converted) == "{'x': 1, 'y': 2} ['a', 'b'] [1, 2]\n"
+        assert interp.execute("print(point, sorted(tags), pair)", converted) == "{'x': 1, 'y': 2} ['a', 'b'] [1, 2]"
         for bad in ({"opaque": object()}, {"answer": 1}, {"llm_query": "x"}, {"context_0": "x"}, {"not valid": 1}):
             with pytest.raises(CodeInterpreterError) as refused:
                 interp.execute("print(1)", bad)
@@ -185,13 +185,13 @@ def test_large_inputs_arrive_as_context_files_once(settings: dict) -> None:
         # files, its own `context` is the first one's value.
         variables = {"context": "short", "doc": big, "table": table, "query": "q"}
         step = "print(len(doc), len(table), table[-1]['i'], context, query, [c.size for c in ctxs])"
-        expected = f"{len(big)} {len(table)} {len(table) - 1} short q [5, {len(big)}, {len(json.dumps(table))}]\n"
+        expected = f"{len(big)} {len(table)} {len(table) - 1} short q [5, {len(big)}, {len(json.dumps(table))}]"
         assert interp.execute(step, variables) == expected
         assert sent["add_context"] == ["short", big, table]
         assert all(len(code) < INLINE_BYTES for code in sent["exec"])
         # The code rebinds them; the next step restores them without sending them again.
         assert interp.execute("doc = 'x'\ncontext = 'y'\ntable = None") is None
-        assert interp.execute("print(len(doc), context, len(table))", variables) == f"{len(big)} short {len(table)}\n"
+        assert interp.execute("print(len(doc), context, len(table))", variables) == f"{len(big)} short {len(table)}"
         assert len(sent["add_context"]) == 3
         # The sandbox's `ctx` is its first file: an input of that name cannot be bound.
         with pytest.raises(CodeInterpreterError, match="ctx"):
@@ -200,7 +200,7 @@ def test_large_inputs_arrive_as_context_files_once(settings: dict) -> None:
 
 def test_tools_are_read_at_call_time(settings: dict) -> None:
     with SandboxInterpreter(tools={"double": lambda n: n * 2}, **settings) as interp:
-        assert interp.execute("print(double(21))") == "42\n"
+        assert interp.execute("print(double(21))") == "42"
 
         # Added after the start, as RLM adds its tools: a function with the
         # tool's signature; a default left out is the host's default.
@@ -208,7 +208,7 @@ def test_tools_are_read_at_call_time(settings: dict) -> None:
             return {"a": "apple"}.get(key, default)
 
         interp.tools["lookup"] = lookup
-        assert interp.execute("print(lookup('a'), lookup(key='z'), lookup('z', default='?'))") == "apple none ?\n"
+        assert interp.execute("print(lookup('a'), lookup(key='z'), lookup('z', default='?'))") == "apple none ?"
         with pytest.raises(CodeExecutionError, match="missing a required argument: 'key'"):
             interp.execute("lookup()")
 
@@ -217,12 +217,12 @@ def test_tools_are_read_at_call_time(settings: dict) -> None:
             raise ValueError("no such row")
 
         interp.tools["fail"] = fail
-        assert interp.execute("try:\n    fail()\nexcept RuntimeError as e:\n    print(e)") == "ValueError: no such row\n"
+        assert interp.execute("try:\n    fail()\nexcept RuntimeError as e:\n    print(e)") == "ValueError: no such row"
         # Replaced and removed in place; a private name works (DSPy's facade uses __dspy_call__).
         interp.tools["double"] = lambda n: n * 3
         del interp.tools["fail"]
         interp.tools["__dspy_probe__"] = lambda: {"ok": [1, 2]}
-        assert interp.execute("print(double(2), 'fail' in globals(), __dspy_probe__())") == "6 False {'ok': [1, 2]}\n"
+        assert interp.execute("print(double(2), 'fail' in globals(), __dspy_probe__())") == "6 False {'ok': [1, 2]}"
 
 
 def test_llm_query_is_answered_by_dspys_tool(settings: dict) -> None:
@@ -237,9 +237,9 @@ def test_llm_query_is_answered_by_dspys_tool(settings: dict) -> None:
     with SandboxInterpreter(tools={"llm_query": llm_query}, **settings) as interp:
         token = caller.set("rlm")  # dspy.context(lm=...) is a ContextVar like this one
         try:
-            assert interp.execute("print(llm_query('one'))") == "rlm:one\n"
+            assert interp.execute("print(llm_query('one'))") == "rlm:one"
             batched = "print(llm_query_batched(['together 1', 'together 2']))"
-            assert interp.execute(batched) == "['rlm:together 1', 'rlm:together 2']\n"
+            assert interp.execute(batched) == "['rlm:together 1', 'rlm:together 2']"
         finally:
             caller.reset(token)
 
@@ -248,7 +248,7 @@ def test_llm_query_is_answered_by_dspys_tool(settings: dict) -> None:
             raise RuntimeError("LLM call limit exceeded")
 
         interp.tools["llm_query"] = over_budget
-        assert interp.execute("print(llm_query('x'))") == "Error: RuntimeError: LLM call limit exceeded\n"
+        assert interp.execute("print(llm_query('x'))") == "Error: RuntimeError: LLM call limit exceeded"
 
 
 def test_the_sandbox_starts_lazily_and_leaves_nothing(settings: dict, state_dir: Path) -> None:
@@ -256,7 +256,7 @@ def test_the_sandbox_starts_lazily_and_leaves_nothing(settings: dict, state_dir:
     assert interp.session is None and interp.pid is None
     assert list(state_dir.iterdir()) == []
     with interp:
-        assert interp.execute("print('up')") == "up\n"
+        assert interp.execute("print('up')") == "up"
         pid = interp.pid
         assert pid is not None
         interp.start()  # idempotent
@@ -270,7 +270,7 @@ def test_the_sandbox_starts_lazily_and_leaves_nothing(settings: dict, state_dir:
 
 def test_a_dropped_interpreter_is_collected_with_its_sandbox(settings: dict, state_dir: Path) -> None:
     interp = SandboxInterpreter(tools={"one": lambda: 1}, **settings)
-    assert interp.execute("print(one())") == "1\n"
+    assert interp.execute("print(one())") == "1"
     pid = interp.pid
     assert pid is not None
     del interp

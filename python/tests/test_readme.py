@@ -28,17 +28,22 @@ def examples() -> List[str]:
 
 def test_the_section_has_an_example_for_each_integration() -> None:
     found = examples()
-    assert len(found) == 3, found
+    assert len(found) == 4, found
     assert "rlm_sandbox.Session(" in found[0]
     assert "rlm_sandbox.rlms.install()" in found[1]
-    assert "rlm_sandbox.dspy" in found[2]
+    assert "rlm_sandbox.dspy" in found[2] and "dspy.RLM(" in found[2]
+    assert "rlm_sandbox.dspy" in found[3] and "dspy.Flex(" in found[3]
 
 
 def _model(messages: List[Dict[str, Any]]) -> str:
-    """Plays the root model of an rlms RLM and the action step of a
+    """Plays the root model of an rlms RLM, the action step of a
     dspy.RLM (a system prompt: write code that asks a sub-model and
-    answers) and the sub-model (find the quoted word)."""
+    answers), the predictor of the dspy.Flex example and the sub-model
+    (find the quoted word)."""
     system = " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
+    quoted = re.search(r"'(\w+)'", user_text(messages))
+    if "[[ ## code_word ## ]]" in system and "[[ ## code ## ]]" not in system:  # the Flex module's Predict
+        return "[[ ## code_word ## ]]\n'%s'\n\n[[ ## completed ## ]]" % (quoted.group(1) if quoted else "none")
     if "[[ ## code ## ]]" in system:  # dspy.RLM's action step (ChatAdapter fields)
         return (
             "[[ ## reasoning ## ]]\nAsk the sub-model.\n\n[[ ## code ## ]]\n```python\n"
@@ -49,14 +54,14 @@ def _model(messages: List[Dict[str, Any]]) -> str:
             "```repl\nword = llm_query('Which word is the code word? ' + str(context))\n"
             "answer['content'] = word\nanswer['ready'] = True\n```"
         )
-    match = re.search(r"'(\w+)'", user_text(messages))
-    return match.group(1) if match else "no word"
+    return quoted.group(1) if quoted else "no word"
 
 
 EXPECTED = {
-    0: ["ok {'APPLES': '3', 'PEARS': '5'} 15 crates\n llm_query", "42"],
+    0: ["ok {'APPLES': '3', 'PEARS': '5'} 15 crates\n llm_query", "['apples', 'pears']", "42"],
     1: ["heron"],
     2: ["heron"],
+    3: ["heron True"],
 }
 
 

@@ -2,7 +2,17 @@
 //! arguments that would do nothing harmful even if the call were allowed,
 //! and prints one `RESULT name=ERRNO ...` line. `rlm-sandbox selftest` runs
 //! it as the sandbox's process (Python cannot reach these calls: ctypes is
-//! not in the rootfs). `getpid=ok` is the baseline: the probe ran.
+//! not in the rootfs). `getpid=ok` is the baseline: the probe ran. Some
+//! EPERMs are also what missing capabilities give (swapon, reboot, mount
+//! under gVisor): `selftest --controls` runs the probe under an allow-all
+//! seccomp profile to show which entries are the profile's (docs/SECURITY.md,
+//! "What proves what"). The order matters: once `unshare(CLONE_NEWUSER)` is
+//! allowed, later calls run with the new user namespace's capabilities.
+//!
+//! Last, it copies itself to /tmp and tries to execute the copy: /tmp is
+//! mounted `noexec`, so `tmp_exec=EACCES`; if the exec worked, the copy
+//! prints the line with `tmp_exec=ran` (the probe itself runs from the
+//! input directory, the one mount without `noexec`, for this reason).
 
 use std::ffi::CStr;
 
@@ -28,7 +38,39 @@ fn c(s: &CStr) -> libc::c_long {
     s.as_ptr() as libc::c_long
 }
 
+/// Where the copy of this program goes.
+const TMP_COPY: &str = "/tmp/rlm-probe-copy";
+/// The copy's first argument: print the line it is given and stop.
+const FROM_TMP: &str = "--executed-from-tmp";
+
+/// Writes a copy of this program to /tmp and executes it with `line`:
+/// returns only if the exec failed, with its errno's name (or what failed
+/// before it).
+fn exec_from_tmp(line: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::copy("/proc/self/exe", TMP_COPY) {
+        return format!("copy-failed:{}", e.raw_os_error().unwrap_or(0));
+    }
+    let _ = std::fs::set_permissions(TMP_COPY, std::fs::Permissions::from_mode(0o755));
+    let path = c"/tmp/rlm-probe-copy";
+    let flag = c"--executed-from-tmp";
+    let Ok(arg) = std::ffi::CString::new(line) else {
+        return "bad-line".into();
+    };
+    let argv = [path.as_ptr(), flag.as_ptr(), arg.as_ptr(), std::ptr::null()];
+    // SAFETY: every pointer is a NUL-terminated string alive for the call
+    // and argv ends with null; on success execv does not return.
+    unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+    outcome(-1)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == FROM_TMP {
+        // The copy in /tmp ran: noexec did not hold.
+        println!("RESULT {} tmp_exec=ran", args[2]);
+        return;
+    }
     // Never outside a sandbox: as root on a host, an allowed mount would
     // really mount. The sandbox runs it as the unprivileged sandbox user.
     // SAFETY: getuid cannot fail and takes no arguments.
@@ -129,5 +171,7 @@ fn main() {
         unsafe { libc::_exit(0) };
     }
     line.push(format!("clone_newns={}", outcome(ret)));
-    println!("RESULT {}", line.join(" "));
+    let line = line.join(" ");
+    let tmp_exec = exec_from_tmp(&line);
+    println!("RESULT {line} tmp_exec={tmp_exec}");
 }

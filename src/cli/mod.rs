@@ -3,6 +3,7 @@
 
 mod bundle;
 mod check;
+mod controls;
 mod egress;
 mod filter;
 mod gc;

@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Args;
 use rlm_sandbox::config::RuntimeChoice;
 use rlm_sandbox::runtime::{find_binary, RuntimeKind};
-use rlm_sandbox::selftest::{self, Row};
+use rlm_sandbox::selftest::{self, Layer, Row, RowOutcome};
 
 use super::SandboxArgs;
 
@@ -16,9 +16,21 @@ pub struct SelftestArgs {
     /// Print one JSON object {"rows": [...], "failures": N} instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run only the attacks whose name contains this text.
+    /// Run only the attacks whose name contains this text (or one of
+    /// several, comma-separated).
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// Negative controls: for each layer of the threat model, run the rows
+    /// it protects with exactly that layer removed (test-only settings,
+    /// never reachable from run or session) and check that they fail;
+    /// prints which layer each row depends on. --only filters layers.
+    #[arg(long)]
+    controls: bool,
+    /// Run the whole catalogue (or --only's rows) with this one layer
+    /// removed, to measure which rows it protects (a layer name of
+    /// --controls).
+    #[arg(long, value_name = "LAYER", hide = true, conflicts_with = "controls")]
+    without: Option<String>,
     /// The sandbox settings; --runtime also takes `both` here. Without it
     /// (and without RLM_DOCKER_RUNTIME) every installed runtime is tested.
     #[command(flatten)]
@@ -34,9 +46,29 @@ pub fn run(args: &SelftestArgs) -> anyhow::Result<i32> {
     let runtimes = runtimes(wanted.as_deref(), config.runtime, |name| {
         find_binary(name, configured_path(&config, name)).is_some()
     })?;
+    if args.controls {
+        return super::controls::run(&config, &runtimes, args.only.as_deref(), args.json);
+    }
+    let without = match args.without.as_deref() {
+        None => None,
+        Some(name) => Some(Layer::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--without: unknown layer {name:?}; expected one of {}",
+                selftest::controls()
+                    .iter()
+                    .map(|c| c.layer.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?),
+    };
     let attacks: Vec<_> = selftest::catalogue()
         .into_iter()
-        .filter(|a| args.only.as_deref().map_or(true, |t| a.name.contains(t)))
+        .filter(|a| {
+            args.only
+                .as_deref()
+                .map_or(true, |t| t.split(',').any(|t| a.name.contains(t)))
+        })
         .collect();
     if attacks.is_empty() {
         bail!(
@@ -47,34 +79,51 @@ pub fn run(args: &SelftestArgs) -> anyhow::Result<i32> {
     let mut rows = Vec::new();
     for &runtime in &runtimes {
         for attack in &attacks {
-            let row = selftest::run_attack(&config, runtime, attack);
+            let row = match without {
+                Some(layer) => selftest::run_controlled(&config, runtime, attack, layer),
+                None => selftest::run_attack(&config, runtime, attack),
+            };
             if !args.json {
                 eprintln!(
                     "rlm-sandbox: selftest: {} on {}: {}",
                     row.attack,
                     runtime.name(),
-                    if row.pass { "PASS" } else { "FAIL" }
+                    row.outcome.label()
                 );
             }
             rows.push(row);
         }
     }
-    let failures = rows.iter().filter(|r| !r.pass).count();
+    let count = |o: RowOutcome| rows.iter().filter(|r| r.outcome == o).count();
+    let (failures, not_applicable) = (count(RowOutcome::Fail), count(RowOutcome::NotApplicable));
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({ "rows": rows, "failures": failures }),
+            &serde_json::json!({
+                "rows": rows,
+                "failures": failures,
+                "passed": count(RowOutcome::Pass),
+                "not_applicable": not_applicable,
+            }),
         )?;
         writeln!(out)?;
     } else {
         print_table(&mut out, &rows)?;
-        writeln!(out, "{} of {} passed", rows.len() - failures, rows.len())?;
+        writeln!(
+            out,
+            "{} of {} passed, {failures} failed, {not_applicable} not applicable on this host \
+             (not counted as passed)",
+            count(RowOutcome::Pass),
+            rows.len()
+        )?;
     }
+    // N/A rows prove nothing and fail nothing: the exit status is about
+    // failures only; the count above says what was not proven.
     Ok(if failures == 0 { 0 } else { 1 })
 }
 
-fn configured_path<'a>(
+pub(super) fn configured_path<'a>(
     config: &'a rlm_sandbox::config::Config,
     name: &str,
 ) -> Option<&'a std::path::Path> {
@@ -134,7 +183,7 @@ fn print_table(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
                 r.runtime.name().to_string(),
                 r.expected.clone(),
                 r.observed.clone(),
-                if r.pass { "PASS" } else { "FAIL" }.to_string(),
+                r.outcome.label().to_string(),
             ]
         })
         .collect();

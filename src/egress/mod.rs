@@ -47,6 +47,8 @@ pub enum Stream {
     Stderr,
     /// A prompt on its way from the sandbox to a model (`llm_query`).
     Prompt,
+    /// A session cell's value (its trailing expression's repr and JSON).
+    Value,
 }
 
 impl Stream {
@@ -55,6 +57,7 @@ impl Stream {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
             Stream::Prompt => "prompt",
+            Stream::Value => "value",
         }
     }
 }

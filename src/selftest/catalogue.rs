@@ -85,6 +85,29 @@ pub(super) fn exact(o: &Outcome, runc: &str, runsc: &str) -> Verdict {
     }
 }
 
+/// The `RESULT` line must have exactly these keys and values; a mismatch
+/// names the keys that differ (`changed=a,b`), which a negative control
+/// compares with the entries its layer owns.
+pub(super) fn keyed(o: &Outcome, want: &[(&str, String)]) -> Verdict {
+    let got = line(o)?.to_string();
+    let values = o.values()?;
+    let changed: Vec<&str> = want
+        .iter()
+        .filter(|(k, v)| values.get(*k) != Some(v))
+        .map(|(k, _)| *k)
+        .collect();
+    if changed.is_empty() && values.len() == want.len() {
+        Ok(got)
+    } else {
+        let want: Vec<String> = want.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Err(format!(
+            "{got} (want {}) changed={}",
+            want.join(" "),
+            changed.join(",")
+        ))
+    }
+}
+
 pub(super) fn value(o: &Outcome, key: &str) -> Result<String, String> {
     o.values()?
         .remove(key)
@@ -98,14 +121,28 @@ pub fn catalogue() -> Vec<Attack> {
             "network exfiltration",
             "connect to 8.8.8.8:53 fails: ENETUNREACH (runc) / EHOSTUNREACH (runsc)",
             r#"import socket
-result(connect=err(lambda: socket.socket().connect(("8.8.8.8", 53))),
+# The interfaces the sandbox has: its own loopback only (whether or not the
+# host can reach 8.8.8.8, which decides nothing here).
+def interfaces():
+    # /proc/net/dev: one line per interface of the sandbox's namespace.
+    lines = open("/proc/net/dev").read().splitlines()[2:]
+    return ",".join(sorted(l.split(":")[0].strip() for l in lines))
+result(interfaces=interfaces(),
+       connect=err(lambda: socket.socket().connect(("8.8.8.8", 53))),
        connect6=err(lambda: socket.socket(socket.AF_INET6).connect(("2001:4860:4860::8888", 53))))
 "#,
             |o| {
-                exact(
+                let unreachable = match o.runtime {
+                    RuntimeKind::Runc => "OSError/ENETUNREACH",
+                    RuntimeKind::Runsc => "OSError/EHOSTUNREACH",
+                };
+                keyed(
                     o,
-                    "connect=OSError/ENETUNREACH connect6=OSError/ENETUNREACH",
-                    "connect=OSError/EHOSTUNREACH connect6=OSError/EHOSTUNREACH",
+                    &[
+                        ("interfaces", "lo".to_string()),
+                        ("connect", unreachable.to_string()),
+                        ("connect6", unreachable.to_string()),
+                    ],
                 )
             },
         ),
@@ -190,8 +227,8 @@ result(packet=err(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)),
                 "host_files",
                 "host files",
                 "a host file is unreachable by its path, via /proc/1/root and /proc/self/root; \
-                 mountinfo's host paths, /proc/sysrq-trigger, /proc/kcore and /sys writes are \
-                 denied or absent",
+                 mountinfo's host paths are unreachable; /sys writes fail (no /sys under runc; \
+                 gVisor's own). The kernel's files are rows of their own (proc_*, dev_*)",
                 r#"p = "@CANARY@"
 def read(path):
     def f():
@@ -216,21 +253,15 @@ def write(path, data):
 result(direct=err(read(p)), proc1root=err(read("/proc/1/root" + p)),
        procselfroot=err(read("/proc/self/root" + p)),
        mountinfo_host_paths_reachable=mount_roots_reachable(),
-       sysrq=err(write("/proc/sysrq-trigger", "h")),
-       kcore=err(lambda: open("/proc/kcore", "rb").read(16)),
        sys=err(write("/sys/kernel/mm/transparent_hugepage/enabled", "never")))
 "#,
                 |o| {
                     let common = "direct=FileNotFoundError/ENOENT \
                                   proc1root=FileNotFoundError/ENOENT \
                                   procselfroot=FileNotFoundError/ENOENT \
-                                  mountinfo_host_paths_reachable=0";
-                    let tail = "kcore=FileNotFoundError/ENOENT sys=FileNotFoundError/ENOENT";
-                    let got = exact(
-                        o,
-                        &format!("{common} sysrq=FileNotFoundError/ENOENT {tail}"),
-                        &format!("{common} sysrq=PermissionError/EACCES {tail}"),
-                    )?;
+                                  mountinfo_host_paths_reachable=0 \
+                                  sys=FileNotFoundError/ENOENT";
+                    let got = exact(o, common, common)?;
                     // Baseline: the canary existed on the host, and its
                     // content reached neither stream.
                     match &o.host.canary {
@@ -271,6 +302,8 @@ result(usr=err(write("/usr/rlms")), etc=err(write("/etc/rlms")), root=err(write(
         ),
         ]
     .into_iter()
+    .chain(super::kernel_files::attacks())
+    .chain(super::namespaces::attacks())
     .chain(super::resources::attacks())
     .chain([
         attack(
@@ -374,8 +407,9 @@ result(uid=os.getuid(), setuid=err(lambda: os.setuid(0)), setgid=err(lambda: os.
             "kernel_attack_surface",
             "kernel attack surface",
             "what Python 3.11 reaches of the denied syscalls fails with EPERM: sockets of \
-             families an unprivileged process may normally open (netlink, vsock, alg), \
-             socketpair(AF_INET), chroot, sethostname, clock_settime",
+             families an unprivileged process may normally open (netlink, vsock, alg) and \
+             socketpair(AF_INET), seccomp's alone (the seccomp control flips them); chroot, \
+             sethostname, clock_settime, which missing capabilities refuse as well",
             r#"import socket, time
 result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)),
        vsock=err(lambda: socket.socket(40, socket.SOCK_STREAM, 0)),
@@ -386,11 +420,20 @@ result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
        clock_settime=err(lambda: time.clock_settime(time.CLOCK_REALTIME, 0)))
 "#,
             |o| {
-                let want = "netlink=PermissionError/EPERM vsock=PermissionError/EPERM \
-                            alg=PermissionError/EPERM socketpair_inet=PermissionError/EPERM \
-                            chroot=PermissionError/EPERM sethostname=PermissionError/EPERM \
-                            clock_settime=PermissionError/EPERM";
-                exact(o, want, want)
+                let keys = [
+                    "netlink",
+                    "vsock",
+                    "alg",
+                    "socketpair_inet",
+                    "chroot",
+                    "sethostname",
+                    "clock_settime",
+                ];
+                let want: Vec<_> = keys
+                    .iter()
+                    .map(|k| (*k, "PermissionError/EPERM".to_string()))
+                    .collect();
+                keyed(o, &want)
             },
         ),
         Attack {
@@ -399,32 +442,36 @@ result(netlink=err(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
             ..attack(
                 "kernel_syscalls",
                 "kernel attack surface",
-                "rlm-probe (a binary run as the sandbox's process) gets EPERM from the seccomp \
-                 profile for mount, umount2, unshare, setns, ptrace, bpf, keyctl, add_key, \
-                 userfaultfd, io_uring_setup, perf_event_open, kexec_load, init_module, swapon, \
-                 reboot, clock_settime, personality(READ_IMPLIES_EXEC) and clone with namespace \
-                 flags, and ENOSYS for clone3; getpid works (the baseline)",
+                "rlm-probe (a binary run as the sandbox's process) gets EPERM for mount, \
+                 umount2, unshare, setns, ptrace, bpf, keyctl, add_key, userfaultfd, \
+                 io_uring_setup, perf_event_open, kexec_load, init_module, swapon, reboot, \
+                 clock_settime, personality(READ_IMPLIES_EXEC) and clone with namespace flags, \
+                 and ENOSYS for clone3; getpid works (the baseline); a copy of the probe \
+                 written to /tmp cannot be executed (noexec: EACCES). Without seccomp, unshare, \
+                 setns, ptrace, keyctl, add_key, perf_event_open and personality change on every \
+                 build (the seccomp control); swapon, reboot and clone_newns (runc) or mount and \
+                 umount2 (runsc) stay EPERM for missing capabilities",
                 "",
                 |o| {
                     let denied = [
                         "mount", "umount2", "unshare", "setns", "ptrace", "bpf", "keyctl",
                         "add_key", "userfaultfd", "io_uring_setup", "perf_event_open",
                         "kexec_load", "init_module", "swapon", "reboot", "clock_settime",
-                        "personality",
+                        "personality", "clone_newns",
                     ];
-                    let mut want: Vec<String> = vec!["getpid=ok".into()];
-                    want.extend(denied.iter().map(|n| format!("{n}=EPERM")));
-                    want.push("clone3=ENOSYS".into());
-                    want.push("clone_newns=EPERM".into());
-                    let want = want.join(" ");
-                    exact(o, &want, &want)
+                    let mut want = vec![("getpid", "ok".to_string())];
+                    want.extend(denied.iter().map(|n| (*n, "EPERM".to_string())));
+                    want.push(("clone3", "ENOSYS".into()));
+                    // /tmp is noexec: a copy of the probe there cannot run.
+                    want.push(("tmp_exec", "EACCES".into()));
+                    keyed(o, &want)
                 },
             )
         },
         attack(
             "devices",
             "devices",
-            "/dev/mem and /dev/kmsg are absent; mknod of character devices gVisor implements \
+            "mknod of character devices gVisor implements \
              (null, zero, full, random, urandom, tty, ptmx, net/tun, fuse, mem) and of block \
              devices (loop, sd) fails with EPERM (seccomp: mknod's file-type bits); a FIFO \
              (made, written, read back) and a regular file still work (the baseline)",
@@ -449,15 +496,12 @@ def regular():
 listed = set(os.listdir("/dev"))
 hot = [d for d in ("mem", "kmem", "port", "kmsg", "kvm", "sda", "vda", "nvme0", "loop0") if d in listed]
 chars = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (10, 200), (10, 229), (1, 1)]
-result(mem=err(lambda: os.open("/dev/mem", os.O_RDONLY)),
-       kmsg=err(lambda: os.open("/dev/kmsg", os.O_RDONLY)),
-       char_nodes_not_refused=refused(S_IFCHR, chars),
+result(char_nodes_not_refused=refused(S_IFCHR, chars),
        block_nodes_not_refused=refused(S_IFBLK, [(7, 0), (8, 0)]),
        fifo=fifo(), mknod_regular=regular(), sensitive_dev_nodes=len(hot))
 "#,
             |o| {
-                let want = "mem=FileNotFoundError/ENOENT kmsg=FileNotFoundError/ENOENT \
-                            char_nodes_not_refused=none block_nodes_not_refused=none \
+                let want = "char_nodes_not_refused=none block_nodes_not_refused=none \
                             fifo=through mknod_regular=regular sensitive_dev_nodes=0";
                 exact(o, want, want)
             },

@@ -18,6 +18,10 @@ pub enum Fixture {
     /// A SysV shared-memory segment on the host (`@SHMKEY@`, decimal) and
     /// a marker name for the sandbox's /dev/shm (`@MARKER@`).
     HostIpc,
+    /// The host's idle CPU time during the run (from /proc/stat): how much
+    /// more CPU the sandbox could have had, so a quota row can tell the
+    /// quota from a busy host.
+    HostCpu,
 }
 
 /// What the host saw during and after the run.
@@ -34,6 +38,8 @@ pub struct HostFacts {
     pub shm_on_host: bool,
     /// The sandbox's /dev/shm marker appeared in the host's /dev/shm.
     pub marker_on_host: bool,
+    /// CPU time no task on the host used during the run (all cores).
+    pub host_idle_ms: Option<u64>,
 }
 
 /// A fixture that is set up; torn down on drop.
@@ -42,6 +48,7 @@ pub struct Active {
     canary: Option<(tempfile::TempDir, PathBuf, String)>,
     shm: Option<(i32, i32)>,
     marker: String,
+    idle_at_start: Option<u64>,
 }
 
 impl Fixture {
@@ -50,6 +57,7 @@ impl Fixture {
             listener: None,
             canary: None,
             shm: None,
+            idle_at_start: None,
             marker: format!("rlms-selftest-{}-{}", std::process::id(), random_hex(6)),
         };
         match self {
@@ -71,6 +79,10 @@ impl Fixture {
                 std::fs::write(&path, &content)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 active.canary = Some((dir, path, content));
+            }
+            Fixture::HostCpu => {
+                active.idle_at_start =
+                    Some(host_idle_ms().ok_or("cannot read the idle time in /proc/stat")?);
             }
             Fixture::HostIpc => {
                 let key = 0x524c_0000 | (std::process::id() as i32 & 0xffff);
@@ -107,6 +119,7 @@ impl Active {
             .replace("@CANARY@", &canary)
             .replace("@SHMKEY@", &key.to_string())
             .replace("@MARKER@", &self.marker)
+            .replace("@HOSTPID@", &std::process::id().to_string())
     }
 
     /// What the host saw; call after the run.
@@ -137,6 +150,9 @@ impl Active {
             shm_key: self.shm.map(|(k, _)| k),
             shm_on_host,
             marker_on_host: Path::new("/dev/shm").join(&self.marker).exists(),
+            host_idle_ms: self
+                .idle_at_start
+                .and_then(|start| Some(host_idle_ms()?.saturating_sub(start))),
         }
     }
 }
@@ -150,6 +166,20 @@ impl Drop for Active {
         }
         let _ = std::fs::remove_file(Path::new("/dev/shm").join(&self.marker));
     }
+}
+
+/// Idle and iowait time of all cores since boot, in ms (/proc/stat's
+/// first line counts in USER_HZ, 100 per second on Linux).
+fn host_idle_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((fields.get(3)? + fields.get(4)?) * 10)
 }
 
 fn random_hex(bytes: usize) -> String {

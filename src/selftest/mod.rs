@@ -13,6 +13,9 @@
 
 mod catalogue;
 mod fixture;
+mod kernel_files;
+pub mod layers;
+mod namespaces;
 mod resources;
 mod secrets;
 
@@ -29,13 +32,54 @@ use crate::supervise::Sandbox;
 
 pub use catalogue::catalogue;
 pub use fixture::{Fixture, HostFacts};
+pub use layers::{controls, Control, Layer};
 
 /// The tag that starts the one line every attack prints.
 pub const RESULT_TAG: &str = "RESULT ";
 
 /// What an attack observed: the observed text, or the observed text of a
-/// failure.
+/// failure. An `Ok` text that starts with [`NOT_APPLICABLE`] (made by
+/// [`not_applicable`]) is neither: the row has nothing to prove here.
 pub type Verdict = Result<String, String>;
+
+/// How an observed text starts when the host lacks what the row would
+/// prove (the file a mask would hide does not exist on this host).
+pub const NOT_APPLICABLE: &str = "not applicable on this host: ";
+
+/// The verdict of a row with nothing to prove on this host.
+pub fn not_applicable(why: &str) -> Verdict {
+    Ok(format!("{NOT_APPLICABLE}{why}"))
+}
+
+/// A row's result: proven, not proven, or nothing to prove on this host.
+/// `NotApplicable` is never counted as a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RowOutcome {
+    #[serde(rename = "pass")]
+    Pass,
+    #[serde(rename = "fail")]
+    Fail,
+    #[serde(rename = "n/a")]
+    NotApplicable,
+}
+
+impl RowOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            RowOutcome::Pass => "PASS",
+            RowOutcome::Fail => "FAIL",
+            RowOutcome::NotApplicable => "N/A",
+        }
+    }
+
+    fn of(verdict: &Verdict) -> RowOutcome {
+        match verdict {
+            Ok(text) if text.starts_with(NOT_APPLICABLE) => RowOutcome::NotApplicable,
+            Ok(_) => RowOutcome::Pass,
+            Err(_) => RowOutcome::Fail,
+        }
+    }
+}
 
 /// One attack of the threat model.
 pub struct Attack {
@@ -63,6 +107,8 @@ pub struct Attack {
 
 /// Everything a check may look at.
 pub struct Outcome<'a> {
+    /// The attack's name (rows that share one check tell themselves apart).
+    pub attack: &'a str,
     pub runtime: RuntimeKind,
     /// The first line of the runtime binary's `--version`, where it printed
     /// one: rows that a runtime build observes differently name the build.
@@ -129,7 +175,12 @@ pub struct Row {
     pub runtime: RuntimeKind,
     pub expected: String,
     pub observed: String,
+    /// True only for [`RowOutcome::Pass`].
     pub pass: bool,
+    pub outcome: RowOutcome,
+    /// The layer removed for this run (`selftest --controls`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub without: Option<Layer>,
 }
 
 /// The configuration one attack runs with on `runtime`: `base` with the
@@ -149,27 +200,48 @@ pub fn attack_config(base: &Config, runtime: RuntimeKind, attack: &Attack) -> Co
 /// Runs `attack` on `runtime` and checks it. Every failure, including a
 /// sandbox that could not be prepared, is a failing row, never a skip.
 pub fn run_attack(base: &Config, runtime: RuntimeKind, attack: &Attack) -> Row {
-    let config = attack_config(base, runtime, attack);
+    run_with(base, runtime, attack, None)
+}
+
+/// Runs `attack` on `runtime` with exactly one layer removed (a negative
+/// control): the test-only settings of [`layers`]. Only the catalogue's
+/// own attacks ever run this way.
+pub fn run_controlled(base: &Config, runtime: RuntimeKind, attack: &Attack, without: Layer) -> Row {
+    run_with(base, runtime, attack, Some(without))
+}
+
+fn run_with(base: &Config, runtime: RuntimeKind, attack: &Attack, without: Option<Layer>) -> Row {
+    let mut config = attack_config(base, runtime, attack);
+    if let Some(layer) = without {
+        layer.adjust_config(&mut config);
+    }
     let limits = config.limits.clone();
-    let verdict = execute(config, runtime, attack, &limits);
-    let (observed, pass) = match verdict {
-        Ok(observed) => (observed, true),
-        Err(observed) => (observed, false),
-    };
+    let verdict = execute(config, runtime, attack, &limits, without);
+    let outcome = RowOutcome::of(&verdict);
     Row {
         attack: attack.name.to_string(),
         threat: attack.threat.to_string(),
         runtime,
         expected: attack.expected.to_string(),
-        observed,
-        pass,
+        observed: verdict.unwrap_or_else(|e| e),
+        pass: outcome == RowOutcome::Pass,
+        outcome,
+        without,
     }
 }
 
-fn execute(config: Config, runtime: RuntimeKind, attack: &Attack, limits: &Limits) -> Verdict {
-    let egress = egress_filter(attack.context.as_deref()).map_err(|e| format!("egress: {e}"))?;
-    let sandbox = Sandbox::prepare(config, PendingFilter::ready(egress), &mut |_| {})
+fn execute(
+    config: Config,
+    runtime: RuntimeKind,
+    attack: &Attack,
+    limits: &Limits,
+    without: Option<Layer>,
+) -> Verdict {
+    let egress =
+        egress_filter(attack.context.as_deref(), without).map_err(|e| format!("egress: {e}"))?;
+    let mut sandbox = Sandbox::prepare(config, PendingFilter::ready(egress), &mut |_| {})
         .map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
+    sandbox.spec_edit = without.and_then(Layer::spec_edit);
     if sandbox.selection.runtime.kind != runtime {
         return Err(format!(
             "asked for {} but {} was selected",
@@ -194,6 +266,7 @@ fn execute(config: Config, runtime: RuntimeKind, attack: &Attack, limits: &Limit
     let host = fixture.observe();
     let version = crate::runtime::version_of(&sandbox.selection.runtime.path);
     (attack.check)(&Outcome {
+        attack: attack.name,
         runtime,
         runtime_version: version.as_deref(),
         result: &result,
@@ -221,9 +294,16 @@ pub fn probe_binary() -> Result<std::path::PathBuf, String> {
         })
 }
 
-/// The default egress filter, with `context` indexed for echo detection.
-fn egress_filter(context: Option<&str>) -> Result<EgressFilter, crate::egress::EgressError> {
-    let config = EgressConfig::default();
+/// The default egress filter (or a control's), with `context` indexed for
+/// echo detection.
+fn egress_filter(
+    context: Option<&str>,
+    without: Option<Layer>,
+) -> Result<EgressFilter, crate::egress::EgressError> {
+    let config = match without {
+        Some(layer) => layer.egress(EgressConfig::default()),
+        None => EgressConfig::default(),
+    };
     let echo = config.echo.clone();
     let filter = EgressFilter::new(config)?;
     Ok(match context {
@@ -253,6 +333,18 @@ mod tests {
         assert_eq!(v.get("b").map(String::as_str), Some("x/y"));
         assert!(!v.contains_key("c"));
         assert!(parse_result_line("nothing here").is_none());
+    }
+
+    #[test]
+    fn not_applicable_is_neither_pass_nor_fail() {
+        assert_eq!(
+            RowOutcome::of(&not_applicable("no /proc/kcore")),
+            RowOutcome::NotApplicable
+        );
+        assert_eq!(RowOutcome::of(&Ok("x=1".into())), RowOutcome::Pass);
+        assert_eq!(RowOutcome::of(&Err("x=2".into())), RowOutcome::Fail);
+        let json = serde_json::to_string(&RowOutcome::NotApplicable).expect("json");
+        assert_eq!(json, "\"n/a\"");
     }
 
     #[test]

@@ -4,7 +4,72 @@
 use crate::result::Status;
 
 use super::catalogue::{attack, line, value};
-use super::Attack;
+use super::{not_applicable, Attack, Fixture, Outcome, Verdict};
+
+/// Four threads hashing 1 MiB buffers until the process has used `cpu_s`
+/// seconds of CPU (20 s of wall time at most). hashlib releases the GIL
+/// on buffers over 2 KiB, so the threads run in parallel: pure-Python
+/// loops would hold the GIL and use one core with or without a quota.
+fn spin_code(cpu_s: f64) -> String {
+    format!(
+        r#"import hashlib, threading, time
+buf = bytes(1 << 20)
+def spin():
+    # Until the process has burnt its CPU: a busy host then stretches the
+    # wall time instead of weakening the baseline.
+    end = time.monotonic() + 20
+    while time.process_time() < {cpu_s} and time.monotonic() < end:
+        hashlib.sha256(buf).digest()
+ts = [threading.Thread(target=spin) for _ in range(4)]
+start = time.monotonic()
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+result(spun=True, guest_cpu_ms=int(time.process_time() * 1000),
+       guest_wall_ms=int((time.monotonic() - start) * 1000))
+"#
+    )
+}
+
+/// The run's cgroup CPU time against its wall time: at most `max` x wall
+/// (the quota), at least `min` x wall and `min_cpu_ms` (the work was done).
+/// The wall time is the whole run's: the cgroup exists only within it.
+fn cpu_ratio(o: &Outcome, min: f64, max: f64, min_cpu_ms: u64) -> Verdict {
+    line(o)?;
+    let wall = o.result.duration_ms;
+    let Some(cpu) = o.result.usage.cpu_time_ms else {
+        return Err(o.describe("the cgroup's CPU usage was not measured"));
+    };
+    let ratio = cpu as f64 / wall.max(1) as f64;
+    let Some(idle) = o.host.host_idle_ms else {
+        return Err(o.describe("the host's idle time was not measured"));
+    };
+    // What the sandbox could have had: what it used and what nothing used.
+    let available = (cpu + idle) as f64 / wall.max(1) as f64;
+    let observed = format!(
+        "cpu_ms={cpu} wall_ms={wall} ratio={ratio:.2} cpus={} guest_cpu_ms={} \
+         host_cpus_available={available:.2}",
+        o.limits.cpus,
+        value(o, "guest_cpu_ms")?
+    );
+    // Baseline: the host had spare CPU beyond the ceiling, so a run that
+    // stays under it was held by the quota, not by a busy host.
+    if ratio <= max && available < max + 0.2 {
+        return not_applicable(&format!(
+            "{observed}: the host was too busy to tell the quota from the load \
+             (need {:.1} CPUs available)",
+            max + 0.2
+        ));
+    }
+    if cpu >= min_cpu_ms && ratio >= min && ratio <= max {
+        Ok(observed)
+    } else {
+        Err(format!(
+            "{observed} (want {min} <= ratio <= {max} and cpu_ms >= {min_cpu_ms})"
+        ))
+    }
+}
 
 pub(super) fn attacks() -> Vec<Attack> {
     vec![
@@ -88,45 +153,29 @@ result(fork=fork, forks=forks, thread_error=thread_error, threads=threads)
                 }
             },
         ),
-        attack(
+        Attack {
+            limits: |l| l.cpus = 0.5,
+            fixture: Fixture::HostCpu,
+            ..attack(
+                "cpu_quota_half",
+                "CPU mining",
+                "with --cpus 0.5, 4 hashing threads (which release the GIL) use about half a \
+                 CPU: cgroup CPU time <= 0.6 x wall time, and >= 0.3 x (they did work)",
+                &spin_code(1.0),
+                |o| cpu_ratio(o, 0.3, 0.6, 500),
+            )
+        },
+        Attack {
+            fixture: Fixture::HostCpu,
+            ..attack(
             "cpu_mining",
             "CPU mining",
-            "4 busy threads burning 3 s of CPU (as the guest counts it; at least 2 s on the \
-             host) together use at most 1.1 x wall time of CPU (quota: 1 CPU)",
-            r#"import threading, time
-def spin():
-    # Until the process has burnt 3 s of CPU (20 s at most): a busy host
-    # then stretches the wall time instead of weakening the baseline.
-    end = time.monotonic() + 20
-    while time.process_time() < 3 and time.monotonic() < end:
-        pass
-ts = [threading.Thread(target=spin) for _ in range(4)]
-for t in ts:
-    t.start()
-for t in ts:
-    t.join()
-result(spun=True)
-"#,
-            |o| {
-                line(o)?;
-                let wall = o.result.duration_ms;
-                let Some(cpu) = o.result.usage.cpu_time_ms else {
-                    return Err(o.describe("the cgroup's CPU usage was not measured"));
-                };
-                let observed = format!("cpu_ms={cpu} wall_ms={wall}");
-                // Baseline: the threads really burnt CPU, so the ceiling is
-                // not met by idling; without the quota, 4 threads on 2 or
-                // more cores would use 2x wall time or more. The bound is
-                // below the guest's 3 s: gVisor's guest CPU clock runs ahead
-                // of the host cgroup's count (systrap: 3 s in the guest was
-                // 2.69 s on the host in 2.78 s of wall time).
-                if cpu >= 2000 && cpu * 10 <= wall * 11 {
-                    Ok(observed)
-                } else {
-                    Err(format!("{observed} (want 2000 <= cpu_ms <= 1.1 x wall_ms)"))
-                }
-            },
-        ),
+            "4 hashing threads (hashlib releases the GIL: without a quota they use every core) \
+             burning 3 s of CPU (as the guest counts it; gVisor's guest clock runs ahead of the host's, so at least 1.5 s on the host) use at most 1.1 x wall time of CPU (quota: 1 CPU), as the \
+             run's cgroup counts it",
+            &spin_code(3.0),
+            |o| cpu_ratio(o, 0.0, 1.1, 1500),
+        )},
         attack(
             "disk_fill",
             "disk fill",

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::frames::{AgentMsg, DoneStatus, Frame, VarInfo};
+use super::value::CellValue;
 use super::{CallRecord, Interrupt, Session, SessionError};
 use crate::capture::BoundedCapture;
 use crate::egress::Finding;
@@ -44,6 +45,9 @@ pub struct Cell {
     /// saves an orchestrator that shows them every turn a round trip.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vars: Option<Vec<VarInfo>>,
+    /// The value of the cell's trailing expression when it is not None
+    /// (its repr, and its JSON form), filtered like the output.
+    pub value: Option<CellValue>,
 }
 
 impl Session<'_> {
@@ -117,7 +121,8 @@ impl Session<'_> {
                     status,
                     final_answer,
                     vars,
-                }))) if c == cell => break Ok((status, final_answer, vars)),
+                    value,
+                }))) if c == cell => break Ok((status, final_answer, vars, value)),
                 Ok(Some(Frame::Msg(other))) => {
                     let why = format!(
                         "protocol error: the agent sent {} during cell {cell}; the sandbox was killed",
@@ -128,15 +133,15 @@ impl Session<'_> {
                 Err(e) => break Err(e),
             }
         };
-        let (status, final_answer, dead, vars) = match outcome {
-            Ok((done, final_answer, vars)) => {
+        let (status, final_answer, dead, vars, value) = match outcome {
+            Ok((done, final_answer, vars, value)) => {
                 let status = match (ended_by, done) {
                     (Some(EndedBy::OutputLimit), _) => Status::OutputLimit,
                     (Some(_), _) => Status::Timeout,
                     (None, DoneStatus::Ok) => Status::Ok,
                     (None, _) => Status::Error,
                 };
-                (status, final_answer, None, vars)
+                (status, final_answer, None, vars, value)
             }
             Err(Interrupt::Cancelled) => return Err(self.cancelled()),
             Err(Interrupt::Died(why)) => {
@@ -147,7 +152,7 @@ impl Session<'_> {
                     (None, Some(Status::Killed)) => Status::Killed,
                     (None, _) => Status::SandboxError,
                 };
-                (status, None, Some(why), None)
+                (status, None, Some(why), None, None)
             }
         };
         let egress = self.sandbox.egress.get().map_err(|e| {
@@ -155,11 +160,16 @@ impl Session<'_> {
                 "the egress filter is unavailable, so no output is released: {e}"
             ))
         })?;
-        let out = FilteredOutput::new(
+        let mut out = FilteredOutput::new(
             streams.map(BoundedCapture::finish),
             egress,
             &self.added_echo,
         );
+        let value = value.map(|v| {
+            let (v, findings) = v.filter(egress, &self.added_echo);
+            out.findings.extend(findings);
+            v
+        });
         Ok(Cell {
             status,
             stdout: out.stdout,
@@ -174,6 +184,7 @@ impl Session<'_> {
             usage: dead.as_ref().and(self.ended.as_ref()).map(|r| r.usage),
             error: dead,
             vars,
+            value,
         })
     }
 

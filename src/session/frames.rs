@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::calls::CallKind;
+use super::value::CellValue;
 
 pub const JSON: u8 = b'J';
 pub const STDOUT: u8 = b'1';
@@ -55,6 +56,9 @@ pub enum AgentMsg {
         /// The user's globals after the cell, when the `exec` asked.
         #[serde(default)]
         vars: Option<Vec<VarInfo>>,
+        /// The cell's trailing expression's value, when not None.
+        #[serde(default)]
+        value: Option<CellValue>,
     },
     Call(AgentCall),
     /// The cell's output passed the ceiling (`max_output_bytes`): the
@@ -138,7 +142,14 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Frame>, FrameE
 
 /// Parses a `J` payload: one JSON object with a known `t`.
 pub fn parse_msg(payload: &[u8]) -> Result<AgentMsg, FrameError> {
-    serde_json::from_slice(payload).map_err(|e| FrameError::BadMessage(e.to_string()))
+    let msg = serde_json::from_slice(payload).map_err(|e| FrameError::BadMessage(e.to_string()))?;
+    if let AgentMsg::Done {
+        value: Some(value), ..
+    } = &msg
+    {
+        value.check().map_err(FrameError::BadMessage)?;
+    }
+    Ok(msg)
 }
 
 /// Fills `buf`, or returns false when the stream ends before its first
@@ -206,6 +217,7 @@ mod tests {
                 status: DoneStatus::Ok,
                 final_answer: None,
                 vars: None,
+                value: None,
             }))
         );
         let call = frame(
@@ -254,6 +266,9 @@ mod tests {
             br#"{"t":"done","cell":1,"status":"maybe","final_answer":null}"#,
             br#"{"t":"call","call":1,"kind":"shell"}"#,
             br#"{"cell":1}"#,
+            br#"{"t":"done","cell":1,"status":"ok","final_answer":null,"value":{"repr":"1","truncated":false,"json":1,"type":"int"}}"#,
+            br#"{"t":"done","cell":1,"status":"ok","final_answer":null,"value":{"json":1,"truncated":false}}"#,
+            br#"{"t":"done","cell":1,"status":"ok","final_answer":null,"value":"42"}"#,
         ] {
             assert!(
                 matches!(read(&frame(JSON, bad)), Err(FrameError::BadMessage(_))),
@@ -261,6 +276,24 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_cells_value_is_read_and_its_repr_bounded() {
+        let done = br#"{"t":"done","cell":2,"status":"ok","final_answer":null,"value":{"repr":"[1, 2]","truncated":false,"json":[1,2]}}"#;
+        match parse_msg(done).unwrap() {
+            AgentMsg::Done {
+                value: Some(value), ..
+            } => {
+                assert_eq!(value.repr, "[1, 2]");
+                assert_eq!(value.json, Some(serde_json::json!([1, 2])));
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = serde_json::json!({"t": "done", "cell": 2, "status": "ok", "final_answer": null,
+            "value": {"repr": "x".repeat(super::super::value::MAX_VALUE_REPR + 1), "truncated": true, "json": null}});
+        let err = parse_msg(&serde_json::to_vec(&long).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("the limit is 65536"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod link;
 pub mod llm_command;
 pub mod llm_endpoint;
 pub mod serve;
+pub mod value;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

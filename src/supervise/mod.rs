@@ -111,7 +111,17 @@ pub struct Sandbox {
     pub cgroup_caps: crate::cgroup::Capabilities,
     /// Built on its own thread while the first sandbox runs.
     pub egress: PendingFilter,
+    /// A change to every config.json this sandbox writes, made after the
+    /// spec is built: only `selftest --controls` sets it (to remove one
+    /// layer and watch the rows it protects fail). Crate-private, and no
+    /// setting, flag or variable reaches it: a run of user code never
+    /// gets it.
+    pub(crate) spec_edit: Option<SpecEdit>,
 }
+
+/// A test-only edit of a sandbox's config.json (as JSON); may write files
+/// into the run's input directory (its second argument) for mounts it adds.
+pub(crate) type SpecEdit = fn(&mut serde_json::Value, &std::path::Path) -> std::io::Result<()>;
 
 impl Sandbox {
     /// Runs `code` in a fresh sandbox and removes everything afterwards.
@@ -254,7 +264,21 @@ impl Sandbox {
             contexts: mounts,
         })?;
         let config_path = bundle_dir.join("config.json");
-        let json = serde_json::to_vec_pretty(&spec).map_err(|e| SuperviseError::Write {
+        let json = match self.spec_edit {
+            None => serde_json::to_vec_pretty(&spec),
+            Some(edit) => {
+                let mut value = serde_json::to_value(&spec).map_err(|e| SuperviseError::Write {
+                    path: config_path.clone(),
+                    err: e.into(),
+                })?;
+                edit(&mut value, input_dir).map_err(|err| SuperviseError::Write {
+                    path: input_dir.to_path_buf(),
+                    err,
+                })?;
+                serde_json::to_vec_pretty(&value)
+            }
+        }
+        .map_err(|e| SuperviseError::Write {
             path: config_path.clone(),
             err: e.into(),
         })?;
@@ -439,6 +463,7 @@ impl Sandbox {
             layout,
             cgroup_caps,
             egress,
+            spec_edit: None,
         })
     }
 }

@@ -19,9 +19,13 @@ from .contexts import ContextError, ContextFile, load_value, not_loaded_text, op
 from .interrupts import Interrupts, AnyFunc, CELL_PREFIX, protocol
 from .namespace import (
     bounded_repr,
+    compile_cell,
+    describe_value,
     format_user_exception,
     is_true,
     make_tool,
+    MAX_VALUE_JSON,
+    MAX_VALUE_REPR,
     MISSING,
     new_answer,
     new_namespace,
@@ -38,6 +42,7 @@ from .wire import (
     encode_json,
     FRAME_SLACK,
     FrameError,
+    FrameTooLarge,
     JSON,
     MAX_HOST_FRAME,
     read_frame,
@@ -80,6 +85,8 @@ class Agent:
         #: Output frames of the last cell that go out with its `done`.
         self.unsent = b""
         self.sources: "collections.deque[str]" = collections.deque()
+        #: The running cell's trailing expression's value, as `done` carries it.
+        self.value: Optional[dict[str, Any]] = None
 
     # -- lifecycle
 
@@ -187,7 +194,8 @@ class Agent:
         if not isinstance(cell, int) or not isinstance(code, str):
             raise ValueError("exec needs cell (int) and code (str)")
         status, final = self.run_cell(cell, code)
-        self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None)
+        value, self.value = self.value, None
+        self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
         self._prepare_output()
 
     def on_vars(self, msg: dict[str, Any]) -> None:
@@ -237,6 +245,7 @@ class Agent:
     def run_cell(self, cell: int, code: str) -> tuple[str, Optional[str]]:
         """Runs `code` with its own output files: (status, final answer)."""
         self._ensure_std_streams()
+        self.value = None
         output = self._start_output(cell)
         if output is None:
             return "error", None
@@ -253,12 +262,12 @@ class Agent:
         filename = "%s%d>" % (CELL_PREFIX, cell)
         self._remember_source(filename, code)
         try:
-            compiled = compile(code, filename, "exec", dont_inherit=True)
+            compiled, last = compile_cell(code, filename)
         except Exception as e:
             self._print_exception(e)
             return "error"
         signal.signal(signal.SIGINT, self.interrupts.handler)
-        failure = self._run_user(cell, compiled)
+        failure = self._run_user(cell, compiled, last)
         if failure is None:
             return "ok"
         self._print_exception(failure)
@@ -273,14 +282,19 @@ class Agent:
             linecache.cache.pop(self.sources.popleft(), None)
 
     @protocol
-    def _run_user(self, cell: int, compiled: types.CodeType) -> Optional[BaseException]:
-        """exec of user code, the only place interrupts are allowed. Every
-        exception is caught here: SystemExit is an error of the cell, not
-        the end of the session."""
+    def _run_user(self, cell: int, compiled: types.CodeType,
+                  last: Optional[types.CodeType]) -> Optional[BaseException]:
+        """exec of user code, then eval of its trailing expression: the only
+        place interrupts are allowed. Every exception is caught here:
+        SystemExit is an error of the cell, not the end of the session."""
         try:
             self.interrupts.enter(cell)
             self.interrupts.check()
             exec(compiled, self.globals)
+            value = None if last is None else eval(last, self.globals)
+            if value is not None:
+                budget = min(MAX_VALUE_JSON, self.channel.max_frame - FRAME_SLACK - 2 * MAX_VALUE_REPR)
+                self.value = describe_value(value, budget)
         except BaseException as e:
             self.interrupts.leave()
             return e
@@ -368,14 +382,29 @@ class Agent:
                 # Under the lock: the cell's `done` cannot go out first.
                 self.channel.send_json({"t": "output_limit", "cell": output.cell, "bytes": size})
 
-    def _send_done(self, cell: int, status: str, final: Optional[str], user_vars: Optional[list] = None) -> None:
-        """The cell's `done` (with the user's globals when the host asked),
-        in one write with its small output's frames."""
+    def _send_done(self, cell: int, status: str, final: Optional[str], user_vars: Optional[list] = None,
+                   value: Optional[dict[str, Any]] = None) -> None:
+        """The cell's `done` (with the user's globals when the host asked,
+        and its trailing expression's value), in one write with its small
+        output's frames. A value that does not fit beside the rest loses
+        its JSON form, then itself."""
         before, self.unsent = self.unsent, b""
         done: dict[str, Any] = {"t": "done", "cell": cell, "status": status, "final_answer": final}
         if user_vars is not None:
             done["vars"] = user_vars
-        self.channel.send_json(done, before)
+        if value is not None:
+            done["value"] = value
+        try:
+            self.channel.send_json(done, before)
+        except FrameTooLarge:
+            if value is None:
+                raise
+            value["json"] = None
+            try:
+                self.channel.send_json(done, before)
+            except FrameTooLarge:
+                del done["value"]
+                self.channel.send_json(done, before)
 
     # -- answers
 

@@ -1,8 +1,12 @@
 """The user's side: their globals, tracebacks without the agent's
 frames, values shown back to the host, tool functions."""
 
+import ast
 import builtins
+import collections
+import json
 import keyword
+import reprlib
 import sys
 import traceback
 import types
@@ -81,6 +85,157 @@ def bounded_repr(value: Any, max_bytes: int) -> tuple[str, bool]:
     if len(data) <= max_bytes:
         return data.decode("utf-8"), False
     return data[:max_bytes].decode("utf-8", "ignore"), True
+
+
+# --- A cell's trailing expression ---------------------------------------------------
+
+
+#: The most of a trailing expression's repr that `done` carries (UTF-8 bytes).
+MAX_VALUE_REPR = 64 << 10
+#: The largest JSON form a value gets (bytes): larger values (rare for
+#: what a step returns) send only their repr, and a cell that ends in a
+#: big variable (rlms's REPL, which never shows it) costs little.
+MAX_VALUE_JSON = 1 << 20
+#: Deeper nesting has no JSON form in `done` (the host's parser stops at 128 levels).
+MAX_VALUE_DEPTH = 64
+#: Integers outside this range have no JSON form in `done` (the host reads 64-bit integers exactly).
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64
+
+
+def compile_cell(code: str, filename: str) -> tuple[types.CodeType, Optional[types.CodeType]]:
+    """The cell's statements and, when the last one is an expression, that
+    expression compiled apart, as DSPy's interpreters and notebooks do:
+    its value is the cell's value (which rlms's REPL never prints)."""
+    tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        expression = ast.Expression(tree.body.pop().value)
+        last = compile(expression, filename, "eval", dont_inherit=True)
+    return compile(tree, filename, "exec", dont_inherit=True), last
+
+
+def describe_value(value: Any, json_limit: int) -> dict[str, Any]:
+    """A trailing expression's value as `done` carries it: its repr (cut to
+    MAX_VALUE_REPR bytes) and its JSON form when it has one of at most
+    `json_limit` bytes (JSON-able as DSPy's LocalInterpreter tests it:
+    json.dumps with allow_nan=False), else null. User code (__repr__,
+    mapping subclasses) may run; its failure never fails the cell."""
+    try:
+        text, cut = value_repr(value, MAX_VALUE_REPR)
+    except Exception as e:
+        text, cut = "<%s object: its repr raised %s>" % (type(value).__name__, type(e).__name__), False
+    return {"repr": text, "truncated": cut, "json": json_form(value, json_limit)}
+
+
+#: The repr of a value too big to repr whole: sequences and mappings cut
+#: to their first items, as a notebook's display cuts them.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 8
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 1000
+_SHORT.maxfrozenset = _SHORT.maxdeque = _SHORT.maxarray = 1000
+_SHORT.maxstring = _SHORT.maxother = MAX_VALUE_REPR
+_SHORT.maxlong = 4000
+
+
+def value_repr(value: Any, max_bytes: int) -> tuple[str, bool]:
+    """bounded_repr, except that a value of builtin containers holding
+    more than about 4 * max_bytes gets a shortened repr (reprlib's, first
+    items then `...`; marked cut) instead of one as big as the value:
+    a trailing `context` or a list of a million rows costs little. rlms's
+    REPL never computes this repr, so it must stay cheap."""
+    if _exceeds(value, 4 * max_bytes):
+        data = _SHORT.repr(value).encode("utf-8", "replace")
+        return data[:max_bytes].decode("utf-8", "ignore"), True
+    return bounded_repr(value, max_bytes)
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict, collections.deque)
+
+
+def _exceeds(value: Any, budget: int) -> bool:
+    """Whether builtin containers in `value` hold more than `budget`
+    (items and str/bytes lengths); stops as soon as they do. A str or
+    bytes alone never counts: bounded_repr cuts it before its repr."""
+    if not isinstance(value, _CONTAINERS):
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes, bytearray)):
+            budget -= len(item)
+        elif isinstance(item, dict):
+            budget -= len(item)
+            if budget >= 0:
+                stack.extend(dict.keys(item))
+                stack.extend(dict.values(item))
+        elif isinstance(item, _CONTAINERS):
+            budget -= len(item)
+            if budget >= 0:
+                stack.extend(item)
+        else:
+            budget -= 8
+        if budget < 0:
+            return True
+    return False
+
+
+def json_form(value: Any, limit: int) -> Any:
+    """`value` as plain JSON data (tuples as lists, keys as strings), or
+    None when it has no JSON form within `limit` bytes. A bounded walk
+    comes first, so a huge value is refused without being encoded."""
+    try:
+        if not _fits_json(value, limit):
+            return None
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        if len(text) > limit:
+            return None
+        # Read back: plain types only, so sending it runs no user code.
+        return json.loads(text)
+    except Exception:
+        return None
+
+
+def _fits_json(value: Any, limit: int) -> bool:
+    """Whether `value` may have a JSON form of at most `limit` bytes, no
+    deeper than MAX_VALUE_DEPTH, with 64-bit integers. Each item is
+    charged the least JSON could take for it and items are visited
+    lazily, so the walk stops within about `limit` items however big the
+    value is (json.dumps has the last word on the real size)."""
+    budget = limit
+    stack: list[Any] = [iter((value,))]
+    while stack:
+        item = next(stack[-1], MISSING)
+        if item is MISSING:
+            stack.pop()
+            continue
+        if len(stack) > MAX_VALUE_DEPTH + 1:
+            return False
+        if isinstance(item, str):
+            budget -= len(item) + 3
+        elif item is None or isinstance(item, (bool, float)):
+            budget -= 4
+        elif isinstance(item, int):
+            if not _INT_MIN <= item < _INT_END:
+                return False
+            budget -= 2
+        elif isinstance(item, list):
+            budget -= 2
+            stack.append(list.__iter__(item))
+        elif isinstance(item, tuple):
+            budget -= 2
+            stack.append(tuple.__iter__(item))
+        elif isinstance(item, dict):
+            budget -= 2
+            for key in dict.keys(item):
+                budget -= len(key) + 4 if isinstance(key, str) else 5
+                if budget < 0:
+                    return False
+            stack.append(iter(dict.values(item)))
+        else:
+            return False
+        if budget < 0:
+            return False
+    return True
 
 
 def valid_name(name: Any) -> bool:

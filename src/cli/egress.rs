@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use rlm_sandbox::egress::{
-    ContextEchoIndex, EchoAction, EchoConfig, EgressConfig, EgressFilter, KnownSecret, Policy,
+    known_secrets, EchoAction, EchoConfig, EgressConfig, EgressFilter, FilterSpec, PendingFilter,
+    Policy,
 };
 
 /// Egress filter settings; each flag overrides its RLM_* variable.
@@ -105,26 +106,17 @@ fn parse_echo_bytes(s: &str) -> Result<usize, String> {
 }
 
 impl EgressArgs {
-    /// The configuration these flags describe (the context not yet loaded).
+    /// The configuration these flags describe (the host's secrets read).
     pub fn to_config(&self) -> anyhow::Result<EgressConfig> {
-        let mut known = Vec::new();
-        for name in &self.redact_env {
-            known
-                .push(KnownSecret::from_env(name).with_context(|| format!("--redact-env {name}"))?);
-        }
-        for path in &self.redact_file {
-            known.push(
-                KnownSecret::from_file(path)
-                    .with_context(|| format!("--redact-file {}", path.display()))?,
-            );
-        }
+        let known_secrets = known_secrets(&self.redact_env, &self.redact_file)
+            .context("--redact-env / --redact-file")?;
         Ok(EgressConfig {
             policy: self.policy,
             entropy: !self.no_entropy,
             base64_entropy_threshold: self.entropy_threshold,
             hex_entropy_threshold: self.hex_entropy_threshold,
             allow_hex_hashes: self.allow_hashes,
-            known_secrets: known,
+            known_secrets,
             echo: EchoConfig {
                 similarity_threshold: self.similarity_threshold,
                 max_bytes: self.echo_max_bytes,
@@ -135,38 +127,37 @@ impl EgressArgs {
         })
     }
 
-    /// The filter of one run: patterns compiled, context indexed.
-    /// Checks every setting now (a bad value is refused before anything
-    /// runs) and builds the filter on another thread while the sandbox runs.
-    pub fn to_pending(&self) -> anyhow::Result<rlm_sandbox::egress::PendingFilter> {
-        let config = self.to_config()?;
-        config.validate()?;
-        for path in &self.context {
-            std::fs::metadata(path)
-                .with_context(|| format!("--context / RLM_CONTEXT_FILE {}", path.display()))?;
-        }
-        let contexts = self.context.clone();
-        Ok(rlm_sandbox::egress::PendingFilter::spawn(move || {
-            let echo = config.echo.clone();
-            let mut filter = EgressFilter::new(config).map_err(|e| e.to_string())?;
-            for path in contexts {
-                let index = ContextEchoIndex::from_file(&path, &echo)
-                    .map_err(|e| format!("--context {}: {e}", path.display()))?;
-                filter = filter.with_context(index);
-            }
-            Ok(filter)
-        }))
+    /// The filter these flags describe, echo of `--context` included.
+    fn spec(&self) -> anyhow::Result<FilterSpec> {
+        Ok(FilterSpec {
+            config: self.to_config()?,
+            contexts: self.context.clone(),
+        })
+    }
+
+    /// The filter of one run, built on another thread while the sandbox
+    /// runs; every setting is checked now (a bad value is refused before
+    /// anything runs).
+    pub fn to_pending(&self) -> anyhow::Result<PendingFilter> {
+        let spec = self.spec()?;
+        spec.config.validate()?;
+        spec.pending().context("--context / RLM_CONTEXT_FILE")
+    }
+
+    /// A session's sandbox filter: the same settings, without the
+    /// contexts, whose echo indexes the session builds and owns itself.
+    pub fn to_pending_without_contexts(&self) -> anyhow::Result<PendingFilter> {
+        let spec = FilterSpec {
+            contexts: Vec::new(),
+            ..self.spec()?
+        };
+        Ok(spec.pending()?)
     }
 
     pub fn to_filter(&self) -> anyhow::Result<EgressFilter> {
-        let config = self.to_config()?;
-        let echo = config.echo.clone();
-        let mut filter = EgressFilter::new(config)?;
-        for path in &self.context {
-            let index = ContextEchoIndex::from_file(path, &echo)
-                .with_context(|| format!("--context / RLM_CONTEXT_FILE {}", path.display()))?;
-            filter = filter.with_context(index);
-        }
-        Ok(filter)
+        let spec = self.spec()?;
+        spec.config.validate()?;
+        spec.check().context("--context / RLM_CONTEXT_FILE")?;
+        Ok(spec.build()?)
     }
 }

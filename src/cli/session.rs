@@ -196,7 +196,8 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
         ..SessionOptions::default()
     };
     let cancel = super::cancel_on_signals()?;
-    let egress = args.egress.to_pending()?;
+    // The session indexes its contexts' echo itself (they are its own).
+    let egress = args.egress.to_pending_without_contexts()?;
     let sandbox = Sandbox::prepare(config, egress, &mut super::print_progress)?;
     if let Some(warning) = sandbox.selection.warning() {
         eprintln!("{warning}");

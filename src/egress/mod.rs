@@ -14,6 +14,7 @@
 //! in the output, and benign text costs little more than reading it
 //! (docs/BENCHMARKS.md).
 
+mod build;
 mod classify;
 mod config;
 mod echo;
@@ -34,6 +35,7 @@ use crate::capture::CapturedStream;
 use literals::Scan;
 use render::{block_notice, echo_notice, redact, snap_to_chars};
 
+pub use build::{echo_indexes, known_secrets, FilterSpec};
 pub use config::{EchoAction, EchoConfig, EgressConfig, EgressError, Policy};
 pub use echo::{ContextEchoIndex, EchoReport, MIN_CONTEXT};
 pub use known::{KnownSecret, MIN_KNOWN_SECRET_LEN};

@@ -5,19 +5,24 @@
 use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-use super::EgressFilter;
+use super::{EchoConfig, EgressFilter};
 
 type Built = Result<EgressFilter, String>;
 
 pub struct PendingFilter {
+    /// Known before the build ends: a session indexes its own contexts
+    /// with it while the filter is still being built.
+    echo: EchoConfig,
     building: Mutex<Option<JoinHandle<Built>>>,
     ready: OnceLock<Built>,
 }
 
 impl PendingFilter {
-    /// Starts `build` on its own thread.
-    pub fn spawn(build: impl FnOnce() -> Built + Send + 'static) -> Self {
+    /// Starts `build` (of a filter whose echo settings are `echo`) on its
+    /// own thread.
+    pub fn spawn(echo: EchoConfig, build: impl FnOnce() -> Built + Send + 'static) -> Self {
         PendingFilter {
+            echo,
             building: Mutex::new(Some(std::thread::spawn(build))),
             ready: OnceLock::new(),
         }
@@ -25,12 +30,19 @@ impl PendingFilter {
 
     /// A filter that is already built.
     pub fn ready(filter: EgressFilter) -> Self {
+        let echo = filter.config().echo.clone();
         let ready = OnceLock::new();
         let _ = ready.set(Ok(filter));
         PendingFilter {
+            echo,
             building: Mutex::new(None),
             ready,
         }
+    }
+
+    /// The filter's context echo settings (without waiting for it).
+    pub fn echo_config(&self) -> &EchoConfig {
+        &self.echo
     }
 
     /// The filter, waiting for its build if needed; the build's error
@@ -57,12 +69,12 @@ mod tests {
 
     #[test]
     fn waits_for_the_build_and_reports_its_error() {
-        let p = PendingFilter::spawn(|| {
+        let p = PendingFilter::spawn(EchoConfig::default(), || {
             EgressFilter::new(Default::default()).map_err(|e| e.to_string())
         });
         assert!(p.get().is_ok());
         assert!(p.get().is_ok(), "a second get reuses the filter");
-        let failed = PendingFilter::spawn(|| Err("no context".into()));
+        let failed = PendingFilter::spawn(EchoConfig::default(), || Err("no context".into()));
         assert_eq!(failed.get().err().as_deref(), Some("no context"));
     }
 }

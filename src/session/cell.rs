@@ -155,18 +155,16 @@ impl Session<'_> {
                 (status, None, Some(why), None, None)
             }
         };
-        let egress = self.sandbox.egress.get().map_err(|e| {
+        let unavailable = |e: String| {
             SessionError::Request(format!(
                 "the egress filter is unavailable, so no output is released: {e}"
             ))
-        })?;
-        let mut out = FilteredOutput::new(
-            streams.map(BoundedCapture::finish),
-            egress,
-            &self.added_echo,
-        );
+        };
+        let egress = self.sandbox.egress.get().map_err(unavailable)?;
+        let echo = self.echo.get().map_err(unavailable)?;
+        let mut out = FilteredOutput::new(streams.map(BoundedCapture::finish), egress, echo);
         let value = value.map(|v| {
-            let (v, findings) = v.filter(egress, &self.added_echo);
+            let (v, findings) = v.filter(egress, echo);
             out.findings.extend(findings);
             v
         });

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod calls;
 mod cell;
 pub mod contexts;
+mod echo;
 pub mod frames;
 pub mod link;
 pub mod llm_command;
@@ -137,9 +138,9 @@ pub struct Session<'s> {
     link: Link,
     broker: broker::Broker,
     contexts: Vec<Context>,
-    /// Echo indexes of the contexts added while running (the sandbox's
-    /// egress filter indexes the ones it started with).
-    added_echo: Vec<ContextEchoIndex>,
+    /// The echo indexes of the session's contexts (its own, not its
+    /// sandbox's filter's).
+    echo: echo::SessionEcho,
     ready: Ready,
     next_cell: u64,
     next_req: u64,
@@ -187,6 +188,8 @@ impl<'s> Session<'s> {
             contexts.push(context);
         }
         let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
+        // Indexed while the sandbox starts.
+        let echo = echo::SessionEcho::spawn(paths.clone(), sandbox.egress.echo_config().clone());
         let mounts = |input: &Path| contexts::prepare_dir(input, &paths);
         let mut launched = sandbox.launch(&Plan {
             program: Program::Agent,
@@ -236,7 +239,7 @@ impl<'s> Session<'s> {
             next_req: 1,
             dead: None,
             ended: None,
-            added_echo: Vec::new(),
+            echo,
             cancel,
             started,
         };
@@ -348,13 +351,12 @@ impl<'s> Session<'s> {
         let mut context = contexts::describe(index, path, format, Placement::Link)
             .map_err(|e| SessionError::Request(e.to_string()))?;
         // Its output echo is checked like the first contexts'.
-        let echo = {
-            let egress = self.sandbox.egress.get().map_err(|e| {
-                SessionError::Request(format!("the egress filter is unavailable: {e}"))
-            })?;
-            ContextEchoIndex::from_file(&context.host_path, &egress.config().echo)
-                .map_err(|e| SessionError::Request(e.to_string()))?
-        };
+        self.echo
+            .get()
+            .map_err(|e| SessionError::Request(format!("the egress filter is unavailable: {e}")))?;
+        let echo =
+            ContextEchoIndex::from_file(&context.host_path, self.sandbox.egress.echo_config())
+                .map_err(|e| SessionError::Request(e.to_string()))?;
         let input = match &self.launched {
             Some(l) => l.guard.dir.input(),
             None => return Err(SessionError::Dead("the sandbox is gone".into())),
@@ -370,7 +372,7 @@ impl<'s> Session<'s> {
             return Err(e);
         }
         self.contexts.push(context.clone());
-        self.added_echo.push(echo);
+        self.echo.push(echo);
         Ok(context)
     }
 

@@ -14,7 +14,11 @@ use crate::capture::{pipe_file, Reader};
 use crate::config::Limits;
 use crate::egress::EgressFilter;
 use crate::result::{Ended, ExecResult, Usage};
-use crate::supervise::{classify, EndedBy, Observed, SuperviseError};
+use crate::supervise::machine::{Action, Supervisor};
+use crate::supervise::{classify, EndedBy, Observed, SuperviseError, KILL_GRACE};
+
+/// How often the child is polled for its exit.
+const POLL: Duration = Duration::from_millis(5);
 
 /// Printed on stderr before every local run.
 pub const DANGER: &str = "rlm-sandbox: DANGER: RLM_EXECUTION_MODE=local runs the code on this \
@@ -61,7 +65,9 @@ pub fn run(
         child.stderr.take().map(pipe_file),
     ]
     .map(|p| p.map(|p| Reader::spawn(p, limits.max_stdout_bytes, |_| {})));
-    let mut ended_by = None;
+    // The same supervision as a sandbox's, on the process group: killed at
+    // the deadline or on cancel, killed again every second it lingers.
+    let mut sup = Supervisor::new(start + limits.timeout, None, KILL_GRACE);
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|err| SuperviseError::Spawn {
             runtime: "python3".into(),
@@ -69,18 +75,14 @@ pub fn run(
         })? {
             break status;
         }
-        if ended_by.is_none() {
-            if cancel.load(Ordering::Relaxed) {
-                ended_by = Some(EndedBy::Cancelled);
-            } else if start.elapsed() >= limits.timeout {
-                ended_by = Some(EndedBy::Timeout);
-            }
-            if ended_by.is_some() {
-                let _ = killpg(pgid, Signal::SIGKILL);
-            }
+        let now = Instant::now();
+        if cancel.load(Ordering::Relaxed) {
+            kill_on(sup.end(EndedBy::Cancelled, now), pgid);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        kill_on(sup.tick(now), pgid);
+        std::thread::sleep(POLL.min(sup.due().saturating_duration_since(now)));
     };
+    let ended_by = sup.ended_by();
     let _ = killpg(pgid, Signal::SIGKILL);
     let [stdout, stderr] = readers.map(|r| {
         r.map(|r| r.finish(Duration::from_secs(1)))
@@ -109,4 +111,11 @@ pub fn run(
         Usage::default(),
         start.elapsed(),
     ))
+}
+
+/// A kill (or its repeat) of the local process group.
+fn kill_on(action: Action, pgid: Pid) {
+    if matches!(action, Action::Kill | Action::Escalate) {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
 }

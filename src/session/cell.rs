@@ -13,7 +13,8 @@ use super::{CallRecord, Interrupt, Session, SessionError};
 use crate::capture::BoundedCapture;
 use crate::egress::Finding;
 use crate::result::{FilteredOutput, Status, Truncated, Usage};
-use crate::supervise::EndedBy;
+use crate::supervise::machine::{Action, Supervisor};
+use crate::supervise::{classify_cell, CellEnd, EndedBy, KILL_GRACE};
 
 /// The result of one cell (`exec`'s `cell`).
 #[derive(Debug, Clone, Serialize)]
@@ -76,23 +77,21 @@ impl Session<'_> {
             .send(json!({"t": "exec", "cell": cell, "code": code, "vars": vars}));
         let mut streams = [BoundedCapture::new(keep), BoundedCapture::new(keep)];
         let mut printed = 0u64;
-        let deadline = start + timeout;
-        let mut ended_by: Option<EndedBy> = None;
-        let mut kill_at: Option<Instant> = None;
+        // Interrupted at the deadline or the output ceiling, killed after
+        // the grace (the kill's own escalation is `die`'s).
+        let mut sup = Supervisor::new(start + timeout, Some(self.options.grace), KILL_GRACE);
         let outcome = loop {
-            let now = Instant::now();
-            if kill_at.is_some_and(|t| now >= t) {
-                break Err(Interrupt::Died(self.die(
-                    "the cell ignored its interrupt; the sandbox was killed".into(),
-                    ended_by,
-                )));
+            match sup.tick(Instant::now()) {
+                Action::Interrupt => self.interrupt(cell),
+                Action::Kill | Action::Escalate => {
+                    break Err(Interrupt::Died(self.die(
+                        "the cell ignored its interrupt; the sandbox was killed".into(),
+                        sup.ended_by(),
+                    )));
+                }
+                Action::Wait => {}
             }
-            if ended_by.is_none() && now >= deadline {
-                ended_by = Some(EndedBy::Timeout);
-                kill_at = Some(self.interrupt(cell, now));
-            }
-            let until = kill_at.unwrap_or(deadline);
-            match self.next_event(until) {
+            match self.next_event(sup.due()) {
                 Ok(None) => {}
                 Ok(Some(Frame::Stdout(b))) | Ok(Some(Frame::Stderr(b))) if b.is_empty() => {}
                 Ok(Some(frame @ (Frame::Stdout(_) | Frame::Stderr(_)))) => {
@@ -103,17 +102,17 @@ impl Session<'_> {
                     };
                     printed += bytes.len() as u64;
                     streams[i].push(&bytes);
-                    if printed > ceiling && ended_by.is_none() {
-                        ended_by = Some(EndedBy::OutputLimit);
-                        kill_at = Some(self.interrupt(cell, Instant::now()));
+                    if printed > ceiling
+                        && sup.end(EndedBy::OutputLimit, Instant::now()) == Action::Interrupt
+                    {
+                        self.interrupt(cell);
                     }
                 }
                 Ok(Some(Frame::Msg(AgentMsg::OutputLimit { cell: c, .. }))) if c == cell => {
                     // The agent keeps a cell's output until the cell ends
                     // and stopped at the ceiling: the same end as above.
-                    if ended_by.is_none() {
-                        ended_by = Some(EndedBy::OutputLimit);
-                        kill_at = Some(self.interrupt(cell, Instant::now()));
+                    if sup.end(EndedBy::OutputLimit, Instant::now()) == Action::Interrupt {
+                        self.interrupt(cell);
                     }
                 }
                 Ok(Some(Frame::Msg(AgentMsg::Done {
@@ -133,25 +132,17 @@ impl Session<'_> {
                 Err(e) => break Err(e),
             }
         };
+        let ended_by = sup.ended_by();
         let (status, final_answer, dead, vars, value) = match outcome {
             Ok((done, final_answer, vars, value)) => {
-                let status = match (ended_by, done) {
-                    (Some(EndedBy::OutputLimit), _) => Status::OutputLimit,
-                    (Some(_), _) => Status::Timeout,
-                    (None, DoneStatus::Ok) => Status::Ok,
-                    (None, _) => Status::Error,
-                };
+                let ok = done == DoneStatus::Ok;
+                let status = classify_cell(ended_by, CellEnd::Done { ok });
                 (status, final_answer, None, vars, value)
             }
             Err(Interrupt::Cancelled) => return Err(self.cancelled()),
             Err(Interrupt::Died(why)) => {
-                let status = match (ended_by, self.ended.as_ref().map(|r| r.status)) {
-                    (_, Some(Status::Oom)) => Status::Oom,
-                    (Some(EndedBy::OutputLimit), _) => Status::OutputLimit,
-                    (Some(_), _) => Status::Timeout,
-                    (None, Some(Status::Killed)) => Status::Killed,
-                    (None, _) => Status::SandboxError,
-                };
+                let sandbox = self.ended.as_ref().map(|r| r.status);
+                let status = classify_cell(ended_by, CellEnd::Died { sandbox });
                 (status, None, Some(why), None, None)
             }
         };
@@ -186,10 +177,9 @@ impl Session<'_> {
         })
     }
 
-    /// Asks the agent to interrupt `cell`; returns when to kill the
-    /// sandbox if the cell has not stopped by then.
-    fn interrupt(&self, cell: u64, now: Instant) -> Instant {
+    /// Asks the agent to interrupt `cell` (the supervisor kills the
+    /// sandbox if it has not stopped within the grace).
+    fn interrupt(&self, cell: u64) {
         self.link.send(json!({"t": "interrupt", "cell": cell}));
-        now + self.options.grace
     }
 }

@@ -53,6 +53,39 @@ pub fn classify(o: &Observed) -> (Status, Option<i32>) {
     (status, signal)
 }
 
+/// How a session cell ended, as the session saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellEnd {
+    /// The agent reported the cell done; `ok` unless it raised.
+    Done { ok: bool },
+    /// The sandbox ended during the cell; how it ended, when known.
+    Died { sandbox: Option<Status> },
+}
+
+/// A cell's status. A cell that finished: the driver's reason wins, as
+/// for a run (an interrupted cell stopped because we asked it to). A cell
+/// whose sandbox died: an OOM kill first (the sandbox's own end explains
+/// the death better than the interrupt that preceded it), then the
+/// driver's reason, then a kill by signal; anything else is the sandbox
+/// failing.
+pub fn classify_cell(ended_by: Option<EndedBy>, end: CellEnd) -> Status {
+    match end {
+        CellEnd::Done { ok } => match ended_by {
+            Some(EndedBy::OutputLimit) => Status::OutputLimit,
+            Some(_) => Status::Timeout,
+            None if ok => Status::Ok,
+            None => Status::Error,
+        },
+        CellEnd::Died { sandbox } => match (ended_by, sandbox) {
+            (_, Some(Status::Oom)) => Status::Oom,
+            (Some(EndedBy::OutputLimit), _) => Status::OutputLimit,
+            (Some(_), _) => Status::Timeout,
+            (None, Some(Status::Killed)) => Status::Killed,
+            (None, _) => Status::SandboxError,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +150,159 @@ mod tests {
             ..Observed::default()
         };
         assert_eq!(classify(&o), (Status::SandboxError, Some(11)));
+    }
+
+    #[test]
+    fn cells() {
+        use CellEnd::{Died, Done};
+        use EndedBy::{Cancelled, OutputLimit, Timeout};
+        let table: &[(Option<EndedBy>, CellEnd, Status)] = &[
+            (None, Done { ok: true }, Status::Ok),
+            (None, Done { ok: false }, Status::Error),
+            (Some(Timeout), Done { ok: false }, Status::Timeout),
+            (Some(Timeout), Done { ok: true }, Status::Timeout),
+            (Some(OutputLimit), Done { ok: false }, Status::OutputLimit),
+            (Some(Cancelled), Done { ok: true }, Status::Timeout),
+            (
+                None,
+                Died {
+                    sandbox: Some(Status::Oom),
+                },
+                Status::Oom,
+            ),
+            (
+                Some(Timeout),
+                Died {
+                    sandbox: Some(Status::Oom),
+                },
+                Status::Oom,
+            ),
+            (
+                Some(OutputLimit),
+                Died {
+                    sandbox: Some(Status::Killed),
+                },
+                Status::OutputLimit,
+            ),
+            (
+                Some(Timeout),
+                Died {
+                    sandbox: Some(Status::Timeout),
+                },
+                Status::Timeout,
+            ),
+            (Some(Timeout), Died { sandbox: None }, Status::Timeout),
+            (
+                None,
+                Died {
+                    sandbox: Some(Status::Killed),
+                },
+                Status::Killed,
+            ),
+            (
+                None,
+                Died {
+                    sandbox: Some(Status::Ok),
+                },
+                Status::SandboxError,
+            ),
+            (
+                None,
+                Died {
+                    sandbox: Some(Status::SandboxError),
+                },
+                Status::SandboxError,
+            ),
+            (None, Died { sandbox: None }, Status::SandboxError),
+        ];
+        for &(by, end, status) in table {
+            assert_eq!(classify_cell(by, end), status, "{by:?} {end:?}");
+        }
+    }
+
+    #[test]
+    fn runs() {
+        use EndedBy::{Cancelled, OutputLimit, Timeout};
+        // (exit code, runtime signal, reason, OOM kills, runtime error) → (status, signal)
+        type Row = (
+            Option<i32>,
+            Option<i32>,
+            Option<EndedBy>,
+            Option<u64>,
+            bool,
+            Status,
+            Option<i32>,
+        );
+        let table: &[Row] = &[
+            (Some(0), None, None, Some(0), false, Status::Ok, None),
+            (Some(1), None, None, Some(0), false, Status::Error, None),
+            (
+                Some(137),
+                None,
+                None,
+                Some(0),
+                false,
+                Status::Killed,
+                Some(9),
+            ),
+            (Some(137), None, None, Some(1), false, Status::Oom, Some(9)),
+            (Some(137), None, None, None, false, Status::Killed, Some(9)),
+            (
+                Some(137),
+                None,
+                Some(Timeout),
+                Some(1),
+                true,
+                Status::Timeout,
+                Some(9),
+            ),
+            (
+                Some(137),
+                None,
+                Some(OutputLimit),
+                Some(0),
+                false,
+                Status::OutputLimit,
+                Some(9),
+            ),
+            (
+                Some(137),
+                None,
+                Some(Cancelled),
+                Some(0),
+                false,
+                Status::Killed,
+                Some(9),
+            ),
+            (
+                Some(1),
+                None,
+                None,
+                Some(0),
+                true,
+                Status::SandboxError,
+                None,
+            ),
+            (
+                None,
+                Some(11),
+                None,
+                None,
+                false,
+                Status::SandboxError,
+                Some(11),
+            ),
+            (Some(200), None, None, Some(0), false, Status::Error, None),
+        ];
+        for &(exit_code, runtime_signal, ended_by, oom_kills, failed, status, signal) in table {
+            let o = Observed {
+                exit_code,
+                runtime_signal,
+                ended_by,
+                oom_kills,
+                runtime_error: failed.then(|| "invalid rootfs".to_string()),
+            };
+            assert_eq!(classify(&o), (status, signal), "{o:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use super::machine::{Action, Supervisor};
 use super::{
     new_run_id, watchdog, EndedBy, RunGuard, Sandbox, SuperviseError, KILL_GRACE, TICK,
     V1_OOM_MARGIN,
@@ -215,52 +216,46 @@ impl<E> Launched<E> {
         deadline: Instant,
         cancel: &AtomicBool,
     ) -> (std::io::Result<ExitStatus>, Option<EndedBy>) {
-        let (guard, events, pgid, id) = (&self.guard, &self.events, self.pgid, &self.id);
-        let mut ended_by = None;
-        let mut escalate_at = None;
+        let mut sup = Supervisor::new(deadline, None, KILL_GRACE);
         let exit: std::io::Result<ExitStatus> = loop {
             let now = Instant::now();
-            let until = escalate_at.unwrap_or(deadline);
-            match events.recv_timeout(until.saturating_duration_since(now).min(TICK)) {
+            let wait = sup.due().saturating_duration_since(now).min(TICK);
+            match self.events.recv_timeout(wait) {
                 Ok(Event::Exited(status)) => break status,
                 // The caller's events, now that the sandbox is ending.
                 Ok(Event::Caller(_)) => {}
                 Ok(Event::OutputCeiling) => {
-                    if ended_by.is_none() {
-                        ended_by = Some(EndedBy::OutputLimit);
-                        escalate_at = Some(kill_sandbox(guard, now));
-                    }
+                    self.act(sup.end(EndedBy::OutputLimit, Instant::now()));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if ended_by.is_none() && cancel.load(Ordering::Relaxed) {
-                        ended_by = Some(EndedBy::Cancelled);
-                        escalate_at = Some(kill_sandbox(guard, now));
-                    } else if ended_by.is_none() && now >= deadline {
-                        ended_by = Some(EndedBy::Timeout);
-                        escalate_at = Some(kill_sandbox(guard, now));
-                    } else if escalate_at.is_some_and(|t| now >= t) {
-                        // The runtime did not exit after its sandbox was
-                        // killed: it hangs. Kill it and everything it started.
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                        crate::procs::kill_mentioning(id);
-                        escalate_at = Some(now + KILL_GRACE);
+                    if cancel.load(Ordering::Relaxed) {
+                        self.act(sup.end(EndedBy::Cancelled, now));
                     }
+                    self.act(sup.tick(now));
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     break Err(std::io::Error::other("runtime waiter thread vanished"))
                 }
             }
         };
-
-        (exit, ended_by)
+        (exit, sup.ended_by())
     }
-}
 
-/// Kills everything in the run's cgroup; returns when to escalate to
-/// killing the runtime itself.
-fn kill_sandbox(guard: &RunGuard, now: Instant) -> Instant {
-    if let Some(cg) = &guard.cgroup {
-        cg.kill_all();
+    /// Does what the supervisor says to the sandbox and its runtime.
+    fn act(&self, action: Action) {
+        match action {
+            Action::Wait | Action::Interrupt => {}
+            Action::Kill => {
+                if let Some(cg) = &self.guard.cgroup {
+                    cg.kill_all();
+                }
+            }
+            Action::Escalate => {
+                // The runtime did not exit after its sandbox was killed:
+                // it hangs. Kill it and everything it started.
+                let _ = killpg(self.pgid, Signal::SIGKILL);
+                crate::procs::kill_mentioning(&self.id);
+            }
+        }
     }
-    now + KILL_GRACE
 }

@@ -5,6 +5,7 @@
 mod classify;
 pub mod guard;
 pub(crate) mod launch;
+pub mod machine;
 pub mod watchdog;
 
 use std::path::PathBuf;
@@ -23,13 +24,13 @@ use crate::egress::PendingFilter;
 use crate::result::{Ended, ExecResult, RuntimeUsed, Status, Usage};
 use crate::runtime::Selection;
 
-pub use classify::{classify, EndedBy, Observed};
+pub use classify::{classify, classify_cell, CellEnd, EndedBy, Observed};
 pub use guard::{new_run_id, CleanupError, RunDir, RunGuard, ID_PREFIX};
 pub use launch::{Launched, Mounts, Plan, StdioPlan};
 
 /// After the driver kills the sandbox, how long the runtime may take to
 /// notice before the runtime's own processes are killed too.
-const KILL_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
 /// How long to wait for the pipes to close after the runtime exited.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// On cgroup v1, how far below the sandbox's memory limit the driver's

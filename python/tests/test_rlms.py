@@ -8,6 +8,7 @@ DockerREPL runs them), and every observable of REPLResult."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import threading
 from pathlib import Path
@@ -374,6 +375,12 @@ PARITY_CELLS = [
     "ADD_HISTORY",
     "print(len(history_1), len(history), type(history_0).__name__)",
     "print(llm_query('q'), rlm_query('q'), rlm_query_batched(['a']), llm_query_batched([]))",
+    # Names starting with "_" do not outlive their cell; nor do the bindings of a cell that raised.
+    "_private = 1\n__dunder__ = 2\npublic = 3\nprint(_private)",
+    "print('_private' in dir(), '__dunder__' in dir(), public)",
+    "kept = 1",
+    "lost = 2\nkept = 5\nraise ValueError('boom')",
+    "print(kept, 'lost' in dir())",
 ]
 
 
@@ -408,3 +415,18 @@ def test_the_observables_match_local_repl(settings: dict) -> None:
     reference, got = runs
     for ref, ours in zip(reference, got):
         assert ours == ref
+
+
+def test_show_vars_lists_what_local_repl_lists(settings: dict) -> None:
+    shown = []
+    for env in _pair(settings, context_payload="the context"):
+        env.execute_code("x = 1\n_y = 2")
+        r = env.execute_code("print(SHOW_VARS())")
+        env.cleanup()
+        assert r.stdout.startswith("Available variables: "), r.stdout
+        listed = ast.literal_eval(r.stdout.split(": ", 1)[1])
+        # LocalREPL lists the file handle its own add_context code leaves behind; the sandbox has none.
+        listed.pop("f", None)
+        shown.append(list(listed.items()))
+    reference, got = shown
+    assert got == reference == [("context_0", "str"), ("context", "str"), ("x", "int")]

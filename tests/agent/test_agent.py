@@ -395,6 +395,43 @@ def test_show_vars_lists_user_variables(ready: Agent) -> None:
     assert cell.out == "Available variables: {'x': 'int', 'name': 'str'}\n"
 
 
+def test_an_rlms_cell_keeps_only_what_local_repl_keeps(ready: Agent) -> None:
+    rlms = {"namespace": "rlms"}
+    assert ready.exec("_keep = 1\nlst = []\nx = 3").status == "ok"
+    # An ok cell: its bindings of "_" names are undone, the others kept.
+    cell = ready.exec("_tmp = 2\n_keep = 5\ndel __name__\ny = 4\nprint(_tmp, _keep)", **rlms)
+    assert (cell.status, cell.out) == ("ok", "2 5\n")
+    assert ready.exec("print('_tmp' in globals(), _keep, __name__, y)").out == "False 1 __main__ 4\n"
+    # A cell that raised: none of its bindings, but objects it changed stay changed.
+    cell = ready.exec("z = 1\nx = 99\ndel y\nlst.append(1)\nraise ValueError('no')", **rlms)
+    assert cell.status == "error" and "ValueError: no" in cell.err
+    assert ready.exec("print('z' in globals(), x, y, lst)").out == "False 3 4 [1]\n"
+    # An answer set in place before the error still ends the task; a rebound one does not.
+    cell = ready.exec("answer['content'] = 'partial'\nanswer['ready'] = True\n1/0", **rlms)
+    assert (cell.status, cell.done["final_answer"]) == ("error", "partial")
+    cell = ready.exec("answer = {'content': 'lost', 'ready': True}\n1/0", **rlms)
+    assert (cell.status, cell.done["final_answer"]) == ("error", None)
+    # The default keeps everything, as before.
+    assert ready.exec("_s = 1\nw = 2\n1/0").status == "error"
+    assert ready.exec("print(_s, w)").out == "1 2\n"
+
+
+def test_an_rlms_cell_shows_the_contexts_in_show_vars(agent: Agent, files: Any) -> None:
+    agent.hello(contexts=[ctx_spec(0, files(b"text"))])
+    assert agent.exec("x = 1\nprint(SHOW_VARS())").out == "Available variables: {'x': 'int'}\n"
+    cell = agent.exec("print(SHOW_VARS())", namespace="rlms")
+    assert cell.out == "Available variables: {'context_0': 'str', 'context': 'str', 'x': 'int'}\n"
+
+
+@pytest.mark.parametrize("bad", ["local", True, None, 1])
+def test_an_unknown_namespace_is_refused(ready: Agent, bad: Any) -> None:
+    cell = ready.exec("x = 1", namespace=bad)
+    assert cell.status == "error"
+    assert ready.exec("print('x' in globals())").out == "False\n"
+    assert ready.close() == 0
+    assert "exec's namespace must be" in ready.stderr_text()
+
+
 def test_sandbox_names_come_back_after_rebinding_or_deleting(ready: Agent, files: Any) -> None:
     ready.exec("answer = 3\nllm_query = None\ndel FINAL_VAR\nctxs = []\nSHOW_VARS = print")
     cell = ready.exec("print(type(answer).__name__, callable(llm_query), callable(FINAL_VAR), "

@@ -26,6 +26,7 @@ from .namespace import (
     is_true,
     MAX_VALUE_JSON,
     MAX_VALUE_REPR,
+    MISSING,
     new_answer,
 )
 from .output import WATCH_EVERY, CellOutput, flush, text_stream, usable, write_fd
@@ -56,20 +57,46 @@ class Cells(Scaffold):
         #: The running cell's trailing expression's value, as `done` carries it.
         self.value: Optional[dict[str, Any]] = None
 
-    def run_cell(self, cell: int, code: str) -> tuple[str, Optional[str]]:
-        """Runs `code` with its own output files: (status, final answer)."""
+    def run_cell(self, cell: int, code: str, rlms: bool = False) -> tuple[str, Optional[str]]:
+        """Runs `code` with its own output files: (status, final answer).
+        With `rlms`, only the bindings rlms's LocalREPL would keep outlive
+        the cell (see `_keep_as_rlms`)."""
         self._ensure_std_streams()
         self.value = None
         output = self._start_output(cell)
         if output is None:
             return "error", None
+        before = dict(self.globals) if rlms else None
+        self.rlms_names = rlms
         try:
             status = self._execute(cell, code)
+            if before is not None:
+                self._keep_as_rlms(before, status == "ok")
             final = self._take_answer()
             self._restore_names()
         finally:
+            self.rlms_names = False
             self._end_output(output)
         return status, final
+
+    def _keep_as_rlms(self, before: dict[str, Any], ok: bool) -> None:
+        """Undoes what LocalREPL would not keep of a cell: all its bindings
+        when it did not end ok (LocalREPL runs a cell in a copy of its
+        namespace and keeps the copy only when no exception came out), and
+        its bindings of names starting with "_" otherwise (LocalREPL copies
+        back only the others). Objects the cell changed in place stay
+        changed, as there. A shallow copy per cell, in the sandbox: cheaper
+        than the second cell per cell the host would otherwise send."""
+        g = self.globals
+        if not ok:
+            g.clear()
+            g.update(before)
+            return
+        for name in [n for n in g if isinstance(n, str) and n.startswith("_") and n not in before]:
+            del g[name]
+        for name, value in before.items():
+            if isinstance(name, str) and name.startswith("_") and g.get(name, MISSING) is not value:
+                g[name] = value
 
     def _execute(self, cell: int, code: str) -> str:
         """Compiles and runs the cell; a failure's traceback goes to its stderr."""

@@ -149,7 +149,10 @@ class Agent(Cells):
         cell, code = msg.get("cell"), msg.get("code")
         if not isinstance(cell, int) or not isinstance(code, str):
             raise ValueError("exec needs cell (int) and code (str)")
-        status, final = self.run_cell(cell, code)
+        namespace = msg.get("namespace", "session")
+        if namespace not in ("session", "rlms"):
+            raise ValueError("exec's namespace must be \"session\" or \"rlms\", got %r" % (namespace,))
+        status, final = self.run_cell(cell, code, rlms=namespace == "rlms")
         value, self.value = self.value, None
         self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
         self._prepare_output()

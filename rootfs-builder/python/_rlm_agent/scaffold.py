@@ -45,6 +45,9 @@ class Scaffold:
         self.scaffold: dict[str, Any] = {}
         self.globals = new_namespace()
         self._rebuild_scaffold()
+        #: Whether the running cell is an rlms one (SHOW_VARS lists the
+        #: contexts then, as LocalREPL's does).
+        self.rlms_names = False
 
     # -- answers
 
@@ -72,8 +75,12 @@ class Scaffold:
         return self.final(self.globals[name])
 
     def show_vars(self) -> str:
-        """SHOW_VARS(): the user's variables and their types, as the reference library words it."""
-        available = {name: type(value).__name__ for name, value in self._user_items()}
+        """SHOW_VARS(): the user's variables and their types, as the reference
+        library words it (in an rlms cell, the contexts first, as LocalREPL lists them)."""
+        items = self._user_items()
+        if self.rlms_names:
+            items = self._context_items() + items
+        available = {name: type(value).__name__ for name, value in items}
         if not available:
             return "No variables created yet. Use ```repl``` blocks to create variables."
         return "Available variables: %s" % (available,)
@@ -89,6 +96,16 @@ class Scaffold:
             if self.scaffold.get(name, MISSING) is value:
                 continue
             items.append((name, value))
+        return items
+
+    def _context_items(self) -> list[tuple[str, Any]]:
+        """The contexts' names in LocalREPL's order: context_0, context,
+        context_1, ..."""
+        items: list[tuple[str, Any]] = []
+        for i in sorted(self.contexts):
+            items.append(("context_%d" % i, self.contexts[i][1]))
+            if len(items) == 1:
+                items.append(("context", self.contexts[i][1]))
         return items
 
     def user_vars(self) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from rlm.environments.local_repl import LocalREPL
 from rlm.logger import RLMLogger
 from rlm.utils.parsing import format_execution_result
 
+from rlm_sandbox import Session
 from rlm_sandbox.rlms import RlmSandboxREPL, install
 
 from conftest import assert_clean
@@ -430,3 +431,16 @@ def test_show_vars_lists_what_local_repl_lists(settings: dict) -> None:
         shown.append(list(listed.items()))
     reference, got = shown
     assert got == reference == [("context_0", "str"), ("context", "str"), ("x", "int")]
+
+
+def test_session_exec_takes_the_rlms_namespace_and_refuses_others(settings: dict) -> None:
+    with Session(**settings) as s:
+        assert s.exec("kept = 1").status == "ok"
+        assert s.exec("kept = 2\n_tmp = 3\n1 / 0", namespace="rlms").status == "error"
+        assert s.exec("_tmp = 3\nnew = 4", namespace="rlms", vars=True).vars == [
+            {"name": "kept", "type": "int", "size": None},
+            {"name": "new", "type": "int", "size": None},
+        ]
+        assert s.exec("print(kept, '_tmp' in dir())").stdout == "1 False\n"
+        with pytest.raises(ValueError, match='namespace must be "session" or "rlms"'):
+            s.exec("x = 1", namespace="local")

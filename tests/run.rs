@@ -110,7 +110,7 @@ print("stdlib ok")
         assert_eq!(r["status"], "timeout", "{r}");
         let out = r["stdout"].as_str().expect("stdout");
         let stamp = |tag: &str| -> f64 {
-            let line = out.lines().filter(|l| l.starts_with(tag)).next_back();
+            let line = out.lines().rfind(|l| l.starts_with(tag));
             let line = line.unwrap_or_else(|| panic!("no {tag:?} line (the code never ran?): {r}"));
             line[tag.len() + 1..].parse().expect("a time")
         };

@@ -6,7 +6,7 @@
 
 import pytest
 
-from conftest import selftest_report
+from conftest import selftest_command, selftest_report
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +30,8 @@ def test_report_is_consistent(report):
     assert not isinstance(report, str), report
     failing = [r for r in report["rows"] if not r["pass"]]
     assert report["failures"] == len(failing)
+
+
+def test_ci_requires_both_runtimes():
+    assert selftest_command({"CI": "true"})[-2:] == ["--runtime", "both"]
+    assert "--runtime" not in selftest_command({})

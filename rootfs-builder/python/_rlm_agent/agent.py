@@ -368,7 +368,7 @@ class Agent:
                 # Under the lock: the cell's `done` cannot go out first.
                 self.channel.send_json({"t": "output_limit", "cell": output.cell, "bytes": size})
 
-    def _send_done(self, cell: int, status: str, final: Optional[str], user_vars: Optional[list] = None) -> None:
+    def _send_done(self, cell: int, status: str, final: Optional[str], user_vars: Optional[list[Any]] = None) -> None:
         """The cell's `done` (with the user's globals when the host asked),
         in one write with its small output's frames."""
         before, self.unsent = self.unsent, b""

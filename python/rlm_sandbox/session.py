@@ -103,7 +103,10 @@ class Session:
     ) -> None:
         settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
         flags = to_flags(settings, SESSION, "Session()")  # a typo is refused before any lookup
-        argv = [binary or find_binary(), "session", *flags]
+        # The session owns the client's temporary directory from the start
+        # (contexts added later are written there too): it removes it when
+        # it ends, even when this process was killed.
+        argv = [binary or find_binary(), "session", *flags, "--owned-context-dir", self._contexts.directory()]
         for name, fn in self._tools.items():
             argv += ["--tool", name + ":" + ",".join(tool_params(name, fn))]
         if rlm is not None:

@@ -138,7 +138,8 @@ def test_a_duplicated_descriptor_does_not_hold_the_cell(ready: Agent) -> None:
     started = time.monotonic()
     cell = ready.exec("import os\nkeep = os.dup(1)\nprint('kept')")
     assert (cell.status, cell.out) == ("ok", "kept\n")
-    assert time.monotonic() - started < 3
+    # Held, the cell would wait for the copy to close: forever.
+    assert time.monotonic() - started < 30
     cell = ready.exec("try:\n    os.write(keep, b'late\\n')\nexcept OSError as e:\n    print(type(e).__name__)\n"
                       "print('next')")
     assert "late" not in cell.out and cell.out.endswith("next\n")
@@ -202,7 +203,8 @@ def test_interrupt_stops_a_sleep_and_keeps_the_state(ready: Agent, tmp_path: Pat
     started = time.monotonic()
     ready.send({"t": "interrupt", "cell": cell})
     result = ready.finish(cell)
-    assert time.monotonic() - started < 2
+    # Before the 30 s sleep ends (a bound no loaded machine reaches).
+    assert time.monotonic() - started < 30
     assert result.status == "interrupted"
     # Usually inside the sleep; the print may not have returned yet.
     assert result.err.endswith("KeyboardInterrupt\n") and "<cell 2>" in result.err, result.err
@@ -255,7 +257,8 @@ def test_an_interrupt_before_the_cell_starts_still_interrupts_it(ready: Agent) -
     ready.next_cell = 2
     started = time.monotonic()
     result = ready.finish(1)
-    assert result.status == "interrupted" and time.monotonic() - started < 5
+    # Before the 20 s sleep ends.
+    assert result.status == "interrupted" and time.monotonic() - started < 20
 
 
 def test_interrupts_never_break_the_protocol_while_calls_fly(ready: Agent) -> None:

@@ -77,3 +77,44 @@ fn the_matcher_compares_only_given_fields() {
     assert!(!matches(&serde_json::json!({"e": null}), &got));
     assert!(!matches(&serde_json::json!({"a": 2}), &got));
 }
+
+/// The error kinds the document lists are the ones `SessionError::kind`
+/// gives, and it names no other (`error.kind = "x"`, `"kind": "x"` in an
+/// error object).
+#[test]
+fn the_error_kinds_are_the_ones_the_code_gives() {
+    use rlm_sandbox::session::SessionError;
+    use rlm_sandbox::supervise::SuperviseError;
+    let code: std::collections::BTreeSet<&str> = [
+        SessionError::Dead(String::new()).kind(),
+        SessionError::Request(String::new()).kind(),
+        SessionError::Start(String::new()).kind(),
+        SessionError::Supervise(SuperviseError::Interrupted).kind(),
+        SessionError::Supervise(SuperviseError::Cgroup(
+            rlm_sandbox::cgroup::CgroupError::InvalidRunId { id: String::new() },
+        ))
+        .kind(),
+    ]
+    .into_iter()
+    .collect();
+    let list = DOC
+        .split_once("Error kinds:")
+        .expect("an \"Error kinds:\" paragraph")
+        .1
+        .split("\n\n")
+        .next()
+        .unwrap();
+    // The first backticked word of each comma-separated entry.
+    let listed: std::collections::BTreeSet<&str> = list
+        .split("), ")
+        .filter_map(|entry| entry.split('`').nth(1))
+        .collect();
+    assert_eq!(listed, code, "the \"Error kinds:\" paragraph: {list}");
+    for (i, _) in DOC.match_indices("error.kind = \"") {
+        let name = DOC[i + 14..].split('"').next().unwrap();
+        assert!(
+            code.contains(name),
+            "docs/PROTOCOL.md names error kind {name:?}; the code gives {code:?}"
+        );
+    }
+}

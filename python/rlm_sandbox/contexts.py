@@ -2,9 +2,12 @@
 
 The session bind-mounts (or hard-links) a context file into the sandbox
 and indexes it for the echo filter when it is added, so the client
-removes its temporary file as soon as the session has acknowledged it:
-a client killed later leaves nothing behind, and the sandbox still sees
-the data through the mount's reference to the file."""
+removes its temporary file as soon as the session has acknowledged it
+(the sandbox still sees the data through the mount's reference to the
+file). The private directory itself belongs to the session process
+(`--owned-context-dir`), which removes it when it ends: a client killed
+with SIGKILL cannot clean up, but its session sees the end of its input
+and exits, so nothing the client wrote outlives it."""
 
 from __future__ import annotations
 
@@ -44,11 +47,17 @@ class ContextFiles:
             "for a file given as a str path, pass pathlib.Path(it)"
         )
 
-    def _write(self, data: bytes, suffix: str) -> str:
+    def directory(self) -> str:
+        """The private (0700) directory, created on first use; its name
+        starts with `rlm-sandbox-ctx-`, the only kind of directory the
+        session agrees to own and remove."""
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="rlm-sandbox-ctx-")
+        return self._dir
+
+    def _write(self, data: bytes, suffix: str) -> str:
         self._count += 1
-        path = os.path.join(self._dir, f"context-{self._count}{suffix}")
+        path = os.path.join(self.directory(), f"context-{self._count}{suffix}")
         # 0644 inside a 0700 directory: no other host user can reach it,
         # and the sandbox's user can read the mounted file without a copy.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

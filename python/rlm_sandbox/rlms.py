@@ -32,14 +32,19 @@ once; an `llm_query_batched` is bounded by the session's in-flight limit
 (the `llm_max_in_flight` setting, 8 by default). After each cell `history` is the
 compaction list (or `history_0`) again and custom tools are rebound, as
 LocalREPL's `_restore_scaffold` does; custom tools whose value is Python
-source run in the sandbox (DockerREPL's rule). Differences left, all
-from the sandbox's own namespace: names starting with `_` and the
-bindings of a cell that raised are kept (LocalREPL and DockerREPL drop
-them); `SHOW_VARS()` leaves out the contexts; `context_N` are restored
-like `context`, and one loaded cannot be replaced (`add_context` refuses
-its index); `FINAL`/`FINAL_VAR` exist; `answer` is reset after the
-cell that set it (see `update_handler_address`); the builtins are all
-there (as in DockerREPL; LocalREPL blocks `eval`, `exec`, `input`...)."""
+source run in the sandbox (DockerREPL's rule). A cell's bindings outlive
+it as in LocalREPL: none of a cell that raised (or timed out), none of
+names starting with `_`, which the agent undoes itself when asked
+(`exec`'s `namespace="rlms"`: no second cell per cell); `SHOW_VARS()`
+lists the contexts before the user's names, as LocalREPL's does.
+Differences left, all from the sandbox's own namespace: a name a cell
+deletes is gone (LocalREPL keeps it, and lists the `f` and `json` its
+own context loading leaves); `context_N` are restored like `context`,
+and one loaded cannot be replaced (`add_context` refuses its index);
+`FINAL`/`FINAL_VAR` exist (rlms 0.1.3 defines neither: calling them
+there is a NameError); `answer` is reset after the cell that set it
+(see `update_handler_address`); the builtins are all there (as in
+DockerREPL; LocalREPL blocks `eval`, `exec`, `input`...)."""
 
 from __future__ import annotations
 
@@ -234,16 +239,23 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
     def _run_quiet(self, code: str) -> None:
         """Runs the environment's own bookkeeping code; a failure is a bug
         here (or a dead sandbox), never the model's stderr."""
-        result = self.execute_code(code)
+        result = self._run(code, "session")
         if result.stderr:
             raise RuntimeError(f"rlm-sandbox environment bookkeeping failed: {result.stderr.strip()}")
 
     def execute_code(self, code: str) -> REPLResult:
         """Runs one cell (then, when rlms's scaffold needs it, the epilogue
-        that restores `history` and the code tools). `locals` shows the
-        names as LocalREPL's would (the values live in the sandbox); a
-        sandbox that has ended answers every later cell with an error in
-        stderr."""
+        that restores `history` and the code tools). Its bindings outlive
+        it as LocalREPL's do: none of a cell that raised, none of names
+        starting with "_" (the agent undoes them, without a second cell).
+        `locals` shows the names as LocalREPL's would (the values live in
+        the sandbox); a sandbox that has ended answers every later cell
+        with an error in stderr."""
+        return self._run(code, "rlms")
+
+    def _run(self, code: str, namespace: str) -> REPLResult:
+        """execute_code in `namespace`: "session" for the environment's own
+        bookkeeping, whose private `_rlm_env` must outlive its cell."""
         start = time.perf_counter()
         with self._calls_lock:
             self._calls = []
@@ -251,7 +263,7 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
             why = self._dead or "the environment was cleaned up"
             return REPLResult(stdout="", stderr=f"Error: the sandbox has ended ({why})", locals={}, execution_time=0.0)
         try:
-            cell = self.session.exec(code, vars=self._epilogue is None)
+            cell = self.session.exec(code, vars=self._epilogue is None, namespace=namespace)
             names = cell.vars
             if self._epilogue is not None and not cell.session_dead:
                 after = self.session.exec(self._epilogue, vars=True)

@@ -103,7 +103,10 @@ class Session:
     ) -> None:
         settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
         flags = to_flags(settings, SESSION, "Session()")  # a typo is refused before any lookup
-        argv = [binary or find_binary(), "session", *flags]
+        # The session owns the client's temporary directory from the start
+        # (contexts added later are written there too): it removes it when
+        # it ends, even when this process was killed.
+        argv = [binary or find_binary(), "session", *flags, "--owned-context-dir", self._contexts.directory()]
         for name, fn in self._tools.items():
             argv += ["--tool", name + ":" + ",".join(tool_params(name, fn))]
         if rlm is not None:
@@ -178,18 +181,27 @@ class Session:
             raise ValueError(f"{op}: {message}")
         raise ProtocolError(f"{op} failed ({kind}): {message}", kind=kind, stderr=process.stderr_tail())
 
-    def exec(self, code: str, timeout: Optional[float] = None, *, vars: bool = False) -> Cell:
+    def exec(
+        self, code: str, timeout: Optional[float] = None, *, vars: bool = False, namespace: str = "session"
+    ) -> Cell:
         """Runs `code` in the REPL's globals; with `vars`, `Cell.vars` lists
         the globals afterwards (what `vars()` returns, without its round
         trip). When the code ends in an expression whose value is not
         None, `Cell.value` holds it (its repr and JSON form; nothing is
         printed for it). A killed or out-of-memory sandbox returns its Cell (status
-        oom, killed, ...) and every later call raises SessionDead."""
+        oom, killed, ...) and every later call raises SessionDead.
+        `namespace="rlms"` keeps only what rlms's LocalREPL keeps of a cell:
+        nothing of one that did not end ok, no names starting with "_"
+        (docs/PROTOCOL.md, `exec`); the default keeps every binding."""
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if namespace not in ("session", "rlms"):
+            raise ValueError(f'namespace must be "session" or "rlms", not {namespace!r}')
         fields: JSONDict = {"code": code}
         if vars:
             fields["vars"] = True
+        if namespace != "session":
+            fields["namespace"] = namespace
         if timeout is not None:
             fields["timeout"] = timeout
         cell_json = self._call("exec", **fields).get("cell")

@@ -101,7 +101,7 @@ def leftovers(state_dir: Path, session_pid: int) -> List[str]:
     return left
 
 
-def assert_clean(state_dir: Path, session_pid: int, wait: float = 5.0) -> None:
+def assert_clean(state_dir: Path, session_pid: int, wait: float = 30.0) -> None:
     """Nothing of the session `session_pid` remains (after up to `wait` s:
     a killed process takes a moment to be reaped), and it has exited."""
     deadline = time.monotonic() + wait

@@ -8,6 +8,7 @@ DockerREPL runs them), and every observable of REPLResult."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from rlm.environments.local_repl import LocalREPL
 from rlm.logger import RLMLogger
 from rlm.utils.parsing import format_execution_result
 
+from rlm_sandbox import Session
 from rlm_sandbox.rlms import RlmSandboxREPL, install
 
 from conftest import assert_clean
@@ -374,6 +376,12 @@ PARITY_CELLS = [
     "ADD_HISTORY",
     "print(len(history_1), len(history), type(history_0).__name__)",
     "print(llm_query('q'), rlm_query('q'), rlm_query_batched(['a']), llm_query_batched([]))",
+    # Names starting with "_" do not outlive their cell; nor do the bindings of a cell that raised.
+    "_private = 1\n__dunder__ = 2\npublic = 3\nprint(_private)",
+    "print('_private' in dir(), '__dunder__' in dir(), public)",
+    "kept = 1",
+    "lost = 2\nkept = 5\nraise ValueError('boom')",
+    "print(kept, 'lost' in dir())",
 ]
 
 
@@ -408,3 +416,31 @@ def test_the_observables_match_local_repl(settings: dict) -> None:
     reference, got = runs
     for ref, ours in zip(reference, got):
         assert ours == ref
+
+
+def test_show_vars_lists_what_local_repl_lists(settings: dict) -> None:
+    shown = []
+    for env in _pair(settings, context_payload="the context"):
+        env.execute_code("x = 1\n_y = 2")
+        r = env.execute_code("print(SHOW_VARS())")
+        env.cleanup()
+        assert r.stdout.startswith("Available variables: "), r.stdout
+        listed = ast.literal_eval(r.stdout.split(": ", 1)[1])
+        # LocalREPL lists the file handle its own add_context code leaves behind; the sandbox has none.
+        listed.pop("f", None)
+        shown.append(list(listed.items()))
+    reference, got = shown
+    assert got == reference == [("context_0", "str"), ("context", "str"), ("x", "int")]
+
+
+def test_session_exec_takes_the_rlms_namespace_and_refuses_others(settings: dict) -> None:
+    with Session(**settings) as s:
+        assert s.exec("kept = 1").status == "ok"
+        assert s.exec("kept = 2\n_tmp = 3\n1 / 0", namespace="rlms").status == "error"
+        assert s.exec("_tmp = 3\nnew = 4", namespace="rlms", vars=True).vars == [
+            {"name": "kept", "type": "int", "size": None},
+            {"name": "new", "type": "int", "size": None},
+        ]
+        assert s.exec("print(kept, '_tmp' in dir())").stdout == "1 False\n"
+        with pytest.raises(ValueError, match='namespace must be "session" or "rlms"'):
+            s.exec("x = 1", namespace="local")

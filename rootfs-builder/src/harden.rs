@@ -25,11 +25,15 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
         "__main__.py",
         include_str!("../python/_rlm_agent/__main__.py"),
     ),
-    ("agent.py", include_str!("../python/_rlm_agent/agent.py")),
     ("calls.py", include_str!("../python/_rlm_agent/calls.py")),
+    ("cell.py", include_str!("../python/_rlm_agent/cell.py")),
     (
         "contexts.py",
         include_str!("../python/_rlm_agent/contexts.py"),
+    ),
+    (
+        "dispatch.py",
+        include_str!("../python/_rlm_agent/dispatch.py"),
     ),
     (
         "interrupts.py",
@@ -40,6 +44,10 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
         include_str!("../python/_rlm_agent/namespace.py"),
     ),
     ("output.py", include_str!("../python/_rlm_agent/output.py")),
+    (
+        "scaffold.py",
+        include_str!("../python/_rlm_agent/scaffold.py"),
+    ),
     ("wire.py", include_str!("../python/_rlm_agent/wire.py")),
 ];
 /// Module name of [`SUBPROCESS_SHIM`] in the stdlib: not a blocked name.
@@ -382,6 +390,26 @@ fn redirect_package(tree: &Path, package_rel: &str) -> Result<Vec<PathBuf>, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_files_list_every_module_of_the_package() {
+        // A module missing from AGENT_FILES would be missing from the rootfs.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/_rlm_agent");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("the agent's source directory")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut listed: Vec<String> = AGENT_FILES.iter().map(|(n, _)| n.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, on_disk);
+    }
 
     #[test]
     fn id_owner_reads_passwd_and_group() {

@@ -542,7 +542,7 @@ mod tests {
             architecture: "amd64".into(),
             sha256: String::new(),
         };
-        let target = Target::new("3.11", &[libc.clone()]).expect("target");
+        let target = Target::new("3.11", std::slice::from_ref(&libc)).expect("target");
         assert_eq!(target.glibc_minor, 36);
         let args = target.pip_args();
         assert_eq!(

@@ -263,6 +263,31 @@ mod tests {
         assert_eq!(a.value_two(), Some(0x1_0000));
     }
 
+    /// docs/SECURITY.md quotes the clone mask: every mask it quotes is
+    /// the profile's (a stale one was quoted once).
+    #[test]
+    fn the_clone_mask_quoted_in_security_md_is_the_profiles() {
+        let doc = include_str!("../../docs/SECURITY.md");
+        let p = default_profile();
+        let args = rules_for(&p, "clone")[0]
+            .args()
+            .clone()
+            .expect("clone args");
+        let want = format!("0x{:08X}", args[0].value());
+        let quoted: Vec<&str> = doc
+            .match_indices("SCMP_CMP_MASKED_EQ` 0x")
+            .map(|(i, m)| &doc[i + m.len() - 2..i + m.len() + 8])
+            .collect();
+        assert!(!quoted.is_empty(), "docs/SECURITY.md quotes no clone mask");
+        for q in quoted {
+            assert_eq!(
+                q.to_ascii_uppercase().replace("0X", "0x"),
+                want,
+                "docs/SECURITY.md"
+            );
+        }
+    }
+
     #[test]
     fn clone3_fails_with_enosys_so_glibc_falls_back_to_clone() {
         let p = default_profile();

@@ -366,18 +366,60 @@ mod tests {
             .join(format!("{}-{}.json", preset.name(), runtime.name()))
     }
 
+    /// Whether the golden files are rewritten rather than compared: only
+    /// on request (`RLM_UPDATE_GOLDEN`), and never under CI, where a run
+    /// with the variable set would pass whatever the writer produces.
+    fn golden_update(
+        update: Option<&std::ffi::OsStr>,
+        ci: Option<&std::ffi::OsStr>,
+    ) -> Result<bool, String> {
+        let ci = ci.is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        match (update.is_some(), ci) {
+            (true, true) => Err(format!(
+                "RLM_UPDATE_GOLDEN is set under CI={:?}: CI compares the golden files and \
+                 never rewrites them; unset one of the two",
+                std::env::var("CI").unwrap_or_default()
+            )),
+            (update, _) => Ok(update),
+        }
+    }
+
+    #[test]
+    fn golden_files_are_never_rewritten_under_ci() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let ci = |v: &'static str| Some(std::ffi::OsStr::new(v));
+        assert_eq!(golden_update(None, None), Ok(false));
+        assert_eq!(golden_update(None, ci("true")), Ok(false));
+        assert_eq!(golden_update(set, None), Ok(true));
+        assert_eq!(golden_update(set, ci("false")), Ok(true));
+        for on in ["true", "1", "yes"] {
+            let err = golden_update(set, ci(on)).expect_err(on);
+            assert!(
+                err.contains("RLM_UPDATE_GOLDEN") && err.contains("CI"),
+                "{err}"
+            );
+        }
+    }
+
     /// Fails when the writer's output drifts from the checked-in golden
     /// files. After an intended change: `RLM_UPDATE_GOLDEN=1 cargo test
-    /// golden`, then review the diff.
+    /// golden`, then review the diff (it names the files it rewrote).
     #[test]
     fn golden_config_json_matches() {
-        let update = std::env::var_os("RLM_UPDATE_GOLDEN").is_some();
+        let update = golden_update(
+            std::env::var_os("RLM_UPDATE_GOLDEN").as_deref(),
+            std::env::var_os("CI").as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         for (preset, runtime) in golden_cases() {
             let path = golden_path(preset, runtime);
             let actual = golden(preset, runtime);
             if update {
-                std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-                std::fs::write(&path, &actual).expect("write golden");
+                if std::fs::read_to_string(&path).ok().as_deref() != Some(actual.as_str()) {
+                    eprintln!("golden: rewrote {}", path.display());
+                    std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+                    std::fs::write(&path, &actual).expect("write golden");
+                }
                 continue;
             }
             let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {

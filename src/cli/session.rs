@@ -1,6 +1,7 @@
 //! `rlm-sandbox session`: one sandbox running the agent, driven by JSON
 //! lines on stdin and stdout (docs/PROTOCOL.md).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,10 +72,51 @@ pub struct SessionArgs {
     /// stop before the sandbox is killed
     #[arg(long, value_name = "SECONDS", env = "RLM_INTERRUPT_GRACE", default_value = "2", value_parser = seconds)]
     interrupt_grace: Duration,
+    /// The client's private directory of temporary context files
+    /// (`rlm-sandbox-ctx-*`), removed when the session ends: a client
+    /// killed with SIGKILL cannot remove it, and its session sees the end
+    /// of its input and exits (the watchdog covers the session itself)
+    #[arg(long, value_name = "DIR", hide = true, value_parser = owned_dir)]
+    owned_context_dir: Option<PathBuf>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]
     egress: EgressArgs,
+}
+
+/// The prefix of the directories `--owned-context-dir` accepts: a session
+/// runs as root and removes the directory whole, so only the client's own
+/// temporary directories qualify (never `/` or a typo).
+const OWNED_DIR_PREFIX: &str = "rlm-sandbox-ctx-";
+
+fn owned_dir(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(OWNED_DIR_PREFIX) && n.len() > OWNED_DIR_PREFIX.len());
+    if !path.is_absolute() || !named || s.contains("/../") {
+        return Err(format!(
+            "expected an absolute path to a directory named {OWNED_DIR_PREFIX}*, got {s:?}"
+        ));
+    }
+    Ok(path)
+}
+
+/// Removes the owned context directory when the session ends, whichever
+/// way `run` returns.
+struct OwnedDir(Option<PathBuf>);
+
+impl Drop for OwnedDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("rlm-sandbox: could not remove {}: {e}", dir.display());
+                }
+            }
+        }
+    }
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -171,6 +213,7 @@ fn backend(args: &SessionArgs) -> anyhow::Result<Backend> {
 }
 
 pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
+    let _owned = OwnedDir(args.owned_context_dir.clone());
     let config = args.sandbox.config()?;
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
@@ -217,6 +260,29 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_client_context_directories_are_owned() {
+        assert_eq!(
+            owned_dir("/tmp/rlm-sandbox-ctx-ab12").unwrap(),
+            PathBuf::from("/tmp/rlm-sandbox-ctx-ab12")
+        );
+        for bad in [
+            "/",
+            "/tmp",
+            "tmp/rlm-sandbox-ctx-ab12",
+            "/tmp/rlm-sandbox-ctx-",
+            "/tmp/rlm-sandbox-ctx-a/../..",
+            "/tmp/rlm-sandbox-ctx-a/../x",
+            "/home/user",
+        ] {
+            let err = owned_dir(bad).unwrap_err();
+            assert!(
+                err.contains(&format!("{bad:?}")) && err.contains("rlm-sandbox-ctx-*"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn endpoints_are_plain_http_urls() {

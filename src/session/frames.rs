@@ -21,6 +21,40 @@ pub const STDERR: u8 = b'2';
 /// Largest output chunk the agent sends.
 pub const MAX_CHUNK: usize = 64 << 10;
 
+/// Which bindings of a cell outlive it: the `exec` option `namespace`
+/// (docs/PROTOCOL.md). `Session` keeps them all; `Rlms` keeps what rlms's
+/// LocalREPL keeps, so an rlms environment needs no second cell per cell
+/// to undo the rest: none of a cell that did not end `ok`, and none of
+/// names starting with `_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CellNamespace {
+    #[default]
+    Session,
+    Rlms,
+}
+
+impl CellNamespace {
+    /// The option's value in a request: absent or null is `session`.
+    pub fn parse(value: Option<&serde_json::Value>) -> Result<Self, String> {
+        match value {
+            None | Some(serde_json::Value::Null) => Ok(Self::Session),
+            Some(serde_json::Value::String(s)) if s == "session" => Ok(Self::Session),
+            Some(serde_json::Value::String(s)) if s == "rlms" => Ok(Self::Rlms),
+            Some(other) => Err(format!(
+                "field \"namespace\" must be \"session\" or \"rlms\", got {other}"
+            )),
+        }
+    }
+
+    /// Its name in the `exec` frame.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::Rlms => "rlms",
+        }
+    }
+}
+
 /// One frame from the agent.
 #[derive(Debug, PartialEq)]
 pub enum Frame {
@@ -184,6 +218,29 @@ pub fn write_msg(w: &mut impl Write, msg: &serde_json::Value) -> io::Result<()> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_namespace_option_is_parsed_strictly() {
+        use serde_json::json;
+        assert_eq!(CellNamespace::parse(None), Ok(CellNamespace::Session));
+        assert_eq!(
+            CellNamespace::parse(Some(&json!(null))),
+            Ok(CellNamespace::Session)
+        );
+        assert_eq!(
+            CellNamespace::parse(Some(&json!("session"))),
+            Ok(CellNamespace::Session)
+        );
+        assert_eq!(
+            CellNamespace::parse(Some(&json!("rlms"))),
+            Ok(CellNamespace::Rlms)
+        );
+        for bad in [json!("RLMS"), json!(true), json!(1), json!(["rlms"])] {
+            let err = CellNamespace::parse(Some(&bad)).unwrap_err();
+            assert!(err.contains("\"session\" or \"rlms\""), "{err}");
+        }
+        assert_eq!(CellNamespace::Rlms.as_str(), "rlms");
+    }
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = ((payload.len() + 1) as u32).to_be_bytes().to_vec();

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::calls::{CallHandler, CallKind, CallOutcome, CallRequest};
 use super::contexts::Format;
+use super::frames::CellNamespace;
 use super::{Handler, Session, SessionError, SessionOptions};
 use crate::supervise::Sandbox;
 
@@ -273,7 +274,9 @@ fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, Sess
                     )))
                 }
             };
-            let cell = session.exec_with(code, timeout, vars)?;
+            let namespace =
+                CellNamespace::parse(r.body.get("namespace")).map_err(SessionError::Request)?;
+            let cell = session.exec_with(code, timeout, vars, namespace)?;
             out.insert("cell".into(), serde_json::to_value(cell).unwrap_or_default());
         }
         "vars" => {

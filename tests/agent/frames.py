@@ -174,10 +174,10 @@ class Agent:
         assert ready["t"] == "ready", ready
         return ready
 
-    def start_exec(self, code: str) -> int:
+    def start_exec(self, code: str, **fields: Any) -> int:
         cell = self.next_cell
         self.next_cell += 1
-        self.send({"t": "exec", "cell": cell, "code": code})
+        self.send({"t": "exec", "cell": cell, "code": code, **fields})
         return cell
 
     def finish(self, cell: int, answer: Optional[Answerer] = echo, timeout: float = 20.0,
@@ -208,8 +208,8 @@ class Agent:
                 else:
                     raise AssertionError("unexpected message during cell %d: %r" % (cell, msg))
 
-    def exec(self, code: str, answer: Optional[Answerer] = echo, timeout: float = 20.0) -> Cell:
-        return self.finish(self.start_exec(code), answer, timeout)
+    def exec(self, code: str, answer: Optional[Answerer] = echo, timeout: float = 20.0, **fields: Any) -> Cell:
+        return self.finish(self.start_exec(code, **fields), answer, timeout)
 
     def request(self, t: str, **fields: Any) -> Message:
         req = self.next_req

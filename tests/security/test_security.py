@@ -6,7 +6,7 @@
 
 import pytest
 
-from conftest import selftest_report
+from conftest import selftest_command, selftest_report
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,8 @@ def test_report_is_consistent(report):
     assert report["not_applicable"] == len(by_outcome["n/a"])
     assert sum(map(len, by_outcome.values())) == len(report["rows"])
     assert all(r["pass"] == (r["outcome"] == "pass") for r in report["rows"])
+
+
+def test_ci_requires_both_runtimes():
+    assert selftest_command({"CI": "true"})[-2:] == ["--runtime", "both"]
+    assert "--runtime" not in selftest_command({})

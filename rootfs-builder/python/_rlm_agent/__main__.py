@@ -5,7 +5,7 @@ import signal
 import sys
 import traceback
 
-from .agent import Agent
+from .dispatch import Agent
 from .output import private_fd, text_stream
 
 

@@ -106,10 +106,12 @@ def compile_cell(code: str, filename: str) -> tuple[types.CodeType, Optional[typ
     """The cell's statements and, when the last one is an expression, that
     expression compiled apart, as DSPy's interpreters and notebooks do:
     its value is the cell's value (which rlms's REPL never prints)."""
-    tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    tree = ast.parse(code, filename)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        expression = ast.Expression(tree.body.pop().value)
+    tail = tree.body[-1] if tree.body else None
+    if isinstance(tail, ast.Expr):
+        tree.body.pop()
+        expression = ast.Expression(tail.value)
         last = compile(expression, filename, "eval", dont_inherit=True)
     return compile(tree, filename, "exec", dont_inherit=True), last
 

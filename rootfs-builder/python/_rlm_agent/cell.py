@@ -1,0 +1,261 @@
+"""Running one cell: its output files on fd 1 and 2, user code under
+interrupts, its traceback, its value and its final answer.
+
+The middle layer of the agent (dispatch.Agent is built on this, this on
+scaffold.Scaffold): what happens between an `exec` arriving and its `done`
+going out, apart from the message handling so that the part that runs user
+code, and must keep the protocol intact around it, reads on its own. It
+also owns the output watchdog thread, which watches the running cell.
+"""
+
+import collections
+import linecache
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from typing import Any, Optional
+
+from .interrupts import CELL_PREFIX, protocol
+from .namespace import (
+    compile_cell,
+    describe_value,
+    format_user_exception,
+    is_true,
+    MAX_VALUE_JSON,
+    MAX_VALUE_REPR,
+    MISSING,
+    new_answer,
+)
+from .output import WATCH_EVERY, CellOutput, flush, text_stream, usable, write_fd
+from .scaffold import Scaffold
+from .wire import Channel, DEFAULT_MAX_OUTPUT_BYTES, FRAME_SLACK, STDERR
+
+
+#: Cells whose source tracebacks can show.
+KEPT_SOURCES = 256
+
+
+class Cells(Scaffold):
+    """The running cell's output and the cell run itself."""
+
+    def __init__(self, channel: Channel, diag: int, devnull: int) -> None:
+        super().__init__(channel, diag)
+        self.devnull = devnull
+        self.max_output = DEFAULT_MAX_OUTPUT_BYTES
+        #: The running cell's output, and the lock under which fd 1 and 2
+        #: are pointed at it or away from it (main thread and watchdog).
+        self.output: Optional[CellOutput] = None
+        self.output_lock = threading.Lock()
+        #: Output files made ahead for the next cell.
+        self.spare: Optional[CellOutput] = None
+        #: Output frames of the last cell that go out with its `done`.
+        self.unsent = b""
+        self.sources: "collections.deque[str]" = collections.deque()
+        #: The running cell's trailing expression's value, as `done` carries it.
+        self.value: Optional[dict[str, Any]] = None
+
+    def run_cell(self, cell: int, code: str, rlms: bool = False) -> tuple[str, Optional[str]]:
+        """Runs `code` with its own output files: (status, final answer).
+        With `rlms`, only the bindings rlms's LocalREPL would keep outlive
+        the cell (see `_keep_as_rlms`)."""
+        self._ensure_std_streams()
+        self.value = None
+        output = self._start_output(cell)
+        if output is None:
+            return "error", None
+        before = dict(self.globals) if rlms else None
+        self.rlms_names = rlms
+        try:
+            status = self._execute(cell, code)
+            if before is not None:
+                self._keep_as_rlms(before, status == "ok")
+            final = self._take_answer()
+            self._restore_names()
+        finally:
+            self.rlms_names = False
+            self._end_output(output)
+        return status, final
+
+    def _keep_as_rlms(self, before: dict[str, Any], ok: bool) -> None:
+        """Undoes what LocalREPL would not keep of a cell: all its bindings
+        when it did not end ok (LocalREPL runs a cell in a copy of its
+        namespace and keeps the copy only when no exception came out), and
+        its bindings of names starting with "_" otherwise (LocalREPL copies
+        back only the others). Objects the cell changed in place stay
+        changed, as there. A shallow copy per cell, in the sandbox: cheaper
+        than the second cell per cell the host would otherwise send."""
+        g = self.globals
+        if not ok:
+            g.clear()
+            g.update(before)
+            return
+        for name in [n for n in g if isinstance(n, str) and n.startswith("_") and n not in before]:
+            del g[name]
+        for name, value in before.items():
+            if isinstance(name, str) and name.startswith("_") and g.get(name, MISSING) is not value:
+                g[name] = value
+
+    def _execute(self, cell: int, code: str) -> str:
+        """Compiles and runs the cell; a failure's traceback goes to its stderr."""
+        filename = "%s%d>" % (CELL_PREFIX, cell)
+        self._remember_source(filename, code)
+        try:
+            compiled, last = compile_cell(code, filename)
+        except Exception as e:
+            self._print_exception(e)
+            return "error"
+        signal.signal(signal.SIGINT, self.interrupts.handler)
+        failure = self._run_user(cell, compiled, last)
+        if failure is None:
+            return "ok"
+        self._print_exception(failure)
+        return "interrupted" if isinstance(failure, KeyboardInterrupt) else "error"
+
+    def _remember_source(self, filename: str, code: str) -> None:
+        """Keeps the cell's source for tracebacks (linecache), for the last
+        KEPT_SOURCES cells only: a long session must not keep all its code."""
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        self.sources.append(filename)
+        while len(self.sources) > KEPT_SOURCES:
+            linecache.cache.pop(self.sources.popleft(), None)
+
+    @protocol
+    def _run_user(self, cell: int, compiled: types.CodeType,
+                  last: Optional[types.CodeType]) -> Optional[BaseException]:
+        """exec of user code, then eval of its trailing expression: the only
+        place interrupts are allowed. Every exception is caught here:
+        SystemExit is an error of the cell, not the end of the session."""
+        try:
+            self.interrupts.enter(cell)
+            self.interrupts.check()
+            exec(compiled, self.globals)
+            value = None if last is None else eval(last, self.globals)
+            if value is not None:
+                budget = min(MAX_VALUE_JSON, self.channel.max_frame - FRAME_SLACK - 2 * MAX_VALUE_REPR)
+                self.value = describe_value(value, budget)
+        except BaseException as e:
+            self.interrupts.leave()
+            return e
+        self.interrupts.leave()
+        return None
+
+    def _print_exception(self, exc: BaseException) -> None:
+        """The user's traceback, after what the cell printed, on its stderr."""
+        flush(sys.stdout)
+        flush(sys.stderr)
+        try:
+            text = format_user_exception(exc)
+        except Exception as e:
+            text = "%s (its traceback could not be formatted: %s)\n" % (type(exc).__name__, type(e).__name__)
+        write_fd(2, text)
+
+    def _ensure_std_streams(self) -> None:
+        """Makes print work again if user code closed or removed sys.stdout/stderr."""
+        if not usable(sys.stdout):
+            sys.stdout = text_stream(1, "w")
+        if not usable(sys.stderr):
+            sys.stderr = text_stream(2, "w")
+
+    def _prepare_output(self) -> None:
+        """Makes the next cell's output files now, after this cell's `done`
+        went out, while the host reads it (they cost a dozen system calls)."""
+        if self.spare is None:
+            try:
+                self.spare = CellOutput()
+            except OSError:
+                pass  # Made (or reported) when the next cell starts.
+
+    def _start_output(self, cell: int) -> Optional[CellOutput]:
+        """The cell's output files on fd 1 and fd 2."""
+        output, self.spare = self.spare, None
+        try:
+            output = output or CellOutput()
+        except OSError as e:
+            # Too many open files, most likely: say so in the cell's stderr.
+            self.channel.send(STDERR, ("rlm-sandbox: cannot create the cell's output files: %s\n" % e).encode())
+            return None
+        output.cell = cell
+        with self.output_lock:
+            os.dup2(output.files[0], 1)
+            os.dup2(output.files[1], 2)
+            self.output = output
+        return output
+
+    def _end_output(self, output: CellOutput) -> None:
+        """Points fd 1 and 2 back at /dev/null, then sends what the cell
+        wrote (a thread still printing now prints into /dev/null)."""
+        flush(sys.stdout)
+        flush(sys.stderr)
+        with self.output_lock:
+            os.dup2(self.devnull, 1)
+            os.dup2(self.devnull, 2)
+            self.output = None
+        try:
+            self.unsent = output.send(self.channel, self.max_output)
+        finally:
+            output.close()
+
+    def _watch_output(self) -> None:
+        """The watchdog thread: a running cell whose output passes the
+        host's ceiling has fd 1 and 2 pointed at /dev/null (its files stop
+        growing in the sandbox's memory) and the host is told with
+        `output_limit`, which interrupts the cell as a timeout does."""
+        while True:
+            time.sleep(WATCH_EVERY)
+            output = self.output
+            if output is None or output.limited:
+                continue
+            try:
+                size = output.size()
+            except OSError:
+                continue  # The cell ended and closed its files meanwhile.
+            if size <= self.max_output:
+                continue
+            with self.output_lock:
+                if self.output is not output:
+                    continue
+                os.dup2(self.devnull, 1)
+                os.dup2(self.devnull, 2)
+                output.limited = True
+                # Under the lock: the cell's `done` cannot go out first.
+                self.channel.send_json({"t": "output_limit", "cell": output.cell, "bytes": size})
+
+    # -- answers
+
+    def _take_answer(self) -> Optional[str]:
+        """The cell's final answer, if `answer["ready"]` is set (on the
+        sandbox's dict, or on a dict user code bound to `answer`); the
+        answer is then reset, so an old answer never ends a later task."""
+        canon, bound = self.answer, self.globals.get("answer")
+        source = canon if is_true(canon.get("ready")) else None
+        if source is None and isinstance(bound, dict) and bound is not canon and is_true(bound.get("ready")):
+            source = bound
+        if source is None:
+            if isinstance(bound, dict) and bound is not canon:
+                # Rebound to a plain dict: keep its content, as the reference library does.
+                canon.clear()
+                canon.update(bound)
+            canon.setdefault("content", "")
+            canon.setdefault("ready", False)
+            return None
+        final = self._final_text(source.get("content", ""))
+        canon.clear()
+        canon.update(new_answer())
+        return final
+
+    def _final_text(self, content: Any) -> Optional[str]:
+        """str(content), cut to what fits in the `done` frame."""
+        try:
+            text = str(content)
+        except Exception as e:
+            write_fd(2, "rlm-sandbox: answer['content'] cannot be made a string: %s: %s\n" % (type(e).__name__, e))
+            return None
+        limit = self.channel.max_frame - FRAME_SLACK
+        data = text.encode("utf-8", "replace")
+        if len(data) <= limit:
+            return text
+        write_fd(2, "rlm-sandbox: the final answer (%d bytes) was cut to the frame limit (%d bytes)\n" % (len(data), limit))
+        return data[:limit].decode("utf-8", "ignore")

@@ -77,6 +77,27 @@ fn bad_values_are_refused_with_the_name_the_value_and_the_form() {
             &[("RLM_PRESET", "maximum"), ("RLM_DOCKER_RUNTIME", "runc")],
             "preset maximum requires runtime runsc",
         ),
+        (
+            &["run", "--context", "/nonexistent/ctx.txt", "-c", "print(1)"],
+            &[],
+            "--context / RLM_CONTEXT_FILE: cannot read /nonexistent/ctx.txt",
+        ),
+        (
+            &["session", "--context", "/nonexistent/ctx.txt"],
+            &[],
+            "--context / RLM_CONTEXT_FILE: cannot read /nonexistent/ctx.txt",
+        ),
+        (
+            &[
+                "run",
+                "--redact-env",
+                "RLM_TEST_UNSET_SECRET",
+                "-c",
+                "print(1)",
+            ],
+            &[],
+            "environment variable RLM_TEST_UNSET_SECRET (to redact) is unset",
+        ),
     ];
     for (args, env, expected) in cases {
         let out = rlm(args, env);

@@ -147,9 +147,13 @@ impl EgressArgs {
     /// A session's sandbox filter: the same settings, without the
     /// contexts, whose echo indexes the session builds and owns itself.
     pub fn to_pending_without_contexts(&self) -> anyhow::Result<PendingFilter> {
+        let spec = self.spec()?;
+        spec.config.validate()?;
+        // Refused before anything runs, as for `run`.
+        spec.check().context("--context / RLM_CONTEXT_FILE")?;
         let spec = FilterSpec {
             contexts: Vec::new(),
-            ..self.spec()?
+            ..spec
         };
         Ok(spec.pending()?)
     }

@@ -79,6 +79,17 @@ fn has_pip() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// `rootfs build --pip` needs the host's pip: a printed skip locally, a
+/// failure under CI=true (`common::present`).
+fn pip_present(test: &str) -> bool {
+    let missing = if has_pip() {
+        vec![]
+    } else {
+        vec!["pip (apt-get install python3-pip)".into()]
+    };
+    common::present(missing, test)
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("ls")
@@ -491,14 +502,7 @@ fn pandas_wheels_from_pypi_work_on_runsc_and_runc() {
     if !prerequisites(test, &["runsc", "runc"]) {
         return;
     }
-    if !common::present(
-        if has_pip() {
-            vec![]
-        } else {
-            vec!["pip (apt-get install python3-pip)".into()]
-        },
-        test,
-    ) {
+    if !pip_present(test) {
         return;
     }
     let dir = tempfile::Builder::new()
@@ -590,14 +594,7 @@ fn a_requirement_without_a_wheel_is_refused_by_name() {
     if !prerequisites(test, &[]) {
         return;
     }
-    if !common::present(
-        if has_pip() {
-            vec![]
-        } else {
-            vec!["pip (apt-get install python3-pip)".into()]
-        },
-        test,
-    ) {
+    if !pip_present(test) {
         return;
     }
     let dir = tempfile::Builder::new()

@@ -49,6 +49,14 @@ pub enum Stream {
     Prompt,
     /// A session cell's value (its trailing expression's repr and JSON).
     Value,
+    /// A session cell's final answer (`FINAL`, `FINAL_VAR`, `answer`).
+    #[serde(rename = "final_answer")]
+    FinalAnswer,
+    /// The repr (and type name) a session's `get` returns.
+    Get,
+    /// A tool call's arguments on their way to the host's callable.
+    #[serde(rename = "tool_args")]
+    ToolArgs,
 }
 
 impl Stream {
@@ -58,6 +66,9 @@ impl Stream {
             Stream::Stderr => "stderr",
             Stream::Prompt => "prompt",
             Stream::Value => "value",
+            Stream::FinalAnswer => "final_answer",
+            Stream::Get => "get",
+            Stream::ToolArgs => "tool_args",
         }
     }
 }
@@ -196,8 +207,15 @@ impl EgressFilter {
     /// detector, no context echo (quoting the context is what prompts are
     /// for).
     pub fn filter_prompt(&self, prompt: String) -> FilteredStream {
-        let hits = self.detect(prompt.as_bytes(), false, &[]);
-        self.finish(Stream::Prompt, prompt, hits, None)
+        self.filter_secrets(Stream::Prompt, prompt)
+    }
+
+    /// Filters `text` leaving for `stream` with every secret detector and
+    /// no context echo check, as a prompt is (tool call arguments: the
+    /// host's callable may be given the context's parts, as a model is).
+    pub fn filter_secrets(&self, stream: Stream, text: String) -> FilteredStream {
+        let hits = self.detect(text.as_bytes(), false, &[]);
+        self.finish(stream, text, hits, None)
     }
 
     /// Filters arbitrary bytes (invalid UTF-8 is replaced first; spans

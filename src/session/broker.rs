@@ -83,7 +83,8 @@ pub struct CallRecord {
     /// `rlm_query` answered as `llm_query` (the handler has no sub-RLMs).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fallback: bool,
-    /// What the egress filter found in the prompts (spans in the prompt).
+    /// What the egress filter found in the prompts or the tool's args
+    /// (spans in the prompt, or in the arg's string).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
 }
@@ -155,6 +156,12 @@ impl Broker {
                 return;
             }
         };
+        // Tool args reach the host's callable: filtered for secrets first.
+        let args = call.args.map(|args| {
+            let (args, findings) = super::leaving::tool_args(egress, args);
+            record.findings.extend(findings);
+            args
+        });
         let request = CallRequest {
             kind: if fallback {
                 CallKind::LlmQuery
@@ -164,7 +171,7 @@ impl Broker {
             name: call.name,
             model: call.model,
             prompts: Vec::new(),
-            args: call.args,
+            args,
         };
         let (handler, slots) = (self.handler.clone(), self.slots.clone());
         let (records, link) = (self.records.clone(), self.link.clone());

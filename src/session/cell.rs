@@ -170,6 +170,9 @@ impl Session<'_> {
             out.findings.extend(findings);
             v
         });
+        let (final_answer, found) =
+            super::leaving::final_answer(egress, &self.added_echo, final_answer);
+        out.findings.extend(found);
         Ok(Cell {
             status,
             stdout: out.stdout,

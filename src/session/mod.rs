@@ -12,6 +12,7 @@ pub mod calls;
 mod cell;
 pub mod contexts;
 pub mod frames;
+mod leaving;
 pub mod link;
 pub mod llm_command;
 pub mod llm_endpoint;
@@ -320,10 +321,16 @@ impl<'s> Session<'s> {
         Ok(reply.remove("vars").unwrap_or(Value::Null))
     }
 
-    /// The type and capped `repr` of the global `name`.
+    /// The type and capped `repr` of the global `name`, filtered as output
+    /// is (`leaving.rs`), with the findings.
     pub fn get(&mut self, name: &str) -> Result<serde_json::Map<String, Value>, SessionError> {
         let max = self.options.get_max_bytes;
-        self.request(json!({"t": "get", "name": name, "max_bytes": max}))
+        let reply = self.request(json!({"t": "get", "name": name, "max_bytes": max}))?;
+        let egress =
+            self.sandbox.egress.get().map_err(|e| {
+                SessionError::Request(format!("the egress filter is unavailable: {e}"))
+            })?;
+        leaving::get_reply(egress, &self.added_echo, reply).map_err(SessionError::Request)
     }
 
     /// Fresh interpreter state; the contexts stay.

@@ -112,6 +112,23 @@ on_both_runtimes! {
         assert!(repl.close().success());
     }
 
+    fn a_secret_as_a_variable_name_is_redacted_in_vars(env) {
+        let mut repl = Repl::start(env, &[]);
+        // Any string can name a global, and a class.
+        let r = repl.request("exec", json!({"code": format!("{MAKE_KEY}globals()[k] = type(k, (), {{}})()"), "vars": true}));
+        assert_eq!(r["ok"], true, "{r}");
+        let cell = &r["cell"];
+        assert!(!cell.to_string().contains(KEY), "{cell}");
+        let listed = |vars: &Value| vars.as_array().unwrap().iter().any(|v| v["name"] == "[REDACTED:aws_access_key_id]" && v["type"] == "[REDACTED:aws_access_key_id]");
+        assert!(listed(&cell["vars"]), "{cell}");
+        assert!(found(&cell["findings"]).contains(&pair("vars", "aws_access_key_id")), "{cell}");
+        let r = repl.request("vars", json!({}));
+        assert!(!r.to_string().contains(KEY), "{r}");
+        assert!(listed(&r["vars"]), "{r}");
+        assert_eq!(found(&r["findings"]), vec![pair("vars", "aws_access_key_id"); 2], "{r}");
+        assert!(repl.close().success());
+    }
+
     fn a_secret_in_tool_args_is_redacted_before_the_handler(env) {
         let mut repl = Repl::start(env, &["--tool", "lookup:key"]);
         let mut answer: Answer = Box::new(|call: &Value| Ok(vec![json!({"got": call["args"]["key"]})]));

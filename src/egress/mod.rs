@@ -57,6 +57,8 @@ pub enum Stream {
     /// A tool call's arguments on their way to the host's callable.
     #[serde(rename = "tool_args")]
     ToolArgs,
+    /// The names and type names of a session's user globals (`vars`).
+    Vars,
 }
 
 impl Stream {
@@ -69,6 +71,7 @@ impl Stream {
             Stream::FinalAnswer => "final_answer",
             Stream::Get => "get",
             Stream::ToolArgs => "tool_args",
+            Stream::Vars => "vars",
         }
     }
 }

@@ -4,10 +4,12 @@
 //! detector, the context echo check included, since either can carry the
 //! whole context), and a tool call's arguments (stream `tool_args`: the
 //! secret detectors only, as a prompt; the callable is the host user's,
-//! and giving it parts of the context is what it is for).
+//! and giving it parts of the context is what it is for), and the names
+//! and type names `vars` lists (stream `vars`: code chooses them too).
 
 use serde_json::{Map, Value};
 
+use super::frames::VarInfo;
 use crate::capture::CapturedStream;
 use crate::egress::{ContextEchoIndex, EgressFilter, Finding, Stream};
 
@@ -80,6 +82,43 @@ pub fn get_reply(
         serde_json::to_value(findings).unwrap_or_default(),
     );
     Ok(out)
+}
+
+/// The user's globals as they may leave: each name and type name
+/// filtered as output is (stream `vars`; spans in that string).
+pub fn var_list(
+    egress: &EgressFilter,
+    extra: &[ContextEchoIndex],
+    vars: Vec<VarInfo>,
+) -> (Vec<VarInfo>, Vec<Finding>) {
+    let mut findings = Vec::new();
+    let mut scan = |text: String| {
+        let (text, found) = as_output(egress, extra, Stream::Vars, text);
+        findings.extend(found);
+        text
+    };
+    let vars = vars
+        .into_iter()
+        .map(|v| VarInfo {
+            name: scan(v.name),
+            type_name: scan(v.type_name),
+            size: v.size,
+        })
+        .collect();
+    (vars, findings)
+}
+
+/// A `vars` reply's list, read strictly (`[{name, type, size}]`) and
+/// filtered as [`var_list`].
+pub fn vars_reply(
+    egress: &EgressFilter,
+    extra: &[ContextEchoIndex],
+    vars: Option<Value>,
+) -> Result<(Vec<VarInfo>, Vec<Finding>), String> {
+    let vars: Vec<VarInfo> = serde_json::from_value(vars.unwrap_or(Value::Null)).map_err(|e| {
+        format!("the agent's vars reply is not a list of {{name, type, size}}: {e}")
+    })?;
+    Ok(var_list(egress, extra, vars))
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -230,6 +269,24 @@ mod tests {
         ] {
             let err = get_reply(&f, &[], reply(bad.clone())).unwrap_err();
             assert!(err.contains("was expected"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn var_names_and_types_are_filtered_and_the_reply_read_strictly() {
+        let f = filter(Policy::Redact);
+        let reply = json!([{"name": KEY, "type": "int", "size": null}, {"name": "x", "type": KEY, "size": 3}]);
+        let (vars, findings) = vars_reply(&f, &[], Some(reply)).unwrap();
+        assert_eq!(vars[0].name, "[REDACTED:aws_access_key_id]");
+        assert_eq!((vars[1].name.as_str(), vars[1].size), ("x", Some(3)));
+        assert_eq!(vars[1].type_name, "[REDACTED:aws_access_key_id]");
+        assert_eq!(findings.len(), 2);
+        assert!(findings.iter().all(|f| f.stream == Stream::Vars));
+        for bad in [
+            json!("x"),
+            json!([{"name": "x", "type": "int", "size": null, "leak": KEY}]),
+        ] {
+            assert!(vars_reply(&f, &[], Some(bad)).is_err());
         }
     }
 

@@ -317,8 +317,20 @@ impl<'s> Session<'s> {
 
     /// Names, types and sizes of the user's globals.
     pub fn vars(&mut self) -> Result<Value, SessionError> {
+        self.vars_filtered().map(|(vars, _)| vars)
+    }
+
+    /// [`Self::vars`], names and types filtered as output is
+    /// (`leaving.rs`), with the findings.
+    pub fn vars_filtered(&mut self) -> Result<(Value, Vec<crate::egress::Finding>), SessionError> {
         let mut reply = self.request(json!({"t": "vars"}))?;
-        Ok(reply.remove("vars").unwrap_or(Value::Null))
+        let egress =
+            self.sandbox.egress.get().map_err(|e| {
+                SessionError::Request(format!("the egress filter is unavailable: {e}"))
+            })?;
+        let (vars, findings) = leaving::vars_reply(egress, &self.added_echo, reply.remove("vars"))
+            .map_err(SessionError::Request)?;
+        Ok((serde_json::to_value(vars).unwrap_or_default(), findings))
     }
 
     /// The type and capped `repr` of the global `name`, filtered as output

@@ -221,6 +221,33 @@ impl EgressFilter {
         self.finish(stream, text, hits, None)
     }
 
+    /// Filters a session cell's final answer: as output, except that a
+    /// context reproduced whole is an echo only from `echo.min_bytes`
+    /// (64) bytes, as a partial reproduction is. An answer may repeat a
+    /// one-line context ("The fruit is a kiwi."); printing it is still an
+    /// echo, and a longer context in the answer is one as in output.
+    pub fn filter_answer(
+        &self,
+        stream: Stream,
+        text: String,
+        extra: &[ContextEchoIndex],
+    ) -> FilteredStream {
+        let mut hits = self.detect(text.as_bytes(), false, &[]);
+        let echo = &self.config.echo;
+        for index in self.contexts.iter().chain(extra) {
+            let report = index.check(text.as_bytes(), echo.min_run);
+            if report.echoed_bytes >= echo.min_bytes && echo.is_echo(&report, index.context_len()) {
+                hits.extend(
+                    report
+                        .spans
+                        .iter()
+                        .map(|&(s, e)| Hit::new(s, e, "context_echo")),
+                );
+            }
+        }
+        self.finish(stream, text, hits, None)
+    }
+
     /// Filters arbitrary bytes (invalid UTF-8 is replaced first; spans
     /// refer to the replaced text). Copies `text`; [`Self::filter_bytes`]
     /// filters a buffer the caller gives up.

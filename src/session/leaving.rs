@@ -2,7 +2,7 @@
 //! value (`value.rs`), through the egress filter as output is: a cell's
 //! final answer and a `get`'s repr (stream `final_answer`, `get`: every
 //! detector, the context echo check included, since either can carry the
-//! whole context), and a tool call's arguments (stream `tool_args`: the
+//! whole context; an answer may repeat a context under 64 bytes), and a tool call's arguments (stream `tool_args`: the
 //! secret detectors only, as a prompt; the callable is the host user's,
 //! and giving it parts of the context is what it is for), and the names
 //! and type names `vars` lists (stream `vars`: code chooses them too).
@@ -29,7 +29,9 @@ fn as_output(
     (out.text, out.findings)
 }
 
-/// A cell's final answer as it may leave.
+/// A cell's final answer as it may leave: filtered as output, except
+/// that an answer may repeat a context shorter than 64 bytes whole
+/// ([`EgressFilter::filter_answer`]).
 pub fn final_answer(
     egress: &EgressFilter,
     extra: &[ContextEchoIndex],
@@ -38,8 +40,8 @@ pub fn final_answer(
     match answer {
         None => (None, Vec::new()),
         Some(text) => {
-            let (text, findings) = as_output(egress, extra, Stream::FinalAnswer, text);
-            (Some(text), findings)
+            let out = egress.filter_answer(Stream::FinalAnswer, text, extra);
+            (Some(out.text), out.findings)
         }
     }
 }
@@ -231,6 +233,22 @@ mod tests {
         );
         let (answer, findings) = final_answer(&f, &[], Some(context.clone()));
         assert!(!answer.unwrap().contains("account 7919"));
+        assert_eq!(findings[0].kind, "context_echo");
+        // A one-line context repeated whole passes in an answer (it is an
+        // echo in output); one of 64 bytes or more does not.
+        let short = "The fruit is a kiwi.";
+        let f = context_filter(short);
+        let answer = format!("SUB(Name the fruit in: {short})");
+        assert_eq!(
+            final_answer(&f, &[], Some(answer.clone())),
+            (Some(answer), vec![])
+        );
+        let out = f.filter_text(Stream::Stdout, short.as_bytes());
+        assert_eq!(out.findings[0].kind, "context_echo");
+        let longer = "The fruit is a kiwi, picked in the orchard north of the river at dawn.";
+        let f = context_filter(longer);
+        let (answer, findings) = final_answer(&f, &[], Some(longer.into()));
+        assert_eq!(answer.as_deref(), Some("[REDACTED:context_echo]"));
         assert_eq!(findings[0].kind, "context_echo");
         // Under warn it passes, reported.
         let (answer, findings) = final_answer(&filter(Policy::Warn), &[], Some(KEY.into()));

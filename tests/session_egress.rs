@@ -142,4 +142,18 @@ on_both_runtimes! {
         assert!(!r.to_string().contains(KEY), "{r}");
         assert!(repl.close().success());
     }
+
+    fn a_secret_as_a_query_s_model_is_redacted_before_the_handler(env) {
+        let mut repl = Repl::start(env, &[]);
+        let mut answer: Answer = Box::new(|call: &Value| Ok(vec![json!(format!("model {}", call["model"]))]));
+        let code = format!("{MAKE_KEY}print(llm_query('hi', model=k))");
+        let r = repl.request_with("exec", json!({"code": code}), Some(&mut answer));
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(repl.calls.last().unwrap()["model"], "[REDACTED:aws_access_key_id]", "{r}");
+        let record = &r["cell"]["calls"][0];
+        assert_eq!(record["model"], "[REDACTED:aws_access_key_id]", "{r}");
+        assert_eq!(found(&record["findings"]), vec![pair("model", "aws_access_key_id")], "{r}");
+        assert!(!r.to_string().contains(KEY), "{r}");
+        assert!(repl.close().success());
+    }
 }

@@ -59,6 +59,8 @@ pub enum Stream {
     ToolArgs,
     /// The names and type names of a session's user globals (`vars`).
     Vars,
+    /// The model a session's code names in a query (`llm_query(p, model=...)`).
+    Model,
 }
 
 impl Stream {
@@ -72,6 +74,7 @@ impl Stream {
             Stream::Get => "get",
             Stream::ToolArgs => "tool_args",
             Stream::Vars => "vars",
+            Stream::Model => "model",
         }
     }
 }

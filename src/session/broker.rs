@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::calls::{CallHandler, CallKind, CallRequest, PromptHandler};
 use super::frames::AgentCall;
 use super::link::Link;
-use crate::egress::{EgressFilter, Finding};
+use crate::egress::{EgressFilter, Finding, Stream};
 
 /// Limits on calls, each a setting (flag and RLM_* variable in the CLI).
 #[derive(Debug, Clone, PartialEq)]
@@ -132,8 +132,14 @@ impl Broker {
 
     /// Checks `call` against the limits, filters its prompts with `egress`
     /// and starts answering it on its own thread.
-    pub fn submit(&self, egress: &EgressFilter, call: AgentCall) {
+    pub fn submit(&self, egress: &EgressFilter, mut call: AgentCall) {
         let started = Instant::now();
+        // The model name is the code's too, and goes to the handler.
+        let model = call
+            .model
+            .take()
+            .map(|m| egress.filter_secrets(Stream::Model, m));
+        call.model = model.as_ref().map(|m| m.text.clone());
         let deadline = started + self.limits.timeout;
         let fallback = call.kind == CallKind::RlmQuery && !self.rlm_calls;
         let mut record = CallRecord {
@@ -146,7 +152,7 @@ impl Broker {
             duration_ms: 0,
             error: None,
             fallback,
-            findings: Vec::new(),
+            findings: model.map(|m| m.findings).unwrap_or_default(),
         };
         let items = match self.admit(egress, &call, &mut record) {
             Ok(items) => items,

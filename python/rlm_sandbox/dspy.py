@@ -185,6 +185,12 @@ def _submission(cell: Cell) -> Optional[Dict[str, Any]]:
     except ValueError:
         fields = None
     if not isinstance(fields, dict):
+        filtered = sorted({str(f.get("kind")) for f in cell.findings if f.get("stream") == "final_answer"})
+        if filtered:
+            raise CodeExecutionError(
+                f"SUBMIT's values could not be read back: the sandbox's egress filter redacted part of them "
+                f"({', '.join(filtered)}); submit values that do not reproduce the input data or hold secrets"
+            )
         raise CodeExecutionError(
             f"SUBMIT's values ({len(final_answer)} characters) could not be read back: the sandbox cuts a final "
             "answer at its frame limit; submit smaller values"

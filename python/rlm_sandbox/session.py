@@ -213,11 +213,14 @@ class Session:
         return cell
 
     def vars(self) -> List[JSONDict]:
-        """The user's globals: `[{name, type, size}]`."""
+        """The user's globals: `[{name, type, size}]` (names and types
+        filtered as output is: code can name a global anything)."""
         return list(self._call("vars").get("vars") or [])
 
     def get(self, name: str) -> str:
-        """A capped `repr` of the global `name` (KeyError if it has none)."""
+        """A capped `repr` of the global `name` (KeyError if it has none),
+        filtered as output is: a secret or a reproduction of a context in
+        it reads `[REDACTED:<kind>]`."""
         try:
             return str(self._call("get", name=name).get("repr"))
         except ValueError as e:

@@ -51,6 +51,18 @@ pub enum Stream {
     Prompt,
     /// A session cell's value (its trailing expression's repr and JSON).
     Value,
+    /// A session cell's final answer (`FINAL`, `FINAL_VAR`, `answer`).
+    #[serde(rename = "final_answer")]
+    FinalAnswer,
+    /// The repr (and type name) a session's `get` returns.
+    Get,
+    /// A tool call's arguments on their way to the host's callable.
+    #[serde(rename = "tool_args")]
+    ToolArgs,
+    /// The names and type names of a session's user globals (`vars`).
+    Vars,
+    /// The model a session's code names in a query (`llm_query(p, model=...)`).
+    Model,
 }
 
 impl Stream {
@@ -60,6 +72,11 @@ impl Stream {
             Stream::Stderr => "stderr",
             Stream::Prompt => "prompt",
             Stream::Value => "value",
+            Stream::FinalAnswer => "final_answer",
+            Stream::Get => "get",
+            Stream::ToolArgs => "tool_args",
+            Stream::Vars => "vars",
+            Stream::Model => "model",
         }
     }
 }
@@ -198,8 +215,42 @@ impl EgressFilter {
     /// detector, no context echo (quoting the context is what prompts are
     /// for).
     pub fn filter_prompt(&self, prompt: String) -> FilteredStream {
-        let hits = self.detect(prompt.as_bytes(), false, &[]);
-        self.finish(Stream::Prompt, prompt, hits, None)
+        self.filter_secrets(Stream::Prompt, prompt)
+    }
+
+    /// Filters `text` leaving for `stream` with every secret detector and
+    /// no context echo check, as a prompt is (tool call arguments: the
+    /// host's callable may be given the context's parts, as a model is).
+    pub fn filter_secrets(&self, stream: Stream, text: String) -> FilteredStream {
+        let hits = self.detect(text.as_bytes(), false, &[]);
+        self.finish(stream, text, hits, None)
+    }
+
+    /// Filters a session cell's final answer: as output, except that a
+    /// context reproduced whole is an echo only from `echo.min_bytes`
+    /// (64) bytes, as a partial reproduction is. An answer may repeat a
+    /// one-line context ("The fruit is a kiwi."); printing it is still an
+    /// echo, and a longer context in the answer is one as in output.
+    pub fn filter_answer(
+        &self,
+        stream: Stream,
+        text: String,
+        extra: &[ContextEchoIndex],
+    ) -> FilteredStream {
+        let mut hits = self.detect(text.as_bytes(), false, &[]);
+        let echo = &self.config.echo;
+        for index in self.contexts.iter().chain(extra) {
+            let report = index.check(text.as_bytes(), echo.min_run);
+            if report.echoed_bytes >= echo.min_bytes && echo.is_echo(&report, index.context_len()) {
+                hits.extend(
+                    report
+                        .spans
+                        .iter()
+                        .map(|&(s, e)| Hit::new(s, e, "context_echo")),
+                );
+            }
+        }
+        self.finish(stream, text, hits, None)
     }
 
     /// Filters arbitrary bytes (invalid UTF-8 is replaced first; spans

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::calls::{CallHandler, CallKind, CallRequest, PromptHandler};
 use super::frames::AgentCall;
 use super::link::Link;
-use crate::egress::{EgressFilter, Finding};
+use crate::egress::{EgressFilter, Finding, Stream};
 
 /// Limits on calls, each a setting (flag and RLM_* variable in the CLI).
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +83,8 @@ pub struct CallRecord {
     /// `rlm_query` answered as `llm_query` (the handler has no sub-RLMs).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fallback: bool,
-    /// What the egress filter found in the prompts (spans in the prompt).
+    /// What the egress filter found in the prompts or the tool's args
+    /// (spans in the prompt, or in the arg's string).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
 }
@@ -131,8 +132,14 @@ impl Broker {
 
     /// Checks `call` against the limits, filters its prompts with `egress`
     /// and starts answering it on its own thread.
-    pub fn submit(&self, egress: &EgressFilter, call: AgentCall) {
+    pub fn submit(&self, egress: &EgressFilter, mut call: AgentCall) {
         let started = Instant::now();
+        // The model name is the code's too, and goes to the handler.
+        let model = call
+            .model
+            .take()
+            .map(|m| egress.filter_secrets(Stream::Model, m));
+        call.model = model.as_ref().map(|m| m.text.clone());
         let deadline = started + self.limits.timeout;
         let fallback = call.kind == CallKind::RlmQuery && !self.rlm_calls;
         let mut record = CallRecord {
@@ -145,7 +152,7 @@ impl Broker {
             duration_ms: 0,
             error: None,
             fallback,
-            findings: Vec::new(),
+            findings: model.map(|m| m.findings).unwrap_or_default(),
         };
         let items = match self.admit(egress, &call, &mut record) {
             Ok(items) => items,
@@ -155,6 +162,12 @@ impl Broker {
                 return;
             }
         };
+        // Tool args reach the host's callable: filtered for secrets first.
+        let args = call.args.map(|args| {
+            let (args, findings) = super::leaving::tool_args(egress, args);
+            record.findings.extend(findings);
+            args
+        });
         let request = CallRequest {
             kind: if fallback {
                 CallKind::LlmQuery
@@ -164,7 +177,7 @@ impl Broker {
             name: call.name,
             model: call.model,
             prompts: Vec::new(),
-            args: call.args,
+            args,
         };
         let (handler, slots) = (self.handler.clone(), self.slots.clone());
         let (records, link) = (self.records.clone(), self.link.clone());

@@ -163,6 +163,14 @@ impl Session<'_> {
             out.findings.extend(findings);
             v
         });
+        let (final_answer, found) =
+            super::leaving::final_answer(egress, &self.added_echo, final_answer);
+        out.findings.extend(found);
+        let vars = vars.map(|v| {
+            let (v, found) = super::leaving::var_list(egress, &self.added_echo, v);
+            out.findings.extend(found);
+            v
+        });
         Ok(Cell {
             status,
             stdout: out.stdout,

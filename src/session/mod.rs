@@ -13,6 +13,7 @@ mod cell;
 pub mod contexts;
 mod echo;
 pub mod frames;
+mod leaving;
 pub mod link;
 pub mod llm_command;
 pub mod llm_endpoint;
@@ -325,14 +326,32 @@ impl<'s> Session<'s> {
 
     /// Names, types and sizes of the user's globals.
     pub fn vars(&mut self) -> Result<Value, SessionError> {
-        let mut reply = self.request(json!({"t": "vars"}))?;
-        Ok(reply.remove("vars").unwrap_or(Value::Null))
+        self.vars_filtered().map(|(vars, _)| vars)
     }
 
-    /// The type and capped `repr` of the global `name`.
+    /// [`Self::vars`], names and types filtered as output is
+    /// (`leaving.rs`), with the findings.
+    pub fn vars_filtered(&mut self) -> Result<(Value, Vec<crate::egress::Finding>), SessionError> {
+        let mut reply = self.request(json!({"t": "vars"}))?;
+        let egress =
+            self.sandbox.egress.get().map_err(|e| {
+                SessionError::Request(format!("the egress filter is unavailable: {e}"))
+            })?;
+        let (vars, findings) = leaving::vars_reply(egress, &self.added_echo, reply.remove("vars"))
+            .map_err(SessionError::Request)?;
+        Ok((serde_json::to_value(vars).unwrap_or_default(), findings))
+    }
+
+    /// The type and capped `repr` of the global `name`, filtered as output
+    /// is (`leaving.rs`), with the findings.
     pub fn get(&mut self, name: &str) -> Result<serde_json::Map<String, Value>, SessionError> {
         let max = self.options.get_max_bytes;
-        self.request(json!({"t": "get", "name": name, "max_bytes": max}))
+        let reply = self.request(json!({"t": "get", "name": name, "max_bytes": max}))?;
+        let egress =
+            self.sandbox.egress.get().map_err(|e| {
+                SessionError::Request(format!("the egress filter is unavailable: {e}"))
+            })?;
+        leaving::get_reply(egress, &self.added_echo, reply).map_err(SessionError::Request)
     }
 
     /// Fresh interpreter state; the contexts stay.

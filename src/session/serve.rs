@@ -280,7 +280,9 @@ fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, Sess
             out.insert("cell".into(), serde_json::to_value(cell).unwrap_or_default());
         }
         "vars" => {
-            out.insert("vars".into(), session.vars()?);
+            let (vars, findings) = session.vars_filtered()?;
+            out.insert("vars".into(), vars);
+            out.insert("findings".into(), json!(findings));
         }
         "get" => out = session.get(str_field(&r.body, "name")?)?,
         "add_context" => {

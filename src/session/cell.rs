@@ -163,11 +163,10 @@ impl Session<'_> {
             out.findings.extend(findings);
             v
         });
-        let (final_answer, found) =
-            super::leaving::final_answer(egress, &self.added_echo, final_answer);
+        let (final_answer, found) = super::leaving::final_answer(egress, echo, final_answer);
         out.findings.extend(found);
         let vars = vars.map(|v| {
-            let (v, found) = super::leaving::var_list(egress, &self.added_echo, v);
+            let (v, found) = super::leaving::var_list(egress, echo, v);
             out.findings.extend(found);
             v
         });

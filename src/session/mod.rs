@@ -337,7 +337,11 @@ impl<'s> Session<'s> {
             self.sandbox.egress.get().map_err(|e| {
                 SessionError::Request(format!("the egress filter is unavailable: {e}"))
             })?;
-        let (vars, findings) = leaving::vars_reply(egress, &self.added_echo, reply.remove("vars"))
+        let echo = self
+            .echo
+            .get()
+            .map_err(|e| SessionError::Request(format!("the egress filter is unavailable: {e}")))?;
+        let (vars, findings) = leaving::vars_reply(egress, echo, reply.remove("vars"))
             .map_err(SessionError::Request)?;
         Ok((serde_json::to_value(vars).unwrap_or_default(), findings))
     }
@@ -351,7 +355,11 @@ impl<'s> Session<'s> {
             self.sandbox.egress.get().map_err(|e| {
                 SessionError::Request(format!("the egress filter is unavailable: {e}"))
             })?;
-        leaving::get_reply(egress, &self.added_echo, reply).map_err(SessionError::Request)
+        let echo = self
+            .echo
+            .get()
+            .map_err(|e| SessionError::Request(format!("the egress filter is unavailable: {e}")))?;
+        leaving::get_reply(egress, echo, reply).map_err(SessionError::Request)
     }
 
     /// Fresh interpreter state; the contexts stay.

@@ -150,13 +150,7 @@ impl Session<'_> {
                 (status, None, Some(why), None, None)
             }
         };
-        let unavailable = |e: String| {
-            SessionError::Request(format!(
-                "the egress filter is unavailable, so no output is released: {e}"
-            ))
-        };
-        let egress = self.sandbox.egress.get().map_err(unavailable)?;
-        let echo = self.echo.get().map_err(unavailable)?;
+        let (egress, echo) = self.leaving_filters()?;
         let mut out = FilteredOutput::new(streams.map(BoundedCapture::finish), egress, echo);
         let value = value.map(|v| {
             let (v, findings) = v.filter(egress, echo);

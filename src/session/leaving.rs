@@ -123,7 +123,8 @@ pub fn vars_reply(
     Ok(var_list(egress, extra, vars))
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// How a JSON value is named in an error ("a string", "an array", …).
+pub(super) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -324,6 +324,22 @@ impl<'s> Session<'s> {
         }
     }
 
+    /// The filter and the session's own echo indexes that everything
+    /// leaving the sandbox passes (output, values, answers, `get`, `vars`);
+    /// an error, and nothing released, when either could not be built.
+    pub(crate) fn leaving_filters(
+        &mut self,
+    ) -> Result<(&crate::egress::EgressFilter, &[ContextEchoIndex]), SessionError> {
+        let unavailable = |e: String| {
+            SessionError::Request(format!(
+                "the egress filter is unavailable, so no output is released: {e}"
+            ))
+        };
+        let egress = self.sandbox.egress.get().map_err(unavailable)?;
+        let echo = self.echo.get().map_err(unavailable)?;
+        Ok((egress, echo))
+    }
+
     /// Names, types and sizes of the user's globals.
     pub fn vars(&mut self) -> Result<Value, SessionError> {
         self.vars_filtered().map(|(vars, _)| vars)
@@ -333,14 +349,7 @@ impl<'s> Session<'s> {
     /// (`leaving.rs`), with the findings.
     pub fn vars_filtered(&mut self) -> Result<(Value, Vec<crate::egress::Finding>), SessionError> {
         let mut reply = self.request(json!({"t": "vars"}))?;
-        let egress =
-            self.sandbox.egress.get().map_err(|e| {
-                SessionError::Request(format!("the egress filter is unavailable: {e}"))
-            })?;
-        let echo = self
-            .echo
-            .get()
-            .map_err(|e| SessionError::Request(format!("the egress filter is unavailable: {e}")))?;
+        let (egress, echo) = self.leaving_filters()?;
         let (vars, findings) = leaving::vars_reply(egress, echo, reply.remove("vars"))
             .map_err(SessionError::Request)?;
         Ok((serde_json::to_value(vars).unwrap_or_default(), findings))
@@ -351,14 +360,7 @@ impl<'s> Session<'s> {
     pub fn get(&mut self, name: &str) -> Result<serde_json::Map<String, Value>, SessionError> {
         let max = self.options.get_max_bytes;
         let reply = self.request(json!({"t": "get", "name": name, "max_bytes": max}))?;
-        let egress =
-            self.sandbox.egress.get().map_err(|e| {
-                SessionError::Request(format!("the egress filter is unavailable: {e}"))
-            })?;
-        let echo = self
-            .echo
-            .get()
-            .map_err(|e| SessionError::Request(format!("the egress filter is unavailable: {e}")))?;
+        let (egress, echo) = self.leaving_filters()?;
         leaving::get_reply(egress, echo, reply).map_err(SessionError::Request)
     }
 

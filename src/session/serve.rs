@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use super::calls::{CallHandler, CallKind, CallOutcome, CallRequest};
 use super::contexts::Format;
 use super::frames::CellNamespace;
+use super::leaving::kind_of;
 use super::{Handler, Session, SessionError, SessionOptions};
 use crate::supervise::Sandbox;
 
@@ -334,17 +335,6 @@ fn seconds(v: &Value) -> Result<Duration, SessionError> {
                 "field \"timeout\" must be a number of seconds in (0, 86400], got {v}"
             ))
         })
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Whether this process's stdout is a pipe whose reading end is closed.

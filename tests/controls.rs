@@ -11,6 +11,7 @@
 //! nothing to prove on this host (N/A) is printed as such and is neither a
 //! confirmation nor a failure.
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -73,51 +74,31 @@ fn run_layer(name: &str, runtime: RuntimeKind) {
     );
 }
 
-macro_rules! control_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn runsc() {
-                    super::run_layer(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runsc);
-                }
-                #[test]
-                fn runc() {
-                    super::run_layer(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runc);
-                }
-            }
-        )*
-
-        #[test]
-        fn every_layer_has_its_control_tests() {
-            let mut listed = vec![$(stringify!($name)),*];
-            let mut layers: Vec<&str> = controls().iter().map(|c| c.layer.name()).collect();
-            listed.sort_unstable();
-            layers.sort_unstable();
-            assert_eq!(listed, layers, "tests/controls.rs must list every layer once");
-        }
-    };
-}
-
-control_tests! {
-    seccomp,
-    capabilities,
-    non_root_user,
-    no_new_privileges,
-    read_only_root,
-    network,
-    memory_limit,
-    pids_limit,
-    cpu_quota,
-    tmp_size,
-    tmp_noexec,
-    pid_namespace,
-    uts_namespace,
-    cgroup_namespace,
-    ipc_namespace,
-    masked_paths,
-    readonly_paths,
-    devices_cgroup,
-    interpreter,
-    egress,
-}
+per_runtime_rows!(
+    run_layer,
+    every_layer_has_its_control_tests,
+    controls().iter().map(|c| c.layer.name()).collect(),
+    "tests/controls.rs",
+    [
+        seccomp,
+        capabilities,
+        non_root_user,
+        no_new_privileges,
+        read_only_root,
+        network,
+        memory_limit,
+        pids_limit,
+        cpu_quota,
+        tmp_size,
+        tmp_noexec,
+        pid_namespace,
+        uts_namespace,
+        cgroup_namespace,
+        ipc_namespace,
+        masked_paths,
+        readonly_paths,
+        devices_cgroup,
+        interpreter,
+        egress,
+    ]
+);

@@ -6,6 +6,7 @@
 //! With CI=true a missing runtime, rootfs or root privilege fails the test
 //! (`common::prerequisites`); locally it is a printed skip.
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -67,61 +68,39 @@ fn run_row(name: &str, runtime: RuntimeKind) {
     eprintln!("{name} on {}: {}", runtime.name(), row.observed);
 }
 
-/// One module per attack with a test per runtime: `<attack>::runsc` and
-/// `<attack>::runc`; and a test that the list is the catalogue, whole.
-macro_rules! security_rows {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn runsc() {
-                    super::run_row(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runsc);
-                }
-                #[test]
-                fn runc() {
-                    super::run_row(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runc);
-                }
-            }
-        )*
-
-        #[test]
-        fn every_attack_of_the_catalogue_has_its_tests() {
-            let mut listed = vec![$(stringify!($name)),*];
-            let mut attacks: Vec<&str> = catalogue().iter().map(|a| a.name).collect();
-            listed.sort_unstable();
-            attacks.sort_unstable();
-            assert_eq!(listed, attacks, "tests/security.rs must list every attack once");
-        }
-    };
-}
-
-security_rows! {
-    network_exfiltration,
-    dns,
-    host_loopback,
-    raw_and_packet_sockets,
-    file_access,
-    host_files,
-    proc_kcore,
-    proc_timer_list,
-    proc_sysrq_trigger,
-    proc_sys_write,
-    dev_mem,
-    dev_kmsg,
-    namespaces,
-    read_only_root,
-    memory_bomb,
-    fork_bomb,
-    cpu_quota_half,
-    cpu_mining,
-    disk_fill,
-    subprocess,
-    python_escapes,
-    builtin_fork_exec,
-    privilege_escalation,
-    kernel_attack_surface,
-    kernel_syscalls,
-    devices,
-    ipc,
-    secret_leakage,
-}
+per_runtime_rows!(
+    run_row,
+    every_attack_of_the_catalogue_has_its_tests,
+    catalogue().iter().map(|a| a.name).collect(),
+    "tests/security.rs",
+    [
+        network_exfiltration,
+        dns,
+        host_loopback,
+        raw_and_packet_sockets,
+        file_access,
+        host_files,
+        proc_kcore,
+        proc_timer_list,
+        proc_sysrq_trigger,
+        proc_sys_write,
+        dev_mem,
+        dev_kmsg,
+        namespaces,
+        read_only_root,
+        memory_bomb,
+        fork_bomb,
+        cpu_quota_half,
+        cpu_mining,
+        disk_fill,
+        subprocess,
+        python_escapes,
+        builtin_fork_exec,
+        privilege_escalation,
+        kernel_attack_surface,
+        kernel_syscalls,
+        devices,
+        ipc,
+        secret_leakage,
+    ]
+);

@@ -334,3 +334,34 @@ macro_rules! on_both_runtimes {
         )*
     };
 }
+
+/// One module per name with a test per runtime, `<name>::runsc` and
+/// `<name>::runc`, each calling `$run(name, runtime)`; and the test
+/// `$whole`, which requires the names listed to be exactly `$all` (the
+/// library's list), so a test file cannot drift from it.
+#[macro_export]
+macro_rules! per_runtime_rows {
+    ($run:ident, $whole:ident, $all:expr, $file:literal, [$($name:ident),* $(,)?]) => {
+        $(
+            mod $name {
+                #[test]
+                fn runsc() {
+                    super::$run(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runsc);
+                }
+                #[test]
+                fn runc() {
+                    super::$run(stringify!($name), rlm_sandbox::runtime::RuntimeKind::Runc);
+                }
+            }
+        )*
+
+        #[test]
+        fn $whole() {
+            let mut listed = vec![$(stringify!($name)),*];
+            let mut all: Vec<&str> = $all;
+            listed.sort_unstable();
+            all.sort_unstable();
+            assert_eq!(listed, all, concat!($file, " must list every one once"));
+        }
+    };
+}

@@ -9,13 +9,16 @@
 //! never code from a user. The few that are ordinary settings (network,
 //! CPUs, the egress policy) are set on the attack's own `Config` copy.
 
-use std::path::Path;
-
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::config::Config;
 use crate::egress::{EgressConfig, Policy};
 use crate::runtime::RuntimeKind;
+
+use super::spec_edits::{
+    allow_all_seccomp, drop_namespace, keep_capabilities, no_pids_limit, remove, run_as_root,
+    tmp_options, unblock_interpreter,
+};
 
 /// One layer of the threat model, named for what its control removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -181,104 +184,6 @@ impl Layer {
             Layer::Network | Layer::CpuQuota | Layer::Egress => return None,
         })
     }
-}
-
-fn remove(v: &mut Value, key: &str) {
-    if let Some(o) = v.as_object_mut() {
-        o.remove(key);
-    }
-}
-
-fn drop_namespace(s: &mut Value, typ: &str) {
-    if let Some(ns) = s["linux"]["namespaces"].as_array_mut() {
-        ns.retain(|n| n["type"] != typ);
-    }
-}
-
-fn tmp_options(s: &mut Value, keep: impl Fn(&str) -> bool) {
-    for m in s["mounts"].as_array_mut().into_iter().flatten() {
-        if m["destination"] == "/tmp" {
-            if let Some(opts) = m["options"].as_array_mut() {
-                opts.retain(|o| o.as_str().is_some_and(&keep));
-            }
-        }
-    }
-}
-
-/// `defaultAction` SCMP_ACT_ALLOW and no rules: the profile allows all.
-fn allow_all_seccomp(s: &mut Value, _: &Path) -> std::io::Result<()> {
-    let arches = s["linux"]["seccomp"]["architectures"].clone();
-    s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": arches});
-    Ok(())
-}
-
-/// Docker's default capability set, in all five sets (ambient too, so the
-/// non-root process keeps them across its exec).
-fn keep_capabilities(s: &mut Value, _: &Path) -> std::io::Result<()> {
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE"
-    ]);
-    for set in [
-        "bounding",
-        "effective",
-        "inheritable",
-        "permitted",
-        "ambient",
-    ] {
-        s["process"]["capabilities"][set] = caps.clone();
-    }
-    Ok(())
-}
-
-/// uid and gid 0 (still without capabilities).
-fn run_as_root(s: &mut Value, _: &Path) -> std::io::Result<()> {
-    s["process"]["user"]["uid"] = json!(0);
-    s["process"]["user"]["gid"] = json!(0);
-    Ok(())
-}
-
-/// No pids cgroup limit, and (runsc) no RLIMIT_NPROC, the guest's limit.
-fn no_pids_limit(s: &mut Value, _: &Path) -> std::io::Result<()> {
-    remove(&mut s["linux"]["resources"], "pids");
-    if let Some(r) = s["process"]["rlimits"].as_array_mut() {
-        r.retain(|l| l["type"] != "RLIMIT_NPROC");
-    }
-    Ok(())
-}
-
-/// Where the rootfs installs the interpreter's hook (rootfs-builder).
-const SITECUSTOMIZE: &str = "/usr/lib/python3.11/sitecustomize.py";
-
-/// An empty file mounted over the rootfs's sitecustomize.py: the audit
-/// hook and the import blocker are never installed (the removed modules
-/// stay removed; the rootfs is not rebuilt).
-fn unblock_interpreter(s: &mut Value, input_dir: &Path) -> std::io::Result<()> {
-    let empty = input_dir.join("control-empty-sitecustomize.py");
-    std::fs::write(&empty, b"")?;
-    crate::supervise::guard::share_with_sandbox(&empty, 0o644)?;
-    let mount = json!({
-        "destination": SITECUSTOMIZE,
-        "type": "bind",
-        "source": empty,
-        "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
-    });
-    if let Some(m) = s["mounts"].as_array_mut() {
-        m.push(mount);
-    }
-    Ok(())
 }
 
 /// Every control, with the rows it is measured to break (docs/SECURITY.md
@@ -636,6 +541,8 @@ mod tests {
     use super::*;
     use crate::bundle::spec::{spec, Program, SpecInput};
     use crate::config::Limits;
+    use serde_json::Value;
+    use std::path::Path;
 
     fn spec_json(runtime: RuntimeKind) -> Value {
         let limits = Limits::default();

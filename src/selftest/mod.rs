@@ -18,6 +18,7 @@ pub mod layers;
 mod namespaces;
 mod resources;
 mod secrets;
+mod spec_edits;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;

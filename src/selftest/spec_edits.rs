@@ -83,7 +83,7 @@ pub(super) fn no_pids_limit(s: &mut Value, _: &Path) -> std::io::Result<()> {
 }
 
 /// Where the rootfs installs the interpreter's hook (rootfs-builder).
-pub(super) const SITECUSTOMIZE: &str = "/usr/lib/python3.11/sitecustomize.py";
+const SITECUSTOMIZE: &str = "/usr/lib/python3.11/sitecustomize.py";
 
 /// An empty file mounted over the rootfs's sitecustomize.py: the audit
 /// hook and the import blocker are never installed (the removed modules

@@ -20,7 +20,7 @@ pub enum K8sCommand {
     /// configuration's limits and policy, and the seccomp profile file the
     /// nodes need. What a pod cannot express is printed as a warning on
     /// stderr, with the node setting that replaces it.
-    Render(RenderArgs),
+    Render(Box<RenderArgs>),
     /// Check a set of manifests (multi-document YAML or JSON, rendered or
     /// hand-edited) against the policy. Exits 0 when it holds, 1 with one
     /// line per violation (field, found, accepted value) when not.

@@ -380,7 +380,7 @@ fn annotations(c: &mut Ctx, metadata: Option<&Value>) {
             c.error(
                 &format!("{field}.{key}"),
                 Some(value),
-                "absent: runsc reads dev.gvisor.* annotations as flag overrides; only \
+                "absent: runsc can read dev.gvisor.* annotations as flag overrides; only \
                  dev.gvisor.flag.oci-seccomp is accepted",
             );
         }

@@ -139,7 +139,9 @@ def broken_cases() -> Iterator[tuple[str, Callable[[Obj], None]]]:
     yield "container (a misspelt securityContext)", container
 
 
-@pytest.mark.parametrize("where,breaks", list(broken_cases()), ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    "where,breaks", [pytest.param(w, b, id=w) for w, b in broken_cases()]
+)
 def test_an_unknown_field_fails_the_crd_validation(
     rendered: Obj, where: str, breaks: Callable[[Obj], None]
 ) -> None:

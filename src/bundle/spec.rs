@@ -208,7 +208,7 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
 
 /// Host tasks the Sentry and the gofer need beyond the guest's own: Go
 /// runtime threads and, on the ptrace platform, stub threads.
-const RUNSC_HOST_TASKS: i64 = 128;
+pub const RUNSC_HOST_TASKS: i64 = 128;
 
 /// The pids cgroup limit. Under runc it is the sandbox's task limit. Under
 /// runsc it counts the Sentry's host tasks, not the guest's (the guest's
@@ -325,7 +325,7 @@ fn mounts(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Preset;
 
@@ -369,7 +369,7 @@ mod tests {
     /// Whether the golden files are rewritten rather than compared: only
     /// on request (`RLM_UPDATE_GOLDEN`), and never under CI, where a run
     /// with the variable set would pass whatever the writer produces.
-    fn golden_update(
+    pub(crate) fn golden_update(
         update: Option<&std::ffi::OsStr>,
         ci: Option<&std::ffi::OsStr>,
     ) -> Result<bool, String> {

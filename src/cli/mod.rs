@@ -7,6 +7,7 @@ mod controls;
 mod egress;
 mod filter;
 mod gc;
+mod k8s;
 mod rootfs;
 mod run;
 mod selftest;
@@ -63,6 +64,10 @@ enum Command {
     Rootfs(rootfs::RootfsCommand),
     /// Write the OCI bundle a run would use, without running it.
     Bundle(bundle::BundleArgs),
+    /// Kubernetes (agent-sandbox under gVisor): render this configuration's
+    /// policy as manifests, or check a set of them (docs/KUBERNETES.md).
+    #[command(subcommand)]
+    K8s(k8s::K8sCommand),
     /// Apply the egress filter (secrets, entropy, context echo) to stdin.
     Filter(filter::FilterArgs),
     /// Run the attack catalogue of the threat model (docs/SECURITY.md) on
@@ -196,6 +201,7 @@ pub fn main() -> i32 {
         Command::Rootfs(cmd) => rootfs::run(cmd),
         Command::Filter(args) => filter::run(args),
         Command::Bundle(args) => bundle::run(args),
+        Command::K8s(cmd) => k8s::run(cmd),
         Command::Selftest(args) => selftest::run(args),
         Command::Watchdog => return rlm_sandbox::supervise::watchdog::serve(),
     };

@@ -1,0 +1,37 @@
+//! The image a rendered pod runs: the rootfs as an OCI image, named by its
+//! content id (`rlm-sandbox rootfs image` writes it under this name).
+
+use std::path::Path;
+
+/// The repository of the rootfs image.
+pub const IMAGE_REPOSITORY: &str = "localhost/rlm-sandbox-rootfs";
+/// Hex digits of the content id in the tag.
+const TAG_HEX: usize = 16;
+
+/// `localhost/rlm-sandbox-rootfs:<first 16 hex of the content id>`.
+pub fn image_ref(content_id: &str) -> String {
+    let tag: String = content_id.chars().take(TAG_HEX).collect();
+    format!("{IMAGE_REPOSITORY}:{tag}")
+}
+
+/// The default image: the configured rootfs's (its manifest's content id),
+/// or the default rootfs's.
+pub fn default_image(rootfs: Option<&Path>) -> Result<String, rootfs_builder::Error> {
+    let id = match rootfs {
+        Some(path) => rootfs_builder::read_manifest(path)?.content_id,
+        None => rootfs_builder::content_id(),
+    };
+    Ok(image_ref(&id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_is_the_content_ids_prefix() {
+        let id = rootfs_builder::content_id();
+        let image = default_image(None).expect("the default needs no file");
+        assert_eq!(image, format!("localhost/rlm-sandbox-rootfs:{}", &id[..16]));
+    }
+}

@@ -8,6 +8,7 @@ mod egress;
 mod filter;
 mod gc;
 mod rootfs;
+mod rootfs_image;
 mod run;
 mod selftest;
 mod session;

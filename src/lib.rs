@@ -10,6 +10,7 @@ pub mod code;
 pub mod config;
 pub mod egress;
 pub mod gc;
+pub mod image;
 pub mod k8s;
 pub mod local;
 pub mod procs;

@@ -15,9 +15,9 @@ pub enum RootfsError {
          --output {path}` or point RLM_ROOTFS at a rootfs"
     )]
     NoPython { path: PathBuf, python: &'static str },
-    #[error("cannot lock {path} to build the default rootfs: {err}")]
+    #[error("cannot lock {path} to build the rootfs: {err}")]
     Lock { path: PathBuf, err: std::io::Error },
-    #[error("building the default rootfs failed: {0}")]
+    #[error("building the rootfs failed: {0}")]
     Build(#[from] rootfs_builder::Error),
 }
 
@@ -57,11 +57,26 @@ pub fn resolve(
             })
         };
     }
-    let path = rootfs_builder::default_rootfs_dir();
+    resolve_selected(
+        &rootfs_builder::ExtraPackages::default(),
+        &rootfs_builder::PipRequirements::default(),
+        progress,
+    )
+}
+
+/// The cache's rootfs with exactly `extra` packages and `pip`
+/// requirements (none: the default rootfs), built (once, under a lock)
+/// when missing or not this builder's (`rootfs image --with ...`).
+pub fn resolve_selected(
+    extra: &rootfs_builder::ExtraPackages,
+    pip: &rootfs_builder::PipRequirements,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<PathBuf, RootfsError> {
+    let path = rootfs_builder::default_rootfs_dir_with_pip(extra, pip);
     // A default rootfs from another build of the builder (an older agent,
     // say), or one with extra packages (`rootfs build --with ... --output`
     // this directory), is rebuilt (replaced in place) like a missing one.
-    let current = |p: &Path| has_python(p) && rootfs_builder::is_current(p);
+    let current = |p: &Path| has_python(p) && rootfs_builder::is_current_for(p, extra, pip);
     if current(&path) {
         return Ok(path);
     }
@@ -81,7 +96,8 @@ pub fn resolve(
         rootfs_builder::build(
             &rootfs_builder::BuildOptions {
                 output: path.clone(),
-                ..rootfs_builder::BuildOptions::default()
+                packages: extra.clone(),
+                pip: pip.clone(),
             },
             progress,
         )?;

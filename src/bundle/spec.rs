@@ -93,6 +93,19 @@ pub fn agent_args() -> Vec<String> {
     ]
 }
 
+/// The sandbox process's working directory (its writable tmpfs).
+pub const SANDBOX_CWD: &str = "/tmp";
+
+/// The sandbox process's whole environment (the OCI image config carries
+/// the same, `src/image`).
+pub fn sandbox_env() -> Vec<String> {
+    vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
+        "HOME=/tmp".to_string(),
+        "LANG=C.UTF-8".to_string(),
+    ]
+}
+
 pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
     let limits = input.limits;
     let process = ProcessBuilder::default()
@@ -109,12 +122,8 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
             Program::Probe => vec![format!("{INPUT_DIR}/{PROBE_FILE}")],
             Program::Agent => agent_args(),
         })
-        .env(vec![
-            "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
-            "HOME=/tmp".to_string(),
-            "LANG=C.UTF-8".to_string(),
-        ])
-        .cwd("/tmp")
+        .env(sandbox_env())
+        .cwd(SANDBOX_CWD)
         // No capability in any set: root inside (if reached) could do nothing
         // a capability grants.
         .capabilities(

@@ -9,6 +9,7 @@ mod filter;
 mod gc;
 mod k8s;
 mod rootfs;
+mod rootfs_image;
 mod run;
 mod selftest;
 mod session;

@@ -3,15 +3,10 @@
 
 use std::path::Path;
 
-/// The repository of the rootfs image.
-pub const IMAGE_REPOSITORY: &str = "localhost/rlm-sandbox-rootfs";
-/// Hex digits of the content id in the tag.
-const TAG_HEX: usize = 16;
-
-/// `localhost/rlm-sandbox-rootfs:<first 16 hex of the content id>`.
+/// `localhost/rlm-sandbox-rootfs:<content id>`: the name `rootfs image`
+/// gives the image (one definition, in `crate::image`).
 pub fn image_ref(content_id: &str) -> String {
-    let tag: String = content_id.chars().take(TAG_HEX).collect();
-    format!("{IMAGE_REPOSITORY}:{tag}")
+    crate::image::reference(content_id)
 }
 
 /// The default image: the configured rootfs's (its manifest's content id),
@@ -32,6 +27,6 @@ mod tests {
     fn the_tag_is_the_content_ids_prefix() {
         let id = rootfs_builder::content_id();
         let image = default_image(None).expect("the default needs no file");
-        assert_eq!(image, format!("localhost/rlm-sandbox-rootfs:{}", &id[..16]));
+        assert_eq!(image, format!("localhost/rlm-sandbox-rootfs:{id}"));
     }
 }

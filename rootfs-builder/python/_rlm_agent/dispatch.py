@@ -56,6 +56,13 @@ class Agent(Cells):
         threading.Thread(target=self._read_host, name="rlm-reader", daemon=True).start()
         threading.Thread(target=self._watch_output, name="rlm-watch", daemon=True).start()
 
+    def standby(self) -> None:
+        """Tells the host the agent is up and waits for `hello`: every
+        import, descriptor, thread and handler is in place, so a sandbox
+        started before its work is known (a pool's) lacks only the work.
+        Sent once, before anything else."""
+        self.channel.send_json({"t": "standby"})
+
     def serve(self) -> None:
         """The main thread: host messages one at a time, forever."""
         while True:

@@ -51,7 +51,10 @@ enum Command {
     /// llm_query, rlm_query or a --tool (answered with {"op":
     /// "call_result"}). Each --context FILE is mounted read-only and
     /// defined as `context_N` and `ctxs[N]`. End of stdin, close, SIGTERM
-    /// or SIGINT remove the sandbox. The protocol is docs/PROTOCOL.md.
+    /// or SIGINT remove the sandbox. With --standby the sandbox starts
+    /// before its work is known: a "standby" event first, then one
+    /// {"op": "begin", "args": [...]} request brings the --context, --tool
+    /// and call flags. The protocol is docs/PROTOCOL.md.
     Session(Box<session::SessionArgs>),
     /// Show this host's security posture: runtimes, cgroups, limits, seccomp,
     /// rootfs. Exits 1 when the configured policy cannot be met.

@@ -206,33 +206,35 @@ impl Standby {
             Err(e) => return Err(ClaimError::Refused(Box::new(self), e)),
         };
         self.check().map_err(ClaimError::Failed)?;
+        let Some(input) = self.launched.as_ref().map(|l| l.guard.dir.input()) else {
+            return Err(ClaimError::Failed(SessionError::Dead(
+                "the standby sandbox is gone".into(),
+            )));
+        };
+        // From here a failure removes the sandbox: it has seen the claim.
+        for context in &mut contexts {
+            if let Err(e) = contexts::place(&input, context) {
+                let why = format!("the claim's contexts could not be placed: {e}");
+                return Err(ClaimError::Failed(SessionError::Start(
+                    self.end(None, None, &why),
+                )));
+            }
+        }
+        let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
+        let echo = echo::SessionEcho::spawn(paths, self.sandbox.egress.echo_config().clone());
         let Some(launched) = self.launched.take() else {
             return Err(ClaimError::Failed(SessionError::Dead(
                 "the standby sandbox is gone".into(),
             )));
         };
-        let input = launched.guard.dir.input();
         let parts = Parts {
             launched,
             link: self.link.clone(),
-            contexts: Vec::new(),
-            echo: echo::SessionEcho::spawn(Vec::new(), Default::default()),
+            contexts,
+            echo,
             started: self.started,
         };
-        // From here a failure removes the sandbox (the session's drop).
         let mut session = Session::assemble(self.sandbox.clone(), options, handler, cancel, parts);
-        for context in &mut contexts {
-            if let Err(e) = contexts::place(&input, context) {
-                let why = format!("the claim's contexts could not be placed: {e}");
-                return Err(ClaimError::Failed(SessionError::Start(
-                    session.die(why, None),
-                )));
-            }
-        }
-        let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
-        session.echo = echo::SessionEcho::spawn(paths, self.sandbox.egress.echo_config().clone());
-        session.ready.contexts = contexts.clone();
-        session.contexts = contexts;
         session.hello(since, false).map_err(ClaimError::Failed)?;
         session.ready.startup_ms = self.startup.as_millis() as u64;
         session.ready.standby = true;
@@ -268,5 +270,19 @@ impl Standby {
 impl Drop for Standby {
     fn drop(&mut self) {
         let _ = self.end(None, None, "the standby was dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool hands standbys and sessions between threads.
+    #[test]
+    fn standbys_and_sessions_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Standby>();
+        send::<Session>();
+        send::<ClaimError>();
     }
 }

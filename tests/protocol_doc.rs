@@ -13,16 +13,31 @@ use serde_json::Value;
 
 const DOC: &str = include_str!("../docs/PROTOCOL.md");
 
-/// The ```session blocks: lists of (sent?, line).
-fn examples() -> Vec<Vec<(bool, String)>> {
+/// One ```session block: the session's flags (after ```session, e.g.
+/// `--standby`) and its lines, (sent?, line).
+struct Example {
+    flags: Vec<String>,
+    lines: Vec<(bool, String)>,
+}
+
+/// The ```session blocks.
+fn examples() -> Vec<Example> {
     let mut blocks = Vec::new();
-    let mut current: Option<Vec<(bool, String)>> = None;
+    let mut current: Option<Example> = None;
     for line in DOC.lines() {
         match (&mut current, line) {
-            (None, "```session") => current = Some(Vec::new()),
+            (None, l) if l == "```session" || l.starts_with("```session ") => {
+                let flags = l["```session".len()..].split_whitespace().map(String::from);
+                current = Some(Example {
+                    flags: flags.collect(),
+                    lines: Vec::new(),
+                })
+            }
             (Some(_), "```") => blocks.push(current.take().unwrap()),
-            (Some(block), l) if l.starts_with("> ") => block.push((true, l[2..].to_string())),
-            (Some(block), l) if l.starts_with("< ") => block.push((false, l[2..].to_string())),
+            (Some(block), l) if l.starts_with("> ") => block.lines.push((true, l[2..].to_string())),
+            (Some(block), l) if l.starts_with("< ") => {
+                block.lines.push((false, l[2..].to_string()))
+            }
             (Some(_), l) => panic!("a session example line must start with > or <: {l:?}"),
             (None, _) => {}
         }
@@ -50,9 +65,17 @@ on_both_runtimes! {
     fn every_protocol_example_replays(env) {
         let blocks = examples();
         assert!(blocks.len() >= 4, "examples found: {}", blocks.len());
+        assert!(blocks.iter().any(|b| b.flags == ["--standby"]), "no --standby example");
         for block in blocks {
-            let mut repl = Repl::start(env, &[]);
-            for (sent, line) in &block {
+            let flags: Vec<&str> = block.flags.iter().map(String::as_str).collect();
+            // A standby's example shows its first line (`standby`); a cold
+            // session's starts after `ready`.
+            let mut repl = if flags.contains(&"--standby") {
+                Repl::spawn(env, &flags, &[])
+            } else {
+                Repl::start(env, &flags)
+            };
+            for (sent, line) in &block.lines {
                 if *sent {
                     let mut bytes = line.clone().into_bytes();
                     bytes.push(b'\n');

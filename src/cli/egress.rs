@@ -1,5 +1,6 @@
 //! The egress filter's flags and RLM_* variables, shared by every
-//! subcommand whose output leaves through the filter (`run`, `filter`).
+//! subcommand whose output leaves through the filter (`run`, `filter`,
+//! `session`), and the context files (`--context`), whose echo it flags.
 
 use std::path::PathBuf;
 
@@ -42,10 +43,6 @@ pub struct EgressArgs {
     /// Turn off the entropy detector
     #[arg(long)]
     pub no_entropy: bool,
-    /// Context file whose verbatim echo in the output is flagged
-    /// (repeatable; `session` also mounts each one in the sandbox)
-    #[arg(long, value_name = "FILE", env = "RLM_CONTEXT_FILE")]
-    pub context: Vec<PathBuf>,
     /// Fraction of the context (0, 1] an output may reproduce
     #[arg(long, value_name = "FRACTION", env = "RLM_SIMILARITY_THRESHOLD", default_value_t = 0.5, value_parser = parse_similarity)]
     pub similarity_threshold: f64,
@@ -55,6 +52,18 @@ pub struct EgressArgs {
     /// redact (the echoed spans) | notice (replace the output with a notice to search the context)
     #[arg(long, value_name = "ACTION", env = "RLM_ECHO_ACTION", default_value = "redact", value_parser = parse_echo_action)]
     pub echo_action: EchoAction,
+}
+
+/// Context files: `run` and `filter` flag their echo; a session also
+/// gives each to the sandbox's code (at start, or with a standby's
+/// `begin`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ContextArgs {
+    /// Context file whose verbatim echo in the output is flagged
+    /// (repeatable; `session` also gives each one to the code, as
+    /// `context_N`)
+    #[arg(long, value_name = "FILE", env = "RLM_CONTEXT_FILE")]
+    pub context: Vec<PathBuf>,
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -127,27 +136,31 @@ impl EgressArgs {
         })
     }
 
-    /// The filter these flags describe, echo of `--context` included.
-    fn spec(&self) -> anyhow::Result<FilterSpec> {
+    /// The filter these flags describe, echo of `contexts` included.
+    fn spec(&self, contexts: &[PathBuf]) -> anyhow::Result<FilterSpec> {
         Ok(FilterSpec {
             config: self.to_config()?,
-            contexts: self.context.clone(),
+            contexts: contexts.to_vec(),
         })
     }
 
     /// The filter of one run, built on another thread while the sandbox
     /// runs; every setting is checked now (a bad value is refused before
     /// anything runs).
-    pub fn to_pending(&self) -> anyhow::Result<PendingFilter> {
-        let spec = self.spec()?;
+    pub fn to_pending(&self, contexts: &[PathBuf]) -> anyhow::Result<PendingFilter> {
+        let spec = self.spec(contexts)?;
         spec.config.validate()?;
         spec.pending().context("--context / RLM_CONTEXT_FILE")
     }
 
     /// A session's sandbox filter: the same settings, without the
-    /// contexts, whose echo indexes the session builds and owns itself.
-    pub fn to_pending_without_contexts(&self) -> anyhow::Result<PendingFilter> {
-        let spec = self.spec()?;
+    /// contexts (checked here), whose echo indexes the session builds and
+    /// owns itself.
+    pub fn to_pending_without_contexts(
+        &self,
+        contexts: &[PathBuf],
+    ) -> anyhow::Result<PendingFilter> {
+        let spec = self.spec(contexts)?;
         spec.config.validate()?;
         // Refused before anything runs, as for `run`.
         spec.check().context("--context / RLM_CONTEXT_FILE")?;
@@ -158,8 +171,8 @@ impl EgressArgs {
         Ok(spec.pending()?)
     }
 
-    pub fn to_filter(&self) -> anyhow::Result<EgressFilter> {
-        let spec = self.spec()?;
+    pub fn to_filter(&self, contexts: &[PathBuf]) -> anyhow::Result<EgressFilter> {
+        let spec = self.spec(contexts)?;
         spec.config.validate()?;
         spec.check().context("--context / RLM_CONTEXT_FILE")?;
         Ok(spec.build()?)

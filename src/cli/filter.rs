@@ -7,12 +7,14 @@ use anyhow::Context;
 use clap::Args;
 use rlm_sandbox::egress::Stream;
 
-use super::egress::EgressArgs;
+use super::egress::{ContextArgs, EgressArgs};
 
 #[derive(Args, Debug)]
 pub struct FilterArgs {
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub contexts: ContextArgs,
     /// Print one JSON object {"text": ..., "findings": [...]} instead of the text
     #[arg(long)]
     pub json: bool,
@@ -33,7 +35,7 @@ fn parse_stream(s: &str) -> Result<Stream, String> {
 
 /// Filters stdin to stdout; exit 0 whatever was found.
 pub fn run(args: &FilterArgs) -> anyhow::Result<i32> {
-    let filter = args.egress.to_filter()?;
+    let filter = args.egress.to_filter(&args.contexts.context)?;
     let mut input = Vec::new();
     std::io::stdin()
         .lock()

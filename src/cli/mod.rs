@@ -3,6 +3,7 @@
 
 mod bundle;
 mod check;
+mod claim;
 mod controls;
 mod egress;
 mod filter;
@@ -17,7 +18,7 @@ mod session;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rlm_sandbox::config::{Config, Key, Layers};
 
 /// Run untrusted Python in a gVisor (runsc) or runc sandbox, without a
@@ -52,7 +53,10 @@ enum Command {
     /// llm_query, rlm_query or a --tool (answered with {"op":
     /// "call_result"}). Each --context FILE is mounted read-only and
     /// defined as `context_N` and `ctxs[N]`. End of stdin, close, SIGTERM
-    /// or SIGINT remove the sandbox. The protocol is docs/PROTOCOL.md.
+    /// or SIGINT remove the sandbox. With --standby the sandbox starts
+    /// before its work is known: a "standby" event first, then one
+    /// {"op": "begin", "args": [...]} request brings the --context, --tool
+    /// and call flags. The protocol is docs/PROTOCOL.md.
     Session(Box<session::SessionArgs>),
     /// Show this host's security posture: runtimes, cgroups, limits, seccomp,
     /// rootfs. Exits 1 when the configured policy cannot be met.
@@ -193,10 +197,13 @@ impl SandboxArgs {
 pub const EXIT_DRIVER_ERROR: i32 = 2;
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // The matches are kept: `session --standby` asks where a value came
+    // from (the command line, or an RLM_* variable).
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let outcome = match &cli.command {
         Command::Run(args) => run::run(args),
-        Command::Session(args) => session::run(args),
+        Command::Session(args) => session::run(args, matches.subcommand_matches("session")),
         Command::Check(args) => check::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Rootfs(cmd) => rootfs::run(cmd),

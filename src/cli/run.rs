@@ -10,7 +10,7 @@ use rlm_sandbox::config::{ConfigError, ExecutionMode};
 use rlm_sandbox::result::{ExecResult, Status};
 use rlm_sandbox::supervise::{PrepareError, Sandbox, SuperviseError};
 
-use super::egress::EgressArgs;
+use super::egress::{ContextArgs, EgressArgs};
 use super::SandboxArgs;
 
 #[derive(Debug, Args)]
@@ -28,6 +28,8 @@ pub struct RunArgs {
     sandbox: SandboxArgs,
     #[command(flatten)]
     egress: EgressArgs,
+    #[command(flatten)]
+    contexts: ContextArgs,
 }
 
 /// With --json a driver error is one JSON object too, `{"error": {"kind",
@@ -80,11 +82,11 @@ fn run_inner(args: &RunArgs) -> anyhow::Result<i32> {
     let outcome = match config.mode {
         ExecutionMode::Local => {
             eprintln!("{}", rlm_sandbox::local::DANGER);
-            let egress = args.egress.to_filter()?;
+            let egress = args.egress.to_filter(&args.contexts.context)?;
             rlm_sandbox::local::run(&config.limits, &egress, &code, &cancel)
         }
         ExecutionMode::Oci => {
-            let egress = args.egress.to_pending()?;
+            let egress = args.egress.to_pending(&args.contexts.context)?;
             let sandbox = Sandbox::prepare(config, egress, &mut super::print_progress)?;
             if let Some(warning) = sandbox.selection.warning() {
                 eprintln!("{warning}");

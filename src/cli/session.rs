@@ -1,253 +1,64 @@
 //! `rlm-sandbox session`: one sandbox running the agent, driven by JSON
-//! lines on stdin and stdout (docs/PROTOCOL.md).
+//! lines on stdin and stdout (docs/PROTOCOL.md). With `--standby` the
+//! sandbox starts before its work is known, which a `begin` request
+//! brings (src/cli/claim.rs).
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use clap::Args;
-use rlm_sandbox::config::{parse_size, ExecutionMode};
-use rlm_sandbox::session::llm_command::CommandHandler;
-use rlm_sandbox::session::llm_endpoint::EndpointHandler;
-use rlm_sandbox::session::serve::{serve, Backend, Output};
-use rlm_sandbox::session::{CallLimits, Handler, SessionOptions, Tool};
+use anyhow::bail;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
+use rlm_sandbox::config::ExecutionMode;
+use rlm_sandbox::session::serve::{serve, serve_standby, Output, BEGIN_FORM};
 use rlm_sandbox::supervise::Sandbox;
 
+use super::claim::{longs, parse_begin, ClaimArgs, OwnedDir};
 use super::egress::EgressArgs;
 use super::SandboxArgs;
 
-/// The most of one answer a host command or endpoint may give.
-const MAX_ANSWER_BYTES: usize = 16 << 20;
-
 #[derive(Debug, Args)]
 pub struct SessionArgs {
-    /// Answer llm_query prompts with this shell command instead of the
-    /// orchestrator: one `sh -c CMD` per prompt, the prompt on its stdin,
-    /// the answer its stdout (the model asked for, if any, in RLM_LLM_MODEL)
-    #[arg(
-        long,
-        value_name = "CMD",
-        env = "RLM_LLM_COMMAND",
-        conflicts_with = "llm_endpoint"
-    )]
-    llm_command: Option<String>,
-    /// Answer llm_query prompts with an OpenAI-compatible chat-completions
-    /// endpoint instead of the orchestrator, e.g. http://127.0.0.1:8000/v1
-    /// (plain http: a local server, or a local proxy in front of https)
-    #[arg(long, value_name = "URL", env = "RLM_LLM_ENDPOINT", value_parser = endpoint_url)]
-    llm_endpoint: Option<String>,
-    /// The endpoint's model when the code names none
-    #[arg(long, value_name = "NAME", env = "RLM_LLM_MODEL")]
-    llm_model: Option<String>,
-    /// The host environment variable holding the endpoint's API key (sent
-    /// as a bearer token; never passed into the sandbox)
-    #[arg(long, value_name = "VAR", env = "RLM_LLM_API_KEY_ENV")]
-    llm_api_key_env: Option<String>,
-    /// Sub-calls (prompts and tool calls) per session
-    #[arg(long, value_name = "N", env = "RLM_MAX_LLM_CALLS", default_value_t = CallLimits::default().max_calls)]
-    max_llm_calls: u64,
-    /// Calls answered at once; a batch runs concurrently up to it
-    #[arg(long, value_name = "N", env = "RLM_LLM_MAX_IN_FLIGHT", default_value_t = CallLimits::default().max_in_flight,
-          value_parser = in_flight)]
-    llm_max_in_flight: usize,
-    /// Bytes of one prompt, e.g. 4m
-    #[arg(long, value_name = "SIZE", env = "RLM_LLM_MAX_PROMPT_BYTES", default_value = "4m", value_parser = size)]
-    llm_max_prompt_bytes: u64,
-    /// Seconds a call may take, from the code's call to its answer
-    #[arg(long, value_name = "SECONDS", env = "RLM_LLM_TIMEOUT", default_value = "300", value_parser = seconds)]
-    llm_timeout: Duration,
-    /// The orchestrator answers rlm_query itself (else rlm_query is sent as llm_query)
+    #[command(flatten)]
+    claim: ClaimArgs,
+    /// Start the sandbox and its agent now, before the work is known:
+    /// print a `standby` event, then take the claim's flags (--context,
+    /// --tool, ...) from the first request, {"id":..,"op":"begin",
+    /// "args":[...]}, and go on as a session started with them
+    /// (docs/PROTOCOL.md, "Standby")
     #[arg(long)]
-    rlm_calls: bool,
-    /// A host function the code may call, NAME or NAME:PARAM,PARAM
-    /// (repeatable); answered by the orchestrator as a "tool" call
-    #[arg(long = "tool", value_name = "NAME[:PARAMS]", value_parser = tool)]
-    tools: Vec<Tool>,
-    /// Contexts above this size are not loaded into `context`; the code
-    /// reads them through `ctx`
-    #[arg(long, value_name = "SIZE", env = "RLM_CONTEXT_LOAD_BYTES", default_value = "64m", value_parser = size)]
-    context_load_bytes: u64,
-    /// Seconds an interrupted cell (timeout, output ceiling) may take to
-    /// stop before the sandbox is killed
-    #[arg(long, value_name = "SECONDS", env = "RLM_INTERRUPT_GRACE", default_value = "2", value_parser = seconds)]
-    interrupt_grace: Duration,
-    /// The client's private directory of temporary context files
-    /// (`rlm-sandbox-ctx-*`), removed when the session ends: a client
-    /// killed with SIGKILL cannot remove it, and its session sees the end
-    /// of its input and exits (the watchdog covers the session itself)
-    #[arg(long, value_name = "DIR", hide = true, value_parser = owned_dir)]
-    owned_context_dir: Option<PathBuf>,
+    standby: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]
     egress: EgressArgs,
 }
 
-/// The prefix of the directories `--owned-context-dir` accepts: a session
-/// runs as root and removes the directory whole, so only the client's own
-/// temporary directories qualify (never `/` or a typo).
-const OWNED_DIR_PREFIX: &str = "rlm-sandbox-ctx-";
-
-fn owned_dir(s: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(s);
-    let named = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(OWNED_DIR_PREFIX) && n.len() > OWNED_DIR_PREFIX.len());
-    if !path.is_absolute() || !named || s.contains("/../") {
-        return Err(format!(
-            "expected an absolute path to a directory named {OWNED_DIR_PREFIX}*, got {s:?}"
-        ));
+pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i32> {
+    if args.standby {
+        return run_standby(args, matches);
     }
-    Ok(path)
-}
-
-/// Removes the owned context directory when the session ends, whichever
-/// way `run` returns.
-struct OwnedDir(Option<PathBuf>);
-
-impl Drop for OwnedDir {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            if let Err(e) = std::fs::remove_dir_all(dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    eprintln!("rlm-sandbox: could not remove {}: {e}", dir.display());
-                }
-            }
-        }
-    }
-}
-
-fn size(s: &str) -> Result<u64, String> {
-    parse_size(s).ok_or_else(|| format!("expected a size such as 4m, 512k or 1048576, got {s:?}"))
-}
-
-fn in_flight(s: &str) -> Result<usize, String> {
-    s.parse::<usize>()
-        .ok()
-        .filter(|n| (1..=1024).contains(n))
-        .ok_or_else(|| format!("expected a number of calls from 1 to 1024, got {s:?}"))
-}
-
-fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0 && *v <= 86_400.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("expected seconds in (0, 86400], got {s:?}"))
-}
-
-fn endpoint_url(s: &str) -> Result<String, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(format!(
-            "{s:?}: this build speaks plain HTTP only (no TLS); use an http:// URL \
-             (a local server, or a local proxy in front of the https service)"
-        ));
-    }
-    match lower.strip_prefix("http://") {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(s.trim().to_string()),
-        _ => Err(format!(
-            "expected an http://HOST[:PORT][/PATH] URL such as http://127.0.0.1:8000/v1, got {s:?}"
-        )),
-    }
-}
-
-fn tool(s: &str) -> Result<Tool, String> {
-    let (name, params) = s.split_once(':').unwrap_or((s, ""));
-    let ident = |x: &str| {
-        !x.is_empty()
-            && !x.starts_with(|c: char| c.is_ascii_digit())
-            && x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    let params: Vec<String> = params
-        .split(',')
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect();
-    if !ident(name) || !params.iter().all(|p| ident(p)) {
-        return Err(format!(
-            "expected NAME or NAME:PARAM,PARAM with Python identifiers, got {s:?}"
-        ));
-    }
-    Ok(Tool {
-        name: name.to_string(),
-        params,
-    })
-}
-
-/// Who answers the session's calls: a host command, an endpoint, or (the
-/// default) the orchestrator on the JSON lines.
-fn backend(args: &SessionArgs) -> anyhow::Result<Backend> {
-    let host = if let Some(command) = &args.llm_command {
-        let handler = CommandHandler::new(command.clone(), MAX_ANSWER_BYTES);
-        Some((Handler::Prompts(Arc::new(handler)), "command"))
-    } else if let Some(url) = &args.llm_endpoint {
-        let api_key = match &args.llm_api_key_env {
-            Some(var) => Some(std::env::var(var).with_context(|| {
-                format!("--llm-api-key-env {var}: the variable {var} is not set (or not UTF-8)")
-            })?),
-            None => None,
-        };
-        let handler = EndpointHandler::new(url, args.llm_model.clone(), api_key, MAX_ANSWER_BYTES);
-        Some((Handler::Prompts(Arc::new(handler)), "endpoint"))
-    } else {
-        None
-    };
-    let Some((handler, name)) = host else {
-        return Ok(Backend::Orchestrator);
-    };
-    if let Some(tool) = args.tools.first() {
-        bail!(
-            "--tool {}: tools are answered by the orchestrator, and --llm-{name} replaces it",
-            tool.name
-        );
-    }
-    if args.rlm_calls {
-        bail!(
-            "--rlm-calls: rlm_query is answered by the orchestrator, and --llm-{name} replaces it"
-        );
-    }
-    Ok(Backend::Handler(handler, name))
-}
-
-pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
-    let _owned = OwnedDir(args.owned_context_dir.clone());
+    let _owned = OwnedDir(args.claim.owned_context_dir.clone());
     let config = args.sandbox.config()?;
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
     }
-    let backend = backend(args)?;
-    let options = SessionOptions {
-        contexts: args
-            .egress
-            .context
-            .iter()
-            .map(|p| (p.clone(), None))
-            .collect(),
-        tools: args.tools.clone(),
-        calls: CallLimits {
-            max_calls: args.max_llm_calls,
-            max_in_flight: args.llm_max_in_flight,
-            max_prompt_bytes: usize::try_from(args.llm_max_prompt_bytes).unwrap_or(usize::MAX),
-            timeout: args.llm_timeout,
-        },
-        rlm_calls: args.rlm_calls,
-        max_load_bytes: args.context_load_bytes,
-        grace: args.interrupt_grace,
-        ..SessionOptions::default()
-    };
+    let (options, backend) = (args.claim.options(), args.claim.backend()?);
     let cancel = super::cancel_on_signals()?;
     // The session indexes its contexts' echo itself (they are its own).
-    let egress = args.egress.to_pending_without_contexts()?;
-    let sandbox = Sandbox::prepare(config, egress, &mut super::print_progress)?;
+    let egress = args
+        .egress
+        .to_pending_without_contexts(&args.claim.contexts.context)?;
+    let sandbox = Arc::new(Sandbox::prepare(
+        config,
+        egress,
+        &mut super::print_progress,
+    )?);
     if let Some(warning) = sandbox.selection.warning() {
         eprintln!("{warning}");
     }
     let input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
     Ok(serve(
-        &sandbox,
+        sandbox,
         options,
         backend,
         input,
@@ -256,66 +67,53 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
     ))
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_client_context_directories_are_owned() {
-        assert_eq!(
-            owned_dir("/tmp/rlm-sandbox-ctx-ab12").unwrap(),
-            PathBuf::from("/tmp/rlm-sandbox-ctx-ab12")
-        );
-        for bad in [
-            "/",
-            "/tmp",
-            "tmp/rlm-sandbox-ctx-ab12",
-            "/tmp/rlm-sandbox-ctx-",
-            "/tmp/rlm-sandbox-ctx-a/../..",
-            "/tmp/rlm-sandbox-ctx-a/../x",
-            "/home/user",
-        ] {
-            let err = owned_dir(bad).unwrap_err();
-            assert!(
-                err.contains(&format!("{bad:?}")) && err.contains("rlm-sandbox-ctx-*"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn endpoints_are_plain_http_urls() {
-        assert_eq!(
-            endpoint_url(" http://127.0.0.1:8000/v1 ").unwrap(),
-            "http://127.0.0.1:8000/v1"
-        );
-        assert!(endpoint_url("https://api.openai.com/v1")
-            .unwrap_err()
-            .contains("no TLS"));
-        for bad in ["", "127.0.0.1:8000", "http://", "http:///v1", "ftp://x"] {
-            assert!(
-                endpoint_url(bad).unwrap_err().contains(&format!("{bad:?}")),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn tools_are_names_with_parameter_names() {
-        assert_eq!(
-            tool("search:query,limit").unwrap(),
-            Tool {
-                name: "search".into(),
-                params: vec!["query".into(), "limit".into()]
+/// `session --standby`: the claim's flags come with `begin`; on the
+/// command line (not from RLM_* variables) they are refused.
+fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i32> {
+    if let Some(matches) = matches {
+        for (id, long) in claim_ids() {
+            if matches.value_source(&id) == Some(ValueSource::CommandLine) {
+                bail!(
+                    "--{long}: with --standby the claim's flags come in the begin request's \
+                     args, not on the command line ({BEGIN_FORM})"
+                );
             }
-        );
-        assert_eq!(tool("now").unwrap().params, Vec::<String>::new());
-        for bad in ["", "1x", "a-b", "f:x y", "f:1"] {
-            assert!(
-                tool(bad).unwrap_err().contains(&format!("{bad:?}")),
-                "{bad}"
-            );
         }
     }
+    let config = args.sandbox.config()?;
+    if config.mode == ExecutionMode::Local {
+        bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
+    }
+    let cancel = super::cancel_on_signals()?;
+    let egress = args.egress.to_pending_without_contexts(&[])?;
+    let sandbox = Arc::new(Sandbox::prepare(
+        config,
+        egress,
+        &mut super::print_progress,
+    )?);
+    if let Some(warning) = sandbox.selection.warning() {
+        eprintln!("{warning}");
+    }
+    // Every flag of the session but the claim's: set at standby.
+    let claim = ClaimArgs::names();
+    let standby: Vec<String> = longs(SessionArgs::augment_args(clap::Command::new("session")))
+        .into_iter()
+        .filter(|n| !claim.contains(n))
+        .collect();
+    let input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
+    Ok(serve_standby(
+        sandbox,
+        |begin_args: &[String]| parse_begin(begin_args, &standby),
+        input,
+        Output::new(std::io::stdout()),
+        cancel,
+    ))
+}
+
+/// The claim's arguments: (clap id, long name).
+fn claim_ids() -> Vec<(String, String)> {
+    ClaimArgs::augment_args(clap::Command::new("claim"))
+        .get_arguments()
+        .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_string())))
+        .collect()
 }

@@ -51,7 +51,7 @@ pub struct Cell {
     pub value: Option<CellValue>,
 }
 
-impl Session<'_> {
+impl Session {
     /// Runs `code` in the session's interpreter, by `timeout` (the
     /// sandbox's configured timeout if `None`).
     pub fn exec(&mut self, code: &str, timeout: Option<Duration>) -> Result<Cell, SessionError> {

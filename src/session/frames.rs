@@ -78,6 +78,9 @@ pub struct VarInfo {
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum AgentMsg {
+    /// The agent is up (every import and setup done) and waits for
+    /// `hello`: sent once, first.
+    Standby,
     Ready {
         python: String,
         #[serde(default)]
@@ -299,6 +302,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            read(&frame(JSON, br#"{"t":"standby"}"#)).unwrap(),
+            Some(Frame::Msg(AgentMsg::Standby))
+        );
         assert!(read(&[]).unwrap().is_none());
     }
 

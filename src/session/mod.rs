@@ -18,6 +18,7 @@ pub mod link;
 pub mod llm_command;
 pub mod llm_endpoint;
 pub mod serve;
+pub mod standby;
 pub mod value;
 
 use std::path::{Path, PathBuf};
@@ -39,10 +40,15 @@ pub use cell::Cell;
 use contexts::{Context, Format, Placement};
 use frames::{AgentCall, AgentMsg, Frame};
 use link::{Inbound, Link};
+pub use standby::{ClaimError, Standby};
 
 /// Largest frame the host accepts from the agent: a prompt at the default
 /// limit plus room for the JSON around it.
 pub const MAX_FRAME: usize = (8 << 20) + (64 << 10);
+
+/// How long the agent may take to start (to `standby`, or to `ready` on
+/// a cold start) by default.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything a session is started with besides the sandbox's settings.
 #[derive(Debug, Clone)]
@@ -74,7 +80,7 @@ impl Default for SessionOptions {
             max_load_bytes: 64 << 20,
             grace: Duration::from_secs(2),
             get_max_bytes: 64 << 10,
-            start_timeout: Duration::from_secs(60),
+            start_timeout: START_TIMEOUT,
         }
     }
 }
@@ -86,7 +92,15 @@ pub struct Ready {
     pub python: String,
     pub contexts: Vec<Context>,
     pub limits: ReadyLimits,
+    /// From the start to `ready` (cold), or to `standby` (a claimed
+    /// standby: its sandbox's start, before the claim).
     pub startup_ms: u64,
+    /// The session is a claimed standby.
+    pub standby: bool,
+    /// From the claim to `ready`, in milliseconds to the microsecond (a
+    /// claimed standby only: a claim takes well under one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_ms: Option<f64>,
 }
 
 /// The limits a session enforces, as reported.
@@ -131,8 +145,9 @@ impl SessionError {
 }
 
 /// A started sandbox running the agent.
-pub struct Session<'s> {
-    sandbox: &'s Sandbox,
+pub struct Session {
+    /// Shared: a pool holds sandboxes of one configuration across threads.
+    sandbox: Arc<Sandbox>,
     options: SessionOptions,
     /// `None` once the sandbox has ended and been removed.
     launched: Option<Launched<Inbound>>,
@@ -150,6 +165,7 @@ pub struct Session<'s> {
     /// The sandbox's own end, when it ended by itself or was killed.
     ended: Option<ExecResult>,
     cancel: Arc<AtomicBool>,
+    /// When the sandbox was launched (its run's duration counts from it).
     started: Instant,
 }
 
@@ -160,33 +176,23 @@ pub(crate) enum Interrupt {
     Cancelled,
 }
 
-impl<'s> Session<'s> {
-    /// Starts the sandbox and its agent with `options`' contexts, and
-    /// waits until the agent is ready. `cancel` (a signal flag) ends it.
+impl Session {
+    /// Starts the sandbox and its agent with `options`' contexts
+    /// bind-mounted, and waits until the agent is ready. `cancel` (a
+    /// signal flag) ends it.
     pub fn start(
-        sandbox: &'s Sandbox,
+        sandbox: Arc<Sandbox>,
         options: SessionOptions,
         handler: Handler,
         cancel: Arc<AtomicBool>,
-    ) -> Result<Session<'s>, SessionError> {
+    ) -> Result<Session, SessionError> {
         let started = Instant::now();
-        if !crate::rootfs::has_agent(&sandbox.rootfs) {
-            return Err(SessionError::Start(format!(
-                "the rootfs {} has no session agent ({}): sessions need a rootfs built by this \
-                 rlm-sandbox (`rlm-sandbox rootfs build --output DIR`), or RLM_ROOTFS unset for \
-                 the default one",
-                sandbox.rootfs.display(),
-                rootfs_builder::AGENT_MODULE
-            )));
-        }
-        let mut contexts = Vec::new();
-        for (i, (path, format)) in options.contexts.iter().enumerate() {
-            let mut context = contexts::describe(i, path, *format, Placement::Mount)
-                .map_err(|e| SessionError::Request(e.to_string()))?;
+        check_agent(&sandbox)?;
+        let mut contexts = describe_contexts(&options, Placement::Mount)?;
+        for context in &mut contexts {
             if contexts::needs_copy(&context.host_path) {
                 context.placed = Placement::Copy;
             }
-            contexts.push(context);
         }
         let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
         // Indexed while the sandbox starts.
@@ -198,11 +204,35 @@ impl<'s> Session<'s> {
             stdio: StdioPlan::Channel,
             mounts: Some(&mounts),
         })?;
-        let (stdin, frames) = match (launched.stdin.take(), launched.channel.take()) {
-            (Some(stdin), Some(frames)) => (stdin, frames),
-            _ => return Err(SessionError::Start("the agent's pipes are missing".into())),
+        let link = link_up(&mut launched)?;
+        let parts = Parts {
+            launched,
+            link,
+            contexts,
+            echo,
+            started,
         };
-        let link = Link::start(stdin, frames, MAX_FRAME, launched.tx.clone());
+        let mut session = Session::assemble(sandbox, options, handler, cancel, parts);
+        session.hello(started, true)?;
+        session.ready.startup_ms = started.elapsed().as_millis() as u64;
+        Ok(session)
+    }
+
+    /// A session over a launched sandbox whose agent has not had `hello`.
+    fn assemble(
+        sandbox: Arc<Sandbox>,
+        options: SessionOptions,
+        handler: Handler,
+        cancel: Arc<AtomicBool>,
+        parts: Parts,
+    ) -> Session {
+        let Parts {
+            launched,
+            link,
+            contexts,
+            echo,
+            started,
+        } = parts;
         let broker = broker::Broker::new(
             options.calls.clone(),
             handler,
@@ -227,8 +257,10 @@ impl<'s> Session<'s> {
                 max_load_bytes: options.max_load_bytes,
             },
             startup_ms: 0,
+            standby: false,
+            claim_ms: None,
         };
-        let mut session = Session {
+        Session {
             sandbox,
             options,
             launched: Some(launched),
@@ -243,13 +275,13 @@ impl<'s> Session<'s> {
             echo,
             cancel,
             started,
-        };
-        session.hello()?;
-        session.ready.startup_ms = started.elapsed().as_millis() as u64;
-        Ok(session)
+        }
     }
 
-    fn hello(&mut self) -> Result<(), SessionError> {
+    /// Sends `hello` and waits for `ready`, by `options.start_timeout`
+    /// from `since`. On a cold start (`cold`) the agent's `standby` comes
+    /// first and is passed over; a claimed standby's was read at launch.
+    fn hello(&mut self, since: Instant, cold: bool) -> Result<(), SessionError> {
         let contexts: Vec<Value> = self.contexts.iter().map(agent_context).collect();
         let tools = serde_json::to_value(&self.options.tools).unwrap_or_default();
         self.link.send(json!({
@@ -261,8 +293,12 @@ impl<'s> Session<'s> {
             "max_prompt_bytes": self.options.calls.max_prompt_bytes,
             "max_output_bytes": self.sandbox.config.limits.max_output_bytes,
         }));
-        let deadline = Instant::now() + self.options.start_timeout;
-        match self.next(deadline) {
+        let deadline = since + self.options.start_timeout;
+        let mut reply = self.next(deadline);
+        if cold && matches!(reply, Ok(Some(AgentMsg::Standby))) {
+            reply = self.next(deadline);
+        }
+        match reply {
             Ok(Some(AgentMsg::Ready { python, .. })) => {
                 self.ready.python = python;
                 Ok(())
@@ -536,31 +572,16 @@ impl<'s> Session<'s> {
         let Some(launched) = self.launched.take() else {
             return self.dead.clone().unwrap_or(why);
         };
-        self.link.close();
-        let never = AtomicBool::new(false);
-        let exit = match exit {
-            Some(exit) => exit,
-            None => {
-                if let Some(cg) = &launched.guard.cgroup {
-                    cg.kill_all();
-                }
-                // At a past deadline `wait` kills and says "timeout"; what
-                // ended the sandbox is `ended_by`, ours to say.
-                launched.wait(Instant::now(), &never).0
-            }
-        };
-        let finished = self.sandbox.finish(launched, exit, ended_by, self.started);
-        let mut reason = match finished.result {
-            Ok(result) => {
-                let why = with_status(&why, &result);
-                self.ended = Some(result);
-                why
-            }
-            Err(e) => format!("{why} (and: {e})"),
-        };
-        if let Some(cleanup) = finished.cleanup {
-            reason = format!("{reason} (and cleanup failed: {cleanup})");
-        }
+        let (reason, ended) = end_run(
+            &self.sandbox,
+            launched,
+            &self.link,
+            exit,
+            ended_by,
+            &why,
+            self.started,
+        );
+        self.ended = ended;
         self.dead = Some(reason.clone());
         reason
     }
@@ -603,11 +624,98 @@ impl<'s> Session<'s> {
     }
 }
 
-impl Drop for Session<'_> {
+impl Drop for Session {
     fn drop(&mut self) {
         if self.launched.is_some() {
             let _ = self.die("the session was dropped".into(), None);
         }
+    }
+}
+
+/// What a session is assembled from: its launched sandbox, the link to
+/// its agent, its contexts (placed) and their echo indexes.
+pub(crate) struct Parts {
+    pub(crate) launched: Launched<Inbound>,
+    pub(crate) link: Link,
+    pub(crate) contexts: Vec<Context>,
+    pub(crate) echo: echo::SessionEcho,
+    pub(crate) started: Instant,
+}
+
+/// Ends a launched agent's sandbox: closes the link, kills it unless it
+/// has exited (`exit`), finishes the run (counters, cleanup,
+/// classification). Returns `why` with how it ended (and any cleanup
+/// error), and the run's result when there is one.
+fn end_run(
+    sandbox: &Sandbox,
+    launched: Launched<Inbound>,
+    link: &Link,
+    exit: Option<std::io::Result<std::process::ExitStatus>>,
+    ended_by: Option<EndedBy>,
+    why: &str,
+    started: Instant,
+) -> (String, Option<ExecResult>) {
+    link.close();
+    let never = AtomicBool::new(false);
+    let exit = match exit {
+        Some(exit) => exit,
+        None => {
+            if let Some(cg) = &launched.guard.cgroup {
+                cg.kill_all();
+            }
+            // At a past deadline `wait` kills and says "timeout"; what
+            // ended the sandbox is `ended_by`, ours to say.
+            launched.wait(Instant::now(), &never).0
+        }
+    };
+    let finished = sandbox.finish(launched, exit, ended_by, started);
+    let (mut reason, ended) = match finished.result {
+        Ok(result) => (with_status(why, &result), Some(result)),
+        Err(e) => (format!("{why} (and: {e})"), None),
+    };
+    if let Some(cleanup) = finished.cleanup {
+        reason = format!("{reason} (and cleanup failed: {cleanup})");
+    }
+    (reason, ended)
+}
+
+/// Refuses a rootfs without the agent, naming the way to one with it.
+fn check_agent(sandbox: &Sandbox) -> Result<(), SessionError> {
+    if crate::rootfs::has_agent(&sandbox.rootfs) {
+        return Ok(());
+    }
+    Err(SessionError::Start(format!(
+        "the rootfs {} has no session agent ({}): sessions need a rootfs built by this \
+         rlm-sandbox (`rlm-sandbox rootfs build --output DIR`), or RLM_ROOTFS unset for \
+         the default one",
+        sandbox.rootfs.display(),
+        rootfs_builder::AGENT_MODULE
+    )))
+}
+
+/// `options`' context files, checked and described in order.
+fn describe_contexts(
+    options: &SessionOptions,
+    placed: Placement,
+) -> Result<Vec<Context>, SessionError> {
+    options
+        .contexts
+        .iter()
+        .enumerate()
+        .map(|(i, (path, format))| {
+            contexts::describe(i, path, *format, placed)
+                .map_err(|e| SessionError::Request(e.to_string()))
+        })
+        .collect()
+}
+
+/// Takes the agent's pipes from `launched` and starts the link on them.
+fn link_up(launched: &mut Launched<Inbound>) -> Result<Link, SessionError> {
+    match (launched.stdin.take(), launched.channel.take()) {
+        (Some(stdin), Some(frames)) => {
+            Ok(Link::start(stdin, frames, MAX_FRAME, launched.tx.clone()))
+        }
+        _ => Err(SessionError::Start("the agent's pipes are missing".into())),
     }
 }
 
@@ -619,6 +727,7 @@ fn agent_context(c: &Context) -> Value {
 /// A message's `t`, for errors (never its contents).
 fn describe(msg: &AgentMsg) -> &'static str {
     match msg {
+        AgentMsg::Standby => "standby",
         AgentMsg::Ready { .. } => "ready",
         AgentMsg::Done { .. } => "done",
         AgentMsg::Call(_) => "call",

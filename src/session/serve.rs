@@ -23,6 +23,9 @@ use super::leaving::kind_of;
 use super::{Handler, Session, SessionError, SessionOptions};
 use crate::supervise::Sandbox;
 
+mod standby;
+pub use standby::{serve_standby, Begin, BEGIN_FORM};
+
 /// Longest request line read; a longer one is refused (and skipped).
 pub const MAX_LINE: usize = 64 << 20;
 
@@ -164,7 +167,7 @@ struct Request {
 /// cancelled. The first line written is the `ready` event (or an `error`
 /// event when the session could not start, then exit code 1).
 pub fn serve(
-    sandbox: &Sandbox,
+    sandbox: Arc<Sandbox>,
     options: SessionOptions,
     backend: Backend,
     input: impl BufRead + Send + 'static,
@@ -173,44 +176,90 @@ pub fn serve(
 ) -> i32 {
     let orchestrator = Arc::new(Orchestrator::new(out.clone()));
     let answered_by = backend.name();
-    let handler = match backend {
-        Backend::Orchestrator => Handler::Calls(orchestrator.clone()),
-        Backend::Handler(h, _) => h,
-    };
-    let mut session = match Session::start(sandbox, options, handler, cancel.clone()) {
+    let handler = backend.handler(&orchestrator);
+    let session = match Session::start(sandbox, options, handler, cancel.clone()) {
         Ok(session) => session,
-        Err(e) => {
-            out.line(&json!({"event": "error", "error": error_object(&e)}));
-            return if matches!(e.kind(), "interrupted") {
-                130
-            } else {
-                1
-            };
-        }
+        Err(e) => return start_failed(&out, &e, None),
     };
+    out.line(&ready_event(&session, answered_by, None));
+    let requests = spawn_reader(input, &out, &orchestrator, &cancel);
+    drive(session, &requests, &out, &orchestrator, &cancel)
+}
+
+impl Backend {
+    /// The handler the session's calls go to.
+    fn handler(self, orchestrator: &Arc<Orchestrator>) -> Handler {
+        match self {
+            Backend::Orchestrator => Handler::Calls(orchestrator.clone()),
+            Backend::Handler(h, _) => h,
+        }
+    }
+}
+
+/// Writes the `error` event of a session that could not start (with the
+/// `id` of the request that started it, if any); the exit code.
+fn start_failed(out: &Output, e: &SessionError, id: Option<&Value>) -> i32 {
+    let mut event = json!({"event": "error", "error": error_object(e)});
+    if let Some(id) = id {
+        event["id"] = id.clone();
+    }
+    out.line(&event);
+    if matches!(e.kind(), "interrupted") {
+        130
+    } else {
+        1
+    }
+}
+
+/// The `ready` event: the session's report, who answers its calls, and
+/// the `id` of the request that started it (a standby's `begin`).
+fn ready_event(session: &Session, answered_by: &str, id: Option<&Value>) -> Value {
     let mut ready = serde_json::to_value(session.ready()).unwrap_or_default();
     ready["event"] = json!("ready");
     ready["calls_answered_by"] = json!(answered_by);
-    out.line(&ready);
-
-    let (tx, requests) = mpsc::channel::<Request>();
-    {
-        let (out, orchestrator, cancel) = (out.clone(), orchestrator.clone(), cancel.clone());
-        std::thread::spawn(move || {
-            read_requests(input, &out, &orchestrator, &tx);
-            // Nobody can answer a call any more: fail them now, not at
-            // their timeout, so a cell waiting on one ends.
-            orchestrator.close("the orchestrator closed its input");
-            // Input ended and nobody reads the output either: the
-            // orchestrator is gone (killed), so the running cell's result
-            // has no reader. End it and the sandbox now rather than at the
-            // cell's timeout. (Input ended with output still read, as in
-            // `printf ... | rlm-sandbox session`, runs what was queued.)
-            if stdout_unread() {
-                cancel.store(true, Ordering::Relaxed);
-            }
-        });
+    if let Some(id) = id {
+        ready["id"] = id.clone();
     }
+    ready
+}
+
+/// Starts the thread that reads request lines from `input`; the requests
+/// for the session's thread arrive on the receiver, which disconnects at
+/// the end of input.
+fn spawn_reader(
+    input: impl BufRead + Send + 'static,
+    out: &Output,
+    orchestrator: &Arc<Orchestrator>,
+    cancel: &Arc<AtomicBool>,
+) -> mpsc::Receiver<Request> {
+    let (tx, requests) = mpsc::channel::<Request>();
+    let (out, orchestrator, cancel) = (out.clone(), orchestrator.clone(), cancel.clone());
+    std::thread::spawn(move || {
+        read_requests(input, &out, &orchestrator, &tx);
+        // Nobody can answer a call any more: fail them now, not at
+        // their timeout, so a cell waiting on one ends.
+        orchestrator.close("the orchestrator closed its input");
+        // Input ended and nobody reads the output either: the
+        // orchestrator is gone (killed), so the running cell's result
+        // has no reader. End it and the sandbox now rather than at the
+        // cell's timeout. (Input ended with output still read, as in
+        // `printf ... | rlm-sandbox session`, runs what was queued.)
+        if stdout_unread() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    requests
+}
+
+/// Answers `requests` over the started `session` until `close`, the end
+/// of input or `cancel`; the exit code.
+fn drive(
+    mut session: Session,
+    requests: &mpsc::Receiver<Request>,
+    out: &Output,
+    orchestrator: &Orchestrator,
+    cancel: &AtomicBool,
+) -> i32 {
     loop {
         if cancel.load(Ordering::Relaxed) {
             drop(session);

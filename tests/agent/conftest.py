@@ -15,9 +15,10 @@ from frames import Agent  # noqa: E402
 
 @pytest.fixture
 def agent() -> Iterator[Agent]:
-    """An agent that has not had its hello yet."""
+    """An agent that has not had its hello yet (its `standby` read)."""
     a = Agent()
     try:
+        a.standby()
         yield a
         assert a.protocol_errors == [], a.protocol_errors
     finally:

@@ -164,6 +164,13 @@ class Agent:
 
     # -- protocol steps
 
+    def standby(self) -> Message:
+        """Waits for the agent's first message, `standby`, which it sends
+        unasked once it is up."""
+        msg = self.msg()
+        assert msg["t"] == "standby", msg
+        return msg
+
     def hello(self, contexts: Optional[list[Message]] = None, tools: Optional[list[Message]] = None,
               max_load_bytes: int = 64 << 20, max_frame: int = MAX_FRAME,
               max_prompt_bytes: int = 4 << 20, max_output_bytes: int = 256 << 20) -> Message:

@@ -48,6 +48,20 @@ def ctx_spec(index: int, path: str, fmt: str = "text") -> Message:
 # --- start, state, output ---------------------------------------------------------
 
 
+def test_the_agent_says_standby_before_any_hello() -> None:
+    """A pool's sandbox is ready when the agent says so, not when its
+    process exists: `standby` comes unasked, first, and only once."""
+    a = Agent()
+    try:
+        assert a.msg()["t"] == "standby"
+        ready = a.hello()
+        assert ready["t"] == "ready"
+        assert a.exec("print(1)").out == "1\n"
+        assert a.protocol_errors == [], a.protocol_errors
+    finally:
+        a.kill()
+
+
 def test_hello_answers_ready_with_the_names(agent: Agent, files: Any) -> None:
     path = files(b"hello")
     ready = agent.hello(contexts=[ctx_spec(0, path)], tools=[{"name": "lookup", "params": ["key"]}])
@@ -597,6 +611,7 @@ def test_end_of_input_exits_zero_even_during_a_cell(ready: Agent, tmp_path: Path
     assert ready.close() == 0
     other = Agent()
     try:
+        other.standby()
         other.hello()
         mark = str(tmp_path / "sleeping")
         other.start_exec(in_user_code(mark) + "import time\ntime.sleep(30)")

@@ -18,7 +18,7 @@ pub struct Repl {
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     next_id: u64,
-    /// The `ready` event.
+    /// The `ready` event (the `standby` event until a standby's begin).
     pub ready: Value,
     /// Call events seen (in order), for tests of the orchestrator path.
     pub calls: Vec<Value>,
@@ -37,6 +37,37 @@ impl Repl {
 
     /// The same with extra environment variables for the session process.
     pub fn start_with_env(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Repl {
+        let mut repl = Repl::spawn(env, args, vars);
+        let ready = repl.line(WAIT).expect("a first line");
+        assert_eq!(ready["event"], "ready", "first line: {ready}");
+        repl.ready = ready;
+        repl
+    }
+
+    /// Starts `rlm-sandbox session --standby <args>` and waits for its
+    /// `standby` event (kept in `ready` until [`Self::begin`]).
+    pub fn standby(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Repl {
+        let mut full = vec!["--standby"];
+        full.extend_from_slice(args);
+        let mut repl = Repl::spawn(env, &full, vars);
+        let standby = repl.line(WAIT).expect("a first line");
+        assert_eq!(standby["event"], "standby", "first line: {standby}");
+        repl.ready = standby;
+        repl
+    }
+
+    /// Sends `begin` with `args`; returns its answer (the `ready` event,
+    /// then also kept in `ready`, or an error response).
+    pub fn begin(&mut self, args: &[&str]) -> Value {
+        let answer = self.request("begin", json!({ "args": args }));
+        if answer["event"] == "ready" {
+            self.ready = answer.clone();
+        }
+        answer
+    }
+
+    /// Starts `rlm-sandbox session <args>` without reading any line.
+    pub fn spawn(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Repl {
         let mut full = vec!["session"];
         full.extend_from_slice(args);
         let mut command = env.command(&full);
@@ -57,7 +88,7 @@ impl Repl {
             }
         });
         let stdin = child.stdin.take();
-        let mut repl = Repl {
+        Repl {
             child,
             stdin,
             lines,
@@ -65,11 +96,7 @@ impl Repl {
             ready: Value::Null,
             calls: Vec::new(),
             other: Vec::new(),
-        };
-        let ready = repl.line(WAIT).expect("a first line");
-        assert_eq!(ready["event"], "ready", "first line: {ready}");
-        repl.ready = ready;
-        repl
+        }
     }
 
     /// The next line, parsed; `None` at the end of output or after `wait`.

@@ -50,6 +50,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, agent.interrupts.handler)
     agent.start()
     try:
+        # Everything a claim does not decide is done: say so, then wait.
+        agent.standby()
         agent.serve()
     except BaseException:
         agent.die("the main loop failed:\n" + traceback.format_exc())

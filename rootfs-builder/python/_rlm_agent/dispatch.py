@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from .cell import Cells
 from .contexts import ContextError
-from .namespace import bounded_repr, new_answer, new_namespace
+from .namespace import bounded_repr, compile_cell, make_tool, new_answer, new_namespace
 from .output import write_fd
 from .wire import (
     Channel,
@@ -55,6 +55,24 @@ class Agent(Cells):
         """Starts the reader thread and the output watchdog."""
         threading.Thread(target=self._read_host, name="rlm-reader", daemon=True).start()
         threading.Thread(target=self._watch_output, name="rlm-watch", daemon=True).start()
+
+    def standby(self) -> None:
+        """Tells the host the agent is up and waits for `hello`: every
+        import, descriptor, thread and handler is in place, so a sandbox
+        started before its work is known (a pool's) lacks only the work.
+        Sent once, before anything else."""
+        self._warm()
+        self.channel.send_json({"t": "standby"})
+
+    def _warm(self) -> None:
+        """Runs once, on throwaway input, what a claim's `hello` and its
+        first cell run first: the compiler (a cell, a tool's function),
+        the tool name check's pattern. Their first use costs most (code
+        paged in, a pattern compiled; under gVisor a millisecond and
+        more), and before `standby` nobody waits for it."""
+        compile_cell("_w = 1\n_w", "<warm>")
+        make_tool("_w", ["a"], lambda name, args: None)
+        self._reserved("_w")
 
     def serve(self) -> None:
         """The main thread: host messages one at a time, forever."""

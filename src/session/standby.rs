@@ -1,0 +1,288 @@
+//! A standby: a sandbox started before its work is known, its agent up
+//! and waiting for `hello`, handed out once.
+//!
+//! It holds nothing of any claim: its contexts directory (the drop
+//! directory of [`super::contexts`]) is empty, no tool, limit or context
+//! has reached the agent. [`Standby::claim`] consumes it: the claim's
+//! contexts are placed in the drop directory (as `add_context` places
+//! them), then `hello` and `ready` as for a cold session. A standby that
+//! is dropped, or whose claim fails after anything was placed, is killed
+//! and removed: a sandbox that saw a claim is never offered again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use super::frames::{AgentMsg, Frame};
+use super::link::{Inbound, Link};
+use super::{
+    check_agent, contexts, describe_contexts, echo, end_run, link_up, Handler, Parts, Session,
+    SessionError, SessionOptions, START_TIMEOUT,
+};
+use crate::bundle::spec::Program;
+use crate::result::RuntimeUsed;
+use crate::supervise::launch::Event;
+use crate::supervise::{EndedBy, Launched, Plan, Sandbox, StdioPlan, SuperviseError, TICK};
+use contexts::Placement;
+
+/// A started sandbox whose agent waits for its first claim.
+pub struct Standby {
+    sandbox: Arc<Sandbox>,
+    /// `None` once the sandbox has been handed to a session or removed.
+    launched: Option<Launched<Inbound>>,
+    link: Link,
+    started: Instant,
+    /// From the launch to the agent's `standby`.
+    startup: Duration,
+}
+
+/// Why a claim did not give a session.
+#[derive(Debug)]
+pub enum ClaimError {
+    /// Refused before the sandbox was touched (a context file that is
+    /// missing or not a regular file): the standby is handed back unused.
+    Refused(Box<Standby>, SessionError),
+    /// The sandbox failed during the claim; it has been removed.
+    Failed(SessionError),
+}
+
+impl ClaimError {
+    pub fn error(&self) -> &SessionError {
+        match self {
+            ClaimError::Refused(_, e) | ClaimError::Failed(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Debug for Standby {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.launched.as_ref().map(|l| l.id.as_str());
+        f.debug_struct("Standby").field("run", &id).finish()
+    }
+}
+
+impl Standby {
+    /// Starts a sandbox running the agent, with no contexts, and waits
+    /// (at most [`START_TIMEOUT`]) until the agent says it waits for
+    /// `hello`. `cancel` (a signal flag) ends it.
+    pub fn launch(sandbox: Arc<Sandbox>, cancel: &AtomicBool) -> Result<Standby, SessionError> {
+        let started = Instant::now();
+        check_agent(&sandbox)?;
+        // The drop directory, empty: contexts come with the claim.
+        let mounts = |input: &Path| contexts::prepare_dir(input, &[]);
+        let mut launched = sandbox.launch(&Plan {
+            program: Program::Agent,
+            input: b"",
+            stdio: StdioPlan::Channel,
+            mounts: Some(&mounts),
+        })?;
+        let link = link_up(&mut launched)?;
+        let mut standby = Standby {
+            sandbox,
+            launched: Some(launched),
+            link,
+            started,
+            startup: Duration::ZERO,
+        };
+        standby.wait_for_standby(started + START_TIMEOUT, cancel)?;
+        standby.startup = started.elapsed();
+        Ok(standby)
+    }
+
+    /// How long the sandbox took to reach standby.
+    pub fn startup(&self) -> Duration {
+        self.startup
+    }
+
+    /// The runtime the sandbox runs on.
+    pub fn runtime(&self) -> RuntimeUsed {
+        RuntimeUsed::from(&self.sandbox.selection)
+    }
+
+    /// The sandbox's configuration, shared with every standby of it.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    /// Waits for the agent's `standby`; anything else, the agent's or the
+    /// sandbox's end, the deadline or `cancel` removes the sandbox.
+    fn wait_for_standby(
+        &mut self,
+        deadline: Instant,
+        cancel: &AtomicBool,
+    ) -> Result<(), SessionError> {
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                self.end(None, Some(EndedBy::Cancelled), "interrupted");
+                return Err(SessionError::Supervise(SuperviseError::Interrupted));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let why = format!("the agent did not report standby within {START_TIMEOUT:?}");
+                return Err(SessionError::Start(self.end(None, None, &why)));
+            }
+            let Some(launched) = &self.launched else {
+                return Err(SessionError::Start("the sandbox is gone".into()));
+            };
+            match launched.events.recv_timeout((deadline - now).min(TICK)) {
+                Ok(Event::Caller(Inbound::Frame(Frame::Msg(AgentMsg::Standby)))) => return Ok(()),
+                Ok(event) => {
+                    if let Some(e) = self.broken(event) {
+                        return Err(SessionError::Start(e));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let why = "the sandbox's events stopped";
+                    return Err(SessionError::Start(self.end(None, None, why)));
+                }
+            }
+        }
+    }
+
+    /// Whether the standby is still good: reads what the sandbox reported
+    /// since (without waiting). The agent sends nothing between `standby`
+    /// and `hello`, so any frame, its end or the sandbox's removes it.
+    pub fn check(&mut self) -> Result<(), SessionError> {
+        loop {
+            let Some(launched) = &self.launched else {
+                return Err(SessionError::Dead("the standby sandbox is gone".into()));
+            };
+            match launched.events.try_recv() {
+                Ok(event) => {
+                    if let Some(why) = self.broken(event) {
+                        return Err(SessionError::Dead(why));
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    let why = "the sandbox's events stopped";
+                    return Err(SessionError::Dead(self.end(None, None, why)));
+                }
+            }
+        }
+    }
+
+    /// What `event`, seen while no claim holds the sandbox, does: `None`
+    /// when harmless, else the sandbox is removed and the reason returned.
+    fn broken(&mut self, event: Event<Inbound>) -> Option<String> {
+        let (exit, why) = match event {
+            Event::OutputCeiling => return None,
+            Event::Caller(Inbound::Frame(frame)) => {
+                let what = match &frame {
+                    Frame::Msg(msg) => super::describe(msg),
+                    Frame::Stdout(_) | Frame::Stderr(_) => "output",
+                };
+                let why = format!("protocol error: the agent sent {what} while on standby");
+                (None, why)
+            }
+            Event::Caller(Inbound::Broken(why)) => (None, format!("protocol error: {why}")),
+            Event::Caller(Inbound::Eof) => (None, "the agent exited".to_string()),
+            Event::Exited(exit) => {
+                let why = match &exit {
+                    Ok(status) => format!("the agent's sandbox exited ({status})"),
+                    Err(e) => format!("the agent's sandbox ended: {e}"),
+                };
+                (Some(exit), why)
+            }
+        };
+        Some(self.end(exit, None, &why))
+    }
+
+    /// Hands the standby to one claim: `options`' contexts are placed in
+    /// the drop directory (a hard link where the filesystem allows, else a
+    /// copy the sandbox user may read), then `hello` and `ready` as for a
+    /// cold [`Session::start`]. Consumed: a standby serves one claim.
+    pub fn claim(
+        mut self,
+        options: SessionOptions,
+        handler: Handler,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Session, ClaimError> {
+        let since = Instant::now();
+        let mut contexts = match describe_contexts(&options, Placement::Link) {
+            Ok(contexts) => contexts,
+            Err(e) => return Err(ClaimError::Refused(Box::new(self), e)),
+        };
+        self.check().map_err(ClaimError::Failed)?;
+        let Some(input) = self.launched.as_ref().map(|l| l.guard.dir.input()) else {
+            return Err(ClaimError::Failed(SessionError::Dead(
+                "the standby sandbox is gone".into(),
+            )));
+        };
+        // From here a failure removes the sandbox: it has seen the claim.
+        for context in &mut contexts {
+            if let Err(e) = contexts::place(&input, context) {
+                let why = format!("the claim's contexts could not be placed: {e}");
+                return Err(ClaimError::Failed(SessionError::Start(
+                    self.end(None, None, &why),
+                )));
+            }
+        }
+        let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
+        let echo = echo::SessionEcho::spawn(paths, self.sandbox.egress.echo_config().clone());
+        let Some(launched) = self.launched.take() else {
+            return Err(ClaimError::Failed(SessionError::Dead(
+                "the standby sandbox is gone".into(),
+            )));
+        };
+        let parts = Parts {
+            launched,
+            link: self.link.clone(),
+            contexts,
+            echo,
+            started: self.started,
+        };
+        let mut session = Session::assemble(self.sandbox.clone(), options, handler, cancel, parts);
+        session.hello(since, false).map_err(ClaimError::Failed)?;
+        session.ready.startup_ms = self.startup.as_millis() as u64;
+        session.ready.standby = true;
+        session.ready.claim_ms = Some(since.elapsed().as_micros() as f64 / 1000.0);
+        Ok(session)
+    }
+
+    /// Removes the sandbox (killed unless it exited: `exit`); returns `why`
+    /// with how it ended.
+    fn end(
+        &mut self,
+        exit: Option<std::io::Result<std::process::ExitStatus>>,
+        ended_by: Option<EndedBy>,
+        why: &str,
+    ) -> String {
+        let Some(launched) = self.launched.take() else {
+            return why.to_string();
+        };
+        let sandbox = self.sandbox.clone();
+        end_run(
+            &sandbox,
+            launched,
+            &self.link,
+            exit,
+            ended_by,
+            why,
+            self.started,
+        )
+        .0
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = self.end(None, None, "the standby was dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool hands standbys and sessions between threads.
+    #[test]
+    fn standbys_and_sessions_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Standby>();
+        send::<Session>();
+        send::<ClaimError>();
+    }
+}

@@ -393,11 +393,7 @@ impl<'s> Session<'s> {
         contexts::place(&input, &mut context).map_err(|e| SessionError::Request(e.to_string()))?;
         let reply = self.request(json!({"t": "add_context", "context": agent_context(&context)}));
         if let Err(e) = reply {
-            let _ = std::fs::remove_file(
-                input
-                    .join(crate::bundle::spec::CONTEXTS_SUBDIR)
-                    .join(index.to_string()),
-            );
+            let _ = contexts::unplace(&input, index);
             return Err(e);
         }
         self.contexts.push(context.clone());

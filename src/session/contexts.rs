@@ -5,11 +5,11 @@
 //! [`CONTEXTS_DIR`]. A context given at start is bind-mounted by the
 //! runtime onto an empty file the driver created there (`contexts/N`). A
 //! context added to a live session is placed in that directory, a drop
-//! directory (src/supervise/drop_dir.rs), without its bytes copied when the
-//! sandbox user may read it: a hard link when it is on the state
-//! directory's filesystem, else a read-only bind mount the kernel
-//! propagates into the running sandbox. Only a file the sandbox user may
-//! not read is copied (a copy it may read).
+//! directory (src/supervise/drop_dir.rs): a read-only bind mount the kernel
+//! propagates into the running sandbox, no byte copied, when the sandbox
+//! user may read the file; else a copy it may read. (A hard link cannot be
+//! made there: the drop directory is a mount point of its own, and `link`
+//! never crosses one, whatever the filesystem.)
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -57,8 +57,6 @@ pub enum Placement {
     /// Bind-mounted read-only: by the runtime (contexts given at start),
     /// or by the driver into the drop directory of a live sandbox.
     Mount,
-    /// Hard-linked into the contexts directory (no bytes copied).
-    Link,
     /// Copied: another filesystem, or a file the sandbox user may not read.
     Copy,
 }
@@ -151,8 +149,8 @@ pub fn prepare_dir(input_dir: &Path, contexts: &[PathBuf]) -> std::io::Result<Ve
 }
 
 /// Places `context` (added to a live session) in the drop directory, at
-/// `contexts/<index>`: hard-linked or bind-mounted (no byte copied) when
-/// the sandbox user may read it, else copied. The file is opened once,
+/// `contexts/<index>`: bind-mounted read-only (no byte copied) when the
+/// sandbox user may read it, else copied. The file is opened once,
 /// following no symbolic link (its path is canonical: a link there now was
 /// put there since), and every step works on that open file.
 pub fn place(input_dir: &Path, context: &mut Context) -> Result<(), ContextError> {
@@ -170,10 +168,6 @@ pub fn place(input_dir: &Path, context: &mut Context) -> Result<(), ContextError
         return Err(ContextError::NotAFile { path: host_path });
     }
     if readable_by_sandbox(stat.st_mode, stat.st_gid) {
-        if link_at(&source, &target).is_ok() {
-            context.placed = Placement::Link;
-            return Ok(());
-        }
         match mount_at(&source, &target) {
             Ok(()) => {
                 context.placed = Placement::Mount;
@@ -204,18 +198,6 @@ pub fn unplace(input_dir: &Path, index: usize) -> std::io::Result<()> {
     // Not a mount point unless `place` mounted it.
     let _ = drop_dir::detach(&target);
     std::fs::remove_file(&target)
-}
-
-/// A hard link of the open file at `target` (`linkat` of the descriptor
-/// itself: root's CAP_DAC_READ_SEARCH allows it for an `O_PATH` one).
-fn link_at(source: &std::os::fd::OwnedFd, target: &Path) -> nix::Result<()> {
-    nix::unistd::linkat(
-        Some(source.as_raw_fd()),
-        Path::new(""),
-        None,
-        target,
-        nix::fcntl::AtFlags::AT_EMPTY_PATH,
-    )
 }
 
 /// An empty file at `target`, then the open file bind-mounted onto it

@@ -377,7 +377,7 @@ impl<'s> Session<'s> {
     ) -> Result<Context, SessionError> {
         self.alive()?;
         let index = self.contexts.len();
-        let mut context = contexts::describe(index, path, format, Placement::Link)
+        let mut context = contexts::describe(index, path, format, Placement::Mount)
             .map_err(|e| SessionError::Request(e.to_string()))?;
         // Its output echo is checked like the first contexts'.
         self.echo

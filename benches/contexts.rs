@@ -72,8 +72,8 @@ fn main() {
     let mut measure = |path: &Path, n: usize, want: Placement| -> Vec<Duration> {
         (0..n)
             .map(|_| {
-                let mut ctx = contexts::describe(index, path, None, Placement::Mount)
-                    .expect("describe");
+                let mut ctx =
+                    contexts::describe(index, path, None, Placement::Mount).expect("describe");
                 let start = Instant::now();
                 contexts::place(&input, &mut ctx).expect("place");
                 let took = start.elapsed();
@@ -99,7 +99,6 @@ fn main() {
     let mount_same = measure(&same_fs, fast, Placement::Mount);
     let mount = measure(&other, fast, Placement::Mount);
     let copy = measure(&private, copies, Placement::Copy);
-
 
     let base_p50 = p(&mount, 50.0);
     println!("placing a 1 GiB context into a live sandbox's drop directory (contexts::place)");

@@ -307,7 +307,7 @@ on_both_runtimes! {
         let path = dir.path().join("big.txt");
         let write_at = |offset: u64, bytes: &[u8]| {
             use std::os::unix::fs::FileExt;
-            let f = std::fs::OpenOptions::new().create(true).write(true).open(&path).unwrap();
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
             f.set_len(GIB).unwrap();
             f.write_all_at(bytes, offset).unwrap();
         };

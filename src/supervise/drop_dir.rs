@@ -166,9 +166,9 @@ fn unescape(field: &[u8]) -> PathBuf {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        let octal = field.get(i + 1..i + 4).filter(|d| {
-            field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c))
-        });
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
@@ -271,9 +271,18 @@ mod tests {
         std::os::unix::fs::symlink(real.join("f"), dir.path().join("flink")).unwrap();
         assert!(open_source(&real.join("f")).is_ok());
         for linked in [dir.path().join("link/f"), dir.path().join("flink")] {
-            assert!(std::fs::File::open(&linked).is_ok(), "control: {}", linked.display());
+            assert!(
+                std::fs::File::open(&linked).is_ok(),
+                "control: {}",
+                linked.display()
+            );
             let err = open_source(&linked).unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{}: {err}", linked.display());
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::ELOOP),
+                "{}: {err}",
+                linked.display()
+            );
         }
     }
 }

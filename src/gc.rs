@@ -66,6 +66,9 @@ pub fn collect(state_dir: &Path, layout: &CgroupLayout) -> GcReport {
         if let Err(e) = cgroup::remove_run(layout, &id) {
             report.errors.push(format!("cgroup of {id}: {e}"));
         }
+        if let Err(e) = crate::supervise::drop_dir::unmount_under(&dir) {
+            report.errors.push(format!("{}: {e}", dir.display()));
+        }
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 report.errors.push(format!("{}: {e}", dir.display()));

@@ -294,6 +294,79 @@ on_both_runtimes! {
         assert!(repl.close().success());
     }
 
+    // A 1 GiB context added to a running sandbox is not copied: the state
+    // directory is a 16 MiB tmpfs (no hard link from another filesystem,
+    // no room for a copy), and a marker written into the host file after
+    // `add_context` is read in the sandbox, which no copy could show. The
+    // sandbox sees it read-only although the file is writable by all; the
+    // mounts go with the session.
+    fn a_gib_context_added_from_another_filesystem_is_mounted_not_copied(env) {
+        const GIB: u64 = 1 << 30;
+        let _state_fs = common::Tmpfs::mount(env.state.path(), "16m");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.txt");
+        let write_at = |offset: u64, bytes: &[u8]| {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+            f.set_len(GIB).unwrap();
+            f.write_all_at(bytes, offset).unwrap();
+        };
+        write_at(GIB - 32, b"first-marker-before-add-context\n");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        let mut repl = Repl::start(env, &[]);
+        let pid = repl.child.id();
+        let r = repl.request("add_context", json!({"path": path.to_str().unwrap()}));
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["context"]["placed"], "mount", "{r}");
+        assert_eq!(r["context"]["size"], GIB, "{r}");
+        // Written after add_context, over the end of the first marker.
+        write_at(GIB - 16, b"second-marker-02");
+        let cell = repl.exec(concat!(
+            "import os\n",
+            "f = open(ctxs[0].path, 'rb')\n",
+            "f.seek(ctxs[0].size - 32)\n",
+            "print(f.read(32), os.stat(ctxs[0].path).st_size)\n",
+            "try:\n",
+            "    open(ctxs[0].path, 'r+b')\n",
+            "    print('writable')\n",
+            "except OSError as e:\n",
+            "    print('write', e.errno)\n",
+        ));
+        assert_eq!(
+            text(&cell, "stdout"),
+            format!("b'first-marker-befsecond-marker-02' {GIB}\nwrite {}\n", libc::EROFS),
+            "{cell}"
+        );
+        let live = common::mounts_of_runs(env.state.path(), &format!("rlms-{pid}-"));
+        assert_eq!(live.len(), 2, "the drop directory and the context: {live:?}");
+        assert!(repl.close().success());
+        clean(env, pid);
+    }
+
+    // A driver and its watchdog killed with a context mounted into their
+    // sandbox: `gc` unmounts it and removes the run.
+    fn gc_unmounts_the_contexts_of_a_killed_session(env) {
+        let _state_fs = common::Tmpfs::mount(env.state.path(), "16m");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctx.txt");
+        std::fs::write(&path, "a context on another filesystem\n").unwrap();
+        let mut repl = Repl::start(env, &[]);
+        let pid = repl.child.id();
+        let r = repl.request("add_context", json!({"path": path.to_str().unwrap()}));
+        assert_eq!(r["context"]["placed"], "mount", "{r}");
+        let watchdog = common::watchdog_of(pid).expect("the session's watchdog");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(watchdog as i32), nix::sys::signal::SIGKILL).unwrap();
+        repl.child.kill().unwrap();
+        repl.child.wait().unwrap();
+        let prefix = format!("rlms-{pid}-");
+        assert_eq!(common::mounts_of_runs(env.state.path(), &prefix).len(), 2, "left by the killed driver");
+        let out = env.command(&["gc", "--json"]).output().expect("gc");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(report["errors"], json!([]), "{report}");
+        clean(env, pid);
+    }
+
     fn an_added_context_printed_whole_is_redacted(env) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("added.txt");

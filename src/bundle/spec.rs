@@ -44,6 +44,11 @@ pub struct SpecInput<'a> {
     /// (sessions; their mount points are files the driver created in
     /// `input_dir/contexts`).
     pub contexts: &'a [PathBuf],
+    /// Whether `input_dir/contexts` is a drop directory (sessions): mounted
+    /// at [`CONTEXTS_DIR`] on its own, read-only with `rslave`
+    /// propagation, so that a file the driver mounts there while the
+    /// sandbox runs appears in it (src/supervise/drop_dir.rs).
+    pub drop_dir: bool,
 }
 
 /// What the sandbox's process is.
@@ -209,6 +214,7 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
             input.input_dir,
             input.program,
             input.contexts,
+            input.drop_dir,
         )?)
         .process(process)
         .linux(linux)
@@ -267,7 +273,11 @@ fn mounts(
     input_dir: &Path,
     program: Program,
     contexts: &[PathBuf],
+    drop_dir: bool,
 ) -> Result<Vec<Mount>, OciSpecError> {
+    // Recursive although a drop directory below it is mounted on its own
+    // (read-only, over the copy this carries): runsc's gofer refuses a
+    // plain "bind" of a directory with a mount below it (EINVAL).
     let mut input_options = vec!["rbind", "ro", "nosuid", "nodev"];
     if program != Program::Probe {
         input_options.push("noexec");
@@ -315,6 +325,20 @@ fn mounts(
             )
             .build()?,
     ];
+    if drop_dir {
+        out.push(
+            MountBuilder::default()
+                .destination(CONTEXTS_DIR)
+                .typ("bind")
+                .source(input_dir.join(CONTEXTS_SUBDIR))
+                .options(
+                    ["bind", "ro", "nosuid", "nodev", "noexec", "rslave"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .build()?,
+        );
+    }
     // After the input mount: their mount points are inside it.
     for (i, file) in contexts.iter().enumerate() {
         out.push(
@@ -350,6 +374,7 @@ pub(crate) mod tests {
             input_dir: Path::new("/run/rlm-sandbox/rlms-golden/input"),
             cgroups_path: "/rlm-sandbox/rlms-golden/ctr",
             contexts: &[],
+            drop_dir: false,
             seccomp: crate::bundle::seccomp::default_profile(),
             program: Program::Python,
         };

@@ -42,7 +42,7 @@ pub fn run(args: &BundleArgs) -> anyhow::Result<i32> {
         &cgroups_path,
         rlm_sandbox::bundle::spec::Program::Python,
         args.code.as_bytes(),
-        &[],
+        None,
     )?;
     println!("{}", args.output.join("config.json").display());
     Ok(0)

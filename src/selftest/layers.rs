@@ -554,6 +554,7 @@ mod tests {
             input_dir: Path::new("/input"),
             cgroups_path: "/rlm-sandbox/x/ctr",
             contexts: &[],
+            drop_dir: false,
             seccomp: crate::bundle::seccomp::default_profile(),
             program: Program::Python,
         };

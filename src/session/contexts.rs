@@ -2,13 +2,16 @@
 //! mounts, never through a pipe or an argument.
 //!
 //! The run's input directory holds `contexts/`, seen in the sandbox at
-//! [`CONTEXTS_DIR`] through the read-only input mount. A context given at
-//! start is bind-mounted by the runtime onto an empty file the driver
-//! created there (`contexts/N`). A context added to a live session cannot
-//! be mounted into a started sandbox, so the driver places it in that
-//! directory: a hard link when the file is on the same filesystem and
-//! readable by the sandbox user, else a copy the sandbox user may read.
+//! [`CONTEXTS_DIR`]. A context given at start is bind-mounted by the
+//! runtime onto an empty file the driver created there (`contexts/N`). A
+//! context added to a live session is placed in that directory, a drop
+//! directory (src/supervise/drop_dir.rs): a read-only bind mount the kernel
+//! propagates into the running sandbox, no byte copied, when the sandbox
+//! user may read the file; else a copy it may read. (A hard link cannot be
+//! made there: the drop directory is a mount point of its own, and `link`
+//! never crosses one, whatever the filesystem.)
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::bundle::spec::{CONTEXTS_DIR, CONTEXTS_SUBDIR};
+use crate::supervise::drop_dir;
 use crate::supervise::guard::share_with_sandbox;
 
 /// How a context's bytes are read: as text or as parsed JSON.
@@ -50,10 +54,9 @@ impl Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Placement {
-    /// Bind-mounted by the runtime (contexts given at start).
+    /// Bind-mounted read-only: by the runtime (contexts given at start),
+    /// or by the driver into the drop directory of a live sandbox.
     Mount,
-    /// Hard-linked into the contexts directory (no bytes copied).
-    Link,
     /// Copied: another filesystem, or a file the sandbox user may not read.
     Copy,
 }
@@ -107,17 +110,17 @@ pub fn describe(
     })
 }
 
-/// Whether the sandbox user can read `meta`'s file without a copy: it is
-/// readable by others (the sandbox user is neither owner nor in its group).
-fn readable_by_sandbox(meta: &std::fs::Metadata) -> bool {
-    meta.mode() & 0o004 != 0
-        || (meta.gid() == rootfs_builder::SANDBOX_GID && meta.mode() & 0o040 != 0)
+/// Whether the sandbox user can read a file of this `mode` and group
+/// without a copy: it is readable by others (the sandbox user is neither
+/// owner nor in its group), or by the sandbox's group.
+fn readable_by_sandbox(mode: u32, gid: u32) -> bool {
+    mode & 0o004 != 0 || (gid == rootfs_builder::SANDBOX_GID && mode & 0o040 != 0)
 }
 
 /// Whether the sandbox user cannot read the file at `path` as it is (a
 /// context given at start is then copied; see [`prepare_dir`]).
 pub fn needs_copy(path: &Path) -> bool {
-    std::fs::metadata(path).map_or(true, |m| !readable_by_sandbox(&m))
+    std::fs::metadata(path).map_or(true, |m| !readable_by_sandbox(m.mode(), m.gid()))
 }
 
 /// Creates `input_dir/contexts` with one empty mount point per context
@@ -145,22 +148,68 @@ pub fn prepare_dir(input_dir: &Path, contexts: &[PathBuf]) -> std::io::Result<Ve
     Ok(sources)
 }
 
-/// Places `context` (added to a live session) in the contexts directory.
+/// Places `context` (added to a live session) in the drop directory, at
+/// `contexts/<index>`: bind-mounted read-only (no byte copied) when the
+/// sandbox user may read it, else copied. The file is opened once,
+/// following no symbolic link (its path is canonical: a link there now was
+/// put there since), and every step works on that open file.
 pub fn place(input_dir: &Path, context: &mut Context) -> Result<(), ContextError> {
     let target = input_dir
         .join(CONTEXTS_SUBDIR)
         .join(context.index.to_string());
-    let meta = std::fs::metadata(&context.host_path).map_err(|err| ContextError::Io {
-        path: context.host_path.clone(),
+    let host_path = context.host_path.clone();
+    let io = |err| ContextError::Io {
+        path: host_path.clone(),
         err,
-    })?;
-    if readable_by_sandbox(&meta) && std::fs::hard_link(&context.host_path, &target).is_ok() {
-        context.placed = Placement::Link;
-        return Ok(());
+    };
+    let source = drop_dir::open_source(&host_path).map_err(io)?;
+    let stat = nix::sys::stat::fstat(source.as_raw_fd()).map_err(|e| io(e.into()))?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(ContextError::NotAFile { path: host_path });
     }
-    copy_for_sandbox(&context.host_path, &target)?;
+    if readable_by_sandbox(stat.st_mode, stat.st_gid) {
+        match mount_at(&source, &target) {
+            Ok(()) => {
+                context.placed = Placement::Mount;
+                return Ok(());
+            }
+            // Refused (e.g. a drop directory that is no mount point): a
+            // copy, as the reply's `placed` says.
+            Err(e) => eprintln!(
+                "rlm-sandbox: context {} cannot be bind-mounted ({e}); copying it",
+                host_path.display()
+            ),
+        }
+    }
+    // The open file itself, through its descriptor.
+    let from = PathBuf::from(format!("/proc/self/fd/{}", source.as_raw_fd()));
+    copy_for_sandbox(&from, &target).map_err(|e| match e {
+        ContextError::Io { path, err } if path == from => io(err),
+        other => other,
+    })?;
     context.placed = Placement::Copy;
     Ok(())
+}
+
+/// Removes what [`place`] put at `contexts/<index>` (a mount, a link or a
+/// copy), e.g. when the sandbox refused the context.
+pub fn unplace(input_dir: &Path, index: usize) -> std::io::Result<()> {
+    let target = input_dir.join(CONTEXTS_SUBDIR).join(index.to_string());
+    // Not a mount point unless `place` mounted it.
+    let _ = drop_dir::detach(&target);
+    std::fs::remove_file(&target)
+}
+
+/// An empty file at `target`, then the open file bind-mounted onto it
+/// read-only; the empty file goes again if the mount fails.
+fn mount_at(source: &std::os::fd::OwnedFd, target: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)?;
+    drop_dir::attach_read_only(source, target).inspect_err(|_| {
+        let _ = std::fs::remove_file(target);
+    })
 }
 
 /// Copies `from` to `to`, readable by the sandbox's group only.

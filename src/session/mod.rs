@@ -413,7 +413,7 @@ impl Session {
     ) -> Result<Context, SessionError> {
         self.alive()?;
         let index = self.contexts.len();
-        let mut context = contexts::describe(index, path, format, Placement::Link)
+        let mut context = contexts::describe(index, path, format, Placement::Mount)
             .map_err(|e| SessionError::Request(e.to_string()))?;
         // Its output echo is checked like the first contexts'.
         self.echo
@@ -429,11 +429,7 @@ impl Session {
         contexts::place(&input, &mut context).map_err(|e| SessionError::Request(e.to_string()))?;
         let reply = self.request(json!({"t": "add_context", "context": agent_context(&context)}));
         if let Err(e) = reply {
-            let _ = std::fs::remove_file(
-                input
-                    .join(crate::bundle::spec::CONTEXTS_SUBDIR)
-                    .join(index.to_string()),
-            );
+            let _ = contexts::unplace(&input, index);
             return Err(e);
         }
         self.contexts.push(context.clone());

@@ -192,6 +192,14 @@ impl RunGuard {
                 });
             }
         }
+        // What was mounted into the run (its drop directory) first: a
+        // mount point cannot be removed.
+        if let Err(err) = super::drop_dir::unmount_under(&self.dir.root) {
+            errors.push(CleanupError::RunDir {
+                path: self.dir.root.clone(),
+                err,
+            });
+        }
         if let Err(err) = std::fs::remove_dir_all(&self.dir.root) {
             if err.kind() != std::io::ErrorKind::NotFound {
                 errors.push(CleanupError::RunDir {

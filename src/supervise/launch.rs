@@ -55,9 +55,11 @@ pub enum StdioPlan {
     Channel,
 }
 
-/// Prepares the run's input directory for the files the caller mounts
-/// (mount points, copies) and returns the file to mount at each
-/// `CONTEXTS_DIR/<i>`.
+/// Prepares the run's drop directory (`input/contexts`, created by it) for
+/// the files the caller mounts (mount points, copies) and returns the file
+/// to mount at each `CONTEXTS_DIR/<i>`. The drop directory then becomes a
+/// shared mount point: files mounted there later reach the running sandbox
+/// ([`super::drop_dir`]).
 pub type Mounts<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<PathBuf>>;
 
 /// What to start: the program and its input, how its streams are wired,
@@ -117,11 +119,19 @@ impl Sandbox {
         guard.cgroup = Some(cgroup);
         let input_dir = dir.input();
         let mounts = match plan.mounts {
-            Some(prepare) => prepare(&input_dir).map_err(|err| SuperviseError::Write {
-                path: input_dir.join(crate::bundle::spec::CONTEXTS_SUBDIR),
-                err,
-            })?,
-            None => Vec::new(),
+            Some(prepare) => {
+                let drop = input_dir.join(crate::bundle::spec::CONTEXTS_SUBDIR);
+                let err = |err| SuperviseError::Write {
+                    path: drop.clone(),
+                    err,
+                };
+                let files = prepare(&input_dir).map_err(err)?;
+                // Before the runtime starts: what is mounted there later
+                // propagates into the sandbox (the guard unmounts it).
+                super::drop_dir::make_shared(&drop).map_err(err)?;
+                Some(files)
+            }
+            None => None,
         };
         self.write_bundle(
             &dir.bundle(),
@@ -129,7 +139,7 @@ impl Sandbox {
             &cgroups_path,
             plan.program,
             plan.input,
-            &mounts,
+            mounts.as_deref(),
         )?;
 
         let argv = runtime.run_argv(

@@ -3,6 +3,7 @@
 //! drained, read the cgroup's counters, clean up, classify, filter.
 
 mod classify;
+pub mod drop_dir;
 pub mod guard;
 pub(crate) mod launch;
 pub mod machine;
@@ -229,8 +230,9 @@ impl Sandbox {
 
     /// Writes `bundle_dir/config.json` and the program's input (the code as
     /// `input_dir/main.py`, or the probe binary): everything a runtime needs
-    /// to run it as this sandbox would. `mounts` are the files mounted at
-    /// `CONTEXTS_DIR/<i>`, their mount points already under `input_dir`.
+    /// to run it as this sandbox would. `mounts`, when given, are the files
+    /// mounted at `CONTEXTS_DIR/<i>`, their mount points already in the
+    /// drop directory `input_dir/contexts` (see [`drop_dir`]).
     pub fn write_bundle(
         &self,
         bundle_dir: &std::path::Path,
@@ -238,7 +240,7 @@ impl Sandbox {
         cgroups_path: &str,
         program: Program,
         input: &[u8],
-        mounts: &[PathBuf],
+        mounts: Option<&[PathBuf]>,
     ) -> Result<(), SuperviseError> {
         let file = match program {
             Program::Python => Some((spec::CODE_FILE, 0o640)),
@@ -262,7 +264,8 @@ impl Sandbox {
             cgroups_path,
             seccomp: self.seccomp.clone(),
             program,
-            contexts: mounts,
+            contexts: mounts.unwrap_or_default(),
+            drop_dir: mounts.is_some(),
         })?;
         let config_path = bundle_dir.join("config.json");
         let json = match self.spec_edit {

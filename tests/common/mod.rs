@@ -171,6 +171,8 @@ pub fn assert_clean_runs(state_dir: &Path, prefix: &str) {
         }
     }
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    let mounts = mounts_of_runs(state_dir, prefix);
+    assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
     // Processes can take a moment to be reaped after SIGKILL (a failure
     // deadline: the loop ends as soon as none is left).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -217,7 +219,51 @@ pub fn leftovers(state_dir: &Path, prefix: &str) -> Vec<String> {
     if !procs.is_empty() {
         left.push(format!("processes naming the run: {procs:?}"));
     }
+    left.extend(
+        mounts_of_runs(state_dir, prefix)
+            .into_iter()
+            .map(|m| format!("mount {m}")),
+    );
     left
+}
+
+/// The mount points (this test's mount namespace, the driver's) in the
+/// run directories of `state_dir` whose id starts with `prefix`: a drop
+/// directory and the contexts mounted into it.
+pub fn mounts_of_runs(state_dir: &Path, prefix: &str) -> Vec<String> {
+    let state = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let runs = format!("{}/{prefix}", state.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|point| point.starts_with(&runs))
+        .map(String::from)
+        .collect()
+}
+
+/// A tmpfs mounted on a directory for one test, unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "16m") on the existing directory `dir`.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0711").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount a tmpfs on {}: {e}", dir.display()));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 fn procs_below(dir: &Path) -> Vec<String> {

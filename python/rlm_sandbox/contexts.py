@@ -1,6 +1,6 @@
 """Contexts given as Python values become private temporary files.
 
-The session bind-mounts (or hard-links) a context file into the sandbox
+The session bind-mounts a context file into the sandbox
 and indexes it for the echo filter when it is added, so the client
 removes its temporary file as soon as the session has acknowledged it
 (the sandbox still sees the data through the mount's reference to the

@@ -191,8 +191,8 @@ impl Standby {
     }
 
     /// Hands the standby to one claim: `options`' contexts are placed in
-    /// the drop directory (a hard link where the filesystem allows, else a
-    /// copy the sandbox user may read), then `hello` and `ready` as for a
+    /// the drop directory (a read-only bind mount of each file, or a copy
+    /// when the sandbox user may not read it: `contexts::place`), then `hello` and `ready` as for a
     /// cold [`Session::start`]. Consumed: a standby serves one claim.
     pub fn claim(
         mut self,
@@ -201,7 +201,7 @@ impl Standby {
         cancel: Arc<AtomicBool>,
     ) -> Result<Session, ClaimError> {
         let since = Instant::now();
-        let mut contexts = match describe_contexts(&options, Placement::Link) {
+        let mut contexts = match describe_contexts(&options, Placement::Mount) {
             Ok(contexts) => contexts,
             Err(e) => return Err(ClaimError::Refused(Box::new(self), e)),
         };

@@ -245,7 +245,8 @@ pub fn run(args: &SessionArgs) -> anyhow::Result<i32> {
     if let Some(warning) = sandbox.selection.warning() {
         eprintln!("{warning}");
     }
-    let input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
+    // Read by the session's thread when a poll finds it readable.
+    let input = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned()?;
     Ok(serve(
         &sandbox,
         options,

@@ -19,9 +19,10 @@ pub mod llm_command;
 pub mod llm_endpoint;
 pub mod serve;
 pub mod value;
+mod wait;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,13 +33,13 @@ use thiserror::Error;
 use crate::bundle::spec::Program;
 use crate::egress::ContextEchoIndex;
 use crate::result::{ExecResult, RuntimeUsed};
-use crate::supervise::launch::Event;
 use crate::supervise::{EndedBy, Launched, Plan, Sandbox, StdioPlan, SuperviseError};
 pub use broker::{CallLimits, CallRecord, Handler, Tool};
 pub use cell::Cell;
 use contexts::{Context, Format, Placement};
 use frames::{AgentCall, AgentMsg, Frame};
-use link::{Inbound, Link};
+use link::{AgentFrames, Link};
+pub use wait::Input;
 
 /// Largest frame the host accepts from the agent: a prompt at the default
 /// limit plus room for the JSON around it.
@@ -135,8 +136,12 @@ pub struct Session<'s> {
     sandbox: &'s Sandbox,
     options: SessionOptions,
     /// `None` once the sandbox has ended and been removed.
-    launched: Option<Launched<Inbound>>,
+    launched: Option<Launched>,
     link: Link,
+    /// The agent's frames, read by this session's thread (wait.rs).
+    frames: AgentFrames,
+    /// Polled with the agent's frames, when attached (wait.rs).
+    input: Option<Box<dyn Input>>,
     broker: broker::Broker,
     contexts: Vec<Context>,
     /// The echo indexes of the session's contexts (its own, not its
@@ -202,7 +207,8 @@ impl<'s> Session<'s> {
             (Some(stdin), Some(frames)) => (stdin, frames),
             _ => return Err(SessionError::Start("the agent's pipes are missing".into())),
         };
-        let link = Link::start(stdin, frames, MAX_FRAME, launched.tx.clone());
+        let link = Link::start(stdin);
+        let frames = AgentFrames::new(frames, MAX_FRAME);
         let broker = broker::Broker::new(
             options.calls.clone(),
             handler,
@@ -233,6 +239,8 @@ impl<'s> Session<'s> {
             options,
             launched: Some(launched),
             link,
+            frames,
+            input: None,
             broker,
             contexts,
             ready,
@@ -455,54 +463,6 @@ impl<'s> Session<'s> {
                 None => return Ok(None),
                 Some(Frame::Msg(msg)) => return Ok(Some(msg)),
                 Some(_) => {}
-            }
-        }
-    }
-
-    /// The next frame other than a call, until `deadline` (`Ok(None)`).
-    pub(crate) fn next_event(&mut self, deadline: Instant) -> Result<Option<Frame>, Interrupt> {
-        loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(Interrupt::Cancelled);
-            }
-            let Some(launched) = &self.launched else {
-                return Err(Interrupt::Died(self.dead.clone().unwrap_or_default()));
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(crate::supervise::TICK);
-            let event = match launched.events.recv_timeout(wait) {
-                Ok(event) => event,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Interrupt::Died(
-                        self.die("the sandbox's events stopped".into(), None),
-                    ))
-                }
-            };
-            match event {
-                Event::Caller(Inbound::Frame(Frame::Msg(AgentMsg::Call(call)))) => {
-                    self.submit(call)
-                }
-                Event::Caller(Inbound::Frame(frame)) => return Ok(Some(frame)),
-                Event::Caller(Inbound::Broken(why)) => {
-                    let why = format!("protocol error: {why}; the sandbox was killed");
-                    return Err(Interrupt::Died(self.die(why, None)));
-                }
-                Event::Caller(Inbound::Eof) => {
-                    return Err(Interrupt::Died(self.die("the agent exited".into(), None)))
-                }
-                Event::Exited(exit) => {
-                    let why = match &exit {
-                        Ok(status) => format!("the agent's sandbox exited ({status})"),
-                        Err(e) => format!("the agent's sandbox ended: {e}"),
-                    };
-                    let why = self.finish(Some(exit), None, why);
-                    return Err(Interrupt::Died(why));
-                }
-                Event::OutputCeiling => {}
             }
         }
     }

@@ -23,6 +23,11 @@ to the floor.
 
 Usage: python scripts/bench_interpreter.py [STEPS] [BLOCKS]
 (RLM_SANDBOX_BIN names the binary; PYTHONPATH the client, python/.)
+
+Before/after: python scripts/bench_interpreter.py STEPS ab OLD_BIN=OLD_CACHE
+times the cell and the step on RLM_SANDBOX_BIN and on OLD_BIN (with its
+own RLM_CACHE_DIR, as its agent differs) alternating sample by sample, per
+runtime, and prints both with the ratio old/new.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 from rlm_sandbox import Session
 from rlm_sandbox.binary import find_binary
@@ -127,10 +132,44 @@ def bench(binary: str, runtime: str, steps: int, blocks: int, work: Path) -> Non
              p50["step"] / p50["floor"], p50["cell"] / p50["floor"]))
 
 
+def before_after(new: str, old: str, old_cache: str, runtime: str, steps: int) -> None:
+    """The cell and the step on two binaries, alternating per sample."""
+    subjects: List[Tuple[Session, SandboxInterpreter, Dict[str, List[float]]]] = []
+    for binary, env in ((old, {"RLM_CACHE_DIR": old_cache}), (new, {})):
+        session = Session(runtime=runtime, binary=binary, env=env)
+        interpreter = SandboxInterpreter(tools={"lookup": lambda key: key}, runtime=runtime, binary=binary, env=env)
+        interpreter.start()
+        subjects.append((session, interpreter, {"cell": [], "step": []}))
+    try:
+        for i in range(steps + 100):
+            for session, interpreter, times in subjects:
+                cell = timed(lambda: session.exec("print(1)"))
+                step = timed(lambda: interpreter.execute("print(6 * 7)"))
+                if i >= 100:  # after the warm-up
+                    times["cell"].append(cell)
+                    times["step"].append(step)
+    finally:
+        for session, interpreter, _ in subjects:
+            interpreter.shutdown()
+            session.close()
+    (_, _, before), (_, _, after) = subjects
+    for name in ("cell", "step"):
+        b50, a50 = statistics.median(before[name]), statistics.median(after[name])
+        print("%-6s %s p50 old %.3f ms new %.3f ms (old/new %.2fx) | p99 old %.3f new %.3f (n=%d each)"
+              % (runtime, name, b50, a50, b50 / a50, percentile(before[name], 99), percentile(after[name], 99),
+                 steps))
+
+
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    blocks = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     binary = find_binary()
+    if len(sys.argv) > 3 and sys.argv[2] == "ab":
+        old, _, old_cache = sys.argv[3].partition("=")
+        for runtime in ("runsc", "runc"):
+            if shutil.which(runtime) is not None:
+                before_after(binary, old, old_cache, runtime, steps)
+        return
+    blocks = int(sys.argv[2]) if len(sys.argv) > 2 else 10
     with tempfile.TemporaryDirectory(prefix="rlm-bench-int.") as tmp:
         for runtime in ("runsc", "runc"):
             if shutil.which(runtime) is None:

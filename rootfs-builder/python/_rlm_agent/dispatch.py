@@ -53,12 +53,13 @@ class Agent(Cells):
         #: Messages for the main thread the reader thread took.
         self.inbox: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
         self.host = FrameReader(host_in)
-        #: Who reads `host` (see the module's docstring), under `_reading`:
-        #: the main thread, the reader thread, or (while the main thread
-        #: handles a message nobody waits on) neither.
-        self._reading = threading.Lock()
-        self._main_reads = True
-        self._reader_on = False
+        #: Who reads `host` (see the module's docstring): holds one token
+        #: while the main thread handles a message and the reader thread
+        #: has not been started. Whoever pops it (list.pop is atomic under
+        #: the GIL) decides: a start takes it, and the main thread taking
+        #: it back knows the reader was never started. No lock: under
+        #: gVisor each costs a system call (CPython 3.11 reads the clock).
+        self._start_token: list[bool] = []
         self._reader_go = threading.Event()
         self._reader_parked = threading.Event()
         self._reader_stop = False
@@ -111,19 +112,18 @@ class Agent(Cells):
 
     def reading_needed(self) -> None:
         """Starts the reader thread unless the main thread reads (or it runs)."""
-        with self._reading:
-            if self._main_reads or self._reader_on:
-                return
-            self._reader_on = True
+        try:
+            self._start_token.pop()
+        except IndexError:
+            return
         self._reader_go.set()
 
     def _hand_over_reading(self) -> None:
         """The main thread stops reading to handle a message: a call still
         waiting for its result (from a thread of an earlier cell) needs the
-        reader thread at once. (No lock: clearing the flag only allows a
-        start, and a start refused just before is made good here or at the
-        watchdog's next tick.)"""
-        self._main_reads = False
+        reader thread at once. (A start refused just before is made good
+        here or at the watchdog's next tick.)"""
+        self._start_token.append(True)
         if self.calls.waiting():
             self.reading_needed()
 
@@ -132,18 +132,16 @@ class Agent(Cells):
         started, is stopped first (woken by a byte on its wake pipe) and
         has parked before the main thread reads. Runs after the reply went
         out, while the host reads it."""
-        with self._reading:
-            self._main_reads = True
-            on = self._reader_on
-        if not on:
-            return
+        try:
+            self._start_token.pop()
+            return  # Never started, and now it cannot be.
+        except IndexError:
+            pass
         self._reader_stop = True
         os.write(self._wake_w, b"x")
         self._reader_parked.wait()
         self._reader_parked.clear()
         self._reader_stop = False
-        with self._reading:
-            self._reader_on = False
 
     # -- the reader thread
 

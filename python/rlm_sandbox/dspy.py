@@ -272,6 +272,8 @@ class SandboxInterpreter:
         self._sandbox_names: FrozenSet[str] = frozenset()
         self._submit_names: Optional[List[str]] = None
         self._tool_specs: Optional[Dict[str, List[List[Any]]]] = None
+        # Each tool's signature, read once per function object.
+        self._tool_params: Dict[str, Tuple[Callable[..., Any], List[List[Any]]]] = {}
         self._sent: Dict[str, Sent] = {}
         self._contexts = 0
 
@@ -447,7 +449,12 @@ class SandboxInterpreter:
             self._check_name(name, "tool")
             if name in _CONTEXT_ALIASES or name in variables:
                 raise CodeInterpreterError(f"tool name {name!r} clashes with an input or a sandbox name")
-            specs[name] = tool_params(fn)
+            # The same function object keeps its signature: read it once
+            # (inspect.signature is most of a step's own time on the host).
+            cached = self._tool_params.get(name)
+            if cached is None or cached[0] is not fn:
+                cached = self._tool_params[name] = (fn, tool_params(fn))
+            specs[name] = cached[1]
         return specs
 
     def _check_name(self, name: Any, what: str) -> None:

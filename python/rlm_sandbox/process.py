@@ -1,8 +1,12 @@
 """The `rlm-sandbox session` process and its JSON-lines protocol.
 
-One reader thread owns the process's stdout: responses complete the
+Whoever holds the read lock reads the process's stdout: a requester reads
+until its own response arrives (no thread hands it over: a wake-up less
+per request, tens of microseconds on a VM), and a reader thread reads
+while no request is in flight (the `ready` event, calls from code still
+running between requests, the process's end). Responses complete the
 pending request with their id, `call` events go to the call handler.
-Another keeps the tail of stderr for error messages (and logs it).
+Another thread keeps the tail of stderr for error messages (and logs it).
 Everything the process says is parsed strictly: a line that is not a
 JSON object, or a response nobody asked for, is a ProtocolError that
 ends the session (the process is killed), never a hang.
@@ -17,8 +21,11 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
+import select
 import subprocess
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional
 
@@ -31,6 +38,42 @@ JSONDict = Dict[str, Any]
 # session) plus framing; far above that is not our session talking.
 MAX_LINE = 256 * 1024 * 1024
 STDERR_LINES = 40
+# How long the reader thread leaves stdout to requesters after one: back
+# to back requests (an RLM's steps) never wake it.
+READER_RESUME = 0.05
+
+
+class _Lines:
+    """Lines of the session's stdout, read with os.read into a buffer of
+    its own, so that the reading can change hands between threads (a
+    stream's private buffer would hide what it already holds from poll).
+    One reader at a time: the caller holds the read lock."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = bytearray()
+        self._scanned = 0
+
+    def take(self) -> Optional[bytes]:
+        """The next whole buffered line; ProtocolError above MAX_LINE."""
+        i = self._buf.find(b"\n", self._scanned)
+        if i < 0:
+            self._scanned = len(self._buf)
+            if len(self._buf) > MAX_LINE:
+                raise ProtocolError(f"the session wrote a line above {MAX_LINE} bytes")
+            return None
+        line = bytes(self._buf[: i + 1])
+        del self._buf[: i + 1]
+        self._scanned = 0
+        if len(line) > MAX_LINE + 1:
+            raise ProtocolError(f"the session wrote a line above {MAX_LINE} bytes")
+        return line
+
+    def fill(self) -> bool:
+        """One read (blocking until there is something); False at the end."""
+        data = os.read(self.fd, 1 << 16)
+        self._buf += data
+        return bool(data)
 
 
 class SessionProcess:
@@ -55,7 +98,20 @@ class SessionProcess:
         self._first: "Future[JSONDict]" = Future()
         self._stderr: Deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.dead: Optional[str] = None
-        self._stdout_thread = threading.Thread(target=self._read_stdout, name="rlm-sandbox-stdout", daemon=True)
+        assert self._proc.stdout is not None
+        self._lines = _Lines(self._proc.stdout.fileno())
+        #: Held by whoever reads stdout (see the module's docstring).
+        self._read_lock = threading.Lock()
+        #: Requests whose requester reads (or is about to): the reader
+        #: thread leaves stdout to them.
+        self._requesters = 0
+        #: Stdout ended or broke: nobody reads any more.
+        self._ended = False
+        # A byte here wakes the reader thread from its poll: a requester
+        # wants stdout.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._stdout_thread = threading.Thread(target=self._read_idle, name="rlm-sandbox-stdout", daemon=True)
         self._stderr_thread = threading.Thread(target=self._read_stderr, name="rlm-sandbox-stderr", daemon=True)
         self._stdout_thread.start()
         self._stderr_thread.start()
@@ -83,8 +139,42 @@ class SessionProcess:
             self._next_id += 1
             rid = self._next_id
             self._pending[rid] = future
-        self.send({"id": rid, "op": op, **fields})
-        return future.result(timeout=_wait)
+            self._requesters += 1
+        try:
+            self.send({"id": rid, "op": op, **fields})
+            try:
+                os.write(self._wake_w, b"r")
+            except BlockingIOError:
+                pass  # The pipe is full: the reader is woken already.
+            self._read_until(future, _wait)
+        finally:
+            with self._pending_lock:
+                self._requesters -= 1
+        return future.result(timeout=0)
+
+    def _read_until(self, future: "Future[JSONDict]", wait: Optional[float]) -> None:
+        """Reads stdout until `future` (or every request) is done; TimeoutError
+        after `wait` seconds."""
+        deadline = None if wait is None else time.monotonic() + wait
+        if not self._read_lock.acquire(timeout=-1 if wait is None else wait):
+            raise TimeoutError(f"no response within {wait} s")
+        try:
+            while not future.done() and not self._ended:
+                line = self._take()
+                if line is not None:
+                    self._handle(line)
+                    continue
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([self._lines.fd], [], [], left)[0]:
+                        raise TimeoutError(f"no response within {wait} s")
+                self._fill()
+        finally:
+            self._read_lock.release()
+        if not future.done():  # the session ended before this request was registered
+            future.set_exception(
+                SessionDead(f"the session has ended: {self.dead}", kind="session_dead", stderr=self.stderr_tail())
+            )
 
     def send(self, message: JSONDict) -> None:
         """Writes one line; a closed pipe means the session is gone."""
@@ -98,26 +188,53 @@ class SessionProcess:
         except (BrokenPipeError, ValueError, OSError):
             self._fail(SessionDead("the session process has exited", kind="session_dead", stderr=self.stderr_tail()))
 
-    def _read_stdout(self) -> None:
-        stdout = self._proc.stdout
-        assert stdout is not None
+    def _read_idle(self) -> None:
+        """The reader thread: reads stdout while no request is in flight,
+        until its end. It gives the read lock up as soon as a requester
+        wakes it, and takes it again only once requests have paused for
+        READER_RESUME."""
+        poller = select.poll()
+        poller.register(self._lines.fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._ended:
+            if self._requesters == 0 and self._read_lock.acquire(blocking=False):
+                try:
+                    self._read_while_idle(poller)
+                finally:
+                    self._read_lock.release()
+            else:
+                time.sleep(READER_RESUME)
+
+    def _read_while_idle(self, poller: "select.poll") -> None:
+        while not self._ended and self._requesters == 0:
+            line = self._take()
+            if line is not None:
+                self._handle(line)
+                continue
+            ready = poller.poll()
+            if any(fd == self._wake_r for fd, _ in ready):
+                os.read(self._wake_r, 4096)
+                continue
+            if ready:
+                self._fill()
+
+    def _take(self) -> Optional[bytes]:
+        """The next buffered line (under the read lock); a protocol error ends the session."""
         try:
-            while True:
-                line = stdout.readline(MAX_LINE + 1)
-                if not line:
-                    break
-                if len(line) > MAX_LINE:
-                    raise ProtocolError(f"the session wrote a line above {MAX_LINE} bytes")
-                self._dispatch(line)
+            return self._lines.take()
         except ProtocolError as e:
-            e.stderr = self.stderr_tail()
-            self._kill()
-            self._fail(e)
+            self._broke(e)
+            return None
+
+    def _fill(self) -> None:
+        """One read of stdout (under the read lock); its end ends the session."""
+        try:
+            if self._lines.fill():
+                return
+        except OSError as e:
+            self._broke(ProtocolError(f"reading the session failed: {e!r}", stderr=self.stderr_tail()))
             return
-        except Exception as e:  # a bug here must not leave requests waiting
-            self._kill()
-            self._fail(ProtocolError(f"reading the session failed: {e!r}", stderr=self.stderr_tail()))
-            return
+        self._ended = True
         self._proc.wait()
         self._stderr_thread.join(timeout=2)
         self._fail(
@@ -127,6 +244,22 @@ class SessionProcess:
                 stderr=self.stderr_tail(),
             )
         )
+
+    def _handle(self, line: bytes) -> None:
+        """One line (under the read lock); a protocol error ends the session."""
+        try:
+            self._dispatch(line)
+        except ProtocolError as e:
+            e.stderr = self.stderr_tail()
+            self._broke(e)
+        except Exception as e:  # a bug here must not leave requests waiting
+            self._broke(ProtocolError(f"reading the session failed: {e!r}", stderr=self.stderr_tail()))
+
+    def _broke(self, error: ProtocolError) -> None:
+        """The session said something it must not: it is killed."""
+        self._ended = True
+        self._kill()
+        self._fail(error)
 
     def _dispatch(self, line: bytes) -> None:
         try:

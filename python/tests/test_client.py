@@ -33,6 +33,27 @@ def test_state_persists_across_cells(settings: dict) -> None:
         assert s.exec("print('x' in globals())").stdout == "False\n"
 
 
+def test_a_requester_reads_its_own_response(settings: dict) -> None:
+    """Back-to-back requests never wake the client's reader thread: the
+    requesting thread reads its response itself (a thread hand-off less per
+    request). Without that, every response wakes the reader (100 cells, at
+    least 100 context switches); now it looks every READER_RESUME (50 ms)
+    whether requests paused, a few switches each time."""
+    with Session(**settings) as s:
+        s.exec("x = 0")
+        reader = next(t for t in threading.enumerate() if t.name == "rlm-sandbox-stdout")
+
+        def switches() -> int:
+            with open(f"/proc/self/task/{reader.native_id}/status") as f:
+                return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+        before = switches()
+        for _ in range(100):
+            assert s.exec("x += 1").ok
+        assert switches() - before < 60
+        assert s.exec("print(x)").stdout == "100\n"
+
+
 def test_contexts_from_a_path_a_str_and_a_dict(settings: dict, tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("from a file\n")

@@ -56,7 +56,8 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
     if let Some(warning) = sandbox.selection.warning() {
         eprintln!("{warning}");
     }
-    let input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
+    // Read by the session's thread when a poll finds it readable.
+    let input = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned()?;
     Ok(serve(
         sandbox,
         options,
@@ -100,7 +101,7 @@ fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Resu
         .into_iter()
         .filter(|n| !claim.contains(n))
         .collect();
-    let input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
+    let input = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned()?;
     Ok(serve_standby(
         sandbox,
         |begin_args: &[String]| parse_begin(begin_args, &standby),

@@ -168,12 +168,80 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Frame>, FrameE
     }
     let mut body = vec![0u8; len as usize];
     r.read_exact(&mut body)?;
+    frame_of(body).map(Some)
+}
+
+/// A frame's body (its type byte, then the payload) as a frame.
+fn frame_of(mut body: Vec<u8>) -> Result<Frame, FrameError> {
     let payload = body.split_off(1);
     match body[0] {
-        JSON => parse_msg(&payload).map(|m| Some(Frame::Msg(m))),
-        STDOUT => Ok(Some(Frame::Stdout(payload))),
-        STDERR => Ok(Some(Frame::Stderr(payload))),
+        JSON => parse_msg(&payload).map(Frame::Msg),
+        STDOUT => Ok(Frame::Stdout(payload)),
+        STDERR => Ok(Frame::Stderr(payload)),
         other => Err(FrameError::UnknownType(other)),
+    }
+}
+
+/// Frames from bytes as they arrive (what a poll loop reads from a pipe):
+/// checked as [`read_frame`] checks them, the length as soon as its four
+/// bytes are in, before any of the body is kept. It holds at most one
+/// partial frame beside what the last push brought.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Where the next frame starts in `buf`.
+    pos: usize,
+    max: usize,
+}
+
+impl Decoder {
+    /// Refuses frames above `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Decoder {
+            buf: Vec::new(),
+            pos: 0,
+            max,
+        }
+    }
+
+    /// Adds bytes read from the channel.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame pushed, `Ok(None)` until one is complete.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let rest = &self.buf[self.pos..];
+        let Some(header) = rest.get(..4) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if len > self.max as u64 {
+            return Err(FrameError::TooLong { len, max: self.max });
+        }
+        let end = 4 + len as usize;
+        let Some(body) = rest.get(4..end) else {
+            return Ok(None);
+        };
+        let body = body.to_vec();
+        self.pos += end;
+        frame_of(body).map(Some)
+    }
+
+    /// Whether part of a frame is buffered (the channel ending now ends it
+    /// inside a frame).
+    pub fn in_frame(&self) -> bool {
+        self.pos < self.buf.len()
     }
 }
 
@@ -358,6 +426,57 @@ mod tests {
             "value": {"repr": "x".repeat(super::super::value::MAX_VALUE_REPR + 1), "truncated": true, "json": null}});
         let err = parse_msg(&serde_json::to_vec(&long).unwrap()).unwrap_err();
         assert!(err.to_string().contains("the limit is 65536"), "{err}");
+    }
+
+    #[test]
+    fn the_decoder_takes_frames_in_any_pieces_and_checks_them_as_read_frame_does() {
+        let mut stream = frame(STDOUT, b"hi\n");
+        stream.extend(frame(
+            JSON,
+            br#"{"t":"done","cell":3,"status":"ok","final_answer":null}"#,
+        ));
+        stream.extend(frame(STDERR, b""));
+        for piece in [1, 2, 3, 5, 7, stream.len()] {
+            let mut decoder = Decoder::new(1024);
+            let mut frames = Vec::new();
+            for chunk in stream.chunks(piece) {
+                decoder.push(chunk);
+                while let Some(frame) = decoder.next_frame().unwrap() {
+                    frames.push(frame);
+                }
+            }
+            assert!(!decoder.in_frame(), "piece {piece}");
+            assert_eq!(frames.len(), 3, "piece {piece}");
+            assert_eq!(frames[0], Frame::Stdout(b"hi\n".to_vec()));
+            assert!(matches!(
+                frames[1],
+                Frame::Msg(AgentMsg::Done { cell: 3, .. })
+            ));
+            assert_eq!(frames[2], Frame::Stderr(Vec::new()));
+        }
+        let mut partial = Decoder::new(1024);
+        partial.push(&frame(STDOUT, b"abc")[..6]);
+        assert!(partial.next_frame().unwrap().is_none());
+        assert!(partial.in_frame());
+        // The hostile cases of read_frame, refused the same way; a length
+        // is refused from its header alone, before any body arrives.
+        let refused = |bytes: &[u8]| {
+            let mut decoder = Decoder::new(1024);
+            decoder.push(bytes);
+            decoder.next_frame().unwrap_err()
+        };
+        assert!(
+            matches!(refused(&u32::MAX.to_be_bytes()), FrameError::TooLong { len, .. } if len == u32::MAX as u64)
+        );
+        assert!(matches!(refused(&[0, 0, 0, 0]), FrameError::Empty));
+        assert!(matches!(
+            refused(&frame(b'X', b"")),
+            FrameError::UnknownType(b'X')
+        ));
+        assert!(matches!(
+            refused(&frame(JSON, br#"{"t":"nope"}"#)),
+            FrameError::BadMessage(_)
+        ));
     }
 
     #[test]

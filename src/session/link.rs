@@ -1,39 +1,32 @@
 //! The host's end of the frame channel: frames to the agent written by
-//! the sending thread itself, and a reader thread for frames from it.
+//! the sending thread itself, and frames from it read by the session's
+//! thread when its poll says they are there ([`AgentFrames`]).
 //!
 //! Neither direction may block the session's thread for long: the agent's
 //! stdin is non-blocking and a frame the agent does not take within
 //! [`SEND_TIMEOUT`] breaks the link (the session's deadlines then fire and
-//! kill the sandbox); everything read becomes events on the sandbox's
-//! event channel. Writing in the caller, not in a writer thread, saves a
-//! thread hand-off per frame (tens of microseconds on a VM).
+//! kill the sandbox); frames from it are read one `read` per poll and
+//! decoded as they complete, so a frame the agent leaves half-written
+//! holds nothing up. No thread hands frames to another: writing in the
+//! caller and reading in the session's thread each save a thread hand-off
+//! per frame (tens of microseconds on a VM).
 
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::ChildStdin;
-use std::sync::{mpsc, Arc, Mutex};
+#[cfg(test)]
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::frames::{self, Frame};
-use crate::supervise::launch::Event;
+use super::frames::{self, Decoder, Frame, FrameError};
 
 /// How long the agent may leave a frame unread before the link breaks.
-/// Its reader thread reads all the time; only a stuck or hostile agent
-/// takes this long.
+/// It reads all the time; only a stuck or hostile agent takes this long.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the reader thread saw.
-#[derive(Debug)]
-pub enum Inbound {
-    Frame(Frame),
-    /// A frame the host refuses; nothing more is read.
-    Broken(String),
-    /// The agent closed its end (it exited or died).
-    Eof,
-}
 
 /// Sends frames to the agent, whole and in order, from any thread.
 #[derive(Clone)]
@@ -50,17 +43,71 @@ enum To {
     Channel(mpsc::Sender<Option<serde_json::Value>>),
 }
 
+/// The frames the agent sends, read by the session's thread.
+pub struct AgentFrames {
+    pipe: std::fs::File,
+    decoder: Decoder,
+    chunk: Vec<u8>,
+    /// The agent closed its end (it exited or died).
+    ended: bool,
+}
+
+impl AgentFrames {
+    /// Frames from `pipe` (the agent's stdout), at most `max_frame` bytes.
+    pub(crate) fn new(pipe: std::fs::File, max_frame: usize) -> AgentFrames {
+        AgentFrames {
+            pipe,
+            decoder: Decoder::new(max_frame),
+            chunk: vec![0; frames::MAX_CHUNK + 8],
+            ended: false,
+        }
+    }
+
+    /// What to poll for the agent's frames.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.pipe.as_fd()
+    }
+
+    /// The next whole frame read so far. An error ends the channel: the
+    /// host refuses it and reads nothing more.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        self.decoder.next_frame()
+    }
+
+    /// The agent closed its end and every whole frame has been taken; an
+    /// end inside a frame is an error.
+    pub fn ended(&self) -> Result<bool, FrameError> {
+        match (self.ended, self.decoder.in_frame()) {
+            (false, _) => Ok(false),
+            (true, false) => Ok(true),
+            (true, true) => Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+
+    /// One read of what the pipe holds: call it when a poll said it is
+    /// readable, so it does not block.
+    pub fn fill(&mut self) -> Result<(), FrameError> {
+        if self.ended {
+            return Ok(());
+        }
+        match self.pipe.read(&mut self.chunk) {
+            Ok(0) => self.ended = true,
+            Ok(n) => self.decoder.push(&self.chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+}
+
 impl Link {
-    /// Makes `stdin` non-blocking and starts the reader thread on
-    /// `frames`, whose events go to `events`.
-    pub(crate) fn start(
-        stdin: ChildStdin,
-        frames: std::fs::File,
-        max_frame: usize,
-        events: mpsc::Sender<Event<Inbound>>,
-    ) -> Link {
+    /// Frames to the agent's `stdin` (made non-blocking).
+    pub(crate) fn start(stdin: ChildStdin) -> Link {
         let stdin = set_nonblocking(&stdin).map(|()| stdin).ok();
-        std::thread::spawn(move || read_loop(frames, max_frame, events));
         Link {
             to: To::Agent(Arc::new(Mutex::new(stdin))),
         }
@@ -143,19 +190,4 @@ fn write_all_by(pipe: &mut ChildStdin, mut data: &[u8], deadline: Instant) -> bo
         }
     }
     true
-}
-
-fn read_loop(frames: std::fs::File, max_frame: usize, events: mpsc::Sender<Event<Inbound>>) {
-    let mut input = std::io::BufReader::with_capacity(frames::MAX_CHUNK + 8, frames);
-    loop {
-        let event = match frames::read_frame(&mut input, max_frame) {
-            Ok(Some(frame)) => Inbound::Frame(frame),
-            Ok(None) => Inbound::Eof,
-            Err(e) => Inbound::Broken(e.to_string()),
-        };
-        let last = !matches!(event, Inbound::Frame(_));
-        if events.send(Event::Caller(event)).is_err() || last {
-            return;
-        }
-    }
 }

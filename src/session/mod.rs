@@ -20,9 +20,10 @@ pub mod llm_endpoint;
 pub mod serve;
 pub mod standby;
 pub mod value;
+mod wait;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,14 +34,14 @@ use thiserror::Error;
 use crate::bundle::spec::Program;
 use crate::egress::ContextEchoIndex;
 use crate::result::{ExecResult, RuntimeUsed};
-use crate::supervise::launch::Event;
 use crate::supervise::{EndedBy, Launched, Plan, Sandbox, StdioPlan, SuperviseError};
 pub use broker::{CallLimits, CallRecord, Handler, Tool};
 pub use cell::Cell;
 use contexts::{Context, Format, Placement};
 use frames::{AgentCall, AgentMsg, Frame};
-use link::{Inbound, Link};
+use link::{AgentFrames, Link};
 pub use standby::{ClaimError, Standby};
+pub use wait::Input;
 
 /// Largest frame the host accepts from the agent: a prompt at the default
 /// limit plus room for the JSON around it.
@@ -150,8 +151,12 @@ pub struct Session {
     sandbox: Arc<Sandbox>,
     options: SessionOptions,
     /// `None` once the sandbox has ended and been removed.
-    launched: Option<Launched<Inbound>>,
+    launched: Option<Launched>,
     link: Link,
+    /// The agent's frames, read by this session's thread (wait.rs).
+    frames: AgentFrames,
+    /// Polled with the agent's frames, when attached (wait.rs).
+    input: Option<Box<dyn Input>>,
     broker: broker::Broker,
     contexts: Vec<Context>,
     /// The echo indexes of the session's contexts (its own, not its
@@ -204,10 +209,11 @@ impl Session {
             stdio: StdioPlan::Channel,
             mounts: Some(&mounts),
         })?;
-        let link = link_up(&mut launched)?;
+        let (link, frames) = link_up(&mut launched)?;
         let parts = Parts {
             launched,
             link,
+            frames,
             contexts,
             echo,
             started,
@@ -229,6 +235,7 @@ impl Session {
         let Parts {
             launched,
             link,
+            frames,
             contexts,
             echo,
             started,
@@ -265,6 +272,8 @@ impl Session {
             options,
             launched: Some(launched),
             link,
+            frames,
+            input: None,
             broker,
             contexts,
             ready,
@@ -491,54 +500,6 @@ impl Session {
         }
     }
 
-    /// The next frame other than a call, until `deadline` (`Ok(None)`).
-    pub(crate) fn next_event(&mut self, deadline: Instant) -> Result<Option<Frame>, Interrupt> {
-        loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(Interrupt::Cancelled);
-            }
-            let Some(launched) = &self.launched else {
-                return Err(Interrupt::Died(self.dead.clone().unwrap_or_default()));
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            let wait = (deadline - now).min(crate::supervise::TICK);
-            let event = match launched.events.recv_timeout(wait) {
-                Ok(event) => event,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Interrupt::Died(
-                        self.die("the sandbox's events stopped".into(), None),
-                    ))
-                }
-            };
-            match event {
-                Event::Caller(Inbound::Frame(Frame::Msg(AgentMsg::Call(call)))) => {
-                    self.submit(call)
-                }
-                Event::Caller(Inbound::Frame(frame)) => return Ok(Some(frame)),
-                Event::Caller(Inbound::Broken(why)) => {
-                    let why = format!("protocol error: {why}; the sandbox was killed");
-                    return Err(Interrupt::Died(self.die(why, None)));
-                }
-                Event::Caller(Inbound::Eof) => {
-                    return Err(Interrupt::Died(self.die("the agent exited".into(), None)))
-                }
-                Event::Exited(exit) => {
-                    let why = match &exit {
-                        Ok(status) => format!("the agent's sandbox exited ({status})"),
-                        Err(e) => format!("the agent's sandbox ended: {e}"),
-                    };
-                    let why = self.finish(Some(exit), None, why);
-                    return Err(Interrupt::Died(why));
-                }
-                Event::OutputCeiling => {}
-            }
-        }
-    }
-
     fn submit(&mut self, call: AgentCall) {
         match self.sandbox.egress.get() {
             Ok(egress) => self.broker.submit(egress, call),
@@ -631,8 +592,9 @@ impl Drop for Session {
 /// What a session is assembled from: its launched sandbox, the link to
 /// its agent, its contexts (placed) and their echo indexes.
 pub(crate) struct Parts {
-    pub(crate) launched: Launched<Inbound>,
+    pub(crate) launched: Launched,
     pub(crate) link: Link,
+    pub(crate) frames: AgentFrames,
     pub(crate) contexts: Vec<Context>,
     pub(crate) echo: echo::SessionEcho,
     pub(crate) started: Instant,
@@ -644,7 +606,7 @@ pub(crate) struct Parts {
 /// error), and the run's result when there is one.
 fn end_run(
     sandbox: &Sandbox,
-    launched: Launched<Inbound>,
+    launched: Launched,
     link: &Link,
     exit: Option<std::io::Result<std::process::ExitStatus>>,
     ended_by: Option<EndedBy>,
@@ -706,10 +668,10 @@ fn describe_contexts(
 }
 
 /// Takes the agent's pipes from `launched` and starts the link on them.
-fn link_up(launched: &mut Launched<Inbound>) -> Result<Link, SessionError> {
+fn link_up(launched: &mut Launched) -> Result<(Link, AgentFrames), SessionError> {
     match (launched.stdin.take(), launched.channel.take()) {
         (Some(stdin), Some(frames)) => {
-            Ok(Link::start(stdin, frames, MAX_FRAME, launched.tx.clone()))
+            Ok((Link::start(stdin), AgentFrames::new(frames, MAX_FRAME)))
         }
         _ => Err(SessionError::Start("the agent's pipes are missing".into())),
     }

@@ -2,13 +2,18 @@
 //! "Session protocol"): requests on one stream, responses and events on
 //! another, one object per line, over a [`Session`].
 //!
-//! A reader thread parses every line: `call_result` goes straight to the
-//! call waiting for it (a cell may be running), everything else is queued
-//! for the session's thread, which answers each request with exactly one
-//! response. A bad line gets an error response and the session lives on.
+//! The session's thread reads the lines itself ([`RequestInput`]): between
+//! requests the serve loop polls them, during one the session's wait polls
+//! them with the agent's frames (wait.rs), so no reader thread hands it
+//! each request. Every line is parsed as it arrives: `call_result` goes
+//! straight to the call waiting for it (a cell may be running), everything
+//! else is queued, and the session's thread answers each request with
+//! exactly one response. A bad line gets an error response and the
+//! session lives on.
 
-use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -20,7 +25,7 @@ use super::calls::{CallHandler, CallKind, CallOutcome, CallRequest};
 use super::contexts::Format;
 use super::frames::CellNamespace;
 use super::leaving::kind_of;
-use super::{Handler, Session, SessionError, SessionOptions};
+use super::{Handler, Input, Session, SessionError, SessionOptions};
 use crate::supervise::Sandbox;
 
 mod standby;
@@ -165,12 +170,14 @@ struct Request {
 /// Serves one session over `input`/`out` until `close`, the end of
 /// `input`, or `cancel`. Returns the process's exit code: 0, or 130 when
 /// cancelled. The first line written is the `ready` event (or an `error`
-/// event when the session could not start, then exit code 1).
+/// event when the session could not start, then exit code 1). `input` is
+/// read with one `read` each time a poll finds it readable: it needs not be
+/// non-blocking (a terminal's stdin stays as it is).
 pub fn serve(
     sandbox: Arc<Sandbox>,
     options: SessionOptions,
     backend: Backend,
-    input: impl BufRead + Send + 'static,
+    input: OwnedFd,
     out: Output,
     cancel: Arc<AtomicBool>,
 ) -> i32 {
@@ -182,8 +189,8 @@ pub fn serve(
         Err(e) => return start_failed(&out, &e, None),
     };
     out.line(&ready_event(&session, answered_by, None));
-    let requests = spawn_reader(input, &out, &orchestrator, &cancel);
-    drive(session, &requests, &out, &orchestrator, &cancel)
+    let requests = RequestInput::new(input, out.clone(), orchestrator.clone(), cancel.clone());
+    drive(session, requests, &out, &orchestrator, &cancel)
 }
 
 impl Backend {
@@ -223,52 +230,29 @@ fn ready_event(session: &Session, answered_by: &str, id: Option<&Value>) -> Valu
     ready
 }
 
-/// Starts the thread that reads request lines from `input`; the requests
-/// for the session's thread arrive on the receiver, which disconnects at
-/// the end of input.
-fn spawn_reader(
-    input: impl BufRead + Send + 'static,
-    out: &Output,
-    orchestrator: &Arc<Orchestrator>,
-    cancel: &Arc<AtomicBool>,
-) -> mpsc::Receiver<Request> {
-    let (tx, requests) = mpsc::channel::<Request>();
-    let (out, orchestrator, cancel) = (out.clone(), orchestrator.clone(), cancel.clone());
-    std::thread::spawn(move || {
-        read_requests(input, &out, &orchestrator, &tx);
-        // Nobody can answer a call any more: fail them now, not at
-        // their timeout, so a cell waiting on one ends.
-        orchestrator.close("the orchestrator closed its input");
-        // Input ended and nobody reads the output either: the
-        // orchestrator is gone (killed), so the running cell's result
-        // has no reader. End it and the sandbox now rather than at the
-        // cell's timeout. (Input ended with output still read, as in
-        // `printf ... | rlm-sandbox session`, runs what was queued.)
-        if stdout_unread() {
-            cancel.store(true, Ordering::Relaxed);
-        }
-    });
-    requests
-}
-
-/// Answers `requests` over the started `session` until `close`, the end
-/// of input or `cancel`; the exit code.
+/// Answers the requests read from `requests` over the started `session`
+/// until `close`, the end of input or `cancel`; the exit code. The
+/// session's waits read the requests too (a `call_result` during a cell).
 fn drive(
     mut session: Session,
-    requests: &mpsc::Receiver<Request>,
+    mut requests: RequestInput,
     out: &Output,
     orchestrator: &Orchestrator,
     cancel: &AtomicBool,
 ) -> i32 {
+    session.attach_input(Box::new(requests.clone()));
     loop {
         if cancel.load(Ordering::Relaxed) {
             drop(session);
             return 130;
         }
-        let request = match requests.recv_timeout(crate::supervise::TICK) {
-            Ok(r) => r,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let request = match requests.next() {
+            Some(Ok(r)) => r,
+            Some(Err(Ended)) => break,
+            None => {
+                requests.wait(crate::supervise::TICK);
+                continue;
+            }
         };
         let closing = request.op == "close";
         let response = match handle(&mut session, &request) {
@@ -400,46 +384,154 @@ fn stdout_unread() -> bool {
             .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLERR))
 }
 
-/// Reads request lines until the end of input: answers bad ones itself,
-/// hands `call_result` to the orchestrator and queues the rest.
-fn read_requests(
-    mut input: impl BufRead,
-    out: &Output,
-    orchestrator: &Orchestrator,
-    tx: &mpsc::Sender<Request>,
-) {
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match read_line(&mut input, &mut line, MAX_LINE) {
-            Ok(Line::Eof) | Err(_) => return,
-            Ok(Line::TooLong(n)) => {
-                out.line(&bad(
-                    Value::Null,
-                    format!(
-                    "a request line of more than {n} bytes was skipped (the limit is {MAX_LINE})"
-                ),
-                ));
-                continue;
-            }
-            Ok(Line::Full) => {}
+/// The orchestrator's request lines, read by the session's thread (the
+/// serve loop between requests, the session's wait during one); clones
+/// share one reader.
+#[derive(Clone)]
+struct RequestInput {
+    fd: Arc<OwnedFd>,
+    requests: Arc<Mutex<Requests>>,
+}
+
+/// The input has ended and every request read was taken.
+struct Ended;
+
+struct Requests {
+    lines: Lines,
+    chunk: Vec<u8>,
+    queue: VecDeque<Request>,
+    ended: bool,
+    out: Output,
+    orchestrator: Arc<Orchestrator>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl RequestInput {
+    fn new(
+        fd: OwnedFd,
+        out: Output,
+        orchestrator: Arc<Orchestrator>,
+        cancel: Arc<AtomicBool>,
+    ) -> RequestInput {
+        RequestInput {
+            fd: Arc::new(fd),
+            requests: Arc::new(Mutex::new(Requests {
+                lines: Lines::new(MAX_LINE),
+                chunk: vec![0; 1 << 16],
+                queue: VecDeque::new(),
+                ended: false,
+                out,
+                orchestrator,
+                cancel,
+            })),
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next request read, `Err(Ended)` after the last one, `None`
+    /// while more may come.
+    fn next(&self) -> Option<Result<Request, Ended>> {
+        let mut requests = self.lock();
+        match requests.queue.pop_front() {
+            Some(r) => Some(Ok(r)),
+            None if requests.ended => Some(Err(Ended)),
+            None => None,
         }
-        match parse_request(&line) {
-            Ok(Parsed::Request(r)) => {
-                if tx.send(r).is_err() {
-                    return;
+    }
+
+    /// Waits up to `wait` for input, and reads it.
+    fn wait(&mut self, wait: Duration) {
+        let Some(fd) = self.fd() else { return };
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).is_ok()
+            && fds[0].revents().is_some_and(|r| !r.is_empty());
+        if ready {
+            self.readable();
+        }
+    }
+}
+
+impl Input for RequestInput {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        (!self.lock().ended).then(|| self.fd.as_fd())
+    }
+
+    fn readable(&mut self) {
+        self.lock().read(self.fd.as_fd());
+    }
+}
+
+impl Requests {
+    /// One read of `fd` (readable: it does not block), its lines handled.
+    fn read(&mut self, fd: BorrowedFd<'_>) {
+        if self.ended {
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        match nix::unistd::read(fd.as_raw_fd(), &mut self.chunk) {
+            Ok(0) => self.end(),
+            Ok(n) => {
+                let mut lines = Vec::new();
+                self.lines.push(&self.chunk[..n], |line| lines.push(line));
+                for line in lines {
+                    self.line(line);
                 }
             }
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(_) => self.end(),
+        }
+    }
+
+    /// The end of input: a last line without its newline is a line.
+    fn end(&mut self) {
+        if let Some(line) = self.lines.finish() {
+            self.line(line);
+        }
+        self.ended = true;
+        // Nobody can answer a call any more: fail them now, not at their
+        // timeout, so a cell waiting on one ends.
+        self.orchestrator.close("the orchestrator closed its input");
+        // Input ended and nobody reads the output either: the orchestrator
+        // is gone (killed), so the running cell's result has no reader.
+        // End it and the sandbox now rather than at the cell's timeout.
+        // (Input ended with output still read, as in `printf ... |
+        // rlm-sandbox session`, runs what was queued.)
+        if stdout_unread() {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// One line: a bad one answered at once, a `call_result` handed to its
+    /// call, a request queued.
+    fn line(&mut self, line: Line) {
+        let line = match line {
+            Line::TooLong(n) => {
+                self.out.line(&bad(
+                    Value::Null,
+                    format!(
+                        "a request line of more than {n} bytes was skipped (the limit is {MAX_LINE})"
+                    ),
+                ));
+                return;
+            }
+            Line::Full(line) => line,
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match parse_request(&line) {
+            Ok(Parsed::Request(r)) => self.queue.push_back(r),
             Ok(Parsed::CallResult { call, outcome }) => {
-                if let Err(e) = orchestrator.answer(call, outcome) {
-                    out.line(&bad(Value::Null, e));
+                if let Err(e) = self.orchestrator.answer(call, outcome) {
+                    self.out.line(&bad(Value::Null, e));
                 }
             }
             Err((id, message)) => {
-                out.line(&bad(id, message));
+                self.out.line(&bad(id, message));
             }
         }
     }
@@ -508,44 +600,58 @@ fn parse_request(line: &[u8]) -> Result<Parsed, (Value, String)> {
 }
 
 enum Line {
-    Full,
+    Full(Vec<u8>),
     TooLong(usize),
-    Eof,
 }
 
-/// Reads one line into `buf` (without its newline), at most `max` bytes;
-/// a longer line is consumed to its end and reported.
-fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
-    let mut too_long = false;
-    loop {
-        let available = input.fill_buf()?;
-        if available.is_empty() {
-            return Ok(if too_long {
-                Line::TooLong(max)
-            } else if buf.is_empty() {
-                Line::Eof
-            } else {
-                Line::Full
-            });
+/// Lines from bytes as they are read, each at most `max` bytes (without
+/// its newline): a longer one is consumed to its end and reported, and
+/// never held.
+struct Lines {
+    buf: Vec<u8>,
+    too_long: bool,
+    max: usize,
+}
+
+impl Lines {
+    fn new(max: usize) -> Lines {
+        Lines {
+            buf: Vec::new(),
+            too_long: false,
+            max,
         }
-        let (chunk, done) = match memchr::memchr(b'\n', available) {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        if !too_long && buf.len() + chunk.len() <= max {
-            buf.extend_from_slice(chunk);
+    }
+
+    /// Gives `each` every line `bytes` completes.
+    fn push(&mut self, mut bytes: &[u8], mut each: impl FnMut(Line)) {
+        while !bytes.is_empty() {
+            let (chunk, used) = match memchr::memchr(b'\n', bytes) {
+                Some(i) => (&bytes[..i], Some(i + 1)),
+                None => (bytes, None),
+            };
+            if !self.too_long && self.buf.len() + chunk.len() <= self.max {
+                self.buf.extend_from_slice(chunk);
+            } else {
+                self.too_long = true;
+                self.buf = Vec::new();
+            }
+            let Some(used) = used else { return };
+            bytes = &bytes[used..];
+            each(self.take());
+        }
+    }
+
+    /// At the end of input: the last line, if it had no newline.
+    fn finish(&mut self) -> Option<Line> {
+        (self.too_long || !self.buf.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Line {
+        if std::mem::take(&mut self.too_long) {
+            self.buf = Vec::new();
+            Line::TooLong(self.max)
         } else {
-            too_long = true;
-            buf.clear();
-        }
-        let used = done.unwrap_or(available.len());
-        input.consume(used);
-        if done.is_some() {
-            return Ok(if too_long {
-                Line::TooLong(max)
-            } else {
-                Line::Full
-            });
+            Line::Full(std::mem::take(&mut self.buf))
         }
     }
 }
@@ -604,22 +710,29 @@ mod tests {
     }
 
     #[test]
-    fn long_lines_are_skipped_whole() {
-        let text = format!("{}\nshort\n", "x".repeat(100));
-        let mut input = std::io::BufReader::with_capacity(16, text.as_bytes());
-        let mut buf = Vec::new();
-        assert!(matches!(
-            read_line(&mut input, &mut buf, 50),
-            Ok(Line::TooLong(50))
-        ));
-        buf.clear();
-        assert!(matches!(
-            read_line(&mut input, &mut buf, 50),
-            Ok(Line::Full)
-        ));
-        assert_eq!(buf, b"short");
-        buf.clear();
-        assert!(matches!(read_line(&mut input, &mut buf, 50), Ok(Line::Eof)));
+    fn long_lines_are_skipped_whole_in_any_pieces() {
+        let text = format!("{}\nshort\n{}\nlast", "x".repeat(100), "y".repeat(51));
+        for piece in [1, 7, 16, text.len()] {
+            let mut lines = Lines::new(50);
+            let mut got = Vec::new();
+            for chunk in text.as_bytes().chunks(piece) {
+                lines.push(chunk, |line| got.push(line));
+            }
+            got.extend(lines.finish());
+            let got: Vec<String> = got
+                .into_iter()
+                .map(|line| match line {
+                    Line::Full(b) => String::from_utf8(b).unwrap(),
+                    Line::TooLong(n) => format!("too long: {n}"),
+                })
+                .collect();
+            assert_eq!(
+                got,
+                ["too long: 50", "short", "too long: 50", "last"],
+                "piece {piece}"
+            );
+            assert!(lines.finish().is_none());
+        }
     }
 
     #[test]

@@ -12,10 +12,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::time::{Duration, Instant};
 
+use super::frames::FrameError;
 use super::frames::{AgentMsg, Frame};
-use super::link::{Inbound, Link};
+use super::link::{AgentFrames, Link};
 use super::{
     check_agent, contexts, describe_contexts, echo, end_run, link_up, Handler, Parts, Session,
     SessionError, SessionOptions, START_TIMEOUT,
@@ -30,8 +33,10 @@ use contexts::Placement;
 pub struct Standby {
     sandbox: Arc<Sandbox>,
     /// `None` once the sandbox has been handed to a session or removed.
-    launched: Option<Launched<Inbound>>,
+    launched: Option<Launched>,
     link: Link,
+    /// The agent's frames: nothing may come between `standby` and `hello`.
+    frames: Option<AgentFrames>,
     started: Instant,
     /// From the launch to the agent's `standby`.
     startup: Duration,
@@ -77,11 +82,12 @@ impl Standby {
             stdio: StdioPlan::Channel,
             mounts: Some(&mounts),
         })?;
-        let link = link_up(&mut launched)?;
+        let (link, frames) = link_up(&mut launched)?;
         let mut standby = Standby {
             sandbox,
             launched: Some(launched),
             link,
+            frames: Some(frames),
             started,
             startup: Duration::ZERO,
         };
@@ -122,20 +128,18 @@ impl Standby {
                 let why = format!("the agent did not report standby within {START_TIMEOUT:?}");
                 return Err(SessionError::Start(self.end(None, None, &why)));
             }
-            let Some(launched) = &self.launched else {
-                return Err(SessionError::Start("the sandbox is gone".into()));
-            };
-            match launched.events.recv_timeout((deadline - now).min(TICK)) {
-                Ok(Event::Caller(Inbound::Frame(Frame::Msg(AgentMsg::Standby)))) => return Ok(()),
-                Ok(event) => {
-                    if let Some(e) = self.broken(event) {
-                        return Err(SessionError::Start(e));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let why = "the sandbox's events stopped";
-                    return Err(SessionError::Start(self.end(None, None, why)));
+            match self.agent_frames()?.next_frame() {
+                Ok(Some(Frame::Msg(AgentMsg::Standby))) => return Ok(()),
+                Ok(Some(frame)) => return Err(SessionError::Start(self.unexpected(&frame))),
+                Ok(None) => {}
+                Err(e) => return Err(SessionError::Start(self.refused(e))),
+            }
+            if let Some(why) = self.gone() {
+                return Err(SessionError::Start(why));
+            }
+            if self.wait_readable((deadline - now).min(TICK)) {
+                if let Err(e) = self.agent_frames()?.fill() {
+                    return Err(SessionError::Start(self.refused(e)));
                 }
             }
         }
@@ -145,49 +149,92 @@ impl Standby {
     /// since (without waiting). The agent sends nothing between `standby`
     /// and `hello`, so any frame, its end or the sandbox's removes it.
     pub fn check(&mut self) -> Result<(), SessionError> {
-        loop {
-            let Some(launched) = &self.launched else {
-                return Err(SessionError::Dead("the standby sandbox is gone".into()));
-            };
-            match launched.events.try_recv() {
-                Ok(event) => {
-                    if let Some(why) = self.broken(event) {
-                        return Err(SessionError::Dead(why));
-                    }
-                }
-                Err(mpsc::TryRecvError::Empty) => return Ok(()),
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    let why = "the sandbox's events stopped";
-                    return Err(SessionError::Dead(self.end(None, None, why)));
-                }
+        if self.launched.is_none() {
+            return Err(SessionError::Dead("the standby sandbox is gone".into()));
+        }
+        if self.wait_readable(Duration::ZERO) {
+            if let Err(e) = self.agent_frames()?.fill() {
+                return Err(SessionError::Dead(self.refused(e)));
             }
+        }
+        match self.agent_frames()?.next_frame() {
+            Ok(Some(frame)) => return Err(SessionError::Dead(self.unexpected(&frame))),
+            Ok(None) => {}
+            Err(e) => return Err(SessionError::Dead(self.refused(e))),
+        }
+        match self.gone() {
+            Some(why) => Err(SessionError::Dead(why)),
+            None => Ok(()),
         }
     }
 
-    /// What `event`, seen while no claim holds the sandbox, does: `None`
-    /// when harmless, else the sandbox is removed and the reason returned.
-    fn broken(&mut self, event: Event<Inbound>) -> Option<String> {
+    /// The agent's frames, while the standby holds the sandbox.
+    fn agent_frames(&mut self) -> Result<&mut AgentFrames, SessionError> {
+        self.frames
+            .as_mut()
+            .ok_or_else(|| SessionError::Dead("the standby sandbox is gone".into()))
+    }
+
+    /// Whether the agent's frames became readable within `wait` (the
+    /// sandbox's events wake the poll too; `gone` reads them).
+    fn wait_readable(&self, wait: Duration) -> bool {
+        let (Some(launched), Some(frames)) = (&self.launched, &self.frames) else {
+            return false;
+        };
+        let mut fds = [
+            PollFd::new(frames.fd(), PollFlags::POLLIN),
+            PollFd::new(launched.events.wake_fd(), PollFlags::POLLIN),
+        ];
+        // Whole milliseconds, rounded up: never spun on.
+        let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) => fds[0].revents().is_some_and(|r| !r.is_empty()),
+            // A signal (the caller checks its cancel flag) or ENOMEM: the
+            // next round tries again.
+            Err(_) => false,
+        }
+    }
+
+    /// The agent's or the sandbox's end, seen while no claim holds it:
+    /// the sandbox is removed and the reason returned.
+    fn gone(&mut self) -> Option<String> {
+        let Some(frames) = &self.frames else {
+            return Some("the standby sandbox is gone".into());
+        };
+        match frames.ended() {
+            Ok(false) => {}
+            Ok(true) => return Some(self.end(None, None, "the agent exited")),
+            Err(e) => return Some(self.refused(e)),
+        }
+        let event = self.launched.as_ref()?.events.try_recv();
         let (exit, why) = match event {
-            Event::OutputCeiling => return None,
-            Event::Caller(Inbound::Frame(frame)) => {
-                let what = match &frame {
-                    Frame::Msg(msg) => super::describe(msg),
-                    Frame::Stdout(_) | Frame::Stderr(_) => "output",
-                };
-                let why = format!("protocol error: the agent sent {what} while on standby");
-                (None, why)
-            }
-            Event::Caller(Inbound::Broken(why)) => (None, format!("protocol error: {why}")),
-            Event::Caller(Inbound::Eof) => (None, "the agent exited".to_string()),
-            Event::Exited(exit) => {
+            Ok(Event::OutputCeiling) | Err(mpsc::TryRecvError::Empty) => return None,
+            Ok(Event::Exited(exit)) => {
                 let why = match &exit {
                     Ok(status) => format!("the agent's sandbox exited ({status})"),
                     Err(e) => format!("the agent's sandbox ended: {e}"),
                 };
                 (Some(exit), why)
             }
+            Err(mpsc::TryRecvError::Disconnected) => (None, "the sandbox's events stopped".into()),
         };
         Some(self.end(exit, None, &why))
+    }
+
+    /// A frame the agent sent while on standby (it sends none): the
+    /// sandbox is removed.
+    fn unexpected(&mut self, frame: &Frame) -> String {
+        let what = match frame {
+            Frame::Msg(msg) => super::describe(msg),
+            Frame::Stdout(_) | Frame::Stderr(_) => "output",
+        };
+        let why = format!("protocol error: the agent sent {what} while on standby");
+        self.end(None, None, &why)
+    }
+
+    /// A frame the host refuses: the sandbox is removed.
+    fn refused(&mut self, e: FrameError) -> String {
+        self.end(None, None, &format!("protocol error: {e}"))
     }
 
     /// Hands the standby to one claim: `options`' contexts are placed in
@@ -222,7 +269,7 @@ impl Standby {
         }
         let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
         let echo = echo::SessionEcho::spawn(paths, self.sandbox.egress.echo_config().clone());
-        let Some(launched) = self.launched.take() else {
+        let (Some(launched), Some(frames)) = (self.launched.take(), self.frames.take()) else {
             return Err(ClaimError::Failed(SessionError::Dead(
                 "the standby sandbox is gone".into(),
             )));
@@ -230,6 +277,7 @@ impl Standby {
         let parts = Parts {
             launched,
             link: self.link.clone(),
+            frames,
             contexts,
             echo,
             started: self.started,

@@ -12,6 +12,8 @@ use std::time::Instant;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+pub(crate) use super::events::Event;
+use super::events::Events;
 use super::machine::{Action, Supervisor};
 use super::{
     new_run_id, watchdog, EndedBy, RunGuard, Sandbox, SuperviseError, KILL_GRACE, TICK,
@@ -24,25 +26,16 @@ use crate::cgroup::RunCgroup;
 /// A started sandbox: what removes it, the runtime's process group, the
 /// readers of its streams and the events that end it. With
 /// [`StdioPlan::Channel`] the caller has its stdin, and its stdout as a
-/// raw channel. `E` is the caller's own events (a session's frames), which
-/// join the runtime's on one channel.
-pub struct Launched<E = std::convert::Infallible> {
+/// raw channel. A caller that polls its own descriptors polls the events'
+/// wake pipe with them ([`Events::wake_fd`]).
+pub struct Launched {
     pub(crate) guard: RunGuard,
     pub(crate) id: String,
     pub(crate) pgid: Pid,
     pub(crate) readers: [Option<Reader>; 2],
     pub(crate) stdin: Option<ChildStdin>,
     pub(crate) channel: Option<std::fs::File>,
-    pub(crate) events: mpsc::Receiver<Event<E>>,
-    /// For the caller's own threads, whose events join the runtime's.
-    pub(crate) tx: mpsc::Sender<Event<E>>,
-}
-
-pub(crate) enum Event<E> {
-    Exited(std::io::Result<ExitStatus>),
-    OutputCeiling,
-    /// One of the caller's own events.
-    Caller(E),
+    pub(crate) events: Events,
 }
 
 /// How the sandbox's standard streams are wired.
@@ -87,10 +80,7 @@ impl<'a> Plan<'a> {
 impl Sandbox {
     /// Creates the run (directory, watchdog, cgroup, bundle) and starts the
     /// runtime on it, its streams read on their own threads.
-    pub(crate) fn launch<E: Send + 'static>(
-        &self,
-        plan: &Plan<'_>,
-    ) -> Result<Launched<E>, SuperviseError> {
+    pub(crate) fn launch(&self, plan: &Plan<'_>) -> Result<Launched, SuperviseError> {
         let id = new_run_id();
         let runtime = &self.selection.runtime;
         let state_dir = &self.config.state_dir;
@@ -178,7 +168,18 @@ impl Sandbox {
             return Err(err.into());
         }
 
-        let (tx, events) = mpsc::channel::<Event<E>>();
+        let (tx, events) = match Events::channel() {
+            Ok(channel) => channel,
+            Err(err) => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                let _ = child.wait();
+                let _ = guard.cleanup(true);
+                return Err(SuperviseError::Spawn {
+                    runtime: runtime.path.display().to_string(),
+                    err,
+                });
+            }
+        };
         let limits = &self.config.limits;
         let printed = Arc::new(AtomicU64::new(0));
         let stdout = child.stdout.take().map(pipe_file);
@@ -193,15 +194,14 @@ impl Sandbox {
                 Reader::spawn(pipe, limits.max_stdout_bytes, move |n| {
                     let before = printed.fetch_add(n as u64, Ordering::Relaxed);
                     if before <= ceiling && before + n as u64 > ceiling {
-                        let _ = tx.send(Event::OutputCeiling);
+                        tx.send(Event::OutputCeiling);
                     }
                 })
             })
         });
-        let waiter_tx = tx.clone();
         let stdin = child.stdin.take();
         std::thread::spawn(move || {
-            let _ = waiter_tx.send(Event::Exited(child.wait()));
+            tx.send(Event::Exited(child.wait()));
         });
 
         Ok(Launched {
@@ -212,12 +212,11 @@ impl Sandbox {
             stdin,
             channel,
             events,
-            tx,
         })
     }
 }
 
-impl<E> Launched<E> {
+impl Launched {
     /// Waits until the runtime exits, killing the sandbox at `deadline`,
     /// at the output ceiling or when `cancel` is set, and the runtime too
     /// if it hangs after that. Returns how it exited and what ended it.
@@ -232,8 +231,6 @@ impl<E> Launched<E> {
             let wait = sup.due().saturating_duration_since(now).min(TICK);
             match self.events.recv_timeout(wait) {
                 Ok(Event::Exited(status)) => break status,
-                // The caller's events, now that the sandbox is ending.
-                Ok(Event::Caller(_)) => {}
                 Ok(Event::OutputCeiling) => {
                     self.act(sup.end(EndedBy::OutputLimit, Instant::now()));
                 }

@@ -4,6 +4,7 @@
 
 mod classify;
 pub mod drop_dir;
+pub(crate) mod events;
 pub mod guard;
 pub(crate) mod launch;
 pub mod machine;
@@ -161,9 +162,9 @@ impl Sandbox {
 
     /// Reads the counters, drains the streams, cleans up and classifies a
     /// run that has ended: its result and any cleanup error, together.
-    pub(crate) fn finish<E>(
+    pub(crate) fn finish(
         &self,
-        launched: Launched<E>,
+        launched: Launched,
         exit: std::io::Result<ExitStatus>,
         ended_by: Option<EndedBy>,
         start: Instant,

@@ -654,6 +654,55 @@ def test_frames_encode_and_decode() -> None:
         agent.encode_json({"n": float("nan")})
 
 
+def test_the_frame_reader_takes_frames_in_any_pieces_and_refuses_hostile_lengths() -> None:
+    agent = load_module()
+    data = agent.encode_frame(agent.JSON, b'{"t":"x"}') + agent.encode_frame(agent.STDOUT, b"")
+    r, w = os.pipe()
+    try:
+        reader = agent.FrameReader(r)
+        frames = []
+        for byte in data:  # one byte per read: every split of a frame
+            os.write(w, bytes([byte]))
+            reader.fill()
+            frame = reader.next()
+            if frame is not None:
+                frames.append(frame)
+        assert frames == [(0x4A, b'{"t":"x"}'), (0x31, b"")]
+        os.write(w, struct.pack(">I", 11))
+        short = agent.FrameReader(r, max_len=10)
+        short.fill()
+        with pytest.raises(agent.FrameError):  # refused before any of its body arrived
+            short.next()
+        os.write(w, b"\0\0\0\x05J")
+        os.close(w)
+        w = -1
+        with pytest.raises(EOFError):
+            reader.read()
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_quick_cells_never_wake_the_reader_thread_and_a_call_does(ready: Agent) -> None:
+    """The main thread reads the host's frames itself between cells: the
+    reader thread (a thread hand-off per frame, dear under gVisor) sleeps
+    through cells that make no call, and reads a call's result."""
+    ready.exec("import threading as _t\n"
+               "_reader = [t.native_id for t in _t.enumerate() if t.name == 'rlm-reader'][0]\n"
+               "def _switches():\n"
+               "    with open('/proc/self/task/%d/status' % _reader) as f:\n"
+               "        return sum(int(l.split()[1]) for l in f if 'ctxt_switches' in l)\n"
+               "_before = _switches()")
+    for _ in range(30):
+        assert ready.exec("x = 6 * 7").status == "ok"
+    # Without the hand-over every frame wakes it (over one switch per
+    # cell); now only a watchdog tick that lands inside a cell may (a few).
+    assert int(ready.exec("print(_switches() - _before)").out) < 10
+    cell = ready.exec("print(llm_query('hi'))\nprint(_switches() - _before > 0)")
+    assert cell.out.splitlines()[-1] == "True"
+
+
 def test_a_broken_context_in_hello_still_starts_the_session(agent: Agent, files: Any) -> None:
     broken = files(b"{not json")
     agent.hello(contexts=[ctx_spec(0, broken, "json")])

@@ -50,6 +50,11 @@ class Calls:
         with self._lock:
             self._waiting.pop(call, None)
 
+    def waiting(self) -> bool:
+        """Whether any caller waits for a result (without the lock: one
+        read of the dict, and a lock costs a system call under gVisor)."""
+        return bool(self._waiting)
+
     def resolve(self, msg: dict[str, Any]) -> None:
         """A `call_result` (reader thread): wakes its caller, if still waiting."""
         call = msg.get("call")

@@ -1,6 +1,15 @@
-"""The agent's message handling: the reader thread that takes host
-frames, and the main thread's dispatch of requests (`hello`, `exec`,
-`vars`, `get`, `add_context`, `reset`) to their handlers and replies.
+"""The agent's message handling: who reads the host's frames, and the
+main thread's dispatch of requests (`hello`, `exec`, `vars`, `get`,
+`add_context`, `reset`) to their handlers and replies.
+
+Between messages the main thread reads the host's frames itself: a frame
+handed from a reader thread to the main thread costs a thread wake-up and
+a contended GIL, several times dearer under gVisor than the rest of a
+small cell. While it handles a message (runs a cell), the reader thread
+reads instead, but only once someone needs it: a call waits for its
+result, or a cell is still running at the watchdog's next tick (its
+interrupt may come). A cell that makes no call and ends within a tick
+never wakes it.
 
 The top layer of the agent (built on cell.Cells, built on
 scaffold.Scaffold): kept apart from cell running so that what the host
@@ -10,6 +19,7 @@ may ask, and how each request is answered or refused, reads in one place.
 import json
 import os
 import queue
+import select
 import sys
 import threading
 import traceback
@@ -18,7 +28,7 @@ from typing import Any, Callable, Optional
 from .cell import Cells
 from .contexts import ContextError
 from .namespace import bounded_repr, compile_cell, make_tool, new_answer, new_namespace
-from .output import write_fd
+from .output import private_fd, write_fd
 from .wire import (
     Channel,
     CHUNK,
@@ -28,10 +38,9 @@ from .wire import (
     DEFAULT_MAX_PROMPT_BYTES,
     FRAME_SLACK,
     FrameError,
+    FrameReader,
     FrameTooLarge,
     JSON,
-    MAX_HOST_FRAME,
-    read_frame,
 )
 
 
@@ -41,8 +50,23 @@ class Agent(Cells):
     def __init__(self, host_in: int, host_out: int, diag: int, devnull: int) -> None:
         self.diag = diag
         super().__init__(Channel(host_out, self.die), diag, devnull)
+        #: Messages for the main thread the reader thread took.
         self.inbox: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
-        self.host_in = host_in
+        self.host = FrameReader(host_in)
+        #: Who reads `host` (see the module's docstring): holds one token
+        #: while the main thread handles a message and the reader thread
+        #: has not been started. Whoever pops it (list.pop is atomic under
+        #: the GIL) decides: a start takes it, and the main thread taking
+        #: it back knows the reader was never started. No lock: under
+        #: gVisor each costs a system call (CPython 3.11 reads the clock).
+        self._start_token: list[bool] = []
+        self._reader_go = threading.Event()
+        self._reader_parked = threading.Event()
+        self._reader_stop = False
+        wake_r, wake_w = os.pipe()
+        self._wake_r, self._wake_w = private_fd(wake_r), private_fd(wake_w)
+        os.close(wake_r)
+        os.close(wake_w)
 
     # -- lifecycle
 
@@ -52,7 +76,7 @@ class Agent(Cells):
         os._exit(code)
 
     def start(self) -> None:
-        """Starts the reader thread and the output watchdog."""
+        """Starts the (parked) reader thread and the output watchdog."""
         threading.Thread(target=self._read_host, name="rlm-reader", daemon=True).start()
         threading.Thread(target=self._watch_output, name="rlm-watch", daemon=True).start()
 
@@ -75,23 +99,84 @@ class Agent(Cells):
         self._reserved("_w")
 
     def serve(self) -> None:
-        """The main thread: host messages one at a time, forever."""
+        """The main thread: host messages one at a time, forever; it reads
+        them itself, and hands the reading over while it handles one."""
         while True:
-            self.handle(self.inbox.get())
+            msg = self._next_message()
+            self._hand_over_reading()
+            try:
+                self.handle(msg)
+            finally:
+                self._take_back_reading()
+
+    def _next_message(self) -> dict[str, Any]:
+        """The main thread's read of the next message it handles (answers and
+        interrupts meanwhile are routed as the reader thread routes them).
+        The host's end of file ends the agent."""
+        while True:
+            # empty() first: get_nowait() takes a lock, a system call.
+            if not self.inbox.empty():
+                return self.inbox.get_nowait()
+            try:
+                msg = self._route(self.host.read())
+            except EOFError:
+                os._exit(0)
+            except FrameError as e:
+                self.die("refused a frame from the host: %s" % e)
+            if msg is not None:
+                return msg
+
+    # -- who reads the host's frames
+
+    def reading_needed(self) -> None:
+        """Starts the reader thread unless the main thread reads (or it runs)."""
+        try:
+            self._start_token.pop()
+        except IndexError:
+            return
+        self._reader_go.set()
+
+    def _hand_over_reading(self) -> None:
+        """The main thread stops reading to handle a message: a call still
+        waiting for its result (from a thread of an earlier cell) needs the
+        reader thread at once. (A start refused just before is made good
+        here or at the watchdog's next tick.)"""
+        self._start_token.append(True)
+        if self.calls.waiting():
+            self.reading_needed()
+
+    def _take_back_reading(self) -> None:
+        """The main thread reads again: the reader thread, if it was
+        started, is stopped first (woken by a byte on its wake pipe) and
+        has parked before the main thread reads. Runs after the reply went
+        out, while the host reads it."""
+        try:
+            self._start_token.pop()
+            return  # Never started, and now it cannot be.
+        except IndexError:
+            pass
+        self._reader_stop = True
+        os.write(self._wake_w, b"x")
+        self._reader_parked.wait()
+        self._reader_parked.clear()
+        self._reader_stop = False
 
     # -- the reader thread
 
     def _read_host(self) -> None:
-        """Reads host frames: answers and interrupts are handled here (they
+        """The reader thread: parked until started, then reads host frames
+        until told to stop. Answers and interrupts are handled here (they
         must get through while a cell runs); the rest goes to the main
         thread. The host's end of file ends the agent."""
         try:
-            stream = open(self.host_in, "rb", buffering=CHUNK, closefd=False)
+            poller = select.poll()
+            poller.register(self.host.fd, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
             while True:
-                frame = read_frame(stream, MAX_HOST_FRAME)
-                if frame is None:
-                    os._exit(0)
-                self._route(frame)
+                self._reader_go.wait()
+                self._reader_go.clear()
+                self._read_until_stopped(poller)
+                self._reader_parked.set()
         except EOFError:
             os._exit(0)
         except FrameError as e:
@@ -99,8 +184,31 @@ class Agent(Cells):
         except BaseException:
             self.die("the reader thread failed:\n" + traceback.format_exc())
 
-    def _route(self, frame: tuple[int, bytes]) -> None:
-        """One host frame to where it is handled."""
+    def _read_until_stopped(self, poller: "select.poll") -> None:
+        """Routes whole frames, and waits for more or for the stop."""
+        while True:
+            frame = self.host.next()
+            if frame is not None:
+                msg = self._route(frame)
+                if msg is not None:
+                    self.inbox.put(msg)
+                continue
+            if self._reader_stop:
+                return
+            host_ready = False
+            for fd, _ in poller.poll():
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 64)
+                else:
+                    host_ready = True
+            if self._reader_stop:
+                return
+            if host_ready:
+                self.host.fill()
+
+    def _route(self, frame: tuple[int, bytes]) -> Optional[dict[str, Any]]:
+        """One host frame to where it is handled: answers and interrupts
+        here, the message the main thread handles returned."""
         kind, payload = frame
         if kind != JSON:
             raise FrameError("a frame of type 0x%02x from the host" % kind)
@@ -117,7 +225,8 @@ class Agent(Cells):
             if isinstance(msg.get("cell"), int):
                 self.interrupts.request(msg["cell"])
         else:
-            self.inbox.put(msg)
+            return msg
+        return None
 
     # -- the main thread's dispatch
 

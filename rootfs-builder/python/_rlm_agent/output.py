@@ -55,13 +55,12 @@ class CellOutput:
         crossed), each file only as far as its size now (a writer that
         kept a descriptor cannot keep this going). The frames of a small
         output are returned instead, to go out with the cell's `done`."""
+        # A small output is read whole, one system call per file (each is
+        # dear under gVisor): read one byte more than a chunk to know.
+        heads = [os.pread(fd, CHUNK + 1, 0) for fd in self.files]
+        if sum(len(h) for h in heads) <= CHUNK:
+            return b"".join(encode_frame(kind, head) for kind, head in zip((STDOUT, STDERR), heads) if head)
         sizes = [os.fstat(fd).st_size for fd in self.files]
-        if sum(sizes) <= CHUNK:
-            return b"".join(
-                encode_frame(kind, os.pread(fd, size, 0))
-                for kind, fd, size in zip((STDOUT, STDERR), self.files, sizes)
-                if size
-            )
         budget = limit + 1
         for kind, fd, size in zip((STDOUT, STDERR), self.files, sizes):
             end = min(size, budget)

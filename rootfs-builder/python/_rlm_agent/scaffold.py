@@ -285,6 +285,11 @@ class Scaffold:
             return "Error: prompt of %d bytes is above the limit of %d (RLM_LLM_MAX_PROMPT_BYTES)" % (n, self.max_prompt)
         return "Error: prompt of %d bytes does not fit in a frame of %d bytes" % (n, limit)
 
+    def reading_needed(self) -> None:
+        """Someone waits for the host (a call's result) or a cell runs on
+        (its interrupt may come): the host's frames must be read now.
+        The agent (dispatch.Agent) makes sure they are."""
+
     def _await(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Sends the calls, then waits for all of them. The wait is user
         code for interrupts: a KeyboardInterrupt ends it, and the calls
@@ -293,6 +298,7 @@ class Scaffold:
         try:
             for fields in requests:
                 sent.append(self.calls.submit(self.channel, fields))
+            self.reading_needed()
             self.interrupts.check()
             for _, waiter in sent:
                 waiter.event.wait()

@@ -34,6 +34,7 @@ PRIVATE_FD_MIN = 100
 FRAME_SLACK = 256
 
 _HEADER = struct.Struct(">IB")
+_LENGTH = struct.Struct(">I")
 
 
 class FrameError(Exception):
@@ -87,6 +88,54 @@ def read_frame(stream: BinaryIO, max_len: int = MAX_HOST_FRAME) -> Optional[tupl
     if len(body) < length:
         raise EOFError("the channel ended inside a frame")
     return body[0], body[1:]
+
+
+class FrameReader:
+    """Host frames from a descriptor, read with os.read into a buffer of
+    its own, so that the reading can change hands between threads (the
+    main thread between messages, the reader thread during one): whoever
+    holds it sees what is already buffered, and nothing is lost in a
+    stream object's private buffer. One reader at a time (the caller's
+    protocol ensures it)."""
+
+    def __init__(self, fd: int, max_len: int = MAX_HOST_FRAME) -> None:
+        self.fd = fd
+        self.max_len = max_len
+        self._buf = bytearray()
+
+    def next(self) -> Optional[tuple[int, bytes]]:
+        """The next whole buffered frame as (type, payload), or None. The
+        length is checked as soon as it is buffered: a hostile or broken
+        length is refused before its body is read."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (length,) = _LENGTH.unpack_from(buf)
+        if length == 0:
+            raise FrameError("an empty frame")
+        if length > self.max_len:
+            raise FrameError("a frame of %d bytes; the limit is %d" % (length, self.max_len))
+        if len(buf) < 4 + length:
+            return None
+        kind, payload = buf[4], bytes(buf[5:4 + length])
+        del buf[:4 + length]
+        return kind, payload
+
+    def fill(self) -> None:
+        """Reads what the host has sent (blocking until it sent something);
+        EOFError when it closed its end."""
+        data = os.read(self.fd, CHUNK)
+        if not data:
+            raise EOFError("the channel ended" + (" inside a frame" if self._buf else ""))
+        self._buf += data
+
+    def read(self) -> tuple[int, bytes]:
+        """The next frame, reading as needed; EOFError at the end."""
+        while True:
+            frame = self.next()
+            if frame is not None:
+                return frame
+            self.fill()
 
 
 # --- The frame channel to the host --------------------------------------------

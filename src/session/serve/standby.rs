@@ -8,14 +8,15 @@
 //! error response and the standby lives on, untouched, for the next
 //! `begin`. A claim that fails once the sandbox was touched ends it.
 
-use std::io::BufRead;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::{
-    bad, drive, ready_event, spawn_reader, start_failed, Backend, Orchestrator, Output, Request,
+    bad, drive, ready_event, start_failed, Backend, Ended, Orchestrator, Output, Request,
+    RequestInput,
 };
 use crate::session::{ClaimError, SessionError, SessionOptions, Standby};
 use crate::supervise::{Sandbox, TICK};
@@ -40,7 +41,7 @@ pub const BEGIN_FORM: &str =
 pub fn serve_standby<K>(
     sandbox: Arc<Sandbox>,
     parse: impl Fn(&[String]) -> Result<Begin<K>, String>,
-    input: impl BufRead + Send + 'static,
+    input: OwnedFd,
     out: Output,
     cancel: Arc<AtomicBool>,
 ) -> i32 {
@@ -54,7 +55,7 @@ pub fn serve_standby<K>(
         "startup_ms": standby.startup().as_millis() as u64,
     }));
     let orchestrator = Arc::new(Orchestrator::new(out.clone()));
-    let requests = spawn_reader(input, &out, &orchestrator, &cancel);
+    let mut requests = RequestInput::new(input, out.clone(), orchestrator.clone(), cancel.clone());
     // Every parsed begin's keep, held until the session ends (a refused
     // claim's too: what it named is the client's to the end).
     let mut kept = Vec::new();
@@ -71,11 +72,14 @@ pub fn serve_standby<K>(
             };
             return start_failed(&out, &SessionError::Start(why), None);
         }
-        let request = match requests.recv_timeout(TICK) {
-            Ok(request) => request,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+        let request = match requests.next() {
+            Some(Ok(request)) => request,
             // The end of input in standby: the sandbox is removed.
-            Err(mpsc::RecvTimeoutError::Disconnected) => return 0,
+            Some(Err(Ended)) => return 0,
+            None => {
+                requests.wait(TICK);
+                continue;
+            }
         };
         let begin = match begin_args(&request).and_then(|args| parse(&args)) {
             Ok(begin) => begin,
@@ -101,7 +105,7 @@ pub fn serve_standby<K>(
             Err(ClaimError::Failed(e)) => return start_failed(&out, &e, Some(&request.id)),
         }
     };
-    let code = drive(session, &requests, &out, &orchestrator, &cancel);
+    let code = drive(session, requests, &out, &orchestrator, &cancel);
     drop(kept);
     code
 }

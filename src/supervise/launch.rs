@@ -89,6 +89,9 @@ impl Sandbox {
         &self,
         plan: &Plan<'_>,
     ) -> Result<Launched<E>, SuperviseError> {
+        if let Some(command) = &self.agent_command {
+            return self.launch_command(command, plan);
+        }
         let id = new_run_id();
         let runtime = &self.selection.runtime;
         let state_dir = &self.config.state_dir;
@@ -246,8 +249,10 @@ impl<E> Launched<E> {
         match action {
             Action::Wait | Action::Interrupt => {}
             Action::Kill => {
-                if let Some(cg) = &self.guard.cgroup {
-                    cg.kill_all();
+                match &self.guard.cgroup {
+                    Some(cg) => drop(cg.kill_all()),
+                    // An agent command (src/supervise/remote.rs).
+                    None => super::remote::kill_command(self.pgid),
                 }
             }
             Action::Escalate => {

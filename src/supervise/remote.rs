@@ -255,11 +255,11 @@ mod tests {
 
     #[test]
     fn an_empty_command_is_refused_with_the_form() {
-        let err = AgentCommand::new("  ").unwrap_err();
+        let err = AgentCommand::new("  ").expect_err("an empty command");
         assert!(err.contains("kubectl exec -i"), "{err}");
         assert!(AgentCommand::new("a\0b").is_err());
         assert_eq!(
-            AgentCommand::new("x y").unwrap().argv(),
+            AgentCommand::new("x y").expect("a command").argv(),
             [SHELL, "-c", "x y"]
         );
     }

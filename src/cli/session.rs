@@ -10,6 +10,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use rlm_sandbox::config::ExecutionMode;
 use rlm_sandbox::session::serve::{serve, serve_standby, Output, BEGIN_FORM};
+use rlm_sandbox::supervise::remote::AgentCommand;
 use rlm_sandbox::supervise::Sandbox;
 
 use super::claim::{longs, parse_begin, ClaimArgs, OwnedDir};
@@ -27,6 +28,13 @@ pub struct SessionArgs {
     /// (docs/PROTOCOL.md, "Standby")
     #[arg(long)]
     standby: bool,
+    /// Run no local sandbox: start the agent with this shell command
+    /// (`/bin/sh -c CMD`) and speak its frames over the command's stdin
+    /// and stdout, e.g. 'podman exec -i CTR python3 -I -B -m _rlm_agent'
+    /// or 'kubectl exec -i -n NS POD -- python3 -I -B -m _rlm_agent'
+    /// (docs/KUBERNETES.md, "Sessions over a command")
+    #[arg(long, value_name = "CMD", conflicts_with = "standby")]
+    agent_command: Option<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]
@@ -48,11 +56,14 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
     let egress = args
         .egress
         .to_pending_without_contexts(&args.claim.contexts.context)?;
-    let sandbox = Arc::new(Sandbox::prepare(
-        config,
-        egress,
-        &mut super::print_progress,
-    )?);
+    let sandbox = match &args.agent_command {
+        Some(command) => {
+            let command = AgentCommand::new(command).map_err(anyhow::Error::msg)?;
+            Sandbox::remote(config, egress, command)?
+        }
+        None => Sandbox::prepare(config, egress, &mut super::print_progress)?,
+    };
+    let sandbox = Arc::new(sandbox);
     if let Some(warning) = sandbox.selection.warning() {
         eprintln!("{warning}");
     }

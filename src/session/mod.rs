@@ -639,7 +639,8 @@ fn end_run(
 
 /// Refuses a rootfs without the agent, naming the way to one with it.
 fn check_agent(sandbox: &Sandbox) -> Result<(), SessionError> {
-    if crate::rootfs::has_agent(&sandbox.rootfs) {
+    // An agent started elsewhere is in its image (src/supervise/remote.rs).
+    if sandbox.agent_command.is_some() || crate::rootfs::has_agent(&sandbox.rootfs) {
         return Ok(());
     }
     Err(SessionError::Start(format!(

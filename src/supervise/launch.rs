@@ -81,6 +81,9 @@ impl Sandbox {
     /// Creates the run (directory, watchdog, cgroup, bundle) and starts the
     /// runtime on it, its streams read on their own threads.
     pub(crate) fn launch(&self, plan: &Plan<'_>) -> Result<Launched, SuperviseError> {
+        if let Some(command) = &self.agent_command {
+            return self.launch_command(command, plan);
+        }
         let id = new_run_id();
         let runtime = &self.selection.runtime;
         let state_dir = &self.config.state_dir;
@@ -253,8 +256,10 @@ impl Launched {
         match action {
             Action::Wait | Action::Interrupt => {}
             Action::Kill => {
-                if let Some(cg) = &self.guard.cgroup {
-                    cg.kill_all();
+                match &self.guard.cgroup {
+                    Some(cg) => drop(cg.kill_all()),
+                    // An agent command (src/supervise/remote.rs).
+                    None => super::remote::kill_command(self.pgid),
                 }
             }
             Action::Escalate => {

@@ -8,6 +8,7 @@ pub(crate) mod events;
 pub mod guard;
 pub(crate) mod launch;
 pub mod machine;
+pub mod remote;
 pub mod watchdog;
 
 use std::path::PathBuf;
@@ -120,6 +121,9 @@ pub struct Sandbox {
     /// setting, flag or variable reaches it: a run of user code never
     /// gets it.
     pub(crate) spec_edit: Option<SpecEdit>,
+    /// The agent is started elsewhere by this command (a session's only
+    /// sandbox then: `Sandbox::remote`); `None` for a local sandbox.
+    pub agent_command: Option<remote::AgentCommand>,
 }
 
 /// A test-only edit of a sandbox's config.json (as JSON); may write files
@@ -190,6 +194,10 @@ impl Sandbox {
         }
         let [stdout, stderr] = readers.map(|r| r.map(|r| r.finish(DRAIN_WAIT)).unwrap_or_default());
         let cleanup = guard.cleanup(abnormal);
+        let runtime_error = match (&self.agent_command, &exit) {
+            (Some(_), Ok(status)) if ended_by.is_none() => remote::command_error(*status, &stderr),
+            _ => runtime_error,
+        };
 
         let (exit_code, runtime_signal) = match &exit {
             Ok(status) => {
@@ -469,6 +477,7 @@ impl Sandbox {
             cgroup_caps,
             egress,
             spec_edit: None,
+            agent_command: None,
         })
     }
 }

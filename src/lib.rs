@@ -13,6 +13,7 @@ pub mod gc;
 pub mod image;
 pub mod k8s;
 pub mod local;
+pub mod pool;
 pub mod procs;
 pub mod result;
 pub mod rootfs;

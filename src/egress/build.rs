@@ -69,9 +69,13 @@ impl FilterSpec {
     pub fn pending(self) -> Result<PendingFilter, EgressError> {
         self.check()?;
         let echo = self.config.echo.clone();
-        Ok(PendingFilter::spawn(echo, move || {
-            self.build().map_err(|e| e.to_string())
-        }))
+        // Every setting and context path, as one text: the same spec
+        // gives the same identity within a build of this crate.
+        let identity = format!("{:?}", self);
+        Ok(
+            PendingFilter::spawn(echo, move || self.build().map_err(|e| e.to_string()))
+                .with_identity(identity),
+        )
     }
 }
 

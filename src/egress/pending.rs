@@ -15,6 +15,9 @@ pub struct PendingFilter {
     echo: EchoConfig,
     building: Mutex<Option<JoinHandle<Built>>>,
     ready: OnceLock<Built>,
+    /// What the filter is built from, as a stable text (a pool's key):
+    /// `None` when unknown (then no pool shares sandboxes of it).
+    identity: Option<String>,
 }
 
 impl PendingFilter {
@@ -25,6 +28,7 @@ impl PendingFilter {
             echo,
             building: Mutex::new(Some(std::thread::spawn(build))),
             ready: OnceLock::new(),
+            identity: None,
         }
     }
 
@@ -37,7 +41,19 @@ impl PendingFilter {
             echo,
             building: Mutex::new(None),
             ready,
+            identity: None,
         }
+    }
+
+    /// The filter, saying what it is built from (`identity`).
+    pub fn with_identity(mut self, identity: String) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// What the filter is built from, when known.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// The filter's context echo settings (without waiting for it).

@@ -351,8 +351,8 @@ fn podman_runs_the_image(runtime: &str) {
     );
     assert!(!trace.contains("bytecode is stale"), "{trace}");
 
-    // The image's command is the session agent: it answers `hello` with
-    // `ready`, runs a cell, and ends when its stdin closes.
+    // The image's command is the session agent: it says `standby`, answers
+    // `hello` with `ready`, runs a cell, and ends when its stdin closes.
     let mut agent = podman
         .run(runtime, &[])
         .stdin(Stdio::piped())
@@ -366,6 +366,13 @@ fn podman_runs_the_image(runtime: &str) {
         .write_all(&frame(JSON_FRAME, br#"{"t":"hello"}"#))
         .expect("hello");
     to_agent.flush().expect("flush");
+    let (kind, body) = read_frame(&mut from_agent);
+    let standby: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(
+        (kind, &standby["t"]),
+        (JSON_FRAME, &json!("standby")),
+        "{standby}"
+    );
     let (kind, body) = read_frame(&mut from_agent);
     let ready: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(

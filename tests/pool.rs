@@ -98,6 +98,6 @@ on_both_runtimes! {
         assert_eq!((r.status.as_str(), r.exit_code, r.stdout.as_str()), ("error", Some(3), "hi\n"));
 
         drop(pool);
-        common::assert_clean_runs(env.state.path(), "rlms-");
+        common::assert_clean_runs(env.state.path(), &format!("rlms-{}-", std::process::id()));
     }
 }

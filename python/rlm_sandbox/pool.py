@@ -53,7 +53,7 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 # SIGTERM (then SIGKILL): end of input normally takes ~0.1 s.
 CLOSE_GRACE = 10.0
 _NOT_SHARED = (
-    "a Pool holds sandbox processes started by this process and cannot be pickled, copied or sent to another "
+    "a Pool holds sandbox processes started by this process and cannot be pickled or sent to another "
     "process; make a Pool in each process (e.g. in a worker initializer)"
 )
 
@@ -227,8 +227,9 @@ class Pool:
     `timeout`, `network`, the egress filter's settings, ...); `binary`
     and `env` are the binary and its extra environment.
 
-    A Pool belongs to the process that made it: it cannot be pickled or
-    copied (a forked child must make its own)."""
+    A Pool belongs to the process that made it: it cannot be pickled
+    (nor sent to another process; a forked child must make its own); a
+    copy within the process is the pool itself."""
 
     def __init__(
         self,
@@ -364,8 +365,11 @@ class Pool:
     def __reduce__(self) -> Any:
         raise TypeError(_NOT_SHARED)
 
+    # Within the process a copy is the pool itself (a shared resource, as
+    # a thread pool is): dspy deep-copies modules, and with them the
+    # interpreter factory that holds the pool.
     def __copy__(self) -> "Pool":
-        raise TypeError(_NOT_SHARED)
+        return self
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "Pool":
-        raise TypeError(_NOT_SHARED)
+        return self

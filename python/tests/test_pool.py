@@ -209,6 +209,7 @@ def test_settings_are_checked_and_a_pool_stays_in_its_process(tmp_path: Path) ->
     with Pool(1, runtime="no-such-runtime", state_dir=str(tmp_path)) as pool:
         with pytest.raises(rlm_sandbox.SandboxUnavailable, match="runtime"):
             pool.wait_full()
-        for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
-            with pytest.raises(TypeError, match="cannot be pickled, copied or sent to another process"):
-                attempt(pool)
+        with pytest.raises(TypeError, match="cannot be pickled or sent to another process"):
+            pickle.dumps(pool)
+        # Within the process a copy is the pool (dspy deep-copies modules).
+        assert copy.copy(pool) is pool and copy.deepcopy([pool])[0] is pool

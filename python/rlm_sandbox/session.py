@@ -47,10 +47,17 @@ class _CallRouter:
         self._host = (llm, rlm, tools, per_call)
 
     def ready(self, event: JSONDict) -> None:
-        if self.answerer is None and self.send is not None:
+        if self.answerer is None:
             limits = event.get("limits") or {}
             llm, rlm, tools, per_call = self._host
-            self.answerer = CallAnswerer(self.send, int(limits.get("max_in_flight") or 8), llm, rlm, tools, per_call)
+            self.answerer = CallAnswerer(self._forward, int(limits.get("max_in_flight") or 8), llm, rlm, tools, per_call)
+
+    def _forward(self, message: JSONDict) -> None:
+        """Answers go to the process's stdin (bound once it is attached:
+        a call comes only after a request, which comes after that)."""
+        if self.send is None:
+            raise ProtocolError("an answer before the session was attached")
+        self.send(message)
 
     def __call__(self, event: JSONDict) -> None:
         # A call cannot come before `ready`, but be exact.
@@ -130,7 +137,8 @@ class Session:
         try:
             flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, claim, "Session()")
             argv = [binary or find_binary(), "session", *sandbox_flags, *flags]
-            self._attach(SessionProcess(argv, environment(env or {}), self._router, self._router.ready), None, temporary)
+            process = SessionProcess(argv, environment(env or {}), self._router, self._router.ready)
+            self._attach(process, None, temporary)
             self._await_ready()
         except BaseException:
             self.close()
@@ -156,6 +164,8 @@ class Session:
         self._prepare(llm, rlm, tools, rlm_concurrency)
         try:
             flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, settings, "Pool.session()")
+            # Before `begin` is written: its `ready` makes the answerer.
+            self._router.send = process.send
             process.set_handlers(self._router, self._router.ready)
             # The standby line has what a claim's `ready` leaves out (the
             # runtime); the claim's own fields win.

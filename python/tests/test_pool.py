@@ -213,3 +213,59 @@ def test_settings_are_checked_and_a_pool_stays_in_its_process(tmp_path: Path) ->
             pickle.dumps(pool)
         # Within the process a copy is the pool (dspy deep-copies modules).
         assert copy.copy(pool) is pool and copy.deepcopy([pool])[0] is pool
+
+
+def test_dspy_rlm_gets_a_pooled_interpreter_per_task(settings: Dict[str, Any]) -> None:
+    import dspy
+    from dspy.utils.dummies import DummyLM
+
+    from rlm_sandbox.dspy import SandboxInterpreter
+    from test_dspy import ROOT_STEPS
+
+    made: List[SandboxInterpreter] = []
+    with Pool(2, **settings) as pool:
+        assert pool.wait_full()
+        factory = SandboxInterpreter.factory(pool=pool)
+
+        def counting() -> SandboxInterpreter:
+            made.append(factory())
+            return made[-1]
+
+        for _ in range(2):  # two tasks: two claims, each shut down after
+            sub_lm = DummyLM({"Label: alpha": {"label": "ALPHA"}, "a fruit: beta": {"kind": "mango"}})
+            rlm = dspy.RLM("context -> answer: str, count: int", max_iters=4, sub_lm=sub_lm, interpreter_factory=counting)
+            with dspy.context(lm=DummyLM(ROOT_STEPS)):
+                result = rlm(context="alpha beta gamma")
+            assert (result.answer, result.count) == ("ALPHA/mango", 3)
+        assert len(made) == 2 and made[0].pid != made[1].pid
+        for interpreter in made:
+            assert interpreter.session is None  # RLM shut it down
+            assert interpreter.pid is not None
+            assert_clean(Path(settings["state_dir"]), interpreter.pid)
+        # The sandboxes were the pool's standbys, not cold starts.
+        assert pool.started >= 2
+        with pytest.raises(TypeError, match="takes no binary"):
+            SandboxInterpreter(pool=pool, binary="/bin/false")
+
+
+def test_rlms_gets_a_pooled_environment_through_environment_kwargs(settings: Dict[str, Any]) -> None:
+    from rlm_sandbox.rlms import RlmSandboxREPL
+    from scripted_llm import ScriptedLLM
+    from test_rlms import FIRST_TURN, _rlm, _root, _sub
+
+    with Pool(2, **settings) as pool:
+        assert pool.wait_full()
+        with ScriptedLLM({"root": _root(list(FIRST_TURN)), "sub": _sub}) as llm:
+            rlm = _rlm(llm, {"pool": pool})
+            result = rlm.completion("The fruit is a mango, from the orchard.")
+        assert result.response == "SUB(Name the fruit in: The fruit is a mango, from the)|SUB(one)|SUB(two)|39"
+        # Directly: the environment's session is a claimed standby.
+        env = RlmSandboxREPL(context_payload="pooled context", pool=pool)
+        try:
+            assert env.session is not None and env.session.ready["standby"] is True
+            assert env.execute_code("print(context)").stdout == "pooled context\n"
+        finally:
+            pid = env.session.pid if env.session is not None else None
+            env.cleanup()
+        assert pid is not None
+        assert_clean(Path(settings["state_dir"]), pid)

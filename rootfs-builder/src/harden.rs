@@ -48,6 +48,7 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
         "scaffold.py",
         include_str!("../python/_rlm_agent/scaffold.py"),
     ),
+    ("script.py", include_str!("../python/_rlm_agent/script.py")),
     ("wire.py", include_str!("../python/_rlm_agent/wire.py")),
 ];
 /// Module name of [`SUBPROCESS_SHIM`] in the stdlib: not a blocked name.

@@ -49,6 +49,10 @@ pub struct Cell {
     /// The value of the cell's trailing expression when it is not None
     /// (its repr, and its JSON form), filtered like the output.
     pub value: Option<CellValue>,
+    /// A script cell's exit status (`"namespace": "script"`), as the
+    /// agent reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 impl Session {
@@ -125,7 +129,8 @@ impl Session {
                     final_answer,
                     vars,
                     value,
-                }))) if c == cell => break Ok((status, final_answer, vars, value)),
+                    exit_code,
+                }))) if c == cell => break Ok((status, final_answer, vars, value, exit_code)),
                 Ok(Some(Frame::Msg(other))) => {
                     let why = format!(
                         "protocol error: the agent sent {} during cell {cell}; the sandbox was killed",
@@ -137,17 +142,17 @@ impl Session {
             }
         };
         let ended_by = sup.ended_by();
-        let (status, final_answer, dead, vars, value) = match outcome {
-            Ok((done, final_answer, vars, value)) => {
+        let (status, final_answer, dead, vars, value, exit_code) = match outcome {
+            Ok((done, final_answer, vars, value, exit_code)) => {
                 let ok = done == DoneStatus::Ok;
                 let status = classify_cell(ended_by, CellEnd::Done { ok });
-                (status, final_answer, None, vars, value)
+                (status, final_answer, None, vars, value, exit_code)
             }
             Err(Interrupt::Cancelled) => return Err(self.cancelled()),
             Err(Interrupt::Died(why)) => {
                 let sandbox = self.ended.as_ref().map(|r| r.status);
                 let status = classify_cell(ended_by, CellEnd::Died { sandbox });
-                (status, None, Some(why), None, None)
+                (status, None, Some(why), None, None, None)
             }
         };
         let (egress, echo) = self.leaving_filters()?;
@@ -179,6 +184,7 @@ impl Session {
             error: dead,
             vars,
             value,
+            exit_code,
         })
     }
 

@@ -25,12 +25,15 @@ pub const MAX_CHUNK: usize = 64 << 10;
 /// (docs/PROTOCOL.md). `Session` keeps them all; `Rlms` keeps what rlms's
 /// LocalREPL keeps, so an rlms environment needs no second cell per cell
 /// to undo the rest: none of a cell that did not end `ok`, and none of
-/// names starting with `_`.
+/// names starting with `_`. `Script` runs the cell as `python3 FILE` runs
+/// a file, in a fresh `__main__` of its own, and reports its exit status
+/// (a one-shot run drawn from a standby: [`super::Session::run_script`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CellNamespace {
     #[default]
     Session,
     Rlms,
+    Script,
 }
 
 impl CellNamespace {
@@ -40,8 +43,9 @@ impl CellNamespace {
             None | Some(serde_json::Value::Null) => Ok(Self::Session),
             Some(serde_json::Value::String(s)) if s == "session" => Ok(Self::Session),
             Some(serde_json::Value::String(s)) if s == "rlms" => Ok(Self::Rlms),
+            Some(serde_json::Value::String(s)) if s == "script" => Ok(Self::Script),
             Some(other) => Err(format!(
-                "field \"namespace\" must be \"session\" or \"rlms\", got {other}"
+                "field \"namespace\" must be \"session\", \"rlms\" or \"script\", got {other}"
             )),
         }
     }
@@ -51,6 +55,7 @@ impl CellNamespace {
         match self {
             Self::Session => "session",
             Self::Rlms => "rlms",
+            Self::Script => "script",
         }
     }
 }
@@ -96,6 +101,9 @@ pub enum AgentMsg {
         /// The cell's trailing expression's value, when not None.
         #[serde(default)]
         value: Option<CellValue>,
+        /// A script cell's exit status (0..=255).
+        #[serde(default)]
+        exit_code: Option<i32>,
     },
     Call(AgentCall),
     /// The cell's output passed the ceiling (`max_output_bytes`): the
@@ -181,10 +189,17 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Option<Frame>, FrameE
 pub fn parse_msg(payload: &[u8]) -> Result<AgentMsg, FrameError> {
     let msg = serde_json::from_slice(payload).map_err(|e| FrameError::BadMessage(e.to_string()))?;
     if let AgentMsg::Done {
-        value: Some(value), ..
+        value, exit_code, ..
     } = &msg
     {
-        value.check().map_err(FrameError::BadMessage)?;
+        if let Some(value) = value {
+            value.check().map_err(FrameError::BadMessage)?;
+        }
+        if let Some(code) = exit_code.filter(|c| !(0..=255).contains(c)) {
+            return Err(FrameError::BadMessage(format!(
+                "done's exit_code must be 0..=255, got {code}"
+            )));
+        }
     }
     Ok(msg)
 }
@@ -238,11 +253,16 @@ mod tests {
             CellNamespace::parse(Some(&json!("rlms"))),
             Ok(CellNamespace::Rlms)
         );
+        assert_eq!(
+            CellNamespace::parse(Some(&json!("script"))),
+            Ok(CellNamespace::Script)
+        );
         for bad in [json!("RLMS"), json!(true), json!(1), json!(["rlms"])] {
             let err = CellNamespace::parse(Some(&bad)).unwrap_err();
-            assert!(err.contains("\"session\" or \"rlms\""), "{err}");
+            assert!(err.contains("\"session\", \"rlms\" or \"script\""), "{err}");
         }
         assert_eq!(CellNamespace::Rlms.as_str(), "rlms");
+        assert_eq!(CellNamespace::Script.as_str(), "script");
     }
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -254,6 +274,27 @@ mod tests {
 
     fn read(bytes: &[u8]) -> Result<Option<Frame>, FrameError> {
         read_frame(&mut &bytes[..], 1024)
+    }
+
+    #[test]
+    fn a_scripts_exit_code_is_a_byte() {
+        let done = |code: &str| {
+            let json = format!(
+                r#"{{"t":"done","cell":1,"status":"error","final_answer":null,"exit_code":{code}}}"#
+            );
+            read(&frame(JSON, json.as_bytes()))
+        };
+        for ok in [0, 3, 255] {
+            match done(&ok.to_string()).unwrap() {
+                Some(Frame::Msg(AgentMsg::Done { exit_code, .. })) => {
+                    assert_eq!(exit_code, Some(ok))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        for bad in ["-1", "256", "1.5", "\"1\"", "4294967296"] {
+            assert!(done(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -278,6 +319,7 @@ mod tests {
                 final_answer: None,
                 vars: None,
                 value: None,
+                exit_code: None,
             }))
         );
         let call = frame(

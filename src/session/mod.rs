@@ -17,6 +17,7 @@ mod leaving;
 pub mod link;
 pub mod llm_command;
 pub mod llm_endpoint;
+mod script;
 pub mod serve;
 pub mod standby;
 pub mod value;

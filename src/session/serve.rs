@@ -326,6 +326,12 @@ fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, Sess
             };
             let namespace =
                 CellNamespace::parse(r.body.get("namespace")).map_err(SessionError::Request)?;
+            if namespace == CellNamespace::Script {
+                // A one-shot run: `run --json`'s result, not a cell.
+                let result = session.run_script(code, timeout)?;
+                out.insert("result".into(), serde_json::to_value(result).unwrap_or_default());
+                return Ok(out);
+            }
             let cell = session.exec_with(code, timeout, vars, namespace)?;
             out.insert("cell".into(), serde_json::to_value(cell).unwrap_or_default());
         }

@@ -2,7 +2,7 @@
 frames, and the main thread's dispatch of requests (`hello`, `exec`,
 `vars`, `get`, `add_context`, `reset`) to their handlers and replies.
 
-The top layer of the agent (built on cell.Cells, built on
+The top layer of the agent (built on script.Scripts, on cell.Cells, on
 scaffold.Scaffold): kept apart from cell running so that what the host
 may ask, and how each request is answered or refused, reads in one place.
 """
@@ -15,7 +15,7 @@ import threading
 import traceback
 from typing import Any, Callable, Optional
 
-from .cell import Cells
+from .script import Scripts
 from .contexts import ContextError
 from .namespace import bounded_repr, compile_cell, make_tool, new_answer, new_namespace
 from .output import write_fd
@@ -35,7 +35,7 @@ from .wire import (
 )
 
 
-class Agent(Cells):
+class Agent(Scripts):
     """The session's state and the main thread's handling of host messages."""
 
     def __init__(self, host_in: int, host_out: int, diag: int, devnull: int) -> None:
@@ -168,8 +168,13 @@ class Agent(Cells):
         if not isinstance(cell, int) or not isinstance(code, str):
             raise ValueError("exec needs cell (int) and code (str)")
         namespace = msg.get("namespace", "session")
-        if namespace not in ("session", "rlms"):
-            raise ValueError("exec's namespace must be \"session\" or \"rlms\", got %r" % (namespace,))
+        if namespace not in ("session", "rlms", "script"):
+            raise ValueError("exec's namespace must be \"session\", \"rlms\" or \"script\", got %r" % (namespace,))
+        if namespace == "script":
+            status, exit_code = self.run_script(cell, code)
+            self._send_done(cell, status, None, exit_code=exit_code)
+            self._prepare_output()
+            return
         status, final = self.run_cell(cell, code, rlms=namespace == "rlms")
         value, self.value = self.value, None
         self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
@@ -219,7 +224,8 @@ class Agent(Cells):
 
     def _send_done(self, cell: int, status: str, final: Optional[str],
                    user_vars: Optional[list[dict[str, Any]]] = None,
-                   value: Optional[dict[str, Any]] = None) -> None:
+                   value: Optional[dict[str, Any]] = None,
+                   exit_code: Optional[int] = None) -> None:
         """The cell's `done` (with the user's globals when the host asked,
         and its trailing expression's value), in one write with its small
         output's frames. A value that does not fit beside the rest loses
@@ -230,6 +236,8 @@ class Agent(Cells):
             done["vars"] = user_vars
         if value is not None:
             done["value"] = value
+        if exit_code is not None:
+            done["exit_code"] = exit_code
         try:
             self.channel.send_json(done, before)
         except FrameTooLarge:

@@ -40,6 +40,8 @@ def is_agent_file(filename: str) -> bool:
     """Whether code from `filename` is the agent's (any of its modules)."""
     return os.path.dirname(filename) == _AGENT_DIR
 CELL_PREFIX = "<cell "
+#: File names of user code that is not a cell's (a script's: script.py).
+USER_FILES: set[str] = set()
 
 
 def lands_in_user_code(frame: Optional[types.FrameType]) -> bool:
@@ -53,7 +55,7 @@ def lands_in_user_code(frame: Optional[types.FrameType]) -> bool:
         code = frame.f_code
         if code in _PROTOCOL_CODES:
             return False
-        if code.co_filename.startswith(CELL_PREFIX):
+        if code.co_filename.startswith(CELL_PREFIX) or code.co_filename in USER_FILES:
             return True
         frame = frame.f_back
     return False

@@ -1,0 +1,144 @@
+"""Running a cell as `python3 FILE` runs a file (an `exec` with
+`"namespace": "script"`): what a one-shot run drawn from a standby needs
+to give the result `rlm-sandbox run` gives for the same code.
+
+The code runs in a fresh `__main__` of its own (no sandbox names, no
+earlier cell's globals), compiled as the file `rlm-sandbox run` writes
+(SCRIPT_FILE), so its tracebacks read the same. Its end is the
+interpreter's: an uncaught exception's traceback on stderr and exit code
+1, SystemExit's code as CPython turns it into an exit status, an uncaught
+KeyboardInterrupt as 130 (a death by SIGINT); then, as at interpreter
+exit, the threads it started that are not daemons are joined and its
+atexit functions run.
+"""
+
+import atexit
+import linecache
+import signal
+import sys
+import threading
+import types
+from typing import Any, Optional
+
+from .cell import Cells
+from .interrupts import USER_FILES, protocol
+from .namespace import new_namespace
+from .output import write_fd
+
+
+#: Where `rlm-sandbox run` puts the code (INPUT_DIR/CODE_FILE, checked by a
+#: host test): the file name a script's frames carry.
+SCRIPT_FILE = "/rlm/main.py"
+USER_FILES.add(SCRIPT_FILE)
+
+#: The exit status of a death by SIGINT, as the runtimes report it.
+SIGINT_EXIT = 128 + signal.SIGINT
+
+
+def exit_status(code: Any) -> tuple[int, Optional[str]]:
+    """SystemExit's `code` as CPython's exit makes it an exit status, and
+    the text it prints on stderr first: None is 0; an int is its low byte
+    (CPython truncates to a C long, -1 when it does not fit); anything
+    else is printed (its str) and is 1."""
+    if code is None:
+        return 0, None
+    if isinstance(code, int):
+        if not -(1 << 63) <= code < (1 << 63):
+            return 255, None
+        return int(code) & 0xFF, None
+    try:
+        text = str(code)
+    except Exception:
+        text = ""
+    return 1, text + "\n"
+
+
+class Scripts(Cells):
+    """One-shot code run as a file is."""
+
+    def run_script(self, cell: int, code: str) -> tuple[str, int]:
+        """Runs `code` as a script with the cell's output files: (status,
+        exit status). Status is "ok" for exit 0, "interrupted" when a
+        KeyboardInterrupt ended it, else "error"."""
+        self._ensure_std_streams()
+        self.value = None
+        output = self._start_output(cell)
+        if output is None:
+            return "error", 1
+        try:
+            status, exit_code = self._execute_script(cell, code)
+        finally:
+            self._end_output(output)
+        return status, exit_code
+
+    def _execute_script(self, cell: int, code: str) -> tuple[str, int]:
+        """Compiles and runs the script, then does what interpreter exit does."""
+        scope = new_namespace()
+        scope["__file__"] = SCRIPT_FILE
+        scope["__cached__"] = None
+        sys.argv = [SCRIPT_FILE]
+        linecache.cache[SCRIPT_FILE] = (len(code), None, code.splitlines(True), SCRIPT_FILE)
+        try:
+            compiled = compile(code, SCRIPT_FILE, "exec", dont_inherit=True)
+        except Exception as e:
+            self._print_exception(e)
+            return "error", 1
+        signal.signal(signal.SIGINT, self.interrupts.handler)
+        failure = self._run_script(cell, compiled, scope)
+        if failure is None:
+            exit_code = 0
+        elif isinstance(failure, SystemExit):
+            exit_code, text = exit_status(failure.code)
+            if text is not None:
+                self._write_stderr(text)
+        else:
+            self._print_exception(failure)
+            exit_code = SIGINT_EXIT if isinstance(failure, KeyboardInterrupt) else 1
+        self._exit_like_python()
+        if isinstance(failure, KeyboardInterrupt):
+            return "interrupted", exit_code
+        return ("ok" if exit_code == 0 else "error"), exit_code
+
+    @protocol
+    def _run_script(self, cell: int, compiled: types.CodeType, scope: dict[str, Any]) -> Optional[BaseException]:
+        """exec of the script, the only place interrupts land; every
+        exception is caught (the agent must answer `done`)."""
+        try:
+            self.interrupts.enter(cell)
+            self.interrupts.check()
+            exec(compiled, scope)
+        except BaseException as e:
+            self.interrupts.leave()
+            return e
+        self.interrupts.leave()
+        return None
+
+    def _write_stderr(self, text: str) -> None:
+        """`text` on the script's stderr, after what it printed."""
+        try:
+            sys.stdout.flush()
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except Exception:
+            write_fd(2, text)
+
+    def _exit_like_python(self) -> None:
+        """Interpreter exit's work: joins the script's non-daemon threads
+        (until none is left: a thread may start another), then runs its
+        atexit functions (which print their own errors). A thread that
+        never ends holds the cell until the host's timeout kills the
+        sandbox, as it would hold `python3` until the run's timeout."""
+        main = threading.main_thread()
+        while True:
+            waiting = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+            if not waiting:
+                break
+            for t in waiting:
+                try:
+                    t.join()
+                except BaseException:
+                    return
+        try:
+            atexit._run_exitfuncs()
+        except BaseException:
+            pass

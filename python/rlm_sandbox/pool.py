@@ -39,7 +39,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional
 from .binary import find_binary
 from .calls import QueryFn
 from .contexts import ContextValue
-from .errors import SandboxUnavailable
+from .errors import ProtocolError, SandboxUnavailable
 from .options import COMMON, SESSION_ONLY, environment, to_flags
 from .process import JSONDict, SessionProcess
 from .results import Result
@@ -77,8 +77,6 @@ def _setting_from_env(name: str, value: Optional[float], default: float, minimum
 
 def _ignore_call(event: JSONDict) -> None:
     """A standby makes no calls: one arriving before its claim is a bug."""
-    from .errors import ProtocolError
-
     raise ProtocolError(f"a standby sent a call before its claim: {event!r:.200}")
 
 
@@ -96,6 +94,8 @@ class _Keeper:
         self.last_claim = time.monotonic()
         self.failed: Optional[str] = None
         self.started = 0
+        # Sessions the pool used itself (`run`), being closed off the path.
+        self.retiring: List[threading.Thread] = []
         # Starts overlap (a runsc start is mostly waiting), but not beyond
         # what the cores can keep busy.
         self.parallel = max(1, min(size, 2 * (os.cpu_count() or 1)))
@@ -194,6 +194,16 @@ class _Keeper:
                 raise SandboxUnavailable(self.failed)
             return bool(full) and not self.closed
 
+    def retire(self, session: Session) -> None:
+        """Closes a session the pool used (a `run`'s) on a thread of its
+        own: its sandbox's removal is off the caller's path; `close`
+        waits for it."""
+        thread = threading.Thread(target=session.close, name="rlm-sandbox-retire", daemon=True)
+        with self.cond:
+            self.retiring = [t for t in self.retiring if t.is_alive()]
+            self.retiring.append(thread)
+        thread.start()
+
     def close(self) -> None:
         """Ends every standby held (ready or starting) and waits for each
         to remove its sandbox. Idempotent; safe from a finalizer."""
@@ -202,8 +212,11 @@ class _Keeper:
             held = list(self.ready) + list(self.starting)
             self.ready.clear()
             self.starting.clear()
+            retiring, self.retiring = self.retiring, []
             self.cond.notify_all()
         _end_all(held)
+        for thread in retiring:
+            thread.join()
         if self.thread is not threading.current_thread():
             self.thread.join()
 
@@ -346,6 +359,32 @@ class Pool:
             process, contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
             settings=claim,
         )
+
+    def run(self, code: str, **settings: Any) -> Result:
+        """Runs `code` once in a sandbox of the pool: the result contract of
+        `rlm_sandbox.run` (`rlm-sandbox run --json`), the same egress
+        filter. The code runs as `run` runs it (the session's `exec` with
+        `"namespace": "script"`: a fresh `__main__` at /rlm/main.py,
+        SystemExit as the exit code, non-daemon threads joined and atexit
+        run at its end; docs/PROTOCOL.md "One-shot runs from a session").
+        Differences: `usage` is the sandbox's so far (the agent's memory
+        and CPU time included), and the sandbox is removed after the
+        result is returned, off the caller's path. Settings that shape the
+        sandbox and differ from the pool's run it on a cold session."""
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        keeper = self._live()
+        session = self._session((), None, None, None, None, settings)
+        try:
+            response = session._call("exec", code=code, namespace="script")
+        except BaseException:
+            session.close()
+            raise
+        keeper.retire(session)
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError("a script's exec response without a result", stderr="")
+        return Result.from_json(result)
 
     def close(self) -> None:
         """Ends every standby the pool holds and waits for their removal

@@ -269,3 +269,25 @@ def test_rlms_gets_a_pooled_environment_through_environment_kwargs(settings: Dic
             env.cleanup()
         assert pid is not None
         assert_clean(Path(settings["state_dir"]), pid)
+
+
+SNIPPETS = [
+    "print(40 + 2)",
+    "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)",
+    "raise ValueError('boom')",
+    "import sys; sys.exit('a message')",
+    "x = 1\nprint(__name__, 'context' in globals(), 'llm_query' in globals())",
+]
+
+
+def test_pool_run_gives_run_s_result(settings: Dict[str, Any]) -> None:
+    with Pool(2, **settings) as pool:
+        for code in SNIPPETS:
+            pooled, cold = pool.run(code), rlm_sandbox.run(code, **settings)
+            assert (pooled.status, pooled.exit_code, pooled.signal, pooled.stdout) == (
+                cold.status, cold.exit_code, cold.signal, cold.stdout
+            ), code
+            assert pooled.stderr.splitlines()[-1:] == cold.stderr.splitlines()[-1:], code
+        # A marker of one run is not seen by the next (each run its own sandbox).
+        pool.run("open('/tmp/run-marker', 'w').write('x')")
+        assert pool.run("import os; print(os.path.exists('/tmp/run-marker'))").stdout == "False\n"

@@ -9,9 +9,9 @@ Per runtime, medians and p99 (ms) of:
   (`rlm-sandbox run --json`);
 - a warm step, `execute("print(6 * 7)")` on a started SandboxInterpreter;
 - host memory per idle pooled sandbox: the PSS of the standby's
-  `rlm-sandbox session` process plus every process naming its run id
-  (the runtime's: runc's container processes, runsc's sandbox and gofer),
-  and the run's cgroup memory.current (the sandbox's own charge; it
+  `rlm-sandbox session` process, every process naming its run id (the
+  runtime's and the watchdog) and every process in the run's cgroup (the
+  agent under runc; runsc's sandbox), and the run's cgroup memory.current (the sandbox's own charge; it
   overlaps the PSS of the processes inside it, so the two are shown
   side by side, never added);
 - refill rate: standbys per second after draining a pool of 8 (drain, then
@@ -83,18 +83,31 @@ def run_pids(text: str) -> List[int]:
     return found
 
 
-def cgroup_bytes(prefix: str) -> int:
-    total = 0
+def run_cgroups(prefix: str) -> List[Path]:
+    groups = []
     for root in (Path("/sys/fs/cgroup/rlm-sandbox"), Path("/sys/fs/cgroup/memory/rlm-sandbox")):
         if root.is_dir():
-            for group in root.iterdir():
-                if group.name.startswith(prefix):
-                    for name in ("memory.current", "memory.usage_in_bytes"):
-                        f = group / name
-                        if f.exists():
-                            total += int(f.read_text())
-                            break
+            groups += [g for g in root.iterdir() if g.name.startswith(prefix)]
+    return groups
+
+
+def cgroup_bytes(prefix: str) -> int:
+    total = 0
+    for group in run_cgroups(prefix):
+        for name in ("memory.current", "memory.usage_in_bytes"):
+            f = group / name
+            if f.exists():
+                total += int(f.read_text())
+                break
     return total
+
+
+def cgroup_pids(prefix: str) -> List[int]:
+    pids = []
+    for group in run_cgroups(prefix):
+        for f in group.rglob("cgroup.procs"):
+            pids += [int(p) for p in f.read_text().split()]
+    return pids
 
 
 def memory(pool: Pool) -> Dict[str, float]:
@@ -105,7 +118,7 @@ def memory(pool: Pool) -> Dict[str, float]:
     pss, cg = [], []
     for pid in pids:
         prefix = f"rlms-{pid}-"
-        procs = {pid, *run_pids(prefix)}
+        procs = {pid, *run_pids(prefix), *cgroup_pids(prefix)}
         pss.append(sum(pss_kib(p) for p in procs) / 1024)
         cg.append(cgroup_bytes(prefix) / 2**20)
     return {"pss": statistics.median(pss), "cgroup": statistics.median(cg)}

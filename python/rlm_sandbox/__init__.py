@@ -1,16 +1,19 @@
 """rlm-sandbox from Python: `Session` (a stateful sandboxed REPL with
-sub-calls answered by host callables), `run` (one-shot code), and the
+sub-calls answered by host callables), `run` (one-shot code), `Pool`
+(sandboxes started in advance, one per claim), and the
 drop-in environments `rlm_sandbox.rlms` and `rlm_sandbox.dspy`."""
 
 from .binary import find_binary
 from .errors import ProtocolError, SandboxError, SandboxUnavailable, SessionDead
 from .oneshot import run
+from .pool import Pool
 from .results import Cell, CellValue, Result
 from .session import RuntimeFallbackWarning, Session
 
 __all__ = [
     "Cell",
     "CellValue",
+    "Pool",
     "ProtocolError",
     "Result",
     "RuntimeFallbackWarning",

@@ -71,6 +71,7 @@ import keyword
 import re
 import threading
 import weakref
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Tuple, TypeVar, cast
 
@@ -91,6 +92,7 @@ from ._dspy_boundary import (
 )
 from .errors import SandboxError
 from .options import SESSION
+from .pool import Pool
 from .results import Cell
 from .session import Session
 
@@ -125,8 +127,10 @@ def _callbacks(fn: F) -> F:
     return cast(F, with_callbacks(fn))
 
 
-def _setup_code() -> str:
-    """The first cell: the support module, its source kept for tracebacks."""
+def _setup_code(first_apply: Optional[Dict[str, Any]] = None) -> str:
+    """The first cell: the support module, its source kept for tracebacks;
+    with `first_apply`, the first step's bookkeeping too (SUBMIT's fields:
+    one cell fewer before the first code)."""
     return "\n".join([
         "import sys as _rlm_sys, types as _rlm_types, linecache as _rlm_lines",
         f"_rlm_src = {_SUPPORT_SOURCE!r}",
@@ -136,7 +140,7 @@ def _setup_code() -> str:
         f"_rlm_sys.modules[{_SUPPORT_MODULE!r}] = _rlm_mod",
         f"_rlm_mod.start(globals(), {_SUBMIT_MARK!r}, {HOST_TOOL!r})",
         "del _rlm_sys, _rlm_types, _rlm_lines, _rlm_src, _rlm_mod",
-    ])
+    ] + ([_support_call("apply", json.dumps(first_apply))] if first_apply else []))
 
 
 def _support_call(function: str, *args: str) -> str:
@@ -245,9 +249,16 @@ class SandboxInterpreter:
         *,
         callbacks: Optional[List[Any]] = None,
         execution_timeout: Optional[float] = None,
+        pool: Optional[Pool] = None,
         **settings: Any,
     ) -> None:
         _check_settings(settings)
+        if pool is not None:
+            if not isinstance(pool, Pool):
+                raise TypeError(f"pool must be an rlm_sandbox.Pool, not {type(pool).__name__}")
+            given = sorted(set(settings) & {"binary", "env"})
+            if given:
+                raise TypeError(f"SandboxInterpreter(pool=...) takes no {', '.join(given)}: the pool's apply")
         check_constructor_args(tools or {}, output_fields)
         if execution_timeout is not None:
             # LocalInterpreter's name for the per-step limit (`timeout`).
@@ -261,7 +272,10 @@ class SandboxInterpreter:
         self.output_fields = None if output_fields is None else [dict(f) for f in output_fields]
         self.callbacks = list(callbacks or [])
         self._settings = settings
+        self._pool = pool
         self._session: Optional[Session] = None
+        # The setup cell, written but not yet read (see _start_session).
+        self._setup: "Optional[Future[Dict[str, Any]]]" = None
         self._pid: Optional[int] = None
         self._ended: Optional[str] = None
         self._busy = threading.Lock()
@@ -269,7 +283,7 @@ class SandboxInterpreter:
         self._call_context = contextvars.copy_context()
         # What the sandbox holds: its own names, SUBMIT's fields, the tool
         # signatures, the inputs and how many context files it has.
-        self._sandbox_names: FrozenSet[str] = frozenset()
+        self._names: FrozenSet[str] = frozenset()
         self._submit_names: Optional[List[str]] = None
         self._tool_specs: Optional[Dict[str, List[List[Any]]]] = None
         # Each tool's signature, read once per function object.
@@ -283,7 +297,7 @@ class SandboxInterpreter:
         `execution_instructions` (a lambda would lose them). Takes the
         constructor's arguments too (tools, output_fields, callbacks,
         execution_timeout); each interpreter copies them."""
-        _check_settings({k: v for k, v in settings.items() if k not in _CONSTRUCTOR_ARGS})
+        _check_settings({k: v for k, v in settings.items() if k not in _CONSTRUCTOR_ARGS and k != "pool"})
         made = functools.partial(cls, **settings)
         setattr(made, "execution_instructions", cls.execution_instructions)
         return made
@@ -310,22 +324,64 @@ class SandboxInterpreter:
                 self._start_session()
 
     def _start_session(self) -> None:
+        """Starts (or, with a pool, claims) the session and writes the setup
+        cell without waiting for it: its answer is read when something
+        needs it (the first cell, a name check), so a pooled start and the
+        first step wait once for the claim, the setup and the step's code,
+        all written in order (the session reads its input in order). A
+        setup that fails ends the interpreter at that point."""
         host = _weak_host(self)
+        tools = {HOST_TOOL: host["tool"]}
         try:
-            self._session = Session(llm=host["llm"], tools={HOST_TOOL: host["tool"]}, **self._settings)
+            if self._pool is not None:
+                session = self._pool._session((), host["llm"], None, tools, None, dict(self._settings))
+            else:
+                session = Session(llm=host["llm"], tools=tools, **self._settings)
         except SandboxError as e:  # nothing was lost: a later start() may work
             raise CodeInterpreterError(f"the sandbox could not start: {e}") from e
-        self._pid = self._session.pid
-        cell = self._run(_setup_code())
+        self._session = session
+        self._pid = session.pid
+        # SUBMIT's fields (and no tools, when none is set) are known now;
+        # tools need the sandbox's names (the setup's answer) to be checked.
+        first: Dict[str, Any] = {"submit": _output_names(self.output_fields)}
+        if not self._current_tool_names():
+            first["tools"] = {}
+        try:
+            self._setup = session.submit_exec({"code": _setup_code(first)})
+        except SandboxError as e:
+            self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
+        self._submit_names, self._tool_specs = first["submit"], first.get("tools")
+
+    def _finish_setup(self) -> None:
+        """Reads the setup cell's answer (the sandbox's own names)."""
+        setup, self._setup = self._setup, None
+        if setup is None or self._session is None:
+            return
+        try:
+            cell = self._session.finish_exec(setup)
+        except SandboxError as e:
+            self._terminal(f"the sandbox could not start: {str(e).splitlines()[0]}", e)
+        except ValueError as e:
+            self._terminal(f"the session refused the setup: {e}", e)
         if not cell.ok or cell.final_answer is None:
             self._terminal(f"the interpreter's setup failed in the sandbox: {_printed(cell).rstrip()}")
-        self._sandbox_names = frozenset(json.loads(cell.final_answer))
+        self._names = frozenset(json.loads(cell.final_answer))
+
+    @property
+    def _sandbox_names(self) -> FrozenSet[str]:
+        """The sandbox's own names (answer, llm_query, ...), once set up."""
+        self._finish_setup()
+        return self._names
+
+    def _current_tool_names(self) -> List[str]:
+        return [name for name in self.tools if name not in QUERY_TOOLS]
 
     @_callbacks
     def shutdown(self) -> None:
         """Removes the sandbox and everything it created; idempotent."""
         if self._ended is None:
             self._ended = "it was shut down"
+        self._setup = None
         session, self._session = self._session, None
         if session is not None:
             session.close()
@@ -350,6 +406,7 @@ class SandboxInterpreter:
     def _terminal(self, why: str, cause: Optional[BaseException] = None) -> NoReturn:
         """Ends the interpreter: its sandbox is gone or unusable."""
         self._ended = why
+        self._setup = None
         session, self._session = self._session, None
         if session is not None:
             session.close()
@@ -384,7 +441,13 @@ class SandboxInterpreter:
             self._check_usable()
             raise CodeInterpreterError("the sandbox has not started")
         try:
-            cell = session.exec(code)
+            if self._setup is not None:
+                # Written before the setup's answer is read: one wait for both.
+                pending = session.submit_exec({"code": code})
+                self._finish_setup()
+                cell = session.finish_exec(pending)
+            else:
+                cell = session.exec(code)
         except SandboxError as e:
             self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
         except ValueError as e:

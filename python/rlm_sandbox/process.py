@@ -79,8 +79,17 @@ class _Lines:
 class SessionProcess:
     """A running `rlm-sandbox session`; thread-safe for one requester at a time."""
 
-    def __init__(self, argv: List[str], env: Mapping[str, str], on_call: Callable[[JSONDict], None]) -> None:
+    def __init__(
+        self,
+        argv: List[str],
+        env: Mapping[str, str],
+        on_call: Callable[[JSONDict], None],
+        on_ready: Optional[Callable[[JSONDict], None]] = None,
+    ) -> None:
         self._on_call = on_call
+        # Runs on the reader thread before anything after `ready` is read:
+        # a call the code makes at once finds its answerer in place.
+        self._on_ready = on_ready
         self._proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -113,8 +122,9 @@ class SessionProcess:
         os.set_blocking(self._wake_w, False)
         self._stdout_thread = threading.Thread(target=self._read_idle, name="rlm-sandbox-stdout", daemon=True)
         self._stderr_thread = threading.Thread(target=self._read_stderr, name="rlm-sandbox-stderr", daemon=True)
-        self._stdout_thread.start()
+        # stderr's first: the stdout reader joins it when the process ends.
         self._stderr_thread.start()
+        self._stdout_thread.start()
 
     @property
     def pid(self) -> int:
@@ -124,14 +134,32 @@ class SessionProcess:
         return "".join(self._stderr)
 
     def first_line(self, timeout: Optional[float]) -> JSONDict:
-        """The `ready` (or `error`) event; ProtocolError/SessionDead if the
-        process ended or said something else first."""
+        """The `ready` (or `error`) event, or a standby's `standby` event;
+        ProtocolError/SessionDead if the process ended or said something
+        else first."""
         return self._first.result(timeout=timeout)
+
+    @property
+    def first(self) -> "Future[JSONDict]":
+        """The first line as a future (a pool waits on many at once)."""
+        return self._first
+
+    def set_handlers(self, on_call: Callable[[JSONDict], None], on_ready: Callable[[JSONDict], None]) -> None:
+        """A claimed standby's Session takes over its events (before its
+        `begin` is written, so nothing can come before)."""
+        self._on_call, self._on_ready = on_call, on_ready
 
     def request(self, op: str, _wait: Optional[float] = None, **fields: Any) -> JSONDict:
         """Sends one request and waits for its response (the session bounds
         every operation's time itself; `_wait` bounds `close`'s). Not
         `timeout`: that is an `exec` field."""
+        return self.wait(self.submit(op, **fields), _wait)
+
+    def submit(self, op: str, **fields: Any) -> "Future[JSONDict]":
+        """Sends one request without waiting: its response completes the
+        future. The session reads its input in order, so requests written
+        one after another (a `begin`, then cells) run in that order while
+        the client waits once for all of them (pipelining)."""
         if self.dead is not None:
             raise SessionDead(f"the session has ended: {self.dead}", kind="session_dead", stderr=self.stderr_tail())
         future: "Future[JSONDict]" = Future()
@@ -139,14 +167,21 @@ class SessionProcess:
             self._next_id += 1
             rid = self._next_id
             self._pending[rid] = future
+        self.send({"id": rid, "op": op, **fields})
+        return future
+
+    def wait(self, future: "Future[JSONDict]", wait: Optional[float] = None) -> JSONDict:
+        """Waits for a submitted request's response, reading stdout in this
+        thread (a response handed over by the reader thread would cost a
+        wake-up); TimeoutError after `wait` seconds."""
+        with self._pending_lock:
             self._requesters += 1
         try:
-            self.send({"id": rid, "op": op, **fields})
             try:
                 os.write(self._wake_w, b"r")
             except BlockingIOError:
                 pass  # The pipe is full: the reader is woken already.
-            self._read_until(future, _wait)
+            self._read_until(future, wait)
         finally:
             with self._pending_lock:
                 self._requesters -= 1
@@ -269,15 +304,21 @@ class SessionProcess:
         if not isinstance(msg, dict):
             raise ProtocolError(f"the session wrote a JSON line that is not an object: {line[:200]!r}")
         event = msg.get("event")
-        if event is not None:
+        rid = msg.get("id")
+        if event is not None and not (event in ("ready", "error") and "id" in msg):
             if event == "call":
                 self._on_call(msg)
-            elif event in ("ready", "error") and not self._first.done():
+            elif event in ("ready", "error", "standby") and not self._first.done():
+                if event == "ready" and self._on_ready is not None:
+                    self._on_ready(msg)
                 self._first.set_result(msg)
             else:
                 raise ProtocolError(f"unexpected event {event!r} from the session")
             return
-        rid = msg.get("id")
+        # A claimed standby answers its `begin` with a `ready` (or an
+        # `error`) event carrying the begin's id: a response like any other.
+        if event == "ready" and self._on_ready is not None:
+            self._on_ready(msg)
         with self._pending_lock:
             future = self._pending.pop(rid, None) if isinstance(rid, int) else None
         if future is None:
@@ -314,6 +355,20 @@ class SessionProcess:
             self._proc.kill()
         except OSError:
             pass
+
+    def alive(self) -> bool:
+        """The process has not exited."""
+        return self._proc.poll() is None
+
+    def end_input(self) -> None:
+        """Closes the session's stdin without waiting: it then removes its
+        sandbox and exits (a pool ends many at once this way)."""
+        with self._write_lock:
+            if self._proc.stdin is not None:
+                try:
+                    self._proc.stdin.close()
+                except OSError:
+                    pass
 
     def terminate(self, grace: float) -> None:
         """Ends the process without the `close` request (a finalizer)."""

@@ -64,6 +64,7 @@ from rlm.environments.base_env import NonIsolatedEnv, extract_tool_value, valida
 from . import _rlms_scaffold as scaffold
 from .calls import current_call
 from .errors import SandboxError
+from .pool import Pool
 from .session import Session
 
 ENVIRONMENT = "rlm-sandbox"
@@ -100,7 +101,11 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
     """The rlms environment protocol (setup, load_context, execute_code,
     cleanup, and the persistence methods) over an rlm-sandbox Session.
     Keyword arguments besides those RLM passes are Session settings
-    (`runtime`, `memory`, `timeout`, ...)."""
+    (`runtime`, `memory`, `timeout`, ...). With `pool` (an
+    rlm_sandbox.Pool, e.g. `environment_kwargs={"pool": pool}`) the
+    sandbox is a pooled one, claimed for this environment alone; the
+    settings then are the claim's (one that shapes the sandbox and
+    differs from the pool's starts it cold)."""
 
     def __init__(
         self,
@@ -114,8 +119,12 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         custom_sub_tools: Optional[Dict[str, Any]] = None,
         compaction: bool = False,
         max_concurrent_subcalls: int = 4,
+        pool: Optional[Pool] = None,
         **settings: Any,
     ) -> None:
+        if pool is not None and not isinstance(pool, Pool):
+            raise TypeError(f"pool must be an rlm_sandbox.Pool, not {type(pool).__name__}")
+        self._pool = pool
         super().__init__(persistent=persistent, depth=depth, max_concurrent_subcalls=max_concurrent_subcalls)
         self.lm_handler_address = lm_handler_address
         self.subcall_fn = subcall_fn
@@ -153,7 +162,8 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
         data = {n: v for n, v in values.items() if n not in host_tools and n not in code_tools}
         contexts = [] if self._initial is None else [self._initial]
         concurrency = max(1, int(self.max_concurrent_subcalls)) if self.subcall_fn is not None else None
-        self.session = Session(
+        start = self._pool.session if self._pool is not None else Session
+        self.session = start(
             contexts=contexts,
             llm=self._llm,
             rlm=self._rlm if self.subcall_fn is not None else None,

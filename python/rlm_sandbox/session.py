@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .binary import find_binary
 from .calls import CallAnswerer, QueryFn, tool_params
 from .contexts import ContextFiles, ContextValue
 from .errors import ProtocolError, SandboxUnavailable, SessionDead
-from .options import SESSION, environment, to_flags
+from .options import SESSION, SESSION_ONLY, environment, to_flags
 from .process import SessionProcess
 from .results import Cell
 
@@ -29,18 +30,68 @@ class RuntimeFallbackWarning(UserWarning):
 
 
 class _CallRouter:
-    """Hands `call` events to the answerer once there is one. Not a
-    Session method: the process (kept by the finalizer) must not hold the
+    """Hands `call` events to the answerer, made when `ready` arrives (on
+    the reader thread, before any later line is read). Not a Session
+    method: the process (kept by the finalizer) must not hold the
     Session, or it could never be garbage-collected."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        llm: Optional[QueryFn],
+        rlm: Optional[QueryFn],
+        tools: Mapping[str, Callable[..., Any]],
+        per_call: Mapping[str, int],
+    ) -> None:
         self.answerer: Optional[CallAnswerer] = None
+        self.send: Optional[Callable[[JSONDict], None]] = None
+        self._host = (llm, rlm, tools, per_call)
+
+    def ready(self, event: JSONDict) -> None:
+        if self.answerer is None:
+            limits = event.get("limits") or {}
+            llm, rlm, tools, per_call = self._host
+            self.answerer = CallAnswerer(self._forward, int(limits.get("max_in_flight") or 8), llm, rlm, tools, per_call)
+
+    def _forward(self, message: JSONDict) -> None:
+        """Answers go to the process's stdin (bound once it is attached:
+        a call comes only after a request, which comes after that)."""
+        if self.send is None:
+            raise ProtocolError("an answer before the session was attached")
+        self.send(message)
 
     def __call__(self, event: JSONDict) -> None:
         # A call cannot come before `ready`, but be exact.
         if self.answerer is None:
             raise ProtocolError("a call event before the session was ready")
         self.answerer.answer(event)
+
+
+def claim_flags(
+    contexts: List[ContextValue],
+    files: ContextFiles,
+    rlm: Optional[QueryFn],
+    tools: Mapping[str, Callable[..., Any]],
+    settings: Mapping[str, Any],
+    what: str,
+) -> Tuple[List[str], List[str]]:
+    """The per-claim flags (a cold session's command line, or a standby's
+    `begin` args: one definition for both) and the temporary context
+    files to release once the session has them."""
+    flags = to_flags(settings, SESSION_ONLY, what)
+    for name, fn in tools.items():
+        flags += ["--tool", name + ":" + ",".join(tool_params(name, fn))]
+    if rlm is not None:
+        flags.append("--rlm-calls")
+    temporary: List[str] = []
+    for value in contexts:
+        path, _, temp = files.materialize(value)
+        flags += ["--context", path]
+        if temp:
+            temporary.append(path)
+    # The session owns the client's temporary directory from the start
+    # (contexts added later are written there too): it removes it when
+    # it ends, even when this process was killed.
+    return flags + ["--owned-context-dir", files.directory()], temporary
 
 
 class Session:
@@ -57,7 +108,8 @@ class Session:
     `rlm_query_batched` answered at once (rlms's `max_concurrent_subcalls`). Other settings are the
     `rlm-sandbox session` flags with `_` for `-` (`runtime="runsc"`,
     `memory="512m"`, `max_llm_calls=100`, ...); None keeps the binary's
-    default or its RLM_* variable.
+    default or its RLM_* variable. `rlm_sandbox.Pool.session` makes one
+    from a sandbox started in advance.
     """
 
     def __init__(
@@ -76,69 +128,113 @@ class Session:
         env: Optional[Mapping[str, str]] = None,
         **settings: Any,
     ) -> None:
-        self._contexts = ContextFiles()
-        self._process: Optional[SessionProcess] = None
-        self._tools: Mapping[str, Callable[..., Any]] = tools if tools is not None else {}
-        if rlm_concurrency is not None and (not isinstance(rlm_concurrency, int) or rlm_concurrency < 1):
-            raise ValueError(f"rlm_concurrency must be a positive int or None, not {rlm_concurrency!r}")
-        self._per_call = {"rlm_query": rlm_concurrency} if rlm_concurrency else {}
+        settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
+        sandbox = {k: v for k, v in settings.items() if k not in SESSION_ONLY}
+        claim = {k: v for k, v in settings.items() if k in SESSION_ONLY}
+        # A typo is refused before any lookup.
+        sandbox_flags = to_flags(sandbox, SESSION, "Session()")
+        self._prepare(llm, rlm, tools, rlm_concurrency)
         try:
-            self._start(list(contexts), llm, rlm, runtime, memory, cpus, timeout, binary, env or {}, settings)
+            flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, claim, "Session()")
+            argv = [binary or find_binary(), "session", *sandbox_flags, *flags]
+            process = SessionProcess(argv, environment(env or {}), self._router, self._router.ready)
+            self._attach(process, None, temporary)
+            self._await_ready()
         except BaseException:
             self.close()
             raise
 
-    def _start(
+    @classmethod
+    def _claim(
+        cls,
+        process: SessionProcess,
+        *,
+        contexts: Iterable[ContextValue] = (),
+        llm: Optional[QueryFn] = None,
+        rlm: Optional[QueryFn] = None,
+        tools: Optional[Mapping[str, Callable[..., Any]]] = None,
+        rlm_concurrency: Optional[int] = None,
+        settings: Mapping[str, Any],
+    ) -> "Session":
+        """A Session of a standby process (`session --standby` that said
+        `standby`): writes its `begin` and returns without waiting, so the
+        caller may write its first requests behind it; `ready` (or any
+        request) waits for the claim. Only rlm_sandbox.pool calls this."""
+        self = cls.__new__(cls)
+        self._prepare(llm, rlm, tools, rlm_concurrency)
+        try:
+            flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, settings, "Pool.session()")
+            # Before `begin` is written: its `ready` makes the answerer.
+            self._router.send = process.send
+            process.set_handlers(self._router, self._router.ready)
+            # The standby line has what a claim's `ready` leaves out (the
+            # runtime); the claim's own fields win.
+            standby = process.first.result(timeout=0)
+            self._standby = {k: v for k, v in standby.items() if k not in ("event", "id")}
+            # The temporary files stay until the session ends (it removes
+            # their directory): a claim's echo index reads them on its own
+            # thread after `ready`, which comes within a millisecond.
+            self._attach(process, process.submit("begin", args=flags), [])
+        except BaseException:
+            self._process = self._process or process
+            self.close()
+            raise
+        return self
+
+    def _prepare(
         self,
-        contexts: List[ContextValue],
         llm: Optional[QueryFn],
         rlm: Optional[QueryFn],
-        runtime: Optional[str],
-        memory: Optional[str],
-        cpus: Optional[float],
-        timeout: Optional[float],
-        binary: Optional[str],
-        env: Mapping[str, str],
-        settings: Dict[str, Any],
+        tools: Optional[Mapping[str, Callable[..., Any]]],
+        rlm_concurrency: Optional[int],
     ) -> None:
-        settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
-        flags = to_flags(settings, SESSION, "Session()")  # a typo is refused before any lookup
-        # The session owns the client's temporary directory from the start
-        # (contexts added later are written there too): it removes it when
-        # it ends, even when this process was killed.
-        argv = [binary or find_binary(), "session", *flags, "--owned-context-dir", self._contexts.directory()]
-        for name, fn in self._tools.items():
-            argv += ["--tool", name + ":" + ",".join(tool_params(name, fn))]
-        if rlm is not None:
-            argv.append("--rlm-calls")
-        temporary: List[str] = []
-        for value in contexts:
-            path, _, temp = self._contexts.materialize(value)
-            argv += ["--context", path]
-            if temp:
-                temporary.append(path)
-        self._router = _CallRouter()
-        self._process = SessionProcess(argv, environment(env), self._router)
-        self._finalizer = weakref.finalize(self, _finalize, self._process, self._contexts, self._router)
+        self._contexts = ContextFiles()
+        self._process: Optional[SessionProcess] = None
+        self._ready: Optional[JSONDict] = None
+        self._standby: JSONDict = {}
+        self._tools: Mapping[str, Callable[..., Any]] = tools if tools is not None else {}
+        if rlm_concurrency is not None and (not isinstance(rlm_concurrency, int) or rlm_concurrency < 1):
+            raise ValueError(f"rlm_concurrency must be a positive int or None, not {rlm_concurrency!r}")
+        per_call = {"rlm_query": rlm_concurrency} if rlm_concurrency else {}
+        self._router = _CallRouter(llm, rlm, self._tools, per_call)
+
+    def _attach(
+        self, process: SessionProcess, begin: "Optional[Future[JSONDict]]", temporary: List[str]
+    ) -> None:
+        """Takes `process` (its `ready` is its first line, or the answer to
+        `begin`): the one path from a process to a Session."""
+        self._process = process
+        self._router.send = process.send
+        self._finalizer = weakref.finalize(self, _finalize, process, self._contexts, self._router)
+        self._pending_ready = begin if begin is not None else process.first
+        self._temporary = temporary
+
+    def _await_ready(self) -> JSONDict:
+        """The `ready` event, waiting for it the first time; a session that
+        could not start (or a refused claim) is SandboxUnavailable."""
+        if self._ready is not None:
+            return self._ready
+        process = self._live()
         try:
-            first = self._process.first_line(timeout=START_TIMEOUT)
+            first = self._pending_ready.result(timeout=START_TIMEOUT)
         except SessionDead as e:
             raise SandboxUnavailable(
                 "rlm-sandbox session could not start; its stderr says why", kind=e.kind, stderr=e.stderr
             ) from None
         except TimeoutError:
             raise SandboxUnavailable(
-                f"rlm-sandbox session was not ready after {START_TIMEOUT:.0f} s", stderr=self._process.stderr_tail()
+                f"rlm-sandbox session was not ready after {START_TIMEOUT:.0f} s", stderr=process.stderr_tail()
             ) from None
-        if first.get("event") == "error":
+        if first.get("event") != "ready":
             error = first.get("error") or {}
+            process.mark_dead("it did not start")
             raise SandboxUnavailable(
                 f"the sandbox could not start ({error.get('kind')}): {error.get('message')}",
                 kind=error.get("kind"),
-                stderr=self._process.stderr_tail(),
+                stderr=process.stderr_tail(),
             )
-        self.ready: JSONDict = first
-        for path in temporary:
+        self._ready = first = {**self._standby, **first}
+        for path in self._temporary:
             self._contexts.release(path)
         runtime_info = first.get("runtime") or {}
         if runtime_info.get("fallback"):
@@ -147,10 +243,12 @@ class Session:
                 RuntimeFallbackWarning,
                 stacklevel=3,
             )
-        limits = first.get("limits") or {}
-        self._router.answerer = CallAnswerer(
-            self._process.send, int(limits.get("max_in_flight") or 8), llm, rlm, self._tools, self._per_call
-        )
+        return first
+
+    @property
+    def ready(self) -> JSONDict:
+        """The session's `ready` event (limits, runtime, contexts, ...)."""
+        return self._await_ready()
 
     @property
     def runtime(self) -> str:
@@ -168,8 +266,14 @@ class Session:
         return self._process
 
     def _call(self, op: str, **fields: Any) -> JSONDict:
+        return self._response(op, self._live().submit(op, **fields))
+
+    def _response(self, op: str, future: "Future[JSONDict]") -> JSONDict:
+        """A request's response; a claim's `ready` is waited for first (the
+        request was written behind its `begin`)."""
+        self._await_ready()
         process = self._live()
-        response = process.request(op, **fields)
+        response = process.wait(future)
         if response.get("ok") is True:
             return response
         error = response.get("error") or {}
@@ -204,7 +308,19 @@ class Session:
             fields["namespace"] = namespace
         if timeout is not None:
             fields["timeout"] = timeout
-        cell_json = self._call("exec", **fields).get("cell")
+        return self._cell(self._response("exec", self.submit_exec(fields)))
+
+    def submit_exec(self, fields: JSONDict) -> "Future[JSONDict]":
+        """Writes an `exec` request (its fields as `exec` builds them)
+        without waiting; `finish_exec` reads its Cell. For a caller that
+        writes several requests before it waits (rlm_sandbox.dspy)."""
+        return self._live().submit("exec", **fields)
+
+    def finish_exec(self, future: "Future[JSONDict]") -> Cell:
+        return self._cell(self._response("exec", future))
+
+    def _cell(self, response: JSONDict) -> Cell:
+        cell_json = response.get("cell")
         if not isinstance(cell_json, dict):
             raise ProtocolError("an exec response without a cell")
         cell = Cell.from_json(cell_json)
@@ -256,7 +372,7 @@ class Session:
     def close(self) -> None:
         """Ends the session: the sandbox and everything it created are
         removed, and so are this client's temporary context files."""
-        process, self._process = self._process, None
+        process, self._process = getattr(self, "_process", None), None
         router = getattr(self, "_router", None)
         answerer = router.answerer if router is not None else None
         if process is not None:
@@ -266,7 +382,9 @@ class Session:
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer.detach()
-        self._contexts.close()
+        contexts = getattr(self, "_contexts", None)
+        if contexts is not None:
+            contexts.close()
 
     def __enter__(self) -> "Session":
         return self

@@ -23,16 +23,21 @@ from scripted_llm import ScriptedLLM, user_text
 def examples() -> List[str]:
     text = (CHECKOUT / "README.md").read_text()
     section = text.split("### From Python", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    found = re.findall(r"```python\n(.*?)```", section.split(POOL_HEADING, 1)[0], re.S)
+    return found + re.findall(r"```python\n(.*?)```", section.split(POOL_HEADING, 1)[1], re.S)
+
+
+POOL_HEADING = "### Keep a pool for DSPy and rlms"
 
 
 def test_the_section_has_an_example_for_each_integration() -> None:
     found = examples()
-    assert len(found) == 4, found
+    assert len(found) == 5, found
     assert "rlm_sandbox.Session(" in found[0]
     assert "rlm_sandbox.rlms.install()" in found[1]
     assert "rlm_sandbox.dspy" in found[2] and "dspy.RLM(" in found[2]
     assert "rlm_sandbox.dspy" in found[3] and "dspy.Flex(" in found[3]
+    assert "rlm_sandbox.Pool(" in found[4] and "factory(pool=pool)" in found[4] and '{"pool": pool}' in found[4]
 
 
 def _model(messages: List[Dict[str, Any]]) -> str:
@@ -62,6 +67,7 @@ EXPECTED = {
     1: ["heron"],
     2: ["heron"],
     3: ["heron True"],
+    4: ["heron\nheron\n42\n42\n"],
 }
 
 

@@ -1,0 +1,414 @@
+"""`Pool`: sandboxes started before the work is known, each handed out once.
+
+A cold session pays the sandbox's start (~85 ms runc, ~300 ms runsc) on
+every task; a standby (`rlm-sandbox session --standby`, docs/PROTOCOL.md
+"Standby") pays it in advance and then waits for one `begin` carrying the
+claim's flags. The pool keeps `size` standbys started in this process and
+turns one into a `Session` per claim:
+
+- By value: a standby is removed from the pool when claimed and becomes
+  that Session's own process; closing the Session ends its sandbox, as
+  for any Session. A sandbox that has seen a claim is never offered again.
+- Each claim wakes the refill thread, which starts a replacement off the
+  claim's path (claims never wait for a start; with none ready a claim
+  starts a cold session at once). After `idle_timeout` seconds without a
+  claim the pool ends its standbys, and refills at the next claim.
+- Everything that shapes the sandbox (runtime, limits, egress settings)
+  is the pool's and fixed at standby; a claim asking for a different one
+  gets a cold Session with it (correct, just not pooled). The per-claim
+  settings (contexts, tools, call limits) travel in `begin`.
+- Nothing outlives the owner: `close()` (or the `with` block's end, or
+  garbage collection through weakref.finalize, or interpreter exit) ends
+  every standby and waits for its removal; a SIGKILLed owner closes the
+  standbys' stdin by dying, and a standby removes its sandbox at end of
+  input (the run's watchdog covers a killed standby process).
+- Each sandbox boots on its own (no checkpoint is cloned), so no RNG
+  state or hash seed is shared between claims.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set
+
+from .binary import find_binary
+from .calls import QueryFn
+from .contexts import ContextValue
+from .errors import ProtocolError, SandboxUnavailable
+from .options import COMMON, SESSION_ONLY, environment, to_flags
+from .process import JSONDict, SessionProcess
+from .results import Result
+from .session import Session
+
+SIZE_VAR = "RLM_POOL_SIZE"
+IDLE_VAR = "RLM_POOL_IDLE_TIMEOUT"
+DEFAULT_SIZE = 2
+DEFAULT_IDLE_TIMEOUT = 300.0
+# How long `close` lets one standby take to remove its sandbox before a
+# SIGTERM (then SIGKILL): end of input normally takes ~0.1 s.
+CLOSE_GRACE = 10.0
+_NOT_SHARED = (
+    "a Pool holds sandbox processes started by this process and cannot be pickled or sent to another "
+    "process; make a Pool in each process (e.g. in a worker initializer)"
+)
+
+
+def _setting_from_env(name: str, value: Optional[float], default: float, minimum: float) -> float:
+    """`value`, else the RLM_* variable `name`, else `default`; the error
+    names the bad value and the accepted form."""
+    source = f"{name}={os.environ.get(name)!r}" if value is None and os.environ.get(name) else None
+    if value is None:
+        raw = os.environ.get(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{source} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ValueError(f"{source or repr(value)}: expected a number >= {minimum}")
+    return float(value)
+
+
+def _ignore_call(event: JSONDict) -> None:
+    """A standby makes no calls: one arriving before its claim is a bug."""
+    raise ProtocolError(f"a standby sent a call before its claim: {event!r:.200}")
+
+
+class _Keeper:
+    """The pool's standbys and its refill thread. Holds no Pool, so a Pool
+    that is dropped is collected (its finalizer closes this)."""
+
+    def __init__(self, argv: List[str], env: Dict[str, str], size: int, idle_timeout: float) -> None:
+        self.argv, self.env, self.size, self.idle_timeout = argv, env, size, idle_timeout
+        self.cond = threading.Condition()
+        self.ready: Deque[SessionProcess] = collections.deque()
+        self.starting: Set[SessionProcess] = set()
+        self.closed = False
+        self.target = size
+        self.last_claim = time.monotonic()
+        self.failed: Optional[str] = None
+        self.started = 0
+        # Sessions the pool used itself (`run`), being closed off the path.
+        self.retiring: List[threading.Thread] = []
+        # Starts overlap (a runsc start is mostly waiting), but not beyond
+        # what the cores can keep busy.
+        self.parallel = max(1, min(size, 2 * (os.cpu_count() or 1)))
+        self.thread = threading.Thread(target=self._refill, name="rlm-sandbox-pool", daemon=True)
+        self.thread.start()
+
+    # -- the refill thread ---------------------------------------------------
+
+    def _refill(self) -> None:
+        while True:
+            drop: List[SessionProcess] = []
+            with self.cond:
+                while not self.closed:
+                    now = time.monotonic()
+                    idle_end = self.last_claim + self.idle_timeout
+                    if self.target and now >= idle_end:
+                        # Idle: end the standbys; the next claim refills.
+                        self.target = 0
+                        drop += list(self.ready)
+                        self.ready.clear()
+                        self.cond.notify_all()
+                        break
+                    wanted = self.target - len(self.ready) - len(self.starting)
+                    if wanted > 0 and len(self.starting) < self.parallel and self.failed is None:
+                        break
+                    self.cond.wait(idle_end - now if self.target else None)
+                if self.closed:
+                    return
+            if drop:
+                _end_all(drop)
+                continue
+            self._start_one()
+
+    def _start_one(self) -> None:
+        try:
+            process = SessionProcess(self.argv, self.env, _ignore_call)
+        except OSError as e:
+            with self.cond:
+                self.failed = f"the standby could not be started: {e}"
+                self.cond.notify_all()
+            return
+        with self.cond:
+            closed = self.closed
+            if not closed:
+                self.starting.add(process)
+        if closed:
+            process.terminate(CLOSE_GRACE)
+            return
+        process.first.add_done_callback(lambda future: self._started(process, future))
+
+    def _started(self, process: SessionProcess, future: "Future[JSONDict]") -> None:
+        """On the standby's reader thread: its first line arrived (or it
+        died). Never waits: a process to end only has its input closed."""
+        error = future.exception()
+        first = future.result() if error is None else None
+        with self.cond:
+            self.starting.discard(process)
+            keep = not self.closed and first is not None and first.get("event") == "standby"
+            if keep:
+                self.ready.append(process)
+                self.started += 1
+            elif not self.closed:
+                why = (first or {}).get("error") if first is not None else None
+                self.failed = f"a standby did not start: {why or error}\n{process.stderr_tail()}".rstrip()
+            self.cond.notify_all()
+        if not keep:
+            process.end_input()
+
+    # -- claims --------------------------------------------------------------
+
+    def take(self) -> Optional[SessionProcess]:
+        """A live standby, removed from the pool (None if none is ready);
+        wakes the refill thread either way."""
+        with self.cond:
+            if self.closed:
+                raise ValueError("the Pool is closed")
+            self.last_claim = time.monotonic()
+            self.target = self.size
+            self.failed = None  # a claim retries a start that failed
+            found = None
+            while self.ready:
+                process = self.ready.popleft()
+                if process.dead is None and process.alive():
+                    found = process
+                    break
+                process.end_input()
+            self.cond.notify_all()
+            return found
+
+    def wait_full(self, timeout: Optional[float]) -> bool:
+        with self.cond:
+            full = self.cond.wait_for(
+                lambda: self.closed or self.failed is not None or len(self.ready) >= self.target, timeout
+            )
+            if self.failed is not None:
+                raise SandboxUnavailable(self.failed)
+            return bool(full) and not self.closed
+
+    def retire(self, session: Session) -> None:
+        """Closes a session the pool used (a `run`'s) on a thread of its
+        own: its sandbox's removal is off the caller's path; `close`
+        waits for it."""
+        thread = threading.Thread(target=session.close, name="rlm-sandbox-retire", daemon=True)
+        with self.cond:
+            self.retiring = [t for t in self.retiring if t.is_alive()]
+            self.retiring.append(thread)
+        thread.start()
+
+    def close(self) -> None:
+        """Ends every standby held (ready or starting) and waits for each
+        to remove its sandbox. Idempotent; safe from a finalizer."""
+        with self.cond:
+            self.closed = True
+            held = list(self.ready) + list(self.starting)
+            self.ready.clear()
+            self.starting.clear()
+            retiring, self.retiring = self.retiring, []
+            self.cond.notify_all()
+        _end_all(held)
+        for thread in retiring:
+            thread.join()
+        if self.thread is not threading.current_thread():
+            self.thread.join()
+
+
+def _end_all(processes: Iterable[SessionProcess]) -> None:
+    """End of input to all at once (each removes its sandbox in parallel),
+    then wait for each."""
+    processes = list(processes)
+    for process in processes:
+        process.end_input()
+    for process in processes:
+        process.terminate(CLOSE_GRACE)
+
+
+class Pool:
+    """Sandboxes started in advance, one per claim (see the module
+    docstring). `size` standbys are kept (RLM_POOL_SIZE, else 2);
+    `idle_timeout` seconds without a claim empty the pool until the next
+    (RLM_POOL_IDLE_TIMEOUT, else 300). The other keyword arguments shape
+    the sandbox, as `Session`'s do (`runtime`, `memory`, `cpus`,
+    `timeout`, `network`, the egress filter's settings, ...); `binary`
+    and `env` are the binary and its extra environment.
+
+    A Pool belongs to the process that made it: it cannot be pickled
+    (nor sent to another process; a forked child must make its own); a
+    copy within the process is the pool itself."""
+
+    def __init__(
+        self,
+        size: Optional[int] = None,
+        *,
+        idle_timeout: Optional[float] = None,
+        binary: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        runtime: Optional[str] = None,
+        memory: Optional[str] = None,
+        cpus: Optional[float] = None,
+        timeout: Optional[float] = None,
+        **sandbox_settings: Any,
+    ) -> None:
+        self._keeper: Optional[_Keeper] = None
+        sandbox_settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
+        per_claim = sorted(set(sandbox_settings) & SESSION_ONLY)
+        if per_claim:
+            raise TypeError(
+                f"Pool() takes the settings that shape the sandbox; {', '.join(per_claim)} "
+                "belong to each claim: pass them to pool.session()"
+            )
+        flags = to_flags(sandbox_settings, COMMON, "Pool()")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+            raise ValueError(f"Pool(size={size!r}): expected an int >= 1")
+        count = int(_setting_from_env(SIZE_VAR, size, DEFAULT_SIZE, 1))
+        idle = _setting_from_env(IDLE_VAR, idle_timeout, DEFAULT_IDLE_TIMEOUT, 0.001)
+        self._settings = {k: v for k, v in sandbox_settings.items() if v is not None}
+        self._binary = binary or find_binary()
+        self._env: Dict[str, str] = dict(env or {})
+        argv = [self._binary, "session", "--standby", *flags]
+        self._keeper = _Keeper(argv, environment(self._env), count, idle)
+        self._finalizer = weakref.finalize(self, self._keeper.close)
+
+    @property
+    def size(self) -> int:
+        """How many standbys the pool keeps."""
+        return self._live().size
+
+    @property
+    def ready_count(self) -> int:
+        """How many standbys are ready for a claim now."""
+        keeper = self._live()
+        with keeper.cond:
+            return len(keeper.ready)
+
+    @property
+    def started(self) -> int:
+        """How many standbys the pool has started so far."""
+        return self._live().started
+
+    def wait_full(self, timeout: Optional[float] = None) -> bool:
+        """Waits until `size` standbys are ready (an event, not a poll):
+        True then, False on timeout or close; SandboxUnavailable (with
+        the standby's stderr) when a start failed."""
+        return self._live().wait_full(timeout)
+
+    def _live(self) -> _Keeper:
+        if self._keeper is None or self._keeper.closed:
+            raise ValueError("the Pool is closed")
+        return self._keeper
+
+    def session(
+        self,
+        *,
+        contexts: Iterable[ContextValue] = (),
+        llm: Optional[QueryFn] = None,
+        rlm: Optional[QueryFn] = None,
+        tools: Optional[Mapping[str, Callable[..., Any]]] = None,
+        rlm_concurrency: Optional[int] = None,
+        **settings: Any,
+    ) -> Session:
+        """A Session on a sandbox of the pool (as `Session(...)` with the
+        pool's settings). The per-claim settings (`max_llm_calls`,
+        `context_load_bytes`, ...) go to the claim; a setting that shapes
+        the sandbox and differs from the pool's gets a cold Session."""
+        session = self._session(contexts, llm, rlm, tools, rlm_concurrency, settings)
+        try:
+            session.ready  # the claim's answer: errors surface here, as Session() raises them
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def _session(
+        self,
+        contexts: Iterable[ContextValue],
+        llm: Optional[QueryFn],
+        rlm: Optional[QueryFn],
+        tools: Optional[Mapping[str, Callable[..., Any]]],
+        rlm_concurrency: Optional[int],
+        settings: Dict[str, Any],
+    ) -> Session:
+        """A claim that does not wait for its `ready` (the caller may write
+        its first requests behind the `begin`: rlm_sandbox.dspy does)."""
+        keeper = self._live()
+        unknown = sorted(set(settings) - COMMON - SESSION_ONLY)
+        if unknown:
+            raise TypeError(
+                f"pool.session() got unknown setting(s) {', '.join(map(repr, unknown))}; "
+                f"accepted: {', '.join(sorted(COMMON | SESSION_ONLY))}"
+            )
+        claim = {k: v for k, v in settings.items() if k in SESSION_ONLY}
+        shaping = {k: v for k, v in settings.items() if k in COMMON and v is not None}
+        differs = {k: v for k, v in shaping.items() if self._settings.get(k) != v}
+        process = None if differs else keeper.take()
+        if process is None:
+            # Cold: another shape (not pooled), or no standby ready yet.
+            return Session(
+                contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
+                binary=self._binary, env=self._env, **{**self._settings, **differs, **claim},
+            )
+        return Session._claim(
+            process, contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
+            settings=claim,
+        )
+
+    def run(self, code: str, **settings: Any) -> Result:
+        """Runs `code` once in a sandbox of the pool: the result contract of
+        `rlm_sandbox.run` (`rlm-sandbox run --json`), the same egress
+        filter. The code runs as `run` runs it (the session's `exec` with
+        `"namespace": "script"`: a fresh `__main__` at /rlm/main.py,
+        SystemExit as the exit code, non-daemon threads joined and atexit
+        run at its end; docs/PROTOCOL.md "One-shot runs from a session").
+        Differences: `usage` is the sandbox's so far (the agent's memory
+        and CPU time included), and the sandbox is removed after the
+        result is returned, off the caller's path. Settings that shape the
+        sandbox and differ from the pool's run it on a cold session."""
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        keeper = self._live()
+        session = self._session((), None, None, None, None, settings)
+        try:
+            response = session._call("exec", code=code, namespace="script")
+        except BaseException:
+            session.close()
+            raise
+        keeper.retire(session)
+        result = response.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError("a script's exec response without a result", stderr="")
+        return Result.from_json(result)
+
+    def close(self) -> None:
+        """Ends every standby the pool holds and waits for their removal
+        (claimed Sessions are their owners'). Idempotent."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(_NOT_SHARED)
+
+    # Within the process a copy is the pool itself (a shared resource, as
+    # a thread pool is): dspy deep-copies modules, and with them the
+    # interpreter factory that holds the pool.
+    def __copy__(self) -> "Pool":
+        return self
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Pool":
+        return self

@@ -246,7 +246,7 @@ fn the_runner_runs_the_plan_and_deletes_the_claim() {
     assert_eq!(log(dir.path()), ["create", "wait", "get", "get", "delete"]);
     let logged = std::fs::read_to_string(dir.path().join("log")).expect("log");
     assert!(
-        logged.contains(&format!("sandboxes.agents.x-k8s.io/sb-1")),
+        logged.contains("sandboxes.agents.x-k8s.io/sb-1"),
         "{logged}"
     );
 }

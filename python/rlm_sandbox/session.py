@@ -22,6 +22,9 @@ JSONDict = Dict[str, Any]
 # Starting a sandbox takes about a second; a cold rootfs build is done
 # by scripts/setup, not here, so a minute is generous.
 START_TIMEOUT = 120.0
+# A claimed pod adds `kubectl wait` for the claim (the binary's
+# --claim-timeout, 300 s by default) before the agent starts.
+CLAIM_START_TIMEOUT = START_TIMEOUT + 300.0
 
 
 class RuntimeFallbackWarning(UserWarning):
@@ -94,6 +97,45 @@ def claim_flags(
     return flags + ["--owned-context-dir", files.directory()], temporary
 
 
+def remote_agent_flags(
+    agent_command: Optional[str],
+    k8s_pool: Optional[str],
+    namespace: Optional[str],
+    kubectl: Optional[str],
+    has_contexts: bool,
+) -> List[str]:
+    """The flags of an agent elsewhere (`--agent-command`, `--k8s-claim`),
+    refusing what the binary would refuse only after a process start (or,
+    for a claim, after a pod was claimed)."""
+    if agent_command is not None and k8s_pool is not None:
+        raise ValueError(
+            "Session(): give agent_command (a command reaching an agent) or k8s_pool "
+            "(a warm pool to claim a pod from), not both"
+        )
+    if k8s_pool is None and (namespace is not None or kubectl is not None):
+        raise ValueError("Session(): namespace and kubectl go with k8s_pool='POOL' (the warm pool to claim from)")
+    remote = agent_command is not None or k8s_pool is not None
+    if remote and has_contexts:
+        raise ValueError(
+            "Session(): contexts cannot reach an agent in a pod or another container (they are "
+            "bind-mounted into a local sandbox); load the data with a cell or a tool instead"
+        )
+    if agent_command is not None:
+        if not isinstance(agent_command, str) or not agent_command.strip():
+            raise ValueError(
+                f"Session(): agent_command must be a non-empty shell command, not {agent_command!r}"
+            )
+        return ["--agent-command", agent_command]
+    if k8s_pool is None:
+        return []
+    flags = ["--k8s-claim", k8s_pool]
+    if namespace is not None:
+        flags += ["--namespace", namespace]
+    if kubectl is not None:
+        flags += ["--kubectl", kubectl]
+    return flags
+
+
 class Session:
     """A stateful sandboxed Python REPL.
 
@@ -110,6 +152,15 @@ class Session:
     `memory="512m"`, `max_llm_calls=100`, ...); None keeps the binary's
     default or its RLM_* variable. `rlm_sandbox.Pool.session` makes one
     from a sandbox started in advance.
+
+    The sandbox may be elsewhere (docs/KUBERNETES.md): `agent_command`
+    is a shell command whose stdin and stdout reach the agent (`kubectl
+    exec -i ...`, `podman exec -i ...`); `k8s_pool` claims a pod from that
+    agent-sandbox warm pool (in `namespace`, with the `kubectl` binary),
+    runs the agent there and deletes the claim when the session ends. The
+    host side (egress filter, call answers, limits) stays here. Context
+    files cannot reach such an agent (they are bind-mounted locally):
+    they are refused before anything starts.
     """
 
     def __init__(
@@ -126,17 +177,25 @@ class Session:
         timeout: Optional[float] = None,
         binary: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        agent_command: Optional[str] = None,
+        k8s_pool: Optional[str] = None,
+        namespace: Optional[str] = None,
+        kubectl: Optional[str] = None,
         **settings: Any,
     ) -> None:
+        contexts = list(contexts)
+        remote_flags = remote_agent_flags(agent_command, k8s_pool, namespace, kubectl, bool(contexts))
         settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
         sandbox = {k: v for k, v in settings.items() if k not in SESSION_ONLY}
         claim = {k: v for k, v in settings.items() if k in SESSION_ONLY}
         # A typo is refused before any lookup.
         sandbox_flags = to_flags(sandbox, SESSION, "Session()")
         self._prepare(llm, rlm, tools, rlm_concurrency)
+        if k8s_pool is not None:
+            self._start_timeout = CLAIM_START_TIMEOUT
         try:
-            flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, claim, "Session()")
-            argv = [binary or find_binary(), "session", *sandbox_flags, *flags]
+            flags, temporary = claim_flags(contexts, self._contexts, rlm, self._tools, claim, "Session()")
+            argv = [binary or find_binary(), "session", *remote_flags, *sandbox_flags, *flags]
             process = SessionProcess(argv, environment(env or {}), self._router, self._router.ready)
             self._attach(process, None, temporary)
             self._await_ready()
@@ -189,6 +248,7 @@ class Session:
         rlm_concurrency: Optional[int],
     ) -> None:
         self._contexts = ContextFiles()
+        self._start_timeout = START_TIMEOUT
         self._process: Optional[SessionProcess] = None
         self._ready: Optional[JSONDict] = None
         self._standby: JSONDict = {}
@@ -216,14 +276,14 @@ class Session:
             return self._ready
         process = self._live()
         try:
-            first = self._pending_ready.result(timeout=START_TIMEOUT)
+            first = self._pending_ready.result(timeout=self._start_timeout)
         except SessionDead as e:
             raise SandboxUnavailable(
                 "rlm-sandbox session could not start; its stderr says why", kind=e.kind, stderr=e.stderr
             ) from None
         except TimeoutError:
             raise SandboxUnavailable(
-                f"rlm-sandbox session was not ready after {START_TIMEOUT:.0f} s", stderr=process.stderr_tail()
+                f"rlm-sandbox session was not ready after {self._start_timeout:.0f} s", stderr=process.stderr_tail()
             ) from None
         if first.get("event") != "ready":
             error = first.get("error") or {}

@@ -9,6 +9,7 @@ mod egress;
 mod filter;
 mod gc;
 mod k8s;
+mod k8s_claim;
 mod rootfs;
 mod rootfs_image;
 mod run;

@@ -15,6 +15,7 @@ use rlm_sandbox::supervise::Sandbox;
 
 use super::claim::{longs, parse_begin, ClaimArgs, OwnedDir};
 use super::egress::EgressArgs;
+use super::k8s_claim::K8sClaimArgs;
 use super::SandboxArgs;
 
 #[derive(Debug, Args)]
@@ -36,6 +37,8 @@ pub struct SessionArgs {
     #[arg(long, value_name = "CMD", conflicts_with = "standby")]
     agent_command: Option<String>,
     #[command(flatten)]
+    k8s: K8sClaimArgs,
+    #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]
     egress: EgressArgs,
@@ -46,6 +49,15 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
         return run_standby(args, matches);
     }
     let _owned = OwnedDir(args.claim.owned_context_dir.clone());
+    if args.k8s.k8s_claim.is_some() && !args.claim.contexts.context.is_empty() {
+        bail!(
+            "--context: context files cannot reach a claimed pod (they are bind-mounted \
+             into a local sandbox); load the data with a cell or a tool instead"
+        );
+    }
+    if args.k8s.dry_run {
+        return args.k8s.print_plan();
+    }
     let config = args.sandbox.config()?;
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
@@ -56,7 +68,19 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
     let egress = args
         .egress
         .to_pending_without_contexts(&args.claim.contexts.context)?;
-    let sandbox = match &args.agent_command {
+    // Deleted when dropped: after the session ends, however it ends.
+    let mut claimed = None;
+    let agent_command = match (&args.agent_command, args.k8s.k8s_claim.is_some()) {
+        (Some(command), _) => Some(command.clone()),
+        (None, true) => {
+            let made = args.k8s.claim(&cancel)?;
+            let command = made.agent_command.clone();
+            claimed = Some(made);
+            Some(command)
+        }
+        (None, false) => None,
+    };
+    let sandbox = match &agent_command {
         Some(command) => {
             let command = AgentCommand::new(command).map_err(anyhow::Error::msg)?;
             Sandbox::remote(config, egress, command)?
@@ -69,14 +93,16 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
     }
     // Read by the session's thread when a poll finds it readable.
     let input = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned()?;
-    Ok(serve(
+    let code = serve(
         sandbox,
         options,
         backend,
         input,
         Output::new(std::io::stdout()),
         cancel,
-    ))
+    );
+    drop(claimed);
+    Ok(code)
 }
 
 /// `session --standby`: the claim's flags come with `begin`; on the

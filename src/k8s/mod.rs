@@ -9,9 +9,13 @@
 //! - [`seccomp_profile`]: the local allowlist as a node's `Localhost` file.
 //! - [`check`]: the policy, applied to any set of manifests.
 //! - [`yaml`]: the block-YAML writer and the strict YAML reader.
+//! - [`claim`], [`claim_run`]: `session --k8s-claim`, a SandboxClaim on a
+//!   warm pool, as data and as kubectl commands run.
 //! - [`quantity`]: Kubernetes resource quantities, written and compared.
 
 pub mod check;
+pub mod claim;
+pub mod claim_run;
 pub mod image;
 pub mod network;
 pub mod quantity;

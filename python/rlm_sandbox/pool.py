@@ -41,6 +41,7 @@ from .calls import QueryFn
 from .contexts import ContextValue
 from .errors import ProtocolError, SandboxUnavailable
 from .options import COMMON, SESSION_ONLY, environment, to_flags
+from .prelude import PreludeFile
 from .process import JSONDict, SessionProcess
 from .results import Result
 from .session import Session
@@ -84,8 +85,11 @@ class _Keeper:
     """The pool's standbys and its refill thread. Holds no Pool, so a Pool
     that is dropped is collected (its finalizer closes this)."""
 
-    def __init__(self, argv: List[str], env: Dict[str, str], size: int, idle_timeout: float) -> None:
+    def __init__(
+        self, argv: List[str], env: Dict[str, str], size: int, idle_timeout: float, prelude: Optional[PreludeFile]
+    ) -> None:
         self.argv, self.env, self.size, self.idle_timeout = argv, env, size, idle_timeout
+        self.prelude = prelude
         self.cond = threading.Condition()
         self.ready: Deque[SessionProcess] = collections.deque()
         self.starting: Set[SessionProcess] = set()
@@ -131,7 +135,9 @@ class _Keeper:
 
     def _start_one(self) -> None:
         try:
-            process = SessionProcess(self.argv, self.env, _ignore_call)
+            process = SessionProcess(
+                self.argv, self.env, _ignore_call, pass_fds=self.prelude.pass_fds() if self.prelude else ()
+            )
         except OSError as e:
             with self.cond:
                 self.failed = f"the standby could not be started: {e}"
@@ -219,6 +225,8 @@ class _Keeper:
             thread.join()
         if self.thread is not threading.current_thread():
             self.thread.join()
+        if self.prelude is not None:
+            self.prelude.close()
 
 
 def _end_all(processes: Iterable[SessionProcess]) -> None:
@@ -238,7 +246,11 @@ class Pool:
     (RLM_POOL_IDLE_TIMEOUT, else 300). The other keyword arguments shape
     the sandbox, as `Session`'s do (`runtime`, `memory`, `cpus`,
     `timeout`, `network`, the egress filter's settings, ...); `binary`
-    and `env` are the binary and its extra environment.
+    and `env` are the binary and its extra environment. `prelude` is
+    Python source each sandbox runs in its session's globals before it
+    waits for a claim (imports, definitions: work every claim would do
+    first, done off the claim's path; each sandbox runs it on its own, so
+    nothing is shared between claims); a cold fallback runs it too.
 
     A Pool belongs to the process that made it: it cannot be pickled
     (nor sent to another process; a forked child must make its own); a
@@ -255,6 +267,7 @@ class Pool:
         memory: Optional[str] = None,
         cpus: Optional[float] = None,
         timeout: Optional[float] = None,
+        prelude: Optional[str] = None,
         **sandbox_settings: Any,
     ) -> None:
         self._keeper: Optional[_Keeper] = None
@@ -273,9 +286,16 @@ class Pool:
         self._settings = {k: v for k, v in sandbox_settings.items() if v is not None}
         self._binary = binary or find_binary()
         self._env: Dict[str, str] = dict(env or {})
-        argv = [self._binary, "session", "--standby", *flags]
-        self._keeper = _Keeper(argv, environment(self._env), count, idle)
+        self._prelude = prelude
+        prelude_file = PreludeFile(prelude) if prelude is not None else None
+        argv = [self._binary, "session", "--standby", *flags, *(prelude_file.flags() if prelude_file else [])]
+        self._keeper = _Keeper(argv, environment(self._env), count, idle, prelude_file)
         self._finalizer = weakref.finalize(self, self._keeper.close)
+
+    @property
+    def prelude(self) -> Optional[str]:
+        """The Python source every sandbox of the pool ran before its claim."""
+        return self._prelude
 
     @property
     def size(self) -> int:
@@ -353,7 +373,8 @@ class Pool:
             # Cold: another shape (not pooled), or no standby ready yet.
             return Session(
                 contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
-                binary=self._binary, env=self._env, **{**self._settings, **differs, **claim},
+                binary=self._binary, env=self._env, prelude=self._prelude,
+                **{**self._settings, **differs, **claim},
             )
         return Session._claim(
             process, contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,

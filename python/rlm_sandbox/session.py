@@ -15,6 +15,7 @@ from .calls import CallAnswerer, QueryFn, tool_params
 from .contexts import ContextFiles, ContextValue
 from .errors import ProtocolError, SandboxUnavailable, SessionDead
 from .options import SESSION, SESSION_ONLY, environment, to_flags
+from .prelude import PreludeFile
 from .process import SessionProcess
 from .results import Cell
 
@@ -108,7 +109,9 @@ class Session:
     `rlm_query_batched` answered at once (rlms's `max_concurrent_subcalls`). Other settings are the
     `rlm-sandbox session` flags with `_` for `-` (`runtime="runsc"`,
     `memory="512m"`, `max_llm_calls=100`, ...); None keeps the binary's
-    default or its RLM_* variable. `rlm_sandbox.Pool.session` makes one
+    default or its RLM_* variable. `prelude` is Python source the sandbox
+    runs in the session's globals before it is ready (`--prelude-file`).
+    `rlm_sandbox.Pool.session` makes one
     from a sandbox started in advance.
     """
 
@@ -126,6 +129,7 @@ class Session:
         timeout: Optional[float] = None,
         binary: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        prelude: Optional[str] = None,
         **settings: Any,
     ) -> None:
         settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
@@ -134,13 +138,23 @@ class Session:
         # A typo is refused before any lookup.
         sandbox_flags = to_flags(sandbox, SESSION, "Session()")
         self._prepare(llm, rlm, tools, rlm_concurrency)
+        prelude_file = PreludeFile(prelude) if prelude is not None else None
         try:
             flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, claim, "Session()")
+            if prelude_file is not None:
+                flags += prelude_file.flags()
             argv = [binary or find_binary(), "session", *sandbox_flags, *flags]
-            process = SessionProcess(argv, environment(env or {}), self._router, self._router.ready)
+            process = SessionProcess(
+                argv, environment(env or {}), self._router, self._router.ready,
+                pass_fds=prelude_file.pass_fds() if prelude_file is not None else (),
+            )
+            if prelude_file is not None:
+                prelude_file.close()  # the process has its own copy
             self._attach(process, None, temporary)
             self._await_ready()
         except BaseException:
+            if prelude_file is not None:
+                prelude_file.close()
             self.close()
             raise
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional
 
 from .binary import find_binary
 from .calls import QueryFn
-from .contexts import ContextValue
+from .contexts import ContextFiles, ContextValue
 from .errors import ProtocolError, SandboxUnavailable
 from .options import COMMON, SESSION_ONLY, environment, to_flags
 from .prelude import PreludeFile
@@ -92,6 +92,9 @@ class _Keeper:
         self.prelude = prelude
         self.cond = threading.Condition()
         self.ready: Deque[SessionProcess] = collections.deque()
+        # Each standby's context directory, made (off the claims' path) and
+        # owned by it from its start: it removes it at its end.
+        self.files: Dict[SessionProcess, ContextFiles] = {}
         self.starting: Set[SessionProcess] = set()
         self.closed = False
         self.target = size
@@ -120,6 +123,7 @@ class _Keeper:
                         self.target = 0
                         drop += list(self.ready)
                         self.ready.clear()
+                        self._forget(drop)
                         self.cond.notify_all()
                         break
                     wanted = self.target - len(self.ready) - len(self.starting)
@@ -134,11 +138,14 @@ class _Keeper:
             self._start_one()
 
     def _start_one(self) -> None:
+        files = ContextFiles()
         try:
+            argv = self.argv + ["--owned-context-dir", files.directory()]
             process = SessionProcess(
-                self.argv, self.env, _ignore_call, pass_fds=self.prelude.pass_fds() if self.prelude else ()
+                argv, self.env, _ignore_call, pass_fds=self.prelude.pass_fds() if self.prelude else ()
             )
         except OSError as e:
+            files.close()
             with self.cond:
                 self.failed = f"the standby could not be started: {e}"
                 self.cond.notify_all()
@@ -146,9 +153,11 @@ class _Keeper:
         with self.cond:
             closed = self.closed
             if not closed:
+                self.files[process] = files
                 self.starting.add(process)
         if closed:
             process.terminate(CLOSE_GRACE)
+            files.close()
             return
         process.first.add_done_callback(lambda future: self._started(process, future))
 
@@ -163,7 +172,9 @@ class _Keeper:
             if keep:
                 self.ready.append(process)
                 self.started += 1
-            elif not self.closed:
+            else:
+                self._forget([process])
+            if not keep and not self.closed:
                 why = (first or {}).get("error") if first is not None else None
                 self.failed = f"a standby did not start: {why or error}\n{process.stderr_tail()}".rstrip()
             self.cond.notify_all()
@@ -171,6 +182,19 @@ class _Keeper:
             process.end_input()
 
     # -- claims --------------------------------------------------------------
+
+    def _forget(self, processes: Iterable[SessionProcess]) -> None:
+        """Standbys leaving unclaimed: each removes its own directory at
+        its end; this removes it too (the same empty directory)."""
+        for process in processes:
+            files = self.files.pop(process, None)
+            if files is not None:
+                files.close()
+
+    def take_files(self, process: SessionProcess) -> ContextFiles:
+        """The context directory a standby owns (its claim's Session's)."""
+        with self.cond:
+            return self.files.pop(process, None) or ContextFiles()
 
     def take(self) -> Optional[SessionProcess]:
         """A live standby, removed from the pool (None if none is ready);
@@ -187,6 +211,7 @@ class _Keeper:
                 if process.dead is None and process.alive():
                     found = process
                     break
+                self._forget([process])
                 process.end_input()
             self.cond.notify_all()
             return found
@@ -218,6 +243,7 @@ class _Keeper:
             held = list(self.ready) + list(self.starting)
             self.ready.clear()
             self.starting.clear()
+            self._forget(held)
             retiring, self.retiring = self.retiring, []
             self.cond.notify_all()
         _end_all(held)
@@ -378,7 +404,7 @@ class Pool:
             )
         return Session._claim(
             process, contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
-            settings=claim,
+            settings=claim, files=keeper.take_files(process),
         )
 
     def run(self, code: str, **settings: Any) -> Result:

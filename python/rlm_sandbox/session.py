@@ -74,6 +74,7 @@ def claim_flags(
     tools: Mapping[str, Callable[..., Any]],
     settings: Mapping[str, Any],
     what: str,
+    owned: bool = True,
 ) -> Tuple[List[str], List[str]]:
     """The per-claim flags (a cold session's command line, or a standby's
     `begin` args: one definition for both) and the temporary context
@@ -92,7 +93,8 @@ def claim_flags(
     # The session owns the client's temporary directory from the start
     # (contexts added later are written there too): it removes it when
     # it ends, even when this process was killed.
-    return flags + ["--owned-context-dir", files.directory()], temporary
+    # (A pool's standby was given it at its start: `owned` is False then.)
+    return flags + (["--owned-context-dir", files.directory()] if owned else []), temporary
 
 
 class Session:
@@ -169,15 +171,22 @@ class Session:
         tools: Optional[Mapping[str, Callable[..., Any]]] = None,
         rlm_concurrency: Optional[int] = None,
         settings: Mapping[str, Any],
+        files: Optional[ContextFiles] = None,
     ) -> "Session":
         """A Session of a standby process (`session --standby` that said
         `standby`): writes its `begin` and returns without waiting, so the
         caller may write its first requests behind it; `ready` (or any
-        request) waits for the claim. Only rlm_sandbox.pool calls this."""
+        request) waits for the claim. `files`: the context directory the
+        standby was started owning (`--owned-context-dir`). Only
+        rlm_sandbox.pool calls this."""
         self = cls.__new__(cls)
         self._prepare(llm, rlm, tools, rlm_concurrency)
+        if files is not None:
+            self._contexts = files  # the standby owns its directory already
         try:
-            flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, settings, "Pool.session()")
+            flags, temporary = claim_flags(
+                list(contexts), self._contexts, rlm, self._tools, settings, "Pool.session()", owned=files is None
+            )
             # Before `begin` is written: its `ready` makes the answerer.
             self._router.send = process.send
             process.set_handlers(self._router, self._router.ready)

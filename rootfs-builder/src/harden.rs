@@ -44,7 +44,10 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
         include_str!("../python/_rlm_agent/namespace.py"),
     ),
     ("output.py", include_str!("../python/_rlm_agent/output.py")),
-    ("prelude.py", include_str!("../python/_rlm_agent/prelude.py")),
+    (
+        "prelude.py",
+        include_str!("../python/_rlm_agent/prelude.py"),
+    ),
     (
         "scaffold.py",
         include_str!("../python/_rlm_agent/scaffold.py"),

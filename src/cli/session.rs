@@ -91,7 +91,13 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
 /// command line (not from RLM_* variables) they are refused.
 fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i32> {
     if let Some(matches) = matches {
-        for (id, long) in claim_ids() {
+        // The owned context directory may come with the standby: a pool
+        // makes it before the claim (off its path), and the standby
+        // removes it at its end, claimed or not.
+        for (id, long) in claim_ids()
+            .into_iter()
+            .filter(|(_, l)| l != "owned-context-dir")
+        {
             if matches.value_source(&id) == Some(ValueSource::CommandLine) {
                 bail!(
                     "--{long}: with --standby the claim's flags come in the begin request's \
@@ -104,6 +110,7 @@ fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Resu
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
     }
+    let _owned = OwnedDir(args.claim.owned_context_dir.clone());
     let prelude = prelude(args)?;
     let cancel = super::cancel_on_signals()?;
     let egress = args.egress.to_pending_without_contexts(&[])?;

@@ -73,7 +73,9 @@ mod tests {
     #[test]
     fn a_prelude_is_bounded_utf8_source() {
         assert_eq!(
-            Prelude::new(b"import json\n".to_vec(), "p").unwrap().source(),
+            Prelude::new(b"import json\n".to_vec(), "p")
+                .unwrap()
+                .source(),
             "import json\n"
         );
         let big = Prelude::new(vec![b'#'; MAX_PRELUDE_BYTES + 1], "p").unwrap_err();

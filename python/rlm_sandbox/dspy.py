@@ -127,20 +127,35 @@ def _callbacks(fn: F) -> F:
     return cast(F, with_callbacks(fn))
 
 
-def _setup_code(first_apply: Optional[Dict[str, Any]] = None) -> str:
-    """The first cell: the support module, its source kept for tracebacks;
-    with `first_apply`, the first step's bookkeeping too (SUBMIT's fields:
-    one cell fewer before the first code)."""
-    return "\n".join([
+def _define_support() -> List[str]:
+    """Lines that define the support module (its source kept for
+    tracebacks) in the sandbox's sys.modules, leaving no global behind."""
+    return [
         "import sys as _rlm_sys, types as _rlm_types, linecache as _rlm_lines",
         f"_rlm_src = {_SUPPORT_SOURCE!r}",
         f"_rlm_mod = _rlm_types.ModuleType({_SUPPORT_MODULE!r})",
         f"_rlm_lines.cache[{_SUPPORT_FILE!r}] = (len(_rlm_src), None, _rlm_src.splitlines(True), {_SUPPORT_FILE!r})",
         f"exec(compile(_rlm_src, {_SUPPORT_FILE!r}, 'exec'), _rlm_mod.__dict__)",
         f"_rlm_sys.modules[{_SUPPORT_MODULE!r}] = _rlm_mod",
-        f"_rlm_mod.start(globals(), {_SUBMIT_MARK!r}, {HOST_TOOL!r})",
         "del _rlm_sys, _rlm_types, _rlm_lines, _rlm_src, _rlm_mod",
-    ] + ([_support_call("apply", json.dumps(first_apply))] if first_apply else []))
+    ]
+
+
+# What `SandboxInterpreter.pool()`'s sandboxes run before their claim: the
+# support module's definition (its compile is most of the setup's time).
+PRELUDE = "\n".join(_define_support()) + "\n"
+
+
+def _setup_code(first_apply: Optional[Dict[str, Any]] = None, defined: bool = False) -> str:
+    """The first cell: the support module (unless a prelude `defined` it),
+    started on the user's globals; with `first_apply`, the first step's
+    bookkeeping too (SUBMIT's fields: one cell fewer before the first code)."""
+    start = f"__import__({_SUPPORT_MODULE!r}).start(globals(), {_SUBMIT_MARK!r}, {HOST_TOOL!r})"
+    return "\n".join(
+        ([] if defined else _define_support())
+        + [start]
+        + ([_support_call("apply", json.dumps(first_apply))] if first_apply else [])
+    )
 
 
 def _support_call(function: str, *args: str) -> str:
@@ -302,6 +317,20 @@ class SandboxInterpreter:
         setattr(made, "execution_instructions", cls.execution_instructions)
         return made
 
+    @classmethod
+    def pool(cls, size: Optional[int] = None, **settings: Any) -> Pool:
+        """A Pool whose sandboxes ran the interpreter's setup (its support
+        module, compiled and run in the sandbox) before their claim, so a
+        `SandboxInterpreter(pool=...)` drawn from it is interactive sooner;
+        what depends on the claim (SUBMIT's fields, tools) still comes
+        with the first cell. `settings` are Pool's (`idle_timeout`,
+        `runtime`, `memory`, ...). A plain Pool works too, with the setup
+        after the claim."""
+        _check_settings({k: v for k, v in settings.items() if k not in ("idle_timeout",)})
+        if "prelude" in settings:
+            raise TypeError("SandboxInterpreter.pool() sets the prelude itself (the interpreter's setup)")
+        return Pool(size, prelude=PRELUDE, **settings)
+
     @property
     def session(self) -> Optional[Session]:
         """The running Session (None before the start and after the end)."""
@@ -346,8 +375,11 @@ class SandboxInterpreter:
         first: Dict[str, Any] = {"submit": _output_names(self.output_fields)}
         if not self._current_tool_names():
             first["tools"] = {}
+        # A sandbox of SandboxInterpreter.pool() (a claimed standby or its
+        # cold fallback) ran PRELUDE before it was ready.
+        defined = self._pool is not None and self._pool.prelude == PRELUDE
         try:
-            self._setup = session.submit_exec({"code": _setup_code(first)})
+            self._setup = session.submit_exec({"code": _setup_code(first, defined)})
         except SandboxError as e:
             self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
         self._submit_names, self._tool_specs = first["submit"], first.get("tools")

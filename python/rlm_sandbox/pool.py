@@ -38,9 +38,10 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional
 
 from .binary import find_binary
 from .calls import QueryFn
-from .contexts import ContextValue
+from .contexts import ContextFiles, ContextValue
 from .errors import ProtocolError, SandboxUnavailable
 from .options import COMMON, SESSION_ONLY, environment, to_flags
+from .prelude import PreludeFile
 from .process import JSONDict, SessionProcess
 from .results import Result
 from .session import Session
@@ -84,10 +85,16 @@ class _Keeper:
     """The pool's standbys and its refill thread. Holds no Pool, so a Pool
     that is dropped is collected (its finalizer closes this)."""
 
-    def __init__(self, argv: List[str], env: Dict[str, str], size: int, idle_timeout: float) -> None:
+    def __init__(
+        self, argv: List[str], env: Dict[str, str], size: int, idle_timeout: float, prelude: Optional[PreludeFile]
+    ) -> None:
         self.argv, self.env, self.size, self.idle_timeout = argv, env, size, idle_timeout
+        self.prelude = prelude
         self.cond = threading.Condition()
         self.ready: Deque[SessionProcess] = collections.deque()
+        # Each standby's context directory, made (off the claims' path) and
+        # owned by it from its start: it removes it at its end.
+        self.files: Dict[SessionProcess, ContextFiles] = {}
         self.starting: Set[SessionProcess] = set()
         self.closed = False
         self.target = size
@@ -116,6 +123,7 @@ class _Keeper:
                         self.target = 0
                         drop += list(self.ready)
                         self.ready.clear()
+                        self._forget(drop)
                         self.cond.notify_all()
                         break
                     wanted = self.target - len(self.ready) - len(self.starting)
@@ -130,9 +138,14 @@ class _Keeper:
             self._start_one()
 
     def _start_one(self) -> None:
+        files = ContextFiles()
         try:
-            process = SessionProcess(self.argv, self.env, _ignore_call)
+            argv = self.argv + ["--owned-context-dir", files.directory()]
+            process = SessionProcess(
+                argv, self.env, _ignore_call, pass_fds=self.prelude.pass_fds() if self.prelude else ()
+            )
         except OSError as e:
+            files.close()
             with self.cond:
                 self.failed = f"the standby could not be started: {e}"
                 self.cond.notify_all()
@@ -140,9 +153,11 @@ class _Keeper:
         with self.cond:
             closed = self.closed
             if not closed:
+                self.files[process] = files
                 self.starting.add(process)
         if closed:
             process.terminate(CLOSE_GRACE)
+            files.close()
             return
         process.first.add_done_callback(lambda future: self._started(process, future))
 
@@ -157,7 +172,9 @@ class _Keeper:
             if keep:
                 self.ready.append(process)
                 self.started += 1
-            elif not self.closed:
+            else:
+                self._forget([process])
+            if not keep and not self.closed:
                 why = (first or {}).get("error") if first is not None else None
                 self.failed = f"a standby did not start: {why or error}\n{process.stderr_tail()}".rstrip()
             self.cond.notify_all()
@@ -165,6 +182,19 @@ class _Keeper:
             process.end_input()
 
     # -- claims --------------------------------------------------------------
+
+    def _forget(self, processes: Iterable[SessionProcess]) -> None:
+        """Standbys leaving unclaimed: each removes its own directory at
+        its end; this removes it too (the same empty directory)."""
+        for process in processes:
+            files = self.files.pop(process, None)
+            if files is not None:
+                files.close()
+
+    def take_files(self, process: SessionProcess) -> ContextFiles:
+        """The context directory a standby owns (its claim's Session's)."""
+        with self.cond:
+            return self.files.pop(process, None) or ContextFiles()
 
     def take(self) -> Optional[SessionProcess]:
         """A live standby, removed from the pool (None if none is ready);
@@ -181,6 +211,7 @@ class _Keeper:
                 if process.dead is None and process.alive():
                     found = process
                     break
+                self._forget([process])
                 process.end_input()
             self.cond.notify_all()
             return found
@@ -212,6 +243,7 @@ class _Keeper:
             held = list(self.ready) + list(self.starting)
             self.ready.clear()
             self.starting.clear()
+            self._forget(held)
             retiring, self.retiring = self.retiring, []
             self.cond.notify_all()
         _end_all(held)
@@ -219,6 +251,8 @@ class _Keeper:
             thread.join()
         if self.thread is not threading.current_thread():
             self.thread.join()
+        if self.prelude is not None:
+            self.prelude.close()
 
 
 def _end_all(processes: Iterable[SessionProcess]) -> None:
@@ -238,7 +272,11 @@ class Pool:
     (RLM_POOL_IDLE_TIMEOUT, else 300). The other keyword arguments shape
     the sandbox, as `Session`'s do (`runtime`, `memory`, `cpus`,
     `timeout`, `network`, the egress filter's settings, ...); `binary`
-    and `env` are the binary and its extra environment.
+    and `env` are the binary and its extra environment. `prelude` is
+    Python source each sandbox runs in its session's globals before it
+    waits for a claim (imports, definitions: work every claim would do
+    first, done off the claim's path; each sandbox runs it on its own, so
+    nothing is shared between claims); a cold fallback runs it too.
 
     A Pool belongs to the process that made it: it cannot be pickled
     (nor sent to another process; a forked child must make its own); a
@@ -255,6 +293,7 @@ class Pool:
         memory: Optional[str] = None,
         cpus: Optional[float] = None,
         timeout: Optional[float] = None,
+        prelude: Optional[str] = None,
         **sandbox_settings: Any,
     ) -> None:
         self._keeper: Optional[_Keeper] = None
@@ -273,9 +312,16 @@ class Pool:
         self._settings = {k: v for k, v in sandbox_settings.items() if v is not None}
         self._binary = binary or find_binary()
         self._env: Dict[str, str] = dict(env or {})
-        argv = [self._binary, "session", "--standby", *flags]
-        self._keeper = _Keeper(argv, environment(self._env), count, idle)
+        self._prelude = prelude
+        prelude_file = PreludeFile(prelude) if prelude is not None else None
+        argv = [self._binary, "session", "--standby", *flags, *(prelude_file.flags() if prelude_file else [])]
+        self._keeper = _Keeper(argv, environment(self._env), count, idle, prelude_file)
         self._finalizer = weakref.finalize(self, self._keeper.close)
+
+    @property
+    def prelude(self) -> Optional[str]:
+        """The Python source every sandbox of the pool ran before its claim."""
+        return self._prelude
 
     @property
     def size(self) -> int:
@@ -353,11 +399,12 @@ class Pool:
             # Cold: another shape (not pooled), or no standby ready yet.
             return Session(
                 contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
-                binary=self._binary, env=self._env, **{**self._settings, **differs, **claim},
+                binary=self._binary, env=self._env, prelude=self._prelude,
+                **{**self._settings, **differs, **claim},
             )
         return Session._claim(
             process, contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
-            settings=claim,
+            settings=claim, files=keeper.take_files(process),
         )
 
     def run(self, code: str, **settings: Any) -> Result:

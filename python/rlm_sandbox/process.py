@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 from .errors import ProtocolError, SessionDead
 
@@ -85,6 +85,7 @@ class SessionProcess:
         env: Mapping[str, str],
         on_call: Callable[[JSONDict], None],
         on_ready: Optional[Callable[[JSONDict], None]] = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self._on_call = on_call
         # Runs on the reader thread before anything after `ready` is read:
@@ -99,6 +100,8 @@ class SessionProcess:
             # Its own process group: a Ctrl-C meant for this Python process
             # must not kill the sandbox under it.
             start_new_session=True,
+            # A prelude's sealed memfd (rlm_sandbox.prelude), if any.
+            pass_fds=tuple(pass_fds),
         )
         self._write_lock = threading.Lock()
         self._pending: Dict[int, "Future[JSONDict]"] = {}

@@ -15,6 +15,7 @@ from .calls import CallAnswerer, QueryFn, tool_params
 from .contexts import ContextFiles, ContextValue
 from .errors import ProtocolError, SandboxUnavailable, SessionDead
 from .options import SESSION, SESSION_ONLY, environment, to_flags
+from .prelude import PreludeFile
 from .process import SessionProcess
 from .results import Cell
 
@@ -76,6 +77,7 @@ def claim_flags(
     tools: Mapping[str, Callable[..., Any]],
     settings: Mapping[str, Any],
     what: str,
+    owned: bool = True,
 ) -> Tuple[List[str], List[str]]:
     """The per-claim flags (a cold session's command line, or a standby's
     `begin` args: one definition for both) and the temporary context
@@ -94,7 +96,8 @@ def claim_flags(
     # The session owns the client's temporary directory from the start
     # (contexts added later are written there too): it removes it when
     # it ends, even when this process was killed.
-    return flags + ["--owned-context-dir", files.directory()], temporary
+    # (A pool's standby was given it at its start: `owned` is False then.)
+    return flags + (["--owned-context-dir", files.directory()] if owned else []), temporary
 
 
 def remote_agent_flags(
@@ -150,7 +153,9 @@ class Session:
     `rlm_query_batched` answered at once (rlms's `max_concurrent_subcalls`). Other settings are the
     `rlm-sandbox session` flags with `_` for `-` (`runtime="runsc"`,
     `memory="512m"`, `max_llm_calls=100`, ...); None keeps the binary's
-    default or its RLM_* variable. `rlm_sandbox.Pool.session` makes one
+    default or its RLM_* variable. `prelude` is Python source the sandbox
+    runs in the session's globals before it is ready (`--prelude-file`).
+    `rlm_sandbox.Pool.session` makes one
     from a sandbox started in advance.
 
     The sandbox may be elsewhere (docs/KUBERNETES.md): `agent_command`
@@ -181,6 +186,7 @@ class Session:
         k8s_pool: Optional[str] = None,
         namespace: Optional[str] = None,
         kubectl: Optional[str] = None,
+        prelude: Optional[str] = None,
         **settings: Any,
     ) -> None:
         contexts = list(contexts)
@@ -193,13 +199,23 @@ class Session:
         self._prepare(llm, rlm, tools, rlm_concurrency)
         if k8s_pool is not None:
             self._start_timeout = CLAIM_START_TIMEOUT
+        prelude_file = PreludeFile(prelude) if prelude is not None else None
         try:
             flags, temporary = claim_flags(contexts, self._contexts, rlm, self._tools, claim, "Session()")
+            if prelude_file is not None:
+                flags += prelude_file.flags()
             argv = [binary or find_binary(), "session", *remote_flags, *sandbox_flags, *flags]
-            process = SessionProcess(argv, environment(env or {}), self._router, self._router.ready)
+            process = SessionProcess(
+                argv, environment(env or {}), self._router, self._router.ready,
+                pass_fds=prelude_file.pass_fds() if prelude_file is not None else (),
+            )
+            if prelude_file is not None:
+                prelude_file.close()  # the process has its own copy
             self._attach(process, None, temporary)
             self._await_ready()
         except BaseException:
+            if prelude_file is not None:
+                prelude_file.close()
             self.close()
             raise
 
@@ -214,15 +230,22 @@ class Session:
         tools: Optional[Mapping[str, Callable[..., Any]]] = None,
         rlm_concurrency: Optional[int] = None,
         settings: Mapping[str, Any],
+        files: Optional[ContextFiles] = None,
     ) -> "Session":
         """A Session of a standby process (`session --standby` that said
         `standby`): writes its `begin` and returns without waiting, so the
         caller may write its first requests behind it; `ready` (or any
-        request) waits for the claim. Only rlm_sandbox.pool calls this."""
+        request) waits for the claim. `files`: the context directory the
+        standby was started owning (`--owned-context-dir`). Only
+        rlm_sandbox.pool calls this."""
         self = cls.__new__(cls)
         self._prepare(llm, rlm, tools, rlm_concurrency)
+        if files is not None:
+            self._contexts = files  # the standby owns its directory already
         try:
-            flags, temporary = claim_flags(list(contexts), self._contexts, rlm, self._tools, settings, "Pool.session()")
+            flags, temporary = claim_flags(
+                list(contexts), self._contexts, rlm, self._tools, settings, "Pool.session()", owned=files is None
+            )
             # Before `begin` is written: its `ready` makes the answerer.
             self._router.send = process.send
             process.set_handlers(self._router, self._router.ready)

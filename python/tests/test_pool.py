@@ -21,7 +21,7 @@ from typing import Any, Dict, List
 import pytest
 
 import rlm_sandbox
-from rlm_sandbox import Pool, find_binary
+from rlm_sandbox import Pool, SandboxUnavailable, find_binary
 
 from conftest import CHECKOUT, assert_clean
 
@@ -291,3 +291,20 @@ def test_pool_run_gives_run_s_result(settings: Dict[str, Any]) -> None:
         # A marker of one run is not seen by the next (each run its own sandbox).
         pool.run("open('/tmp/run-marker', 'w').write('x')")
         assert pool.run("import os; print(os.path.exists('/tmp/run-marker'))").stdout == "False\n"
+
+
+def test_a_prelude_runs_in_each_standby_on_its_own_before_its_claim(settings: Dict[str, Any]) -> None:
+    # The prelude draws a random token: each sandbox runs it itself (two
+    # claims see two tokens), and its globals are the claim's.
+    prelude = "import os\nTOKEN = os.urandom(8).hex()\n"
+    with Pool(2, prelude=prelude, **settings) as pool:
+        assert pool.wait_full(120)
+        tokens = []
+        for _ in range(2):
+            with pool.session() as session:
+                assert session.ready.get("standby") is True
+                tokens.append(session.exec("print(TOKEN)").stdout.strip())
+        assert len(tokens[0]) == 16 and tokens[0] != tokens[1], tokens
+    with Pool(1, prelude="raise ValueError('no prelude today')", **settings) as broken:
+        with pytest.raises(SandboxUnavailable):
+            broken.wait_full(120)

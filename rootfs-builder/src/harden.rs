@@ -45,6 +45,10 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
     ),
     ("output.py", include_str!("../python/_rlm_agent/output.py")),
     (
+        "prelude.py",
+        include_str!("../python/_rlm_agent/prelude.py"),
+    ),
+    (
         "scaffold.py",
         include_str!("../python/_rlm_agent/scaffold.py"),
     ),

@@ -9,6 +9,7 @@ use anyhow::bail;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 use rlm_sandbox::config::ExecutionMode;
+use rlm_sandbox::session::prelude::Prelude;
 use rlm_sandbox::session::serve::{serve, serve_standby, Output, BEGIN_FORM};
 use rlm_sandbox::supervise::remote::AgentCommand;
 use rlm_sandbox::supervise::Sandbox;
@@ -29,6 +30,12 @@ pub struct SessionArgs {
     /// (docs/PROTOCOL.md, "Standby")
     #[arg(long)]
     standby: bool,
+    /// Python source the agent runs in the user's namespace before the
+    /// session starts (with --standby: before the `standby` event, so a
+    /// claim finds its imports and definitions done); each sandbox runs it
+    /// on its own. At most 1 MiB; an exception in it fails the start
+    #[arg(long, value_name = "FILE", conflicts_with = "agent_command")]
+    prelude_file: Option<std::path::PathBuf>,
     /// Run no local sandbox: start the agent with this shell command
     /// (`/bin/sh -c CMD`) and speak its frames over the command's stdin
     /// and stdout, e.g. 'podman exec -i CTR python3 -I -B -m _rlm_agent'
@@ -62,7 +69,8 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
     }
-    let (options, backend) = (args.claim.options(), args.claim.backend()?);
+    let (mut options, backend) = (args.claim.options(), args.claim.backend()?);
+    options.prelude = prelude(args)?;
     let cancel = super::cancel_on_signals()?;
     // The session indexes its contexts' echo itself (they are its own).
     let egress = args
@@ -109,7 +117,13 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
 /// command line (not from RLM_* variables) they are refused.
 fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i32> {
     if let Some(matches) = matches {
-        for (id, long) in claim_ids() {
+        // The owned context directory may come with the standby: a pool
+        // makes it before the claim (off its path), and the standby
+        // removes it at its end, claimed or not.
+        for (id, long) in claim_ids()
+            .into_iter()
+            .filter(|(_, l)| l != "owned-context-dir")
+        {
             if matches.value_source(&id) == Some(ValueSource::CommandLine) {
                 bail!(
                     "--{long}: with --standby the claim's flags come in the begin request's \
@@ -122,6 +136,8 @@ fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Resu
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
     }
+    let _owned = OwnedDir(args.claim.owned_context_dir.clone());
+    let prelude = prelude(args)?;
     let cancel = super::cancel_on_signals()?;
     let egress = args.egress.to_pending_without_contexts(&[])?;
     let sandbox = Arc::new(Sandbox::prepare(
@@ -141,11 +157,20 @@ fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Resu
     let input = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned()?;
     Ok(serve_standby(
         sandbox,
+        prelude,
         |begin_args: &[String]| parse_begin(begin_args, &standby),
         input,
         Output::new(std::io::stdout()),
         cancel,
     ))
+}
+
+/// `--prelude-file`, read and checked before any sandbox starts.
+fn prelude(args: &SessionArgs) -> anyhow::Result<Option<Prelude>> {
+    match &args.prelude_file {
+        Some(path) => Ok(Some(Prelude::read(path).map_err(anyhow::Error::msg)?)),
+        None => Ok(None),
+    }
 }
 
 /// The claim's arguments: (clap id, long name).

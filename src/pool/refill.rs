@@ -20,7 +20,7 @@ pub(super) fn refill_loop(inner: Arc<Inner>) {
         let Some((key, sandbox)) = next_start(&inner) else {
             return;
         };
-        let launched = Standby::launch(sandbox, &inner.cancel);
+        let launched = Standby::launch(sandbox, None, &inner.cancel);
         let mut state = inner.lock();
         let now = Instant::now();
         let keep = !state.closing;

@@ -17,6 +17,7 @@ mod leaving;
 pub mod link;
 pub mod llm_command;
 pub mod llm_endpoint;
+pub mod prelude;
 mod script;
 pub mod serve;
 pub mod standby;
@@ -70,6 +71,8 @@ pub struct SessionOptions {
     pub get_max_bytes: usize,
     /// How long the agent may take to report ready.
     pub start_timeout: Duration,
+    /// Run by the agent before it reports `standby` (a cold session's too).
+    pub prelude: Option<prelude::Prelude>,
 }
 
 impl Default for SessionOptions {
@@ -83,6 +86,7 @@ impl Default for SessionOptions {
             grace: Duration::from_secs(2),
             get_max_bytes: 64 << 10,
             start_timeout: START_TIMEOUT,
+            prelude: None,
         }
     }
 }
@@ -203,7 +207,13 @@ impl Session {
         let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
         // Indexed while the sandbox starts.
         let echo = echo::SessionEcho::spawn(paths.clone(), sandbox.egress.echo_config().clone());
-        let mounts = |input: &Path| contexts::prepare_dir(input, &paths);
+        let prelude = options.prelude.clone();
+        let mounts = |input: &Path| {
+            if let Some(prelude) = &prelude {
+                prelude.place(input)?;
+            }
+            contexts::prepare_dir(input, &paths)
+        };
         let mut launched = sandbox.launch(&Plan {
             program: Program::Agent,
             input: b"",

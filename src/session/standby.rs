@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::frames::FrameError;
 use super::frames::{AgentMsg, Frame};
 use super::link::{AgentFrames, Link};
+use super::prelude::Prelude;
 use super::{
     check_agent, contexts, describe_contexts, echo, end_run, link_up, Handler, Parts, Session,
     SessionError, SessionOptions, START_TIMEOUT,
@@ -70,12 +71,22 @@ impl std::fmt::Debug for Standby {
 impl Standby {
     /// Starts a sandbox running the agent, with no contexts, and waits
     /// (at most [`START_TIMEOUT`]) until the agent says it waits for
-    /// `hello`. `cancel` (a signal flag) ends it.
-    pub fn launch(sandbox: Arc<Sandbox>, cancel: &AtomicBool) -> Result<Standby, SessionError> {
+    /// `hello`. `cancel` (a signal flag) ends it. `prelude`, when given,
+    /// runs in the agent before it reports standby ([`super::prelude`]).
+    pub fn launch(
+        sandbox: Arc<Sandbox>,
+        prelude: Option<&Prelude>,
+        cancel: &AtomicBool,
+    ) -> Result<Standby, SessionError> {
         let started = Instant::now();
         check_agent(&sandbox)?;
         // The drop directory, empty: contexts come with the claim.
-        let mounts = |input: &Path| contexts::prepare_dir(input, &[]);
+        let mounts = |input: &Path| {
+            if let Some(prelude) = prelude {
+                prelude.place(input)?;
+            }
+            contexts::prepare_dir(input, &[])
+        };
         let mut launched = sandbox.launch(&Plan {
             program: Program::Agent,
             input: b"",

@@ -29,6 +29,7 @@ from .script import Scripts
 from .contexts import ContextError
 from .namespace import bounded_repr, compile_cell, make_tool, new_answer, new_namespace
 from .output import private_fd, write_fd
+from .prelude import PreludeFailed, run_prelude
 from .wire import (
     Channel,
     CHUNK,
@@ -53,6 +54,8 @@ class Agent(Scripts):
         #: Messages for the main thread the reader thread took.
         self.inbox: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
         self.host = FrameReader(host_in)
+        #: The user's globals the prelude left (taken by `hello`).
+        self.prelude_globals: Optional[dict[str, Any]] = None
         #: Who reads `host` (see the module's docstring): holds one token
         #: while the main thread handles a message and the reader thread
         #: has not been started. Whoever pops it (list.pop is atomic under
@@ -84,7 +87,12 @@ class Agent(Scripts):
         """Tells the host the agent is up and waits for `hello`: every
         import, descriptor, thread and handler is in place, so a sandbox
         started before its work is known (a pool's) lacks only the work.
-        Sent once, before anything else."""
+        Sent once, before anything else; the session's prelude, if it has
+        one, runs first (prelude.py)."""
+        try:
+            self.prelude_globals = run_prelude()
+        except PreludeFailed as e:
+            self.die("the prelude failed:\n%s" % e)
         self._warm()
         self.channel.send_json({"t": "standby"})
 
@@ -266,7 +274,9 @@ class Agent(Scripts):
         for spec in msg.get("contexts") or []:
             self._load_context(spec, strict=False)
         self.answer = new_answer()
-        self.globals = new_namespace()
+        # The prelude's globals, once: a later reset gives fresh ones.
+        prelude, self.prelude_globals = self.prelude_globals, None
+        self.globals = prelude if prelude is not None else new_namespace()
         self._rebuild_scaffold()
         version = "%d.%d.%d" % sys.version_info[:3]
         self.channel.send_json({"t": "ready", "python": version, "names": list(self.scaffold)})

@@ -18,6 +18,7 @@ use super::{
     bad, drive, ready_event, start_failed, Backend, Ended, Orchestrator, Output, Request,
     RequestInput,
 };
+use crate::session::prelude::Prelude;
 use crate::session::{ClaimError, SessionError, SessionOptions, Standby};
 use crate::supervise::{Sandbox, TICK};
 
@@ -34,18 +35,20 @@ pub struct Begin<K> {
 pub const BEGIN_FORM: &str =
     r#"{"id": ..., "op": "begin", "args": ["--context", "FILE", "--tool", "NAME:PARAMS", ...]}"#;
 
-/// Starts a standby, writes the `standby` event, waits for `begin`
+/// Starts a standby (running `prelude` before it reports: the prelude
+/// is the standby's, not the claim's), writes the `standby` event, waits for `begin`
 /// (`parse` turns its `args` into the claim), claims the standby and
 /// serves the session as [`super::serve`] does. The exit code: 0, 130
 /// when cancelled, 1 when the sandbox could not start or failed.
 pub fn serve_standby<K>(
     sandbox: Arc<Sandbox>,
+    prelude: Option<Prelude>,
     parse: impl Fn(&[String]) -> Result<Begin<K>, String>,
     input: OwnedFd,
     out: Output,
     cancel: Arc<AtomicBool>,
 ) -> i32 {
-    let standby = match Standby::launch(sandbox, &cancel) {
+    let standby = match Standby::launch(sandbox, prelude.as_ref(), &cancel) {
         Ok(standby) => standby,
         Err(e) => return start_failed(&out, &e, None),
     };

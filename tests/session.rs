@@ -299,7 +299,9 @@ on_both_runtimes! {
     // no room for a copy), and a marker written into the host file after
     // `add_context` is read in the sandbox, which no copy could show. The
     // sandbox sees it read-only although the file is writable by all; the
-    // mounts go with the session.
+    // mounts go with the session. Its echo index is built without holding
+    // the file in memory, and an echo of it right after `add_context` is
+    // redacted.
     fn a_gib_context_added_from_another_filesystem_is_mounted_not_copied(env) {
         const GIB: u64 = 1 << 30;
         let _state_fs = common::Tmpfs::mount(env.state.path(), "16m");
@@ -312,6 +314,9 @@ on_both_runtimes! {
             f.write_all_at(bytes, offset).unwrap();
         };
         write_at(GIB - 32, b"first-marker-before-add-context\n");
+        // 64 KiB of text at its start, never repeating.
+        let text_start: String = (0..8192u32).map(|i| format!("w{:07x} ", i.wrapping_mul(2_654_435_761) >> 4)).collect();
+        write_at(0, text_start.as_bytes());
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
         let mut repl = Repl::start(env, &[]);
         let pid = repl.child.id();
@@ -319,6 +324,16 @@ on_both_runtimes! {
         assert_eq!(r["ok"], true, "{r}");
         assert_eq!(r["context"]["placed"], "mount", "{r}");
         assert_eq!(r["context"]["size"], GIB, "{r}");
+        // Right after the reply (the index of 1 GiB still being built):
+        // the output waits for it, and the echo is redacted.
+        let cell = repl.exec("print(open(ctxs[0].path, 'rb').read(65536).decode())");
+        assert!(!text(&cell, "stdout").contains(&text_start[1000..2000]), "the context left: {cell}");
+        assert_eq!(cell["findings"][0]["kind"], "context_echo", "{cell}");
+        // Indexed by reads of one chunk, not read whole into the driver:
+        // its peak resident memory stays far below the file's size.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let hwm_kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmHWM");
+        assert!(hwm_kb < 256 << 10, "the session's peak RSS is {hwm_kb} kB for a 1 GiB context");
         // Written after add_context, over the end of the first marker.
         write_at(GIB - 16, b"second-marker-02");
         let cell = repl.exec(concat!(

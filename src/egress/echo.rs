@@ -21,14 +21,28 @@
 //! (80% of it, or the similarity threshold if higher) is an echo, however
 //! short the context, from [`MIN_CONTEXT`] (16) bytes. Shorter contexts
 //! are never an echo: `yes` or `42` is an answer, not a leak.
+//!
+//! A context file is indexed through positioned reads of [`CHUNK`] bytes
+//! ([`ContextEchoIndex::from_open`]), each chunk overlapping the previous
+//! one by a whole window of shingles: every full window lies in one chunk,
+//! winnowing emits for full windows only, and a Bloom insert is
+//! idempotent, so the index is bit for bit that of the whole file, in the
+//! index's own memory plus one chunk. (Not a memory map: the client owns
+//! its context files, and one truncated under a map is a SIGBUS in the
+//! driver; a read past a truncation is only a short read, an error here.)
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::short_context::ShortContext;
+use super::short_context::{ShortContext, SHORT_MAX};
 use super::winnow::{winnow, MAX_WINDOW, SHINGLE};
 use super::{EchoConfig, EgressError};
 
 pub use super::short_context::MIN_CONTEXT;
+
+/// Bytes read at a time when indexing a file.
+pub const CHUNK: usize = 1 << 20;
 
 /// Reproduced spans shorter than this (or than half the context) are not
 /// counted.
@@ -71,31 +85,117 @@ impl ContextEchoIndex {
     /// up to `cfg.max_window`), so small contexts are fingerprinted densely
     /// and large ones stay a few percent of their size.
     pub fn build(context: &[u8], cfg: &EchoConfig) -> Self {
-        let window = (context.len() / 1024).clamp(8, cfg.max_window.clamp(8, MAX_WINDOW));
-        let expected = 2 * context.len() / (window + 1) + 1;
+        let mut index = Self::empty(context.len(), cfg);
+        index.insert(context);
+        index.short = ShortContext::build(context, cfg.similarity_threshold);
+        index
+    }
+
+    /// The index of a context of `len` bytes, nothing inserted yet.
+    fn empty(len: usize, cfg: &EchoConfig) -> Self {
+        let window = (len / 1024).clamp(8, cfg.max_window.clamp(8, MAX_WINDOW));
+        let expected = 2 * len / (window + 1) + 1;
         let bits = (expected * cfg.bloom_bits).max(1024);
-        let mut words = vec![0u64; bits.div_ceil(64)];
-        let n = words.len() as u64;
-        winnow(context, window, |_, h| {
-            let (slot, mask) = bloom_slot(h, n);
-            words[slot] |= mask;
-        });
         ContextEchoIndex {
-            words,
+            words: vec![0u64; bits.div_ceil(64)],
             window,
-            context_len: context.len(),
-            short: ShortContext::build(context, cfg.similarity_threshold),
+            context_len: len,
+            short: None,
         }
     }
 
-    /// Reads and indexes the context file at `path`.
+    /// Adds the fingerprints of the full windows of `bytes`.
+    fn insert(&mut self, bytes: &[u8]) {
+        let n = self.words.len() as u64;
+        let words = &mut self.words;
+        winnow(bytes, self.window, |_, h| {
+            let (slot, mask) = bloom_slot(h, n);
+            words[slot] |= mask;
+        });
+    }
+
+    /// Opens and indexes the context file at `path` (see
+    /// [`Self::from_open`]).
     pub fn from_file(path: impl AsRef<Path>, cfg: &EchoConfig) -> Result<Self, EgressError> {
         let path = path.as_ref();
-        let context = std::fs::read(path).map_err(|err| EgressError::ReadFile {
+        let file = File::open(path).map_err(|err| EgressError::ReadFile {
             path: path.to_path_buf(),
             err,
         })?;
-        Ok(Self::build(&context, cfg))
+        Self::from_open(&file, path, cfg)
+    }
+
+    /// Indexes the open context `file` (`path` names it in errors) by
+    /// positioned reads of [`CHUNK`] bytes: memory is the index's own and
+    /// one chunk, whatever the file's size. A file that shrinks while it
+    /// is read is an error (the bytes the sandbox may have seen are not
+    /// all indexed).
+    pub fn from_open(file: &File, path: &Path, cfg: &EchoConfig) -> Result<Self, EgressError> {
+        let size = file.metadata().map_err(|err| EgressError::ReadFile {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        Self::from_open_in(file, path, size.len(), cfg, CHUNK)
+    }
+
+    /// [`Self::from_open`] of a file of `size` bytes, read `chunk` bytes
+    /// at a time.
+    pub(super) fn from_open_in(
+        file: &File,
+        path: &Path,
+        size: u64,
+        cfg: &EchoConfig,
+        chunk: usize,
+    ) -> Result<Self, EgressError> {
+        let io = |err| EgressError::ReadFile {
+            path: path.to_path_buf(),
+            err,
+        };
+        let len = usize::try_from(size).map_err(|_| {
+            io(std::io::Error::other(format!(
+                "{size} bytes do not fit this machine's address space"
+            )))
+        })?;
+        let read_at = |buf: &mut [u8], offset: usize| {
+            file.read_exact_at(buf, offset as u64).map_err(|err| {
+                io(match err.kind() {
+                    std::io::ErrorKind::UnexpectedEof => std::io::Error::other(format!(
+                        "the file shrank while it was indexed (it had {len} bytes)"
+                    )),
+                    _ => err,
+                })
+            })
+        };
+        if len <= SHORT_MAX {
+            let mut context = vec![0u8; len];
+            read_at(&mut context, 0)?;
+            return Ok(Self::build(&context, cfg));
+        }
+        let mut index = Self::empty(len, cfg);
+        // Bytes of one window of shingles, less one: what the next chunk
+        // repeats of the last so that no full window straddles two.
+        let overlap = SHINGLE + index.window - 2;
+        let mut buf = vec![0u8; chunk.max(overlap + 1) + overlap];
+        // `buf[..filled]` holds the file from `start`.
+        let (mut start, mut filled) = (0usize, 0usize);
+        loop {
+            let want = (buf.len() - filled).min(len - start - filled);
+            read_at(&mut buf[filled..filled + want], start + filled)?;
+            filled += want;
+            index.insert(&buf[..filled]);
+            if start + filled == len {
+                return Ok(index);
+            }
+            buf.copy_within(filled - overlap..filled, 0);
+            start += filled - overlap;
+            filled = overlap;
+        }
+    }
+
+    /// The Bloom filter's words, to compare two builds.
+    #[cfg(test)]
+    pub(super) fn bloom_words(&self) -> &[u64] {
+        &self.words
     }
 
     /// Memory held by the index.

@@ -216,3 +216,58 @@ fn a_whole_echo_at_similarity_one_means_every_byte() {
     let out = f.filter_text(Stream::Stdout, &SENTENCE.as_bytes()[..50]);
     assert!(out.findings.is_empty(), "{:?}", out.findings);
 }
+
+/// A file of `bytes`, open for reading.
+fn context_file(dir: &tempfile::TempDir, bytes: &[u8]) -> (std::path::PathBuf, std::fs::File) {
+    let path = dir.path().join("context");
+    std::fs::write(&path, bytes).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    (path, file)
+}
+
+#[test]
+fn a_file_indexed_in_chunks_gives_the_index_of_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EchoConfig::default();
+    // Prose (candidates everywhere), one repeated byte (no candidate: the
+    // dense path), and both, across chunk sizes down to one window.
+    let mut mixed = prose(3, 150_000).into_bytes();
+    mixed.extend(std::iter::repeat_n(b'z', 70_000));
+    mixed.extend(prose(4, 90_000).into_bytes());
+    for context in [prose(2, 300_000).into_bytes(), vec![0u8; 200_000], mixed] {
+        let whole = ContextEchoIndex::build(&context, &cfg);
+        let (path, file) = context_file(&dir, &context);
+        for chunk in [1, 777, 4096, 65_536, 1 << 20] {
+            let chunked =
+                ContextEchoIndex::from_open_in(&file, &path, context.len() as u64, &cfg, chunk)
+                    .unwrap();
+            assert_eq!(chunked.window(), whole.window());
+            assert_eq!(chunked.context_len(), context.len());
+            assert!(
+                chunked.bloom_words() == whole.bloom_words(),
+                "chunk {chunk}: the Bloom filters differ"
+            );
+        }
+    }
+    // A short context is kept whole, as `build` keeps it.
+    let short = b"A short context, kept whole and compared directly.";
+    let (path, _) = context_file(&dir, short);
+    let index = ContextEchoIndex::from_file(&path, &cfg).unwrap();
+    assert!(index.check(short, cfg.min_run).whole);
+}
+
+#[test]
+fn a_file_that_shrinks_while_indexed_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, file) = context_file(&dir, prose(5, 100_000).as_bytes());
+    let cfg = EchoConfig::default();
+    let build = |size| ContextEchoIndex::from_open_in(&file, &path, size, &cfg, 4096);
+    assert_eq!(build(100_000).unwrap().context_len(), 100_000);
+    // Its size was 100 kB when taken, 100 bytes fewer by the last chunk.
+    let err = build(100_100).unwrap_err().to_string();
+    assert!(
+        err.contains("shrank") && err.contains("100100 bytes"),
+        "{err}"
+    );
+    assert!(err.contains(path.to_str().unwrap()), "{err}");
+}

@@ -11,7 +11,8 @@
 //! made there: the drop directory is a mount point of its own, and `link`
 //! never crosses one, whatever the filesystem.)
 
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -148,12 +149,34 @@ pub fn prepare_dir(input_dir: &Path, contexts: &[PathBuf]) -> std::io::Result<Ve
     Ok(sources)
 }
 
+/// Opens the context file at `host_path` (canonical) for reading,
+/// following no symbolic link, as [`place`] does: the descriptor its echo
+/// index is built from, so a client that removes or renames the file
+/// after `ready` changes nothing.
+pub fn open(host_path: &Path) -> Result<File, ContextError> {
+    let io = |err| ContextError::Io {
+        path: host_path.to_path_buf(),
+        err,
+    };
+    let source = drop_dir::open_source(host_path).map_err(io)?;
+    reopen_read_only(&source).map_err(io)
+}
+
+/// The file of the `O_PATH` descriptor `source`, opened for reading
+/// through its `/proc/self/fd` link: the same file, whatever its path
+/// names by now.
+fn reopen_read_only(source: &OwnedFd) -> std::io::Result<File> {
+    File::open(format!("/proc/self/fd/{}", source.as_raw_fd()))
+}
+
 /// Places `context` (added to a live session) in the drop directory, at
 /// `contexts/<index>`: bind-mounted read-only (no byte copied) when the
 /// sandbox user may read it, else copied. The file is opened once,
 /// following no symbolic link (its path is canonical: a link there now was
-/// put there since), and every step works on that open file.
-pub fn place(input_dir: &Path, context: &mut Context) -> Result<(), ContextError> {
+/// put there since), and every step works on that open file. Returns the
+/// file the sandbox sees, open for reading (for its echo index): the
+/// mounted file itself, or the copy.
+pub fn place(input_dir: &Path, context: &mut Context) -> Result<File, ContextError> {
     let target = input_dir
         .join(CONTEXTS_SUBDIR)
         .join(context.index.to_string());
@@ -168,10 +191,11 @@ pub fn place(input_dir: &Path, context: &mut Context) -> Result<(), ContextError
         return Err(ContextError::NotAFile { path: host_path });
     }
     if readable_by_sandbox(stat.st_mode, stat.st_gid) {
+        let opened = reopen_read_only(&source).map_err(io)?;
         match mount_at(&source, &target) {
             Ok(()) => {
                 context.placed = Placement::Mount;
-                return Ok(());
+                return Ok(opened);
             }
             // Refused (e.g. a drop directory that is no mount point): a
             // copy, as the reply's `placed` says.
@@ -188,7 +212,7 @@ pub fn place(input_dir: &Path, context: &mut Context) -> Result<(), ContextError
         other => other,
     })?;
     context.placed = Placement::Copy;
-    Ok(())
+    File::open(&target).map_err(|err| ContextError::Io { path: target, err })
 }
 
 /// Removes what [`place`] put at `contexts/<index>` (a mount, a link or a
@@ -202,7 +226,7 @@ pub fn unplace(input_dir: &Path, index: usize) -> std::io::Result<()> {
 
 /// An empty file at `target`, then the open file bind-mounted onto it
 /// read-only; the empty file goes again if the mount fails.
-fn mount_at(source: &std::os::fd::OwnedFd, target: &Path) -> std::io::Result<()> {
+fn mount_at(source: &OwnedFd, target: &Path) -> std::io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -205,8 +205,9 @@ impl Session {
             }
         }
         let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
-        // Indexed while the sandbox starts.
-        let echo = echo::SessionEcho::spawn(paths.clone(), sandbox.egress.echo_config().clone());
+        // Opened now, indexed while the sandbox starts.
+        let opened = open_contexts(&contexts)?;
+        let echo = echo::SessionEcho::spawn(opened, sandbox.egress.echo_config().clone());
         let prelude = options.prelude.clone();
         let mounts = |input: &Path| {
             if let Some(prelude) = &prelude {
@@ -435,25 +436,24 @@ impl Session {
         let index = self.contexts.len();
         let mut context = contexts::describe(index, path, format, Placement::Mount)
             .map_err(|e| SessionError::Request(e.to_string()))?;
-        // Its output echo is checked like the first contexts'.
-        self.echo
-            .get()
-            .map_err(|e| SessionError::Request(format!("the egress filter is unavailable: {e}")))?;
-        let echo =
-            ContextEchoIndex::from_file(&context.host_path, self.sandbox.egress.echo_config())
-                .map_err(|e| SessionError::Request(e.to_string()))?;
         let input = match &self.launched {
             Some(l) => l.guard.dir.input(),
             None => return Err(SessionError::Dead("the sandbox is gone".into())),
         };
-        contexts::place(&input, &mut context).map_err(|e| SessionError::Request(e.to_string()))?;
+        let placed = contexts::place(&input, &mut context)
+            .map_err(|e| SessionError::Request(e.to_string()))?;
+        // Its output echo is checked like the first contexts': indexed
+        // from the file the sandbox sees, on its own thread; no output
+        // leaves before the index is built (`leaving_filters`).
+        let echo_config = self.sandbox.egress.echo_config().clone();
+        self.echo
+            .add(vec![(context.host_path.clone(), placed)], echo_config);
         let reply = self.request(json!({"t": "add_context", "context": agent_context(&context)}));
         if let Err(e) = reply {
             let _ = contexts::unplace(&input, index);
             return Err(e);
         }
         self.contexts.push(context.clone());
-        self.echo.push(echo);
         Ok(context)
     }
 
@@ -675,6 +675,18 @@ fn describe_contexts(
         .map(|(i, (path, format))| {
             contexts::describe(i, path, *format, placed)
                 .map_err(|e| SessionError::Request(e.to_string()))
+        })
+        .collect()
+}
+
+/// Opens `contexts`' files for their echo indexes (`contexts::open`).
+fn open_contexts(contexts: &[Context]) -> Result<Vec<echo::OpenContext>, SessionError> {
+    contexts
+        .iter()
+        .map(|c| {
+            let file =
+                contexts::open(&c.host_path).map_err(|e| SessionError::Request(e.to_string()))?;
+            Ok((c.host_path.clone(), file))
         })
         .collect()
 }

@@ -9,7 +9,7 @@
 //! is dropped, or whose claim fails after anything was placed, is killed
 //! and removed: a sandbox that saw a claim is never offered again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -270,16 +270,20 @@ impl Standby {
             )));
         };
         // From here a failure removes the sandbox: it has seen the claim.
+        let mut opened = Vec::with_capacity(contexts.len());
         for context in &mut contexts {
-            if let Err(e) = contexts::place(&input, context) {
-                let why = format!("the claim's contexts could not be placed: {e}");
-                return Err(ClaimError::Failed(SessionError::Start(
-                    self.end(None, None, &why),
-                )));
+            match contexts::place(&input, context) {
+                // Indexed from the file the sandbox sees.
+                Ok(file) => opened.push((context.host_path.clone(), file)),
+                Err(e) => {
+                    let why = format!("the claim's contexts could not be placed: {e}");
+                    return Err(ClaimError::Failed(SessionError::Start(
+                        self.end(None, None, &why),
+                    )));
+                }
             }
         }
-        let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
-        let echo = echo::SessionEcho::spawn(paths, self.sandbox.egress.echo_config().clone());
+        let echo = echo::SessionEcho::spawn(opened, self.sandbox.egress.echo_config().clone());
         let (Some(launched), Some(frames)) = (self.launched.take(), self.frames.take()) else {
             return Err(ClaimError::Failed(SessionError::Dead(
                 "the standby sandbox is gone".into(),

@@ -56,28 +56,62 @@ class Cells(Scaffold):
         self.sources: "collections.deque[str]" = collections.deque()
         #: The running cell's trailing expression's value, as `done` carries it.
         self.value: Optional[dict[str, Any]] = None
+        #: Values `exec`'s `keep` kept, by name, for a later `restore`.
+        self.kept: dict[str, Any] = {}
 
-    def run_cell(self, cell: int, code: str, rlms: bool = False) -> tuple[str, Optional[str]]:
+    def run_cell(self, cell: int, code: str, rlms: bool = False, restore: tuple[str, ...] = (),
+                 keep: tuple[str, ...] = ()) -> tuple[str, Optional[str]]:
         """Runs `code` with its own output files: (status, final answer).
         With `rlms`, only the bindings rlms's LocalREPL would keep outlive
-        the cell (see `_keep_as_rlms`)."""
+        the cell (see `_keep_as_rlms`). The names in `restore` are bound to
+        their kept values before the code runs, and those in `keep` kept
+        after a cell that ended ok (`exec`'s options: a step whose inputs
+        did not change rebinds them in its own cell, no cell before it)."""
         self._ensure_std_streams()
         self.value = None
         output = self._start_output(cell)
         if output is None:
             return "error", None
-        before = dict(self.globals) if rlms else None
         self.rlms_names = rlms
         try:
-            status = self._execute(cell, code)
-            if before is not None:
-                self._keep_as_rlms(before, status == "ok")
+            if self._restore_kept(restore):
+                before = dict(self.globals) if rlms else None
+                status = self._execute(cell, code)
+                if before is not None:
+                    self._keep_as_rlms(before, status == "ok")
+            else:
+                status = "error"
+            if status == "ok":
+                self._keep(keep)
             final = self._take_answer()
             self._restore_names()
         finally:
             self.rlms_names = False
             self._end_output(output)
         return status, final
+
+    def _restore_kept(self, names: tuple[str, ...]) -> bool:
+        """Binds each name to its kept value; False (the cell does not run,
+        its stderr says why) when one was never kept: the host's record
+        of what it kept is wrong, and code must not run without its inputs."""
+        missing = [name for name in names if name not in self.kept]
+        if missing:
+            write_fd(2, "rlm-sandbox: exec's restore names %s, which no earlier cell kept\n" % missing)
+            return False
+        for name in names:
+            self.globals[name] = self.kept[name]
+        return True
+
+    def _keep(self, names: tuple[str, ...]) -> None:
+        """Keeps each name's value now (the object itself, as a binding
+        would: changed in place, it stays changed); a name the globals do
+        not hold is forgotten."""
+        for name in names:
+            value = self.globals.get(name, MISSING)
+            if value is MISSING:
+                self.kept.pop(name, None)
+            else:
+                self.kept[name] = value
 
     def _keep_as_rlms(self, before: dict[str, Any], ok: bool) -> None:
         """Undoes what LocalREPL would not keep of a cell: all its bindings

@@ -267,6 +267,7 @@ class Agent(Scripts):
             self._load_context(spec, strict=False)
         self.answer = new_answer()
         self.globals = new_namespace()
+        self.kept = {}
         self._rebuild_scaffold()
         version = "%d.%d.%d" % sys.version_info[:3]
         self.channel.send_json({"t": "ready", "python": version, "names": list(self.scaffold)})
@@ -284,7 +285,8 @@ class Agent(Scripts):
             self._send_done(cell, status, None, exit_code=exit_code)
             self._prepare_output()
             return
-        status, final = self.run_cell(cell, code, rlms=namespace == "rlms")
+        restore, keep = _names(msg, "restore"), _names(msg, "keep")
+        status, final = self.run_cell(cell, code, rlms=namespace == "rlms", restore=restore, keep=keep)
         value, self.value = self.value, None
         self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
         self._prepare_output()
@@ -319,6 +321,7 @@ class Agent(Scripts):
         self.answer.clear()
         self.answer.update(new_answer())
         self.globals = new_namespace()
+        self.kept = {}
         self._restore_names()
         self._reply(msg["req"], True)
 
@@ -358,6 +361,16 @@ class Agent(Scripts):
             except FrameTooLarge:
                 del done["value"]
                 self.channel.send_json(done, before)
+
+
+def _names(msg: dict[str, Any], field: str) -> tuple[str, ...]:
+    """`exec`'s `keep` or `restore`: a list of identifiers (absent: none)."""
+    names = msg.get(field)
+    if names is None:
+        return ()
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        raise ValueError("exec's %s must be a list of identifiers, got %r" % (field, names))
+    return tuple(names)
 
 
 def _positive(value: Any, default: int, zero: bool = False) -> int:

@@ -159,6 +159,19 @@ def test_a_duplicated_descriptor_does_not_hold_the_cell(ready: Agent) -> None:
     assert "late" not in cell.out and cell.out.endswith("next\n")
 
 
+def test_a_later_cell_never_gets_an_earlier_cells_output_file(ready: Agent) -> None:
+    # The next cells' files take the old descriptors' numbers, never their
+    # files: whatever still reaches an old file (a dup, a reopen through
+    # /proc, the old number itself) writes where no cell reads.
+    cell = ready.exec("import os\nfd = os.fstat(1)\nkeep = os.dup(1)\n"
+                      "again = os.open('/proc/self/fd/1', os.O_WRONLY)\nprint('first')")
+    assert (cell.status, cell.out) == ("ok", "first\n")
+    for i in range(3):
+        cell = ready.exec("os.write(keep, b'dup%d\\n')\nos.write(again, b'proc%d\\n')\n"
+                          "print(os.fstat(1).st_ino != fd.st_ino)" % (i, i))
+        assert (cell.status, cell.out, cell.err) == ("ok", "True\n", ""), cell
+
+
 def test_closed_sys_stdout_is_replaced_in_the_next_cell(ready: Agent) -> None:
     ready.exec("import sys\nsys.stdout.close()")
     assert ready.exec("print('back')").out == "back\n"

@@ -280,16 +280,18 @@ class Agent(Scripts):
         namespace = msg.get("namespace", "session")
         if namespace not in ("session", "rlms", "script"):
             raise ValueError("exec's namespace must be \"session\", \"rlms\" or \"script\", got %r" % (namespace,))
-        if namespace == "script":
-            status, exit_code = self.run_script(cell, code)
-            self._send_done(cell, status, None, exit_code=exit_code)
-            self._prepare_output()
-            return
         restore, keep = _names(msg, "restore"), _names(msg, "keep")
-        status, final = self.run_cell(cell, code, rlms=namespace == "rlms", restore=restore, keep=keep)
-        value, self.value = self.value, None
-        self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
-        self._prepare_output()
+        try:
+            if namespace == "script":
+                status, exit_code = self.run_script(cell, code)
+                self._send_done(cell, status, None, exit_code=exit_code)
+                return
+            status, final = self.run_cell(cell, code, rlms=namespace == "rlms", restore=restore, keep=keep)
+            value, self.value = self.value, None
+            self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
+        finally:
+            # After the `done`, while the host reads it: off the step's path.
+            self._prepare_output()
 
     def on_vars(self, msg: dict[str, Any]) -> None:
         self._reply(msg["req"], True, vars=self.user_vars())

@@ -16,6 +16,11 @@ the same machine:
   `rlm-sandbox session` and the agent.
 - step: `SandboxInterpreter.execute("print(6 * 7)")` on a started
   interpreter (with one tool registered, as RLM has), as DSPy calls it.
+- vstep: the same with the step's variables (`INPUTS`, unchanged from
+  step to step), as dspy.RLM calls it: every step passes its inputs.
+  Beside it the same step made to take the path before exec's `restore`
+  (the interpreter's record of kept inputs cleared before each step, so
+  a cell binds them before the step's cell: two round trips).
 
 The three are timed in turns (a block of each, BLOCKS times), so the shared
 machine's drift hits them alike. Prints p50 and p99 of each and the ratios
@@ -54,6 +59,8 @@ for line in iter(r.readline, b""):
     w.flush()
 """
 LINE = b"x" * 63 + b"\n"
+#: A DSPy RLM step's variables: the same every step.
+INPUTS = {"context": "a few lines of text " * 20, "query": "What is six times seven?"}
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -98,6 +105,12 @@ def timed(f: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def two_cells(interpreter: SandboxInterpreter) -> object:
+    """A step with its inputs as before exec's `restore`: a binding cell first."""
+    interpreter._kept = frozenset()
+    return interpreter.execute("print(6 * 7)", INPUTS)
+
+
 def bench(binary: str, runtime: str, steps: int, blocks: int, work: Path) -> None:
     floor = Floor(binary, runtime, work)
     session = Session(runtime=runtime)
@@ -110,6 +123,8 @@ def bench(binary: str, runtime: str, steps: int, blocks: int, work: Path) -> Non
             "floor": floor.once,
             "cell": lambda: session.exec("print(1)"),
             "step": lambda: interpreter.execute("print(6 * 7)"),
+            "vstep": lambda: interpreter.execute("print(6 * 7)", INPUTS),
+            "vstep2": lambda: two_cells(interpreter),
         }
         for run in runs.values():  # warm-up
             for _ in range(50):
@@ -126,10 +141,12 @@ def bench(binary: str, runtime: str, steps: int, blocks: int, work: Path) -> Non
     p99 = {name: percentile(t, 99) for name, t in times.items()}
     n = len(times["step"])
     print("%-6s floor (echo into the raw runtime's sandbox) p50 %.3f ms p99 %.3f ms | "
-          "cell print(1) p50 %.3f ms p99 %.3f ms | SandboxInterpreter step print(6 * 7) p50 %.3f ms p99 %.3f ms "
-          "(n=%d each) | step/floor %.2fx, cell/floor %.2fx"
-          % (runtime, p50["floor"], p99["floor"], p50["cell"], p99["cell"], p50["step"], p99["step"], n,
-             p50["step"] / p50["floor"], p50["cell"] / p50["floor"]))
+          "cell print(1) p50 %.3f ms p99 %.3f ms | SandboxInterpreter step print(6 * 7) p50 %.3f ms p99 %.3f ms | "
+          "with its inputs p50 %.3f ms p99 %.3f ms (in two cells, as before: p50 %.3f ms p99 %.3f ms) (n=%d each) | step/floor %.2fx, with inputs/floor %.2fx, "
+          "cell/floor %.2fx"
+          % (runtime, p50["floor"], p99["floor"], p50["cell"], p99["cell"], p50["step"], p99["step"],
+             p50["vstep"], p99["vstep"], p50["vstep2"], p99["vstep2"], n, p50["step"] / p50["floor"], p50["vstep"] / p50["floor"],
+             p50["cell"] / p50["floor"]))
 
 
 def before_after(new: str, old: str, old_cache: str, runtime: str, steps: int) -> None:
@@ -139,21 +156,23 @@ def before_after(new: str, old: str, old_cache: str, runtime: str, steps: int) -
         session = Session(runtime=runtime, binary=binary, env=env)
         interpreter = SandboxInterpreter(tools={"lookup": lambda key: key}, runtime=runtime, binary=binary, env=env)
         interpreter.start()
-        subjects.append((session, interpreter, {"cell": [], "step": []}))
+        subjects.append((session, interpreter, {"cell": [], "step": [], "vstep": []}))
     try:
         for i in range(steps + 100):
             for session, interpreter, times in subjects:
                 cell = timed(lambda: session.exec("print(1)"))
                 step = timed(lambda: interpreter.execute("print(6 * 7)"))
+                vstep = timed(lambda: interpreter.execute("print(6 * 7)", INPUTS))
                 if i >= 100:  # after the warm-up
                     times["cell"].append(cell)
                     times["step"].append(step)
+                    times["vstep"].append(vstep)
     finally:
         for session, interpreter, _ in subjects:
             interpreter.shutdown()
             session.close()
     (_, _, before), (_, _, after) = subjects
-    for name in ("cell", "step"):
+    for name in ("cell", "step", "vstep"):
         b50, a50 = statistics.median(before[name]), statistics.median(after[name])
         print("%-6s %s p50 old %.3f ms new %.3f ms (old/new %.2fx) | p99 old %.3f new %.3f (n=%d each)"
               % (runtime, name, b50, a50, b50 / a50, percentile(before[name], 99), percentile(after[name], 99),

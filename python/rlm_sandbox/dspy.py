@@ -73,7 +73,7 @@ import threading
 import weakref
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Tuple, TypeVar, cast
+from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Tuple, TypeVar, cast
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 from dspy.utils.callback import with_callbacks
@@ -304,6 +304,10 @@ class SandboxInterpreter:
         # Each tool's signature, read once per function object.
         self._tool_params: Dict[str, Tuple[Callable[..., Any], List[List[Any]]]] = {}
         self._sent: Dict[str, Sent] = {}
+        # The input names the sandbox keeps bound as the last preparation
+        # bound them (exec's `keep`), and those the next cell restores.
+        self._kept: FrozenSet[str] = frozenset()
+        self._restore: List[str] = []
         self._contexts = 0
 
     @classmethod
@@ -462,12 +466,13 @@ class SandboxInterpreter:
             if self._session is None:
                 self.start()
             self._prepare(variables or {})
-            return self._outcome(self._run(code))
+            return self._outcome(self._run(code, restore=self._restore))
         finally:
             self._busy.release()
 
-    def _run(self, code: str) -> Cell:
-        """One cell; an ended sandbox ends the interpreter."""
+    def _run(self, code: str, keep: Sequence[str] = (), restore: Sequence[str] = ()) -> Cell:
+        """One cell (keeping or restoring input names, exec's `keep` and
+        `restore`); an ended sandbox ends the interpreter."""
         session = self._session
         if session is None:
             self._check_usable()
@@ -475,11 +480,16 @@ class SandboxInterpreter:
         try:
             if self._setup is not None:
                 # Written before the setup's answer is read: one wait for both.
-                pending = session.submit_exec({"code": code})
+                fields: Dict[str, Any] = {"code": code}
+                if keep:
+                    fields["keep"] = list(keep)
+                if restore:
+                    fields["restore"] = list(restore)
+                pending = session.submit_exec(fields)
                 self._finish_setup()
                 cell = session.finish_exec(pending)
             else:
-                cell = session.exec(code)
+                cell = session.exec(code, keep=keep, restore=restore)
         except SandboxError as e:
             self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
         except ValueError as e:
@@ -516,7 +526,12 @@ class SandboxInterpreter:
     def _prepare(self, variables: Dict[str, Any]) -> None:
         """Brings SUBMIT, the tool functions and the inputs up to date:
         only what changed travels, then every input name is bound. The
-        bookkeeping changes only once the sandbox has done it."""
+        bookkeeping changes only once the sandbox has done it. A step
+        whose inputs, tools and SUBMIT did not change (DSPy passes the
+        same variables every step) needs no cell of its own: the sandbox
+        kept the bound inputs (exec's `keep`) and the step's own cell
+        restores them (`restore`), one round trip instead of two."""
+        self._restore = []
         ops: Dict[str, Any] = {}
         names = _output_names(self.output_fields)
         if names != self._submit_names:
@@ -524,17 +539,22 @@ class SandboxInterpreter:
         specs = self._current_tool_specs(variables)
         if specs != self._tool_specs:
             ops["tools"] = specs
-        lines, pending = self._send_inputs(variables, ops)
+        lines, pending, changed = self._send_inputs(variables, ops)
         if not ops and not lines:
             return
+        if not changed and not lines and ops.keys() <= {"bind", "files"} and self._kept >= set(variables):
+            self._restore = list(variables)
+            return
         lines.append(_support_call("apply", json.dumps(ops)))
-        for code in _pack(lines):
-            cell = self._run(code)
+        cells = _pack(lines)
+        for i, code in enumerate(cells):
+            cell = self._run(code, keep=list(variables) if i == len(cells) - 1 else [])
             if not cell.ok:
                 self._forget_inline_inputs()
                 raise CodeInterpreterError(f"preparing the step in the sandbox failed:\n{_printed(cell).strip()}")
         self._submit_names, self._tool_specs = names, specs
         self._sent.update(pending)
+        self._kept = frozenset(variables) | self._kept
 
     def _current_tool_specs(self, variables: Dict[str, Any]) -> Dict[str, List[List[Any]]]:
         specs = {}
@@ -561,11 +581,13 @@ class SandboxInterpreter:
         if name in ("SUBMIT", "__builtins__") or name in self._sandbox_names or _CONTEXT_N.match(name):
             raise CodeInterpreterError(f"{what} name {name!r} is one of the sandbox's own names")
 
-    def _send_inputs(self, variables: Dict[str, Any], ops: Dict[str, Any]) -> Tuple[List[str], Dict[str, Sent]]:
+    def _send_inputs(
+        self, variables: Dict[str, Any], ops: Dict[str, Any]
+    ) -> Tuple[List[str], Dict[str, Sent], bool]:
         """Adds context files for large changed inputs (`context` first)
         and returns the code lines for small changed ones, with what the
-        sandbox holds once they ran; `ops` gets the file-borne inputs and
-        the names to bind."""
+        sandbox holds once they ran, and whether any input changed; `ops`
+        gets the file-borne inputs and the names to bind."""
         for name in variables:
             self._check_name(name, "input")
         changed: Dict[str, Input] = {}
@@ -596,7 +618,7 @@ class SandboxInterpreter:
             ops["files"] = from_files
         if variables:
             ops["bind"] = list(variables)
-        return lines, pending
+        return lines, pending, bool(changed)
 
     def _order_files(self, files: List[str], variables: Dict[str, Any], changed: Dict[str, Input]) -> List[str]:
         """Once the sandbox has a context file, its `context` is the first
@@ -649,6 +671,7 @@ class SandboxInterpreter:
         (files stay: their context_N remain); send it all again."""
         self._sent = {n: s for n, s in self._sent.items() if s.context is not None}
         self._submit_names = self._tool_specs = None
+        self._kept = frozenset()
 
     # -- the host side of the sandbox's calls ----------------------------------
 

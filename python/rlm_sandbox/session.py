@@ -8,7 +8,7 @@ import os
 import warnings
 import weakref
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .binary import find_binary
 from .calls import CallAnswerer, QueryFn, tool_params
@@ -369,7 +369,14 @@ class Session:
         raise ProtocolError(f"{op} failed ({kind}): {message}", kind=kind, stderr=process.stderr_tail())
 
     def exec(
-        self, code: str, timeout: Optional[float] = None, *, vars: bool = False, namespace: str = "session"
+        self,
+        code: str,
+        timeout: Optional[float] = None,
+        *,
+        vars: bool = False,
+        namespace: str = "session",
+        keep: Sequence[str] = (),
+        restore: Sequence[str] = (),
     ) -> Cell:
         """Runs `code` in the REPL's globals; with `vars`, `Cell.vars` lists
         the globals afterwards (what `vars()` returns, without its round
@@ -379,7 +386,10 @@ class Session:
         oom, killed, ...) and every later call raises SessionDead.
         `namespace="rlms"` keeps only what rlms's LocalREPL keeps of a cell:
         nothing of one that did not end ok, no names starting with "_"
-        (docs/PROTOCOL.md, `exec`); the default keeps every binding."""
+        (docs/PROTOCOL.md, `exec`); the default keeps every binding.
+        `keep` names globals the sandbox keeps after a cell that ended ok,
+        `restore` globals bound to their kept values before the code runs:
+        inputs rebound at every step without a cell of their own."""
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         if namespace not in ("session", "rlms"):
@@ -389,6 +399,11 @@ class Session:
             fields["vars"] = True
         if namespace != "session":
             fields["namespace"] = namespace
+        for field, names in (("keep", keep), ("restore", restore)):
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise TypeError(f"{field} must be a sequence of names (str), not {names!r}")
+            if names:
+                fields[field] = list(names)
         if timeout is not None:
             fields["timeout"] = timeout
         return self._cell(self._response("exec", self.submit_exec(fields)))

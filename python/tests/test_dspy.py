@@ -157,7 +157,8 @@ def test_inputs_are_sent_once_and_bound_every_step(settings: dict) -> None:
         # The same inputs again: not sent, yet bound again (DSPy's interpreters
         # assign every input at every step, so the code's change is undone).
         assert interp.execute("print(question, limit)", variables) == "How many apples? 3"
-        assert not any("apples" in code or '"n": 1' in code for code in sent["exec"])
+        # ... in the step's own cell: no cell before it (exec's `restore`).
+        assert sent["exec"] == ["print(question, limit)"]
         # A changed input is sent again, and only that one.
         variables["question"] = "And pears?"
         sent["exec"].clear()
@@ -191,7 +192,9 @@ def test_large_inputs_arrive_as_context_files_once(settings: dict) -> None:
         assert all(len(code) < INLINE_BYTES for code in sent["exec"])
         # The code rebinds them; the next step restores them without sending them again.
         assert interp.execute("doc = 'x'\ncontext = 'y'\ntable = None") is None
+        sent["exec"].clear()
         assert interp.execute("print(len(doc), context, len(table))", variables) == f"{len(big)} short {len(table)}"
+        assert sent["exec"] == ["print(len(doc), context, len(table))"]
         assert len(sent["add_context"]) == 3
         # The sandbox's `ctx` is its first file: an input of that name cannot be bound.
         with pytest.raises(CodeInterpreterError, match="ctx"):

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::frames::{AgentMsg, CellNamespace, DoneStatus, Frame, VarInfo};
+use super::frames::{AgentMsg, CellOptions, DoneStatus, Frame, VarInfo};
 use super::value::CellValue;
 use super::{CallRecord, Interrupt, Session, SessionError};
 use crate::capture::BoundedCapture;
@@ -59,18 +59,19 @@ impl Session {
     /// Runs `code` in the session's interpreter, by `timeout` (the
     /// sandbox's configured timeout if `None`).
     pub fn exec(&mut self, code: &str, timeout: Option<Duration>) -> Result<Cell, SessionError> {
-        self.exec_with(code, timeout, false, CellNamespace::Session)
+        self.exec_with(code, timeout, &CellOptions::default())
     }
 
-    /// [`Self::exec`], and with `vars` the user's globals after the cell
-    /// in [`Cell::vars`] (the agent lists them in its `done`); `namespace`
-    /// says which of the cell's bindings outlive it.
+    /// [`Self::exec`] with `options`: with `vars` the user's globals after
+    /// the cell in [`Cell::vars`] (the agent lists them in its `done`);
+    /// `namespace` says which of the cell's bindings outlive it; `keep`
+    /// and `restore` name globals the agent keeps after it / binds to
+    /// their kept values before it.
     pub fn exec_with(
         &mut self,
         code: &str,
         timeout: Option<Duration>,
-        vars: bool,
-        namespace: CellNamespace,
+        options: &CellOptions,
     ) -> Result<Cell, SessionError> {
         self.alive()?;
         let start = Instant::now();
@@ -79,10 +80,15 @@ impl Session {
         let (keep, ceiling) = (limits.max_stdout_bytes, limits.max_output_bytes);
         let cell = self.next_cell;
         self.next_cell += 1;
-        self.link.send(
-            json!({"t": "exec", "cell": cell, "code": code, "vars": vars,
-                "namespace": namespace.as_str()}),
-        );
+        let mut exec = json!({"t": "exec", "cell": cell, "code": code, "vars": options.vars,
+            "namespace": options.namespace.as_str()});
+        if !options.keep.is_empty() {
+            exec["keep"] = json!(options.keep);
+        }
+        if !options.restore.is_empty() {
+            exec["restore"] = json!(options.restore);
+        }
+        self.link.send(exec);
         let mut streams = [BoundedCapture::new(keep), BoundedCapture::new(keep)];
         let mut printed = 0u64;
         // Interrupted at the deadline or the output ceiling, killed after

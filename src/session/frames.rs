@@ -60,6 +60,69 @@ impl CellNamespace {
     }
 }
 
+/// Most names one `exec` may keep or restore (a DSPy step's inputs are a
+/// handful; the bound keeps a hostile request's frame small).
+pub const MAX_KEPT_NAMES: usize = 1024;
+/// Longest name in `keep` / `restore`, in bytes.
+pub const MAX_KEPT_NAME_BYTES: usize = 256;
+
+/// An `exec`'s options beside its code (docs/PROTOCOL.md, `exec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CellOptions {
+    /// List the user's globals in the `done`.
+    pub vars: bool,
+    pub namespace: CellNamespace,
+    /// Globals the agent keeps after the cell, when it ended `ok`.
+    pub keep: Vec<String>,
+    /// Globals bound to their kept values before the code runs: a step
+    /// whose inputs did not change rebinds them in its own cell.
+    pub restore: Vec<String>,
+}
+
+impl CellOptions {
+    /// `keep` or `restore` from a request: absent or null is none, else
+    /// a list of at most [`MAX_KEPT_NAMES`] names, each a non-empty
+    /// string of at most [`MAX_KEPT_NAME_BYTES`] bytes (the agent checks
+    /// that each is a Python identifier).
+    pub fn parse_names(
+        field: &str,
+        value: Option<&serde_json::Value>,
+    ) -> Result<Vec<String>, String> {
+        let items = match value {
+            None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+            Some(serde_json::Value::Array(items)) if items.len() <= MAX_KEPT_NAMES => items,
+            Some(other) => {
+                return Err(format!(
+                    "field \"{field}\" must be a list of at most {MAX_KEPT_NAMES} names, got {}",
+                    shown(other)
+                ))
+            }
+        };
+        items
+            .iter()
+            .map(|item| match item {
+                serde_json::Value::String(s) if !s.is_empty() && s.len() <= MAX_KEPT_NAME_BYTES => {
+                    Ok(s.clone())
+                }
+                other => Err(format!(
+                    "field \"{field}\" must hold names (non-empty strings of at most \
+                     {MAX_KEPT_NAME_BYTES} bytes), got {}",
+                    shown(other)
+                )),
+            })
+            .collect()
+    }
+}
+
+/// A request value in an error message, cut to 80 characters.
+fn shown(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
+}
+
 /// One frame from the agent.
 #[derive(Debug, PartialEq)]
 pub enum Frame {
@@ -331,6 +394,33 @@ mod tests {
         }
         assert_eq!(CellNamespace::Rlms.as_str(), "rlms");
         assert_eq!(CellNamespace::Script.as_str(), "script");
+    }
+
+    #[test]
+    fn keep_and_restore_are_parsed_strictly() {
+        use serde_json::json;
+        assert_eq!(CellOptions::parse_names("keep", None), Ok(vec![]));
+        assert_eq!(
+            CellOptions::parse_names("keep", Some(&json!(null))),
+            Ok(vec![])
+        );
+        assert_eq!(
+            CellOptions::parse_names("restore", Some(&json!(["a", "b_2"]))),
+            Ok(vec!["a".to_string(), "b_2".to_string()])
+        );
+        let long = "x".repeat(MAX_KEPT_NAME_BYTES + 1);
+        let many = vec![json!("a"); MAX_KEPT_NAMES + 1];
+        for bad in [
+            json!("a"),
+            json!([1]),
+            json!([""]),
+            json!([long]),
+            json!(many),
+            json!({"a": 1}),
+        ] {
+            let err = CellOptions::parse_names("keep", Some(&bad)).unwrap_err();
+            assert!(err.starts_with("field \"keep\" must"), "{err}");
+        }
     }
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::frames::CellNamespace;
+use super::frames::{CellNamespace, CellOptions};
 use super::{Session, SessionError};
 use crate::result::{ExecResult, RuntimeUsed, Status};
 use crate::supervise::{classify, Observed};
@@ -28,7 +28,11 @@ impl Session {
         timeout: Option<Duration>,
     ) -> Result<ExecResult, SessionError> {
         crate::code::validate(code.as_bytes()).map_err(|e| SessionError::Request(e.to_string()))?;
-        let cell = self.exec_with(code, timeout, false, CellNamespace::Script)?;
+        let options = CellOptions {
+            namespace: CellNamespace::Script,
+            ..CellOptions::default()
+        };
+        let cell = self.exec_with(code, timeout, &options)?;
         let mut result = ExecResult {
             status: cell.status,
             exit_code: cell.exit_code,

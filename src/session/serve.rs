@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use super::calls::{CallHandler, CallKind, CallOutcome, CallRequest};
 use super::contexts::Format;
-use super::frames::CellNamespace;
+use super::frames::{CellNamespace, CellOptions};
 use super::leaving::kind_of;
 use super::{Handler, Input, Session, SessionError, SessionOptions};
 use crate::supervise::Sandbox;
@@ -310,13 +310,23 @@ fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, Sess
             };
             let namespace =
                 CellNamespace::parse(r.body.get("namespace")).map_err(SessionError::Request)?;
+            let keep = CellOptions::parse_names("keep", r.body.get("keep"))
+                .map_err(SessionError::Request)?;
+            let restore = CellOptions::parse_names("restore", r.body.get("restore"))
+                .map_err(SessionError::Request)?;
+            if namespace == CellNamespace::Script && !(keep.is_empty() && restore.is_empty()) {
+                return Err(SessionError::Request(
+                    "fields \"keep\" and \"restore\" do not apply to \"namespace\": \"script\" (a script has a fresh __main__)".into(),
+                ));
+            }
             if namespace == CellNamespace::Script {
                 // A one-shot run: `run --json`'s result, not a cell.
                 let result = session.run_script(code, timeout)?;
                 out.insert("result".into(), serde_json::to_value(result).unwrap_or_default());
                 return Ok(out);
             }
-            let cell = session.exec_with(code, timeout, vars, namespace)?;
+            let options = CellOptions { vars, namespace, keep, restore };
+            let cell = session.exec_with(code, timeout, &options)?;
             out.insert("cell".into(), serde_json::to_value(cell).unwrap_or_default());
         }
         "vars" => {

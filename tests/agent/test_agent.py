@@ -159,6 +159,19 @@ def test_a_duplicated_descriptor_does_not_hold_the_cell(ready: Agent) -> None:
     assert "late" not in cell.out and cell.out.endswith("next\n")
 
 
+def test_a_later_cell_never_gets_an_earlier_cells_output_file(ready: Agent) -> None:
+    # The next cells' files take the old descriptors' numbers, never their
+    # files: whatever still reaches an old file (a dup, a reopen through
+    # /proc, the old number itself) writes where no cell reads.
+    cell = ready.exec("import os\nfd = os.fstat(1)\nkeep = os.dup(1)\n"
+                      "again = os.open('/proc/self/fd/1', os.O_WRONLY)\nprint('first')")
+    assert (cell.status, cell.out) == ("ok", "first\n")
+    for i in range(3):
+        cell = ready.exec("os.write(keep, b'dup%d\\n')\nos.write(again, b'proc%d\\n')\n"
+                          "print(os.fstat(1).st_ino != fd.st_ino)" % (i, i))
+        assert (cell.status, cell.out, cell.err) == ("ok", "True\n", ""), cell
+
+
 def test_closed_sys_stdout_is_replaced_in_the_next_cell(ready: Agent) -> None:
     ready.exec("import sys\nsys.stdout.close()")
     assert ready.exec("print('back')").out == "back\n"
@@ -438,6 +451,38 @@ def test_an_rlms_cell_shows_the_contexts_in_show_vars(agent: Agent, files: Any) 
     assert agent.exec("x = 1\nprint(SHOW_VARS())").out == "Available variables: {'x': 'int'}\n"
     cell = agent.exec("print(SHOW_VARS())", namespace="rlms")
     assert cell.out == "Available variables: {'context_0': 'str', 'context': 'str', 'x': 'int'}\n"
+
+
+def test_kept_names_are_restored_before_a_cell(ready: Agent) -> None:
+    # A preparation binds the inputs and keeps them (only when it ends ok).
+    assert ready.exec("q = 'question'\nlst = []\nw = 0", keep=["q", "lst", "gone"]).status == "ok"
+    assert ready.exec("q = 'lost'\n1/0", keep=["q"]).status == "error"
+    # A step rebinds them; the next one sees them restored, in-place changes kept.
+    cell = ready.exec("print(q)\nq = 'mine'\nlst.append(1)\nw = 1", restore=["q", "lst"])
+    assert (cell.status, cell.out) == ("ok", "question\n")
+    assert ready.exec("print(q, lst, w)", restore=["q"]).out == "question [1] 1\n"
+    assert ready.exec("print(q)").out == "question\n"
+    # A name never kept (or forgotten: kept while unbound) is an error
+    # before the code runs; reset forgets them all.
+    for names in (["gone"], ["never"], ["q", "never"]):
+        cell = ready.exec("ran = 1", restore=names)
+        assert cell.status == "error" and "which no earlier cell kept" in cell.err, cell
+        assert ready.exec("print('ran' in globals())").out == "False\n"
+    assert ready.request("reset")["ok"] is True
+    assert ready.exec("print(1)", restore=["q"]).status == "error"
+
+
+@pytest.mark.parametrize("bad", ["q", [1], ["not a name"], {"q": 1}])
+def test_keep_and_restore_must_name_identifiers(ready: Agent, bad: Any) -> None:
+    assert ready.exec("x = 1", keep=["x"]).status == "ok"
+    for field in ("keep", "restore"):
+        cell = ready.exec("y = 1", **{field: bad})
+        assert cell.status == "error"
+        assert ready.exec("print('y' in globals())").out == "False\n"
+    assert ready.close() == 0
+    diagnostics = ready.stderr_text()
+    assert "exec's keep must be a list of identifiers" in diagnostics
+    assert "exec's restore must be a list of identifiers" in diagnostics
 
 
 @pytest.mark.parametrize("bad", ["local", True, None, 1])

@@ -29,7 +29,7 @@ from .namespace import (
     MISSING,
     new_answer,
 )
-from .output import WATCH_EVERY, CellOutput, flush, text_stream, usable, write_fd
+from .output import WATCH_EVERY, CellOutput, close_quietly, flush, text_stream, usable, write_fd
 from .scaffold import Scaffold
 from .wire import Channel, DEFAULT_MAX_OUTPUT_BYTES, FRAME_SLACK, STDERR
 
@@ -45,39 +45,82 @@ class Cells(Scaffold):
         super().__init__(channel, diag)
         self.devnull = devnull
         self.max_output = DEFAULT_MAX_OUTPUT_BYTES
-        #: The running cell's output, and the lock under which fd 1 and 2
-        #: are pointed at it or away from it (main thread and watchdog).
+        #: The running cell's output, and who may end it: the main thread
+        #: (the cell ended) or the watchdog (past the ceiling). One token
+        #: per cell; whoever pops it (list.pop is atomic under the GIL)
+        #: ends the output, so the main thread takes no lock in the common
+        #: case (under gVisor a lock costs a system call: CPython 3.11
+        #: reads the clock). The watchdog acts under `output_lock`, which
+        #: the main thread waits on only when it lost the token.
         self.output: Optional[CellOutput] = None
+        self.output_token: list[bool] = []
         self.output_lock = threading.Lock()
         #: Output files made ahead for the next cell.
         self.spare: Optional[CellOutput] = None
+        #: The last cell's output descriptors, still open: the next cell's
+        #: files take their numbers (see CellOutput).
+        self.retired: list[int] = []
         #: Output frames of the last cell that go out with its `done`.
         self.unsent = b""
         self.sources: "collections.deque[str]" = collections.deque()
         #: The running cell's trailing expression's value, as `done` carries it.
         self.value: Optional[dict[str, Any]] = None
+        #: Values `exec`'s `keep` kept, by name, for a later `restore`.
+        self.kept: dict[str, Any] = {}
 
-    def run_cell(self, cell: int, code: str, rlms: bool = False) -> tuple[str, Optional[str]]:
+    def run_cell(self, cell: int, code: str, rlms: bool = False, restore: tuple[str, ...] = (),
+                 keep: tuple[str, ...] = ()) -> tuple[str, Optional[str]]:
         """Runs `code` with its own output files: (status, final answer).
         With `rlms`, only the bindings rlms's LocalREPL would keep outlive
-        the cell (see `_keep_as_rlms`)."""
+        the cell (see `_keep_as_rlms`). The names in `restore` are bound to
+        their kept values before the code runs, and those in `keep` kept
+        after a cell that ended ok (`exec`'s options: a step whose inputs
+        did not change rebinds them in its own cell, no cell before it)."""
         self._ensure_std_streams()
         self.value = None
         output = self._start_output(cell)
         if output is None:
             return "error", None
-        before = dict(self.globals) if rlms else None
         self.rlms_names = rlms
         try:
-            status = self._execute(cell, code)
-            if before is not None:
-                self._keep_as_rlms(before, status == "ok")
+            if self._restore_kept(restore):
+                before = dict(self.globals) if rlms else None
+                status = self._execute(cell, code)
+                if before is not None:
+                    self._keep_as_rlms(before, status == "ok")
+            else:
+                status = "error"
+            if status == "ok":
+                self._keep(keep)
             final = self._take_answer()
             self._restore_names()
         finally:
             self.rlms_names = False
             self._end_output(output)
         return status, final
+
+    def _restore_kept(self, names: tuple[str, ...]) -> bool:
+        """Binds each name to its kept value; False (the cell does not run,
+        its stderr says why) when one was never kept: the host's record
+        of what it kept is wrong, and code must not run without its inputs."""
+        missing = [name for name in names if name not in self.kept]
+        if missing:
+            write_fd(2, "rlm-sandbox: exec's restore names %s, which no earlier cell kept\n" % missing)
+            return False
+        for name in names:
+            self.globals[name] = self.kept[name]
+        return True
+
+    def _keep(self, names: tuple[str, ...]) -> None:
+        """Keeps each name's value now (the object itself, as a binding
+        would: changed in place, it stays changed); a name the globals do
+        not hold is forgotten."""
+        for name in names:
+            value = self.globals.get(name, MISSING)
+            if value is MISSING:
+                self.kept.pop(name, None)
+            else:
+                self.kept[name] = value
 
     def _keep_as_rlms(self, before: dict[str, Any], ok: bool) -> None:
         """Undoes what LocalREPL would not keep of a cell: all its bindings
@@ -163,19 +206,28 @@ class Cells(Scaffold):
             sys.stderr = text_stream(2, "w")
 
     def _prepare_output(self) -> None:
-        """Makes the next cell's output files now, after this cell's `done`
-        went out, while the host reads it (they cost a dozen system calls)."""
+        """Points fd 1 and 2 at /dev/null (a thread still printing now
+        prints into nothing, not into memory) and makes the next cell's
+        output files, after this cell's `done` went out, while the host
+        reads it (they cost a handful of system calls)."""
+        os.dup2(self.devnull, 1)
+        os.dup2(self.devnull, 2)
         if self.spare is None:
             try:
-                self.spare = CellOutput()
+                self.spare = self._new_output()
             except OSError:
                 pass  # Made (or reported) when the next cell starts.
+
+    def _new_output(self) -> CellOutput:
+        """New output files, in the last cell's descriptors' numbers."""
+        slots, self.retired = self.retired, []
+        return CellOutput(slots)
 
     def _start_output(self, cell: int) -> Optional[CellOutput]:
         """The cell's output files on fd 1 and fd 2."""
         output, self.spare = self.spare, None
         try:
-            output = output or CellOutput()
+            output = output or self._new_output()
         except OSError as e:
             # Too many open files, most likely: say so in the cell's stderr.
             self.channel.send(STDERR, ("rlm-sandbox: cannot create the cell's output files: %s\n" % e).encode())
@@ -186,22 +238,32 @@ class Cells(Scaffold):
         # and 2 point at it; until then it finds None.
         os.dup2(output.files[0], 1)
         os.dup2(output.files[1], 2)
+        self.output_token.append(True)
         self.output = output
         return output
 
     def _end_output(self, output: CellOutput) -> None:
-        """Points fd 1 and 2 back at /dev/null, then sends what the cell
-        wrote (a thread still printing now prints into /dev/null)."""
+        """Ends the cell's output (the watchdog cannot cut it any more),
+        then sends what the cell wrote: each file as far as it is now
+        (what a thread still printing writes later goes nowhere: the
+        files are replaced before the next cell, and fd 1 and 2 pointed
+        at /dev/null once the `done` is out, see _prepare_output)."""
         flush(sys.stdout)
         flush(sys.stderr)
-        with self.output_lock:
-            os.dup2(self.devnull, 1)
-            os.dup2(self.devnull, 2)
-            self.output = None
+        try:
+            self.output_token.pop()
+        except IndexError:
+            # The watchdog is cutting it off: its `output_limit` goes out
+            # before this cell's `done`.
+            with self.output_lock:
+                pass
+        self.output = None
         try:
             self.unsent = output.send(self.channel, self.max_output)
         finally:
-            output.close()
+            for fd in self.retired:  # None unless no files were made since the last cell.
+                close_quietly(fd)
+            self.retired = output.retire()
 
     def _watch_output(self) -> None:
         """The watchdog thread: a running cell whose output passes the
@@ -229,6 +291,10 @@ class Cells(Scaffold):
             with self.output_lock:
                 if self.output is not output:
                     continue
+                try:
+                    self.output_token.pop()
+                except IndexError:
+                    continue  # The cell is ending: its output is the main thread's.
                 os.dup2(self.devnull, 1)
                 os.dup2(self.devnull, 2)
                 output.limited = True

@@ -277,6 +277,7 @@ class Agent(Scripts):
         # The prelude's globals, once: a later reset gives fresh ones.
         prelude, self.prelude_globals = self.prelude_globals, None
         self.globals = prelude if prelude is not None else new_namespace()
+        self.kept = {}
         self._rebuild_scaffold()
         version = "%d.%d.%d" % sys.version_info[:3]
         self.channel.send_json({"t": "ready", "python": version, "names": list(self.scaffold)})
@@ -289,15 +290,18 @@ class Agent(Scripts):
         namespace = msg.get("namespace", "session")
         if namespace not in ("session", "rlms", "script"):
             raise ValueError("exec's namespace must be \"session\", \"rlms\" or \"script\", got %r" % (namespace,))
-        if namespace == "script":
-            status, exit_code = self.run_script(cell, code)
-            self._send_done(cell, status, None, exit_code=exit_code)
+        restore, keep = _names(msg, "restore"), _names(msg, "keep")
+        try:
+            if namespace == "script":
+                status, exit_code = self.run_script(cell, code)
+                self._send_done(cell, status, None, exit_code=exit_code)
+                return
+            status, final = self.run_cell(cell, code, rlms=namespace == "rlms", restore=restore, keep=keep)
+            value, self.value = self.value, None
+            self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
+        finally:
+            # After the `done`, while the host reads it: off the step's path.
             self._prepare_output()
-            return
-        status, final = self.run_cell(cell, code, rlms=namespace == "rlms")
-        value, self.value = self.value, None
-        self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
-        self._prepare_output()
 
     def on_vars(self, msg: dict[str, Any]) -> None:
         self._reply(msg["req"], True, vars=self.user_vars())
@@ -329,6 +333,7 @@ class Agent(Scripts):
         self.answer.clear()
         self.answer.update(new_answer())
         self.globals = new_namespace()
+        self.kept = {}
         self._restore_names()
         self._reply(msg["req"], True)
 
@@ -368,6 +373,16 @@ class Agent(Scripts):
             except FrameTooLarge:
                 del done["value"]
                 self.channel.send_json(done, before)
+
+
+def _names(msg: dict[str, Any], field: str) -> tuple[str, ...]:
+    """`exec`'s `keep` or `restore`: a list of identifiers (absent: none)."""
+    names = msg.get(field)
+    if names is None:
+        return ()
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        raise ValueError("exec's %s must be a list of identifiers, got %r" % (field, names))
+    return tuple(names)
 
 
 def _positive(value: Any, default: int, zero: bool = False) -> int:

@@ -3,7 +3,7 @@
 import fcntl
 import io
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from .wire import CHUNK, Channel, PRIVATE_FD_MIN, STDERR, STDOUT, encode_frame
 
@@ -26,23 +26,36 @@ class CellOutput:
     sandbox's memory (its limit covers them) and the watchdog bounds them
     by the host's output ceiling. Every cell gets new files, so a
     descriptor user code duplicated from fd 1 writes into a file nobody
-    reads any more, never into a later cell."""
+    reads any more, never into a later cell. (Reusing a file instead
+    would save its system calls, but nothing cheap tells whether user
+    code still holds it: a dup, a child's inherited fd 1, an mmap or an
+    open of /proc/self/fd/1 all reach the same file, and none shows in
+    its link count or in a write lease's check.)
 
-    def __init__(self) -> None:
+    `slots`, the last cell's descriptors: the new files take their
+    numbers (dup3 replaces and closes the old files in one call each),
+    which saves a close and the search for a free number per file."""
+
+    def __init__(self, slots: Sequence[int] = ()) -> None:
         #: The cell the files are for (set when it starts).
         self.cell = 0
         #: The watchdog cut this cell's output off at the ceiling.
         self.limited = False
         self.files: list[int] = []
         try:
-            for name in ("rlm-stdout", "rlm-stderr"):
+            for i, name in enumerate(("rlm-stdout", "rlm-stderr")):
                 fd = os.memfd_create(name, os.MFD_CLOEXEC)
                 try:
-                    self.files.append(private_fd(fd))
+                    if i < len(slots):
+                        self.files.append(os.dup2(fd, slots[i], inheritable=False))
+                    else:
+                        self.files.append(private_fd(fd))
                 finally:
                     os.close(fd)
         except OSError:
             self.close()
+            for slot in slots[len(self.files):]:
+                close_quietly(slot)
             raise
 
     def size(self) -> int:
@@ -75,12 +88,21 @@ class CellOutput:
         return b""
 
     def close(self) -> None:
-        for fd in self.files:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.files = []
+        for fd in self.retire():
+            close_quietly(fd)
+
+    def retire(self) -> list[int]:
+        """Gives up the files' descriptors (still open) to the caller: the
+        next cell's files take their numbers."""
+        files, self.files = self.files, []
+        return files
+
+
+def close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def private_fd(fd: int) -> int:

@@ -418,6 +418,32 @@ pub(crate) mod tests {
         }
     }
 
+    /// Compares `actual` with the golden file at `path`, or rewrites the
+    /// file when `update` (from [`golden_update`]); `source` names what
+    /// produced it, for the drift message.
+    pub(crate) fn check_golden(path: &Path, actual: &str, update: bool, source: &str) {
+        if update {
+            if std::fs::read_to_string(path).ok().as_deref() != Some(actual) {
+                eprintln!("golden: rewrote {}", path.display());
+                std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+                std::fs::write(path, actual).expect("write golden");
+            }
+            return;
+        }
+        let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run RLM_UPDATE_GOLDEN=1 cargo test golden",
+                path.display()
+            )
+        });
+        assert!(
+            expected == actual,
+            "{} drifted from {source}; run RLM_UPDATE_GOLDEN=1 cargo test golden and review \
+             the diff",
+            path.display()
+        );
+    }
+
     #[test]
     fn golden_files_are_never_rewritten_under_ci() {
         let set = Some(std::ffi::OsStr::new("1"));
@@ -447,27 +473,7 @@ pub(crate) mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         for (preset, runtime) in golden_cases() {
             let path = golden_path(preset, runtime);
-            let actual = golden(preset, runtime);
-            if update {
-                if std::fs::read_to_string(&path).ok().as_deref() != Some(actual.as_str()) {
-                    eprintln!("golden: rewrote {}", path.display());
-                    std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-                    std::fs::write(&path, &actual).expect("write golden");
-                }
-                continue;
-            }
-            let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; run RLM_UPDATE_GOLDEN=1 cargo test golden",
-                    path.display()
-                )
-            });
-            assert!(
-                expected == actual,
-                "{} drifted from the bundle writer; run RLM_UPDATE_GOLDEN=1 cargo test golden \
-                 and review the diff",
-                path.display()
-            );
+            check_golden(&path, &golden(preset, runtime), update, "the bundle writer");
         }
     }
 

@@ -44,25 +44,7 @@ fn golden_claim_plan_matches() {
         (golden_path("claim.txt"), p.text()),
         (golden_path("claim.json"), json_text),
     ] {
-        if update {
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(actual.as_str()) {
-                eprintln!("golden: rewrote {}", path.display());
-                std::fs::write(&path, &actual).expect("write golden");
-            }
-            continue;
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run RLM_UPDATE_GOLDEN=1 cargo test golden",
-                path.display()
-            )
-        });
-        assert!(
-            expected == actual,
-            "{} drifted from k8s::claim; run RLM_UPDATE_GOLDEN=1 cargo test golden and review \
-             the diff",
-            path.display()
-        );
+        crate::bundle::spec::tests::check_golden(&path, &actual, update, "k8s::claim");
     }
 }
 

@@ -61,26 +61,7 @@ fn golden_manifests_match() {
             (golden_path(&format!("{}.yaml", preset.name())), r.yaml()),
             (golden_path(&format!("{}.json", preset.name())), json_text),
         ] {
-            if update {
-                if std::fs::read_to_string(&path).ok().as_deref() != Some(actual.as_str()) {
-                    eprintln!("golden: rewrote {}", path.display());
-                    std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-                    std::fs::write(&path, &actual).expect("write golden");
-                }
-                continue;
-            }
-            let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; run RLM_UPDATE_GOLDEN=1 cargo test golden",
-                    path.display()
-                )
-            });
-            assert!(
-                expected == actual,
-                "{} drifted from k8s::render; run RLM_UPDATE_GOLDEN=1 cargo test golden and \
-                 review the diff",
-                path.display()
-            );
+            crate::bundle::spec::tests::check_golden(&path, &actual, update, "k8s::render");
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// server is an error, never a local fallback [RLM_SANDBOX_SERVER]
     #[arg(long, value_name = "PATH", env = "RLM_SANDBOX_SERVER")]
     server: Option<PathBuf>,
+    /// With --server: seconds to wait for the server's admission before
+    /// it answers busy (else the server's --wait)
+    #[arg(long, value_name = "SECONDS", requires = "server")]
+    wait: Option<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]
@@ -135,7 +139,9 @@ fn run_on_server(args: &RunArgs, server: &std::path::Path) -> anyhow::Result<i32
             e.utf8_error().valid_up_to()
         )
     })?;
-    let result = match super::server_client::run(server, &code, args.sandbox.cli_args())? {
+    let mut forwarded = args.sandbox.cli_args();
+    forwarded.extend(args.wait.iter().map(|w| format!("--wait={w}")));
+    let result = match super::server_client::run(server, &code, forwarded)? {
         Ok(result) => result,
         Err(error) => {
             let kind = error["kind"].as_str().unwrap_or("driver");

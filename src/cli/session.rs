@@ -41,6 +41,10 @@ pub struct SessionArgs {
     /// [RLM_SANDBOX_SERVER]
     #[arg(long, value_name = "PATH", env = "RLM_SANDBOX_SERVER")]
     server: Option<std::path::PathBuf>,
+    /// With --server: seconds to wait for the server's admission before
+    /// it answers busy (else the server's --wait)
+    #[arg(long, value_name = "SECONDS", requires = "server")]
+    wait: Option<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]

@@ -111,6 +111,17 @@ impl Admission {
     /// Admits a request for a sandbox with a `memory` limit, waiting up to
     /// `wait` behind earlier waiters; else what was full.
     pub fn admit(self: &Arc<Self>, memory: u64, wait: Duration) -> Result<Permit, Busy> {
+        self.admit_or_queue(memory, wait, |_| {})
+    }
+
+    /// [`Self::admit`], calling `queued` with what is full when the
+    /// request starts to wait (the server logs it).
+    pub fn admit_or_queue(
+        self: &Arc<Self>,
+        memory: u64,
+        wait: Duration,
+        queued: impl FnOnce(&str),
+    ) -> Result<Permit, Busy> {
         if memory > self.limits.max_memory {
             return Err(self.refuse(format!(
                 "the sandbox's memory limit ({memory} bytes) exceeds --max-memory {}: \
@@ -123,10 +134,12 @@ impl Admission {
         if state.closed {
             return Err(Busy("the server is shutting down".into()));
         }
-        let Some(mut why) = (state.queue.is_empty())
-            .then(|| self.full(&state, memory))
-            .unwrap_or_else(|| Some("earlier requests are waiting".into()))
-        else {
+        let now = if state.queue.is_empty() {
+            self.full(&state, memory)
+        } else {
+            Some("earlier requests are waiting".into())
+        };
+        let Some(mut why) = now else {
             return Ok(self.take(state, memory));
         };
         if state.queue.len() >= self.limits.max_waiting {
@@ -141,6 +154,7 @@ impl Admission {
         state.queue.push_back(ticket);
         state.stats.waiting = state.queue.len();
         self.changed.notify_all();
+        queued(&why);
         loop {
             let first = state.queue.front() == Some(&ticket);
             if first && !state.closed {

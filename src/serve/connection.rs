@@ -90,7 +90,13 @@ fn admit(
     wait: Option<Duration>,
 ) -> Option<super::Permit> {
     let wait = wait.unwrap_or(shared.settings.wait);
-    match shared.admission.admit(memory, wait) {
+    let queued = |why: &str| {
+        shared.log.event(
+            json!({"event": "queued", "op": op, "uid": peer.uid, "pid": peer.pid,
+            "why": why, "wait_s": wait.as_secs_f64()}),
+        );
+    };
+    match shared.admission.admit_or_queue(memory, wait, queued) {
         Ok(permit) => Some(permit),
         Err(busy) => {
             shared

@@ -19,5 +19,6 @@ pub mod result;
 pub mod rootfs;
 pub mod runtime;
 pub mod selftest;
+pub mod serve;
 pub mod session;
 pub mod supervise;

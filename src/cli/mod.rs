@@ -14,6 +14,8 @@ mod rootfs;
 mod rootfs_image;
 mod run;
 mod selftest;
+mod serve;
+mod server_client;
 mod session;
 
 use std::collections::BTreeMap;
@@ -59,6 +61,16 @@ enum Command {
     /// {"op": "begin", "args": [...]} request brings the --context, --tool
     /// and call flags. The protocol is docs/PROTOCOL.md.
     Session(Box<session::SessionArgs>),
+    /// Serve sessions and runs to every orchestrator process on this host
+    /// from one set of pools, on a Unix socket, with admission limits.
+    ///
+    /// Each connection opens with one JSON line: {"op": "session", "args":
+    /// [...]} then the session protocol on the same connection, {"op":
+    /// "run", "code": "...", "args": [...]} answered with run's result, or
+    /// {"op": "stats"}. Beyond the limits a request waits up to its --wait,
+    /// then gets {"ok": false, "error": {"kind": "busy", ...}}. Clients:
+    /// `run --server PATH`, `session --server PATH`. See docs/SERVE.md.
+    Serve(Box<serve::ServeArgs>),
     /// Show this host's security posture: runtimes, cgroups, limits, seccomp,
     /// rootfs. Exits 1 when the configured policy cannot be met.
     Check(check::CheckArgs),
@@ -183,6 +195,52 @@ impl SandboxArgs {
         flags
     }
 
+    /// These flags as a command line (for `run --server`: the server
+    /// takes the limits and refuses the rest by name).
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (flag, value) in [
+            (
+                "--config",
+                &self.config.as_ref().map(|p| p.display().to_string()),
+            ),
+            ("--preset", &self.preset),
+            ("--mode", &self.mode),
+            ("--runtime", &self.runtime),
+            ("--memory", &self.memory),
+            ("--cpus", &self.cpus),
+            ("--pids", &self.pids),
+            ("--timeout", &self.timeout),
+            ("--max-stdout-bytes", &self.max_stdout_bytes),
+            ("--max-output-bytes", &self.max_output_bytes),
+            ("--tmp-size", &self.tmp_size),
+            ("--rootfs", &self.rootfs),
+            ("--seccomp-profile", &self.seccomp_profile),
+            ("--state-dir", &self.state_dir),
+            ("--runsc-path", &self.runsc_path),
+            ("--runc-path", &self.runc_path),
+            ("--runsc-flags", &self.runsc_flags),
+        ] {
+            if let Some(v) = value {
+                out.push(format!("{flag}={v}"));
+            }
+        }
+        for (flag, set) in [
+            ("--allow-unsafe-runtime", self.allow_unsafe_runtime),
+            ("--network", self.network),
+        ] {
+            if set {
+                out.push(flag.to_string());
+            }
+        }
+        out
+    }
+
+    /// The config file given (--config or RLM_CONFIG).
+    pub fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
     /// The merged configuration of every layer.
     pub fn config(&self) -> anyhow::Result<Config> {
         let layers = Layers::collect(
@@ -205,6 +263,7 @@ pub fn main() -> i32 {
     let outcome = match &cli.command {
         Command::Run(args) => run::run(args),
         Command::Session(args) => session::run(args, matches.subcommand_matches("session")),
+        Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Rootfs(cmd) => rootfs::run(cmd),

@@ -24,6 +24,15 @@ pub struct RunArgs {
     /// Print one JSON result object instead of passing the streams through.
     #[arg(long)]
     json: bool,
+    /// Run through this `rlm-sandbox serve` socket instead of starting a
+    /// sandbox here (the server's pools and limits apply); an unreachable
+    /// server is an error, never a local fallback [RLM_SANDBOX_SERVER]
+    #[arg(long, value_name = "PATH", env = "RLM_SANDBOX_SERVER")]
+    server: Option<PathBuf>,
+    /// With --server: seconds to wait for the server's admission before
+    /// it answers busy (else the server's --wait)
+    #[arg(long, value_name = "SECONDS", requires = "server")]
+    wait: Option<String>,
     #[command(flatten)]
     sandbox: SandboxArgs,
     #[command(flatten)]
@@ -74,6 +83,9 @@ fn json_error(err: &anyhow::Error) -> serde_json::Value {
 }
 
 fn run_inner(args: &RunArgs) -> anyhow::Result<i32> {
+    if let Some(server) = &args.server {
+        return run_on_server(args, server);
+    }
     let config = args.sandbox.config()?;
     let code = read_code(args)?;
     // Refused before anything is prepared (the library checks again).
@@ -110,6 +122,64 @@ fn run_inner(args: &RunArgs) -> anyhow::Result<i32> {
         pass_through(&result)?;
     }
     Ok(exit_code(&result))
+}
+
+/// `run --server`: the code and limits go to the server; its result is
+/// printed and exits as a local run's would.
+fn run_on_server(args: &RunArgs, server: &std::path::Path) -> anyhow::Result<i32> {
+    if !args.contexts.context.is_empty() {
+        anyhow::bail!(
+            "--context cannot be used with run --server (a run's contexts only flag echo; \
+             use session --server --context FILE)"
+        );
+    }
+    let code = String::from_utf8(read_code(args)?).map_err(|e| {
+        anyhow::anyhow!(
+            "the code is not UTF-8 (byte {}); the server takes text",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let mut forwarded = args.sandbox.cli_args();
+    forwarded.extend(args.wait.iter().map(|w| format!("--wait={w}")));
+    let result = match super::server_client::run(server, &code, forwarded)? {
+        Ok(result) => result,
+        Err(error) => {
+            let kind = error["kind"].as_str().unwrap_or("driver");
+            let message = error["message"].as_str().unwrap_or("no message");
+            if args.json {
+                let mut out = std::io::stdout().lock();
+                serde_json::to_writer(&mut out, &serde_json::json!({ "error": error }))?;
+                writeln!(out)?;
+            }
+            eprintln!("rlm-sandbox: error: the server refused the run ({kind}): {message}");
+            return Ok(super::EXIT_DRIVER_ERROR);
+        }
+    };
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(&mut out, &result)?;
+        writeln!(out)?;
+    } else {
+        let text = |k: &str| result[k].as_str().unwrap_or_default().to_string();
+        std::io::stdout().write_all(text("stdout").as_bytes())?;
+        std::io::stdout().flush()?;
+        std::io::stderr().write_all(text("stderr").as_bytes())?;
+    }
+    Ok(exit_code_of(&result))
+}
+
+/// [`exit_code`] of a result as JSON.
+fn exit_code_of(result: &serde_json::Value) -> i32 {
+    let n = |k: &str| result[k].as_i64().map(|v| v as i32);
+    match result["status"].as_str().unwrap_or("sandbox_error") {
+        "ok" => 0,
+        "error" => n("exit_code").unwrap_or(1),
+        "timeout" => 124,
+        "oom" => 137,
+        "killed" => 128 + n("signal").unwrap_or(9),
+        "output_limit" => 123,
+        _ => 125,
+    }
 }
 
 fn read_code(args: &RunArgs) -> anyhow::Result<Vec<u8>> {

@@ -43,6 +43,16 @@ pub struct SessionArgs {
     /// (docs/KUBERNETES.md, "Sessions over a command")
     #[arg(long, value_name = "CMD", conflicts_with = "standby")]
     agent_command: Option<String>,
+    /// Run the session on this `rlm-sandbox serve` socket instead of
+    /// starting a sandbox here: this process relays stdin and stdout; an
+    /// unreachable server is an error, never a local fallback
+    /// [RLM_SANDBOX_SERVER]
+    #[arg(long, value_name = "PATH", env = "RLM_SANDBOX_SERVER")]
+    server: Option<std::path::PathBuf>,
+    /// With --server: seconds to wait for the server's admission before
+    /// it answers busy (else the server's --wait)
+    #[arg(long, value_name = "SECONDS", requires = "server")]
+    wait: Option<String>,
     #[command(flatten)]
     k8s: K8sClaimArgs,
     #[command(flatten)]
@@ -52,6 +62,12 @@ pub struct SessionArgs {
 }
 
 pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i32> {
+    if let Some(server) = &args.server {
+        // The command line after `session`, as the server parses it.
+        let argv: Vec<String> = std::env::args().skip(2).collect();
+        let forwarded = super::server_client::session_args(&argv)?;
+        return super::server_client::session(server, forwarded);
+    }
     if args.standby {
         return run_standby(args, matches);
     }

@@ -181,16 +181,66 @@ pub fn serve(
     out: Output,
     cancel: Arc<AtomicBool>,
 ) -> i32 {
+    let start = |handler, cancel| Session::start(sandbox, options, handler, cancel);
+    serve_with(start, backend, input, out, cancel, Peer::stdio())
+}
+
+/// Who is on the other end besides its two streams: how to tell that
+/// nobody reads the output any more (asked when the input ends: a peer
+/// that only closed its input still reads what was queued), and a flag
+/// asking the session to end between requests (a server shutting down).
+pub struct Peer {
+    pub unread: Box<dyn Fn() -> bool + Send>,
+    pub drain: Arc<AtomicBool>,
+    /// Turns an `add_context` path into the path the session opens, or
+    /// refuses it (a server checks the peer may read it).
+    pub contexts: ContextGate,
+}
+
+/// See [`Peer::contexts`].
+pub type ContextGate = Box<dyn FnMut(&std::path::Path) -> Result<PathBuf, String> + Send>;
+
+impl Peer {
+    /// This process's stdin and stdout (`rlm-sandbox session`).
+    pub fn stdio() -> Peer {
+        Peer {
+            unread: Box::new(stdout_unread),
+            drain: Arc::new(AtomicBool::new(false)),
+            contexts: Box::new(|p| Ok(p.to_path_buf())),
+        }
+    }
+}
+
+/// [`serve`] of a session `start` gives (with its call handler and
+/// cancel flag): a cold start, or a claim from a pool.
+pub fn serve_with(
+    start: impl FnOnce(Handler, Arc<AtomicBool>) -> Result<Session, SessionError>,
+    backend: Backend,
+    input: OwnedFd,
+    out: Output,
+    cancel: Arc<AtomicBool>,
+    peer: Peer,
+) -> i32 {
     let orchestrator = Arc::new(Orchestrator::new(out.clone()));
     let answered_by = backend.name();
     let handler = backend.handler(&orchestrator);
-    let session = match Session::start(sandbox, options, handler, cancel.clone()) {
+    let session = match start(handler, cancel.clone()) {
         Ok(session) => session,
         Err(e) => return start_failed(&out, &e, None),
     };
     out.line(&ready_event(&session, answered_by, None));
-    let requests = RequestInput::new(input, out.clone(), orchestrator.clone(), cancel.clone());
-    drive(session, requests, &out, &orchestrator, &cancel)
+    let requests = RequestInput::new(
+        input,
+        out.clone(),
+        orchestrator.clone(),
+        cancel.clone(),
+        peer.unread,
+    );
+    let mut gate = Gate {
+        drain: peer.drain,
+        contexts: peer.contexts,
+    };
+    drive(session, requests, &out, &orchestrator, &cancel, &mut gate)
 }
 
 impl Backend {
@@ -230,6 +280,13 @@ fn ready_event(session: &Session, answered_by: &str, id: Option<&Value>) -> Valu
     ready
 }
 
+/// What a served session's peer adds to its requests: the drain flag
+/// and the gate of its `add_context` paths (see [`Peer`]).
+struct Gate {
+    drain: Arc<AtomicBool>,
+    contexts: ContextGate,
+}
+
 /// Answers the requests read from `requests` over the started `session`
 /// until `close`, the end of input or `cancel`; the exit code. The
 /// session's waits read the requests too (a `call_result` during a cell).
@@ -239,11 +296,21 @@ fn drive(
     out: &Output,
     orchestrator: &Orchestrator,
     cancel: &AtomicBool,
+    gate: &mut Gate,
 ) -> i32 {
     session.attach_input(Box::new(requests.clone()));
     loop {
         if cancel.load(Ordering::Relaxed) {
             drop(session);
+            return 130;
+        }
+        if gate.drain.load(Ordering::Relaxed) {
+            orchestrator.close("the session is ending: its server is shutting down");
+            let _ = session.close();
+            out.line(&json!({"event": "error", "error": {
+                "kind": "shutdown",
+                "message": "the server is shutting down; the session was closed between requests",
+            }}));
             return 130;
         }
         let request = match requests.next() {
@@ -255,7 +322,7 @@ fn drive(
             }
         };
         let closing = request.op == "close";
-        let response = match handle(&mut session, &request) {
+        let response = match handle(&mut session, &request, &mut gate.contexts) {
             Ok(mut fields) => {
                 fields.insert("id".into(), request.id);
                 fields.insert("ok".into(), json!(true));
@@ -290,7 +357,11 @@ fn error_object(e: &SessionError) -> Value {
 }
 
 /// Carries out one request; its fields beside `id` and `ok`.
-fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, SessionError> {
+fn handle(
+    session: &mut Session,
+    r: &Request,
+    contexts: &mut ContextGate,
+) -> Result<Map<String, Value>, SessionError> {
     let mut out = Map::new();
     match r.op.as_str() {
         "exec" => {
@@ -346,7 +417,10 @@ fn handle(session: &mut Session, r: &Request) -> Result<Map<String, Value>, Sess
                     )))
                 }
             };
-            let context = session.add_context(&path, format)?;
+            // The format comes from the path asked for, not the one opened.
+            let format = format.or(Some(Format::of(&path)));
+            let opened = contexts(&path).map_err(SessionError::Request)?;
+            let context = session.add_context(&opened, format)?;
             out.insert("context".into(), serde_json::to_value(context).unwrap_or_default());
         }
         "reset" => session.reset()?,
@@ -420,6 +494,8 @@ struct Requests {
     out: Output,
     orchestrator: Arc<Orchestrator>,
     cancel: Arc<AtomicBool>,
+    /// True when nobody reads `out` any more.
+    unread: Box<dyn Fn() -> bool + Send>,
 }
 
 impl RequestInput {
@@ -428,6 +504,7 @@ impl RequestInput {
         out: Output,
         orchestrator: Arc<Orchestrator>,
         cancel: Arc<AtomicBool>,
+        unread: Box<dyn Fn() -> bool + Send>,
     ) -> RequestInput {
         RequestInput {
             fd: Arc::new(fd),
@@ -439,6 +516,7 @@ impl RequestInput {
                 out,
                 orchestrator,
                 cancel,
+                unread,
             })),
         }
     }
@@ -516,7 +594,7 @@ impl Requests {
         // End it and the sandbox now rather than at the cell's timeout.
         // (Input ended with output still read, as in `printf ... |
         // rlm-sandbox session`, runs what was queued.)
-        if stdout_unread() {
+        if (self.unread)() {
             self.cancel.store(true, Ordering::Relaxed);
         }
     }

@@ -58,7 +58,14 @@ pub fn serve_standby<K>(
         "startup_ms": standby.startup().as_millis() as u64,
     }));
     let orchestrator = Arc::new(Orchestrator::new(out.clone()));
-    let mut requests = RequestInput::new(input, out.clone(), orchestrator.clone(), cancel.clone());
+    let peer = super::Peer::stdio();
+    let mut requests = RequestInput::new(
+        input,
+        out.clone(),
+        orchestrator.clone(),
+        cancel.clone(),
+        peer.unread,
+    );
     // Every parsed begin's keep, held until the session ends (a refused
     // claim's too: what it named is the client's to the end).
     let mut kept = Vec::new();
@@ -108,7 +115,11 @@ pub fn serve_standby<K>(
             Err(ClaimError::Failed(e)) => return start_failed(&out, &e, Some(&request.id)),
         }
     };
-    let code = drive(session, requests, &out, &orchestrator, &cancel);
+    let mut gate = super::Gate {
+        drain: peer.drain,
+        contexts: peer.contexts,
+    };
+    let code = drive(session, requests, &out, &orchestrator, &cancel, &mut gate);
     drop(kept);
     code
 }

@@ -1,0 +1,175 @@
+//! The clients of `rlm-sandbox serve`: `run --server PATH` and `session
+//! --server PATH` (or RLM_SANDBOX_SERVER). A client that cannot reach
+//! the server fails naming the socket; it never falls back to starting
+//! a sandbox itself.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+/// Connects to the server at `path`.
+pub fn connect(path: &Path) -> anyhow::Result<UnixStream> {
+    UnixStream::connect(path).with_context(|| {
+        format!(
+            "cannot reach the rlm-sandbox server at {} (is `rlm-sandbox serve --socket {}` \
+             running, and may this user open the socket?); no sandbox was started",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+/// Sends the opening line.
+fn open(stream: &mut UnixStream, opening: &Value) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(opening)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .context("cannot write to the server")
+}
+
+/// A one-shot run through the server: run's result object, or the
+/// server's `error` object (busy, bad_request, ...).
+pub fn run(path: &Path, code: &str, args: Vec<String>) -> anyhow::Result<Result<Value, Value>> {
+    let mut stream = connect(path)?;
+    open(
+        &mut stream,
+        &json!({"op": "run", "code": code, "args": args}),
+    )?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .context("cannot read the server's answer")?;
+    let mut answer: Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("the server's answer is not JSON: {:?}", line.trim()))?;
+    match answer["ok"].as_bool() {
+        Some(true) => Ok(Ok(answer["result"].take())),
+        _ => Ok(Err(answer["error"].take())),
+    }
+}
+
+/// A session through the server: stdin relayed to it, its lines to
+/// stdout. The exit code: 1 when the session could not start (its first
+/// line an error), else 0.
+pub fn session(path: &Path, args: Vec<String>) -> anyhow::Result<i32> {
+    let mut stream = connect(path)?;
+    open(&mut stream, &json!({"op": "session", "args": args}))?;
+    let mut to_server = stream.try_clone()?;
+    // The end of stdin closes the sending side only: the session runs
+    // what was sent and its answers are still read.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_server);
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_server = BufReader::new(stream);
+    let mut out = std::io::stdout().lock();
+    let mut first = true;
+    let mut code = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if from_server.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if first {
+            first = false;
+            let v: Value = serde_json::from_slice(&line).unwrap_or_default();
+            if v["event"] == "error" || v["ok"] == false {
+                code = 1;
+            }
+        }
+        out.write_all(&line)?;
+        out.flush()?;
+    }
+    Ok(code)
+}
+
+/// `session`'s own command line, for the server: everything after
+/// `session` but `--server`, each `--context` made absolute (the server
+/// runs elsewhere). Flags a server does not take are refused by it.
+pub fn session_args(argv: &[String]) -> anyhow::Result<Vec<String>> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let absolute = |p: &str| -> String {
+        let path = PathBuf::from(p);
+        if path.is_absolute() {
+            p.to_string()
+        } else {
+            cwd.join(path).display().to_string()
+        }
+    };
+    let mut out = Vec::new();
+    let mut items = argv.iter();
+    while let Some(a) = items.next() {
+        match a.as_str() {
+            "--server" => {
+                items.next();
+            }
+            s if s.starts_with("--server=") => {}
+            "--standby" | "--agent-command" => {
+                bail!("{a} cannot be used with --server: the server starts and claims the sandbox")
+            }
+            s if s.starts_with("--agent-command=") => {
+                bail!("--agent-command cannot be used with --server")
+            }
+            "--context" => {
+                out.push(a.clone());
+                if let Some(p) = items.next() {
+                    out.push(absolute(p));
+                }
+            }
+            s if s.starts_with("--context=") => {
+                out.push(format!("--context={}", absolute(&s["--context=".len()..])));
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn session_args_drop_the_server_and_make_contexts_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let got = session_args(&args(&[
+            "--server",
+            "/s",
+            "--memory",
+            "1g",
+            "--context",
+            "a.txt",
+            "--context=/b",
+            "--server=/t",
+        ]))
+        .unwrap();
+        let a = cwd.join("a.txt").display().to_string();
+        assert_eq!(
+            got,
+            args(&["--memory", "1g", "--context", &a, "--context=/b"])
+        );
+        assert!(session_args(&args(&["--standby"]))
+            .unwrap_err()
+            .to_string()
+            .contains("--server"));
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named() {
+        let e = connect(Path::new("/nonexistent/rlm.sock")).unwrap_err();
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("/nonexistent/rlm.sock") && text.contains("no sandbox was started"),
+            "{text}"
+        );
+    }
+}

@@ -4,7 +4,9 @@
 Per runtime, medians and p99 (ms) of:
 - time to interactive through SandboxInterpreter, as DSPy uses it
   (construct + start + first `execute("print(40 + 2)")`), pooled
-  (`SandboxInterpreter(pool=pool)`, the pool full before each) and cold;
+  (`SandboxInterpreter(pool=pool)`, the pool full before each), from the
+  interpreter's own pool (`SandboxInterpreter.pool()`: the setup ran in
+  each standby before its claim) and cold;
 - a one-shot run of `print(40 + 2)`: `pool.run` against `rlm_sandbox.run`
   (`rlm-sandbox run --json`);
 - a warm step, `execute("print(6 * 7)")` on a started SandboxInterpreter;
@@ -165,11 +167,20 @@ def main() -> None:
                 warm = [timed(lambda: interp.execute("print(6 * 7)")) for _ in range(max(200, 4 * n))]
             pool.wait_full()
             mem = memory(pool)
+        # The interpreter's own pool: its standbys ran the setup (a prelude).
+        with SandboxInterpreter.pool(4, runtime=runtime) as pool:
+            assert pool.wait_full()
+            prelude_tti = []
+            for _ in range(n):
+                pool.wait_full()
+                prelude_tti.append(tti(pool, runtime))
         rate = refill_rate(runtime)
         m = statistics.median
         print(f"{runtime}:")
         print("  tti  pooled " + show("", pooled_tti) + " | cold " + show("", cold_tti)
               + f" | pooled/cold {m(pooled_tti) / m(cold_tti):.4f}")
+        print("  tti  SandboxInterpreter.pool() " + show("", prelude_tti)
+              + f" | /cold {m(prelude_tti) / m(cold_tti):.4f}")
         print("  run  pooled " + show("", pooled_run) + " | cold " + show("", cold_run)
               + f" | pooled/cold {m(pooled_run) / m(cold_run):.4f}")
         print("  warm step " + show("", warm))

@@ -208,20 +208,7 @@ impl Session {
         // Opened now, indexed while the sandbox starts.
         let opened = open_contexts(&contexts)?;
         let echo = echo::SessionEcho::spawn(opened, sandbox.egress.echo_config().clone());
-        let prelude = options.prelude.clone();
-        let mounts = |input: &Path| {
-            if let Some(prelude) = &prelude {
-                prelude.place(input)?;
-            }
-            contexts::prepare_dir(input, &paths)
-        };
-        let mut launched = sandbox.launch(&Plan {
-            program: Program::Agent,
-            input: b"",
-            stdio: StdioPlan::Channel,
-            mounts: Some(&mounts),
-        })?;
-        let (link, frames) = link_up(&mut launched)?;
+        let (launched, link, frames) = launch_agent(&sandbox, options.prelude.as_ref(), &paths)?;
         let parts = Parts {
             launched,
             link,
@@ -691,12 +678,32 @@ fn open_contexts(contexts: &[Context]) -> Result<Vec<echo::OpenContext>, Session
         .collect()
 }
 
-/// Takes the agent's pipes from `launched` and starts the link on them.
-fn link_up(launched: &mut Launched) -> Result<(Link, AgentFrames), SessionError> {
-    match (launched.stdin.take(), launched.channel.take()) {
-        (Some(stdin), Some(frames)) => {
-            Ok((Link::start(stdin), AgentFrames::new(frames, MAX_FRAME)))
+/// Launches the agent's sandbox with `prelude` and the context files at
+/// `paths` in its input directory (none for a standby: its contexts come
+/// with the claim), and starts the link on its pipes.
+fn launch_agent(
+    sandbox: &Sandbox,
+    prelude: Option<&prelude::Prelude>,
+    paths: &[PathBuf],
+) -> Result<(Launched, Link, AgentFrames), SessionError> {
+    let mounts = |input: &Path| {
+        if let Some(prelude) = prelude {
+            prelude.place(input)?;
         }
+        contexts::prepare_dir(input, paths)
+    };
+    let mut launched = sandbox.launch(&Plan {
+        program: Program::Agent,
+        input: b"",
+        stdio: StdioPlan::Channel,
+        mounts: Some(&mounts),
+    })?;
+    match (launched.stdin.take(), launched.channel.take()) {
+        (Some(stdin), Some(frames)) => Ok((
+            launched,
+            Link::start(stdin),
+            AgentFrames::new(frames, MAX_FRAME),
+        )),
         _ => Err(SessionError::Start("the agent's pipes are missing".into())),
     }
 }

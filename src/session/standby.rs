@@ -9,7 +9,6 @@
 //! is dropped, or whose claim fails after anything was placed, is killed
 //! and removed: a sandbox that saw a claim is never offered again.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
@@ -21,13 +20,12 @@ use super::frames::{AgentMsg, Frame};
 use super::link::{AgentFrames, Link};
 use super::prelude::Prelude;
 use super::{
-    check_agent, contexts, describe_contexts, echo, end_run, link_up, Handler, Parts, Session,
+    check_agent, contexts, describe_contexts, echo, end_run, launch_agent, Handler, Parts, Session,
     SessionError, SessionOptions, START_TIMEOUT,
 };
-use crate::bundle::spec::Program;
 use crate::result::RuntimeUsed;
 use crate::supervise::launch::Event;
-use crate::supervise::{EndedBy, Launched, Plan, Sandbox, StdioPlan, SuperviseError, TICK};
+use crate::supervise::{EndedBy, Launched, Sandbox, SuperviseError, TICK};
 use contexts::Placement;
 
 /// A started sandbox whose agent waits for its first claim.
@@ -81,19 +79,7 @@ impl Standby {
         let started = Instant::now();
         check_agent(&sandbox)?;
         // The drop directory, empty: contexts come with the claim.
-        let mounts = |input: &Path| {
-            if let Some(prelude) = prelude {
-                prelude.place(input)?;
-            }
-            contexts::prepare_dir(input, &[])
-        };
-        let mut launched = sandbox.launch(&Plan {
-            program: Program::Agent,
-            input: b"",
-            stdio: StdioPlan::Channel,
-            mounts: Some(&mounts),
-        })?;
-        let (link, frames) = link_up(&mut launched)?;
+        let (launched, link, frames) = launch_agent(&sandbox, prelude, &[])?;
         let mut standby = Standby {
             sandbox,
             launched: Some(launched),

@@ -22,13 +22,25 @@ pub fn connect(path: &Path) -> anyhow::Result<UnixStream> {
     })
 }
 
-/// Sends the opening line.
+/// Sends the opening line. A server that refuses the peer answers and
+/// closes before reading it: the write then fails with a broken pipe
+/// while the refusal waits in this socket's receive queue, so that
+/// error is left to the read that follows (which gets the refusal, or
+/// the end of the stream).
 fn open(stream: &mut UnixStream, opening: &Value) -> anyhow::Result<()> {
     let mut line = serde_json::to_vec(opening)?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .context("cannot write to the server")
+    match stream.write_all(&line) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(())
+        }
+        other => other.context("cannot write to the server"),
+    }
 }
 
 /// A one-shot run through the server: run's result object, or the
@@ -40,9 +52,15 @@ pub fn run(path: &Path, code: &str, args: Vec<String>) -> anyhow::Result<Result<
         &json!({"op": "run", "code": code, "args": args}),
     )?;
     let mut line = String::new();
-    BufReader::new(&stream)
+    let n = BufReader::new(&stream)
         .read_line(&mut line)
         .context("cannot read the server's answer")?;
+    if n == 0 {
+        bail!(
+            "the server at {} closed the connection without an answer",
+            path.display()
+        );
+    }
     let mut answer: Value = serde_json::from_str(line.trim())
         .with_context(|| format!("the server's answer is not JSON: {:?}", line.trim()))?;
     match answer["ok"].as_bool() {
@@ -72,6 +90,12 @@ pub fn session(path: &Path, args: Vec<String>) -> anyhow::Result<i32> {
     loop {
         line.clear();
         if from_server.read_until(b'\n', &mut line)? == 0 {
+            if first {
+                bail!(
+                    "the server at {} closed the connection without an answer",
+                    path.display()
+                );
+            }
             break;
         }
         if first {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, Parser};
+use rlm_sandbox::config::table::Table;
 use rlm_sandbox::config::{ExecutionMode, Key, Layers};
 use rlm_sandbox::pool::{Pool, PoolSettings};
 use rlm_sandbox::serve::{Listener, Log, Resolve, RunPlan, ServeSettings, SessionPlan, Setting};
@@ -72,8 +73,8 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     fn settings(&self) -> anyhow::Result<(ServeSettings, PoolSettings)> {
-        let mut serve = ServeSettings::from_vars(|n| std::env::var(n).ok())?;
-        for (key, value) in [
+        use rlm_sandbox::pool::Setting as P;
+        let serve = ServeSettings::from_env_and_flags(&[
             (Setting::MaxLive, &self.max_live),
             (Setting::MaxMemory, &self.max_memory),
             (Setting::MaxWaiting, &self.max_waiting),
@@ -81,22 +82,12 @@ impl ServeArgs {
             (Setting::Grace, &self.grace),
             (Setting::AllowUid, &self.allow_uid),
             (Setting::AllowGid, &self.allow_gid),
-        ] {
-            if let Some(v) = value {
-                serve.set(key, v, key.flag())?;
-            }
-        }
-        let mut pool = PoolSettings::from_env()?;
-        use rlm_sandbox::pool::Setting as P;
-        for (key, value) in [
+        ])?;
+        let pool = PoolSettings::from_env_and_flags(&[
             (P::Size, &self.pool_size),
             (P::IdleTimeout, &self.pool_idle_timeout),
             (P::Max, &self.pool_max),
-        ] {
-            if let Some(v) = value {
-                pool.set(key, v, key.flag())?;
-            }
-        }
+        ])?;
         Ok((serve, pool))
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 mod keys;
+pub mod table;
 
 pub use keys::Key;
 

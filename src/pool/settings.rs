@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use crate::config::table::{self, Table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
@@ -36,10 +36,8 @@ pub enum Setting {
     Max,
 }
 
-impl Setting {
-    pub const ALL: [Setting; 3] = [Setting::Size, Setting::IdleTimeout, Setting::Max];
-
-    pub fn env(self) -> &'static str {
+impl table::Setting for Setting {
+    fn env(self) -> &'static str {
         match self {
             Setting::Size => "RLM_POOL_SIZE",
             Setting::IdleTimeout => "RLM_POOL_IDLE_TIMEOUT",
@@ -47,8 +45,7 @@ impl Setting {
         }
     }
 
-    /// The flag setting the same value.
-    pub fn flag(self) -> &'static str {
+    fn flag(self) -> &'static str {
         match self {
             Setting::Size => "--pool-size",
             Setting::IdleTimeout => "--pool-idle-timeout",
@@ -56,7 +53,7 @@ impl Setting {
         }
     }
 
-    pub fn accepted(self) -> &'static str {
+    fn accepted(self) -> &'static str {
         match self {
             Setting::Size => "a whole number of sandboxes from 0 to 256 (0 keeps none)",
             Setting::IdleTimeout => "seconds, a number above 0 and at most 86400",
@@ -65,51 +62,17 @@ impl Setting {
     }
 }
 
-impl PoolSettings {
-    /// The defaults, then every `RLM_POOL_*` variable `get` returns.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut settings = PoolSettings::default();
-        for key in Setting::ALL {
-            if let Some(value) = get(key.env()) {
-                settings.set(key, &value, key.env())?;
-            }
-        }
-        Ok(settings)
-    }
+impl Table for PoolSettings {
+    type Key = Setting;
+    const KEYS: &'static [Setting] = &[Setting::Size, Setting::IdleTimeout, Setting::Max];
 
-    /// [`Self::from_vars`] of the process's environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(|name| std::env::var(name).ok())
-    }
-
-    /// Sets `key` from `value` (from `origin`: a variable or a flag).
-    pub fn set(&mut self, key: Setting, value: &str, origin: &str) -> Result<(), ConfigError> {
-        let invalid = || ConfigError::Invalid {
-            origin: origin.to_string(),
-            value: value.to_string(),
-            accepted: key.accepted(),
-        };
-        let raw = value.trim();
+    fn parse(&mut self, key: Setting, raw: &str) -> Option<()> {
         match key {
-            Setting::Size => {
-                self.size = raw.parse().ok().filter(|n| *n <= 256).ok_or_else(invalid)?
-            }
-            Setting::Max => {
-                self.max_total = raw
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= 4096)
-                    .ok_or_else(invalid)?
-            }
-            Setting::IdleTimeout => {
-                let secs: f64 = raw.parse().map_err(|_| invalid())?;
-                if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
-                    return Err(invalid());
-                }
-                self.idle_timeout = Duration::from_secs_f64(secs);
-            }
+            Setting::Size => self.size = table::whole(raw, 0..=256)?,
+            Setting::Max => self.max_total = table::whole(raw, 0..=4096)?,
+            Setting::IdleTimeout => self.idle_timeout = table::seconds(raw, false)?,
         }
-        Ok(())
+        Some(())
     }
 }
 
@@ -117,6 +80,8 @@ impl PoolSettings {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::table::Setting as _;
+    use crate::config::ConfigError;
 
     fn from(vars: &[(&str, &str)]) -> Result<PoolSettings, ConfigError> {
         PoolSettings::from_vars(|name| {

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use crate::config::{parse_size, ConfigError};
+use crate::config::parse_size;
+use crate::config::table::{self, Table};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeSettings {
@@ -63,18 +64,8 @@ pub enum Setting {
     AllowGid,
 }
 
-impl Setting {
-    pub const ALL: [Setting; 7] = [
-        Setting::MaxLive,
-        Setting::MaxMemory,
-        Setting::MaxWaiting,
-        Setting::Wait,
-        Setting::Grace,
-        Setting::AllowUid,
-        Setting::AllowGid,
-    ];
-
-    pub fn env(self) -> &'static str {
+impl table::Setting for Setting {
+    fn env(self) -> &'static str {
         match self {
             Setting::MaxLive => "RLM_SERVE_MAX_LIVE",
             Setting::MaxMemory => "RLM_SERVE_MAX_MEMORY",
@@ -86,7 +77,7 @@ impl Setting {
         }
     }
 
-    pub fn flag(self) -> &'static str {
+    fn flag(self) -> &'static str {
         match self {
             Setting::MaxLive => "--max-live",
             Setting::MaxMemory => "--max-memory",
@@ -98,7 +89,7 @@ impl Setting {
         }
     }
 
-    pub fn accepted(self) -> &'static str {
+    fn accepted(self) -> &'static str {
         match self {
             Setting::MaxLive => "a whole number of sandboxes from 1 to 4096",
             Setting::MaxMemory => "a size such as 8g or 512m, at least 1m",
@@ -110,83 +101,43 @@ impl Setting {
     }
 }
 
-impl ServeSettings {
-    /// The defaults, then every `RLM_SERVE_*` variable `get` returns.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut settings = ServeSettings::default();
-        for key in Setting::ALL {
-            if let Some(value) = get(key.env()) {
-                settings.set(key, &value, key.env())?;
-            }
-        }
-        Ok(settings)
-    }
+impl Table for ServeSettings {
+    type Key = Setting;
+    const KEYS: &'static [Setting] = &[
+        Setting::MaxLive,
+        Setting::MaxMemory,
+        Setting::MaxWaiting,
+        Setting::Wait,
+        Setting::Grace,
+        Setting::AllowUid,
+        Setting::AllowGid,
+    ];
 
-    /// Sets `key` from `value` (from `origin`: a variable or a flag). The
-    /// uid and gid lists are replaced, not extended.
-    pub fn set(&mut self, key: Setting, value: &str, origin: &str) -> Result<(), ConfigError> {
-        let invalid = || ConfigError::Invalid {
-            origin: origin.to_string(),
-            value: value.to_string(),
-            accepted: key.accepted(),
-        };
-        let raw = value.trim();
+    /// The uid and gid lists are replaced, not extended.
+    fn parse(&mut self, key: Setting, raw: &str) -> Option<()> {
         match key {
-            Setting::MaxLive => {
-                self.max_live = raw
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=4096).contains(n))
-                    .ok_or_else(invalid)?
-            }
-            Setting::MaxMemory => {
-                self.max_memory = parse_size(raw)
-                    .filter(|n| *n >= 1 << 20)
-                    .ok_or_else(invalid)?
-            }
-            Setting::MaxWaiting => {
-                self.max_waiting = raw
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= 65536)
-                    .ok_or_else(invalid)?
-            }
-            Setting::Wait | Setting::Grace => {
-                let d = seconds(raw).ok_or_else(invalid)?;
-                if key == Setting::Wait {
-                    self.wait = d;
-                } else {
-                    self.grace = d;
-                }
-            }
-            Setting::AllowUid | Setting::AllowGid => {
-                let ids = raw
-                    .split(',')
-                    .map(|s| s.trim().parse::<u32>().ok())
-                    .collect::<Option<Vec<u32>>>()
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(invalid)?;
-                if key == Setting::AllowUid {
-                    self.allow_uids = ids;
-                } else {
-                    self.allow_gids = ids;
-                }
-            }
+            Setting::MaxLive => self.max_live = table::whole(raw, 1..=4096)?,
+            Setting::MaxMemory => self.max_memory = parse_size(raw).filter(|n| *n >= 1 << 20)?,
+            Setting::MaxWaiting => self.max_waiting = table::whole(raw, 0..=65536)?,
+            Setting::Wait => self.wait = seconds(raw)?,
+            Setting::Grace => self.grace = seconds(raw)?,
+            Setting::AllowUid => self.allow_uids = table::ids(raw)?,
+            Setting::AllowGid => self.allow_gids = table::ids(raw)?,
         }
-        Ok(())
+        Some(())
     }
 }
 
 /// Seconds in [0, 86400].
 pub fn seconds(raw: &str) -> Option<Duration> {
-    let secs: f64 = raw.trim().parse().ok()?;
-    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+    table::seconds(raw, true)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::ConfigError;
 
     fn from(vars: &[(&str, &str)]) -> Result<ServeSettings, ConfigError> {
         ServeSettings::from_vars(|name| {

@@ -10,6 +10,7 @@ mod filter;
 mod gc;
 mod k8s;
 mod k8s_claim;
+mod limits;
 mod rootfs;
 mod rootfs_image;
 mod run;
@@ -121,27 +122,8 @@ pub struct SandboxArgs {
     /// Share the host's network (off by default; refused by --preset maximum) [RLM_NETWORK_ENABLED]
     #[arg(long)]
     network: bool,
-    /// Memory limit, no swap, e.g. 512m [RLM_MEMORY_LIMIT]
-    #[arg(long, value_name = "SIZE")]
-    memory: Option<String>,
-    /// CPU cores, fractional, e.g. 1 or 0.5 [RLM_CPU_LIMIT]
-    #[arg(long, value_name = "CORES")]
-    cpus: Option<String>,
-    /// Maximum tasks (processes + threads) [RLM_PIDS_LIMIT]
-    #[arg(long, value_name = "N")]
-    pids: Option<String>,
-    /// Wall-clock limit in seconds [RLM_EXECUTION_TIMEOUT]
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<String>,
-    /// Bytes kept per stream, head and tail [RLM_MAX_STDOUT_BYTES]
-    #[arg(long, value_name = "SIZE")]
-    max_stdout_bytes: Option<String>,
-    /// Bytes printed in all after which the sandbox is killed [RLM_MAX_OUTPUT_BYTES]
-    #[arg(long, value_name = "SIZE")]
-    max_output_bytes: Option<String>,
-    /// Size of the sandbox's /tmp [RLM_TMP_SIZE]
-    #[arg(long, value_name = "SIZE")]
-    tmp_size: Option<String>,
+    #[command(flatten)]
+    limits: limits::LimitArgs,
     /// Python rootfs directory (default: built into the cache on first use) [RLM_ROOTFS]
     #[arg(long, value_name = "DIR")]
     rootfs: Option<String>,
@@ -164,7 +146,7 @@ pub struct SandboxArgs {
 
 impl SandboxArgs {
     fn flags(&self) -> BTreeMap<Key, String> {
-        let mut flags = BTreeMap::new();
+        let mut flags = self.limits.flags();
         let mut put = |key, value: &Option<String>| {
             if let Some(v) = value {
                 flags.insert(key, v.clone());
@@ -173,13 +155,6 @@ impl SandboxArgs {
         put(Key::Preset, &self.preset);
         put(Key::ExecutionMode, &self.mode);
         put(Key::Runtime, &self.runtime);
-        put(Key::MemoryLimit, &self.memory);
-        put(Key::CpuLimit, &self.cpus);
-        put(Key::PidsLimit, &self.pids);
-        put(Key::ExecutionTimeout, &self.timeout);
-        put(Key::MaxStdoutBytes, &self.max_stdout_bytes);
-        put(Key::MaxOutputBytes, &self.max_output_bytes);
-        put(Key::TmpSize, &self.tmp_size);
         put(Key::Rootfs, &self.rootfs);
         put(Key::SeccompProfile, &self.seccomp_profile);
         put(Key::StateDir, &self.state_dir);
@@ -198,7 +173,7 @@ impl SandboxArgs {
     /// These flags as a command line (for `run --server`: the server
     /// takes the limits and refuses the rest by name).
     pub fn cli_args(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.limits.cli_args();
         for (flag, value) in [
             (
                 "--config",
@@ -207,13 +182,6 @@ impl SandboxArgs {
             ("--preset", &self.preset),
             ("--mode", &self.mode),
             ("--runtime", &self.runtime),
-            ("--memory", &self.memory),
-            ("--cpus", &self.cpus),
-            ("--pids", &self.pids),
-            ("--timeout", &self.timeout),
-            ("--max-stdout-bytes", &self.max_stdout_bytes),
-            ("--max-output-bytes", &self.max_output_bytes),
-            ("--tmp-size", &self.tmp_size),
             ("--rootfs", &self.rootfs),
             ("--seccomp-profile", &self.seccomp_profile),
             ("--state-dir", &self.state_dir),

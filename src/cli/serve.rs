@@ -21,6 +21,7 @@ use rlm_sandbox::supervise::Sandbox;
 
 use super::claim::ClaimArgs;
 use super::egress::EgressArgs;
+use super::limits::LimitArgs;
 use super::SandboxArgs;
 
 #[derive(Debug, Args)]
@@ -172,27 +173,11 @@ impl Requests {
     }
 }
 
-/// The sandbox flags a client may choose: its limits.
+/// The sandbox flags a client may choose: its limits, and its wait.
 #[derive(Debug, Args, Clone, Default)]
 struct Limits {
-    /// Memory limit, e.g. 512m
-    #[arg(long, value_name = "SIZE")]
-    memory: Option<String>,
-    /// CPU cores, e.g. 0.5
-    #[arg(long, value_name = "CORES")]
-    cpus: Option<String>,
-    /// Maximum tasks
-    #[arg(long, value_name = "N")]
-    pids: Option<String>,
-    /// Wall-clock limit of a cell or run, seconds
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<String>,
-    #[arg(long, value_name = "SIZE")]
-    max_stdout_bytes: Option<String>,
-    #[arg(long, value_name = "SIZE")]
-    max_output_bytes: Option<String>,
-    #[arg(long, value_name = "SIZE")]
-    tmp_size: Option<String>,
+    #[command(flatten)]
+    sandbox: LimitArgs,
     /// Seconds to wait for admission (else the server's --wait)
     #[arg(long, value_name = "SECONDS", value_parser = wait_seconds)]
     wait: Option<Duration>,
@@ -200,21 +185,7 @@ struct Limits {
 
 impl Limits {
     fn flags(&self) -> BTreeMap<Key, String> {
-        let mut flags = BTreeMap::new();
-        for (key, value) in [
-            (Key::MemoryLimit, &self.memory),
-            (Key::CpuLimit, &self.cpus),
-            (Key::PidsLimit, &self.pids),
-            (Key::ExecutionTimeout, &self.timeout),
-            (Key::MaxStdoutBytes, &self.max_stdout_bytes),
-            (Key::MaxOutputBytes, &self.max_output_bytes),
-            (Key::TmpSize, &self.tmp_size),
-        ] {
-            if let Some(v) = value {
-                flags.insert(key, v.clone());
-            }
-        }
-        flags
+        self.sandbox.flags()
     }
 }
 
@@ -350,7 +321,7 @@ mod tests {
             "--rlm-calls",
         ]))
         .unwrap();
-        assert_eq!(line.limits.memory.as_deref(), Some("256m"));
+        assert_eq!(line.limits.sandbox.memory.as_deref(), Some("256m"));
         assert_eq!(line.limits.wait, Some(Duration::from_millis(2500)));
         assert_eq!(line.limits.flags().len(), 1);
         for bad in [

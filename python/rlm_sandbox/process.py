@@ -303,6 +303,11 @@ class SessionProcess:
             raise ProtocolError(f"the session wrote a JSON line that is not an object: {line[:200]!r}")
         event = msg.get("event")
         rid = msg.get("id")
+        if event is None and rid is None and msg.get("ok") is False and not self._first.done():
+            # A server refusing the peer before reading its opening answers
+            # with a plain error line (docs/SERVE.md): the first line.
+            self._first.set_result(msg)
+            return
         if event is not None and not (event in ("ready", "error") and "id" in msg):
             if event == "call":
                 self._on_call(msg)

@@ -7,11 +7,14 @@ directory removed)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -116,6 +119,17 @@ def test_a_session_keeps_state_sees_contexts_answers_calls_and_leaves_nothing(
     finally:
         session.close()
     assert not os.path.exists(directory)  # the client owns it through a server
+    assert server.idle()["live"] == 0
+
+
+def test_a_dropped_session_ends_its_sandbox_and_directory(server: Server, no_server_variable: None) -> None:
+    session = Session(server=server.socket, contexts=["dropped"])
+    assert session.exec("print(1)").ok
+    directory = session._contexts._dir
+    assert directory is not None and os.path.isdir(directory)
+    del session
+    gc.collect()
+    assert not os.path.exists(directory)
     assert server.idle()["live"] == 0
 
 
@@ -239,3 +253,34 @@ def test_rlms_completion_through_the_server(server: Server, no_server_variable: 
     assert result.response == "SUB(Name the fruit in: The fruit is a mango, from the)|SUB(one)|SUB(two)|39"
     assert server.stats()["admitted"] > admitted
     assert server.idle()["live"] == 0
+
+
+def test_a_refusal_sent_before_the_opening_is_read_is_the_error(tmp_path: Path, no_server_variable: None) -> None:
+    """A server refusing the peer answers and closes before reading the
+    first line: the client's write then fails (EPIPE) while the refusal is
+    in its receive queue. A stand-in server that never reads shows it."""
+    path = str(tmp_path / "refusing.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    refusal = b'{"ok": false, "error": {"kind": "forbidden", "message": "uid 1 may not use this server"}}\n'
+
+    def refuse() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.sendall(refusal)
+            conn.close()
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    try:
+        # An opening far above the socket's buffer: its write must fail.
+        with pytest.raises(ServerRefused, match="uid 1 may not") as e:
+            rlm_sandbox.run("#" * (8 << 20), server=path)
+        assert e.value.kind == "forbidden" and not isinstance(e.value, ServerBusy)
+        with pytest.raises(ServerRefused, match="uid 1 may not") as e:
+            Session(server=path)
+        assert e.value.kind == "forbidden"
+        thread.join(timeout=10)
+    finally:
+        listener.close()

@@ -224,22 +224,27 @@ def test_dspy_rlm_through_the_server(server: Server, no_server_variable: None) -
     from rlm_sandbox.dspy import SandboxInterpreter
     from test_dspy import ROOT_STEPS
 
-    made: List[SandboxInterpreter] = []
-    factory = SandboxInterpreter.factory(server=server.socket)
+    # Directly, and through SandboxInterpreter.pool(server=): a pool of the
+    # server's, without the prelude (the setup comes with the first cell).
+    pool = SandboxInterpreter.pool(server=server.socket)
+    assert pool.server == server.socket and pool.prelude is None
+    for factory in (SandboxInterpreter.factory(server=server.socket), SandboxInterpreter.factory(pool=pool)):
+        made: List[SandboxInterpreter] = []
 
-    def counting() -> SandboxInterpreter:
-        made.append(factory())
-        return made[-1]
+        def counting() -> SandboxInterpreter:
+            made.append(factory())
+            return made[-1]
 
-    admitted = server.stats()["admitted"]
-    sub_lm = DummyLM({"Label: alpha": {"label": "ALPHA"}, "a fruit: beta": {"kind": "mango"}})
-    rlm = dspy.RLM("context -> answer: str, count: int", max_iters=4, sub_lm=sub_lm, interpreter_factory=counting)
-    with dspy.context(lm=DummyLM(ROOT_STEPS)):
-        result = rlm(context="alpha beta gamma")
-    assert (result.answer, result.count) == ("ALPHA/mango", 3)
-    assert len(made) == 1 and made[0].session is None and made[0].pid == server.proc.pid
-    assert server.stats()["admitted"] == admitted + 1
-    assert server.idle()["live"] == 0
+        admitted = server.stats()["admitted"]
+        sub_lm = DummyLM({"Label: alpha": {"label": "ALPHA"}, "a fruit: beta": {"kind": "mango"}})
+        rlm = dspy.RLM("context -> answer: str, count: int", max_iters=4, sub_lm=sub_lm, interpreter_factory=counting)
+        with dspy.context(lm=DummyLM(ROOT_STEPS)):
+            result = rlm(context="alpha beta gamma")
+        assert (result.answer, result.count) == ("ALPHA/mango", 3)
+        assert len(made) == 1 and made[0].session is None and made[0].pid == server.proc.pid
+        assert server.stats()["admitted"] == admitted + 1
+        assert server.idle()["live"] == 0
+    pool.close()
 
 
 def test_rlms_completion_through_the_server(server: Server, no_server_variable: None) -> None:

@@ -4,10 +4,19 @@ sub-calls answered by host callables), `run` (one-shot code), `Pool`
 drop-in environments `rlm_sandbox.rlms` and `rlm_sandbox.dspy`."""
 
 from .binary import find_binary
-from .errors import ProtocolError, SandboxError, SandboxUnavailable, SessionDead
+from .errors import (
+    ProtocolError,
+    SandboxError,
+    SandboxUnavailable,
+    ServerBusy,
+    ServerRefused,
+    ServerUnreachable,
+    SessionDead,
+)
 from .oneshot import run
 from .pool import Pool
 from .results import Cell, CellValue, Result
+from .server import stats as server_stats
 from .session import RuntimeFallbackWarning, Session
 
 __all__ = [
@@ -19,9 +28,13 @@ __all__ = [
     "RuntimeFallbackWarning",
     "SandboxError",
     "SandboxUnavailable",
+    "ServerBusy",
+    "ServerRefused",
+    "ServerUnreachable",
     "Session",
     "SessionDead",
     "find_binary",
     "run",
+    "server_stats",
 ]
 __version__ = "0.1.0"

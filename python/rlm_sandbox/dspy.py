@@ -94,6 +94,7 @@ from .errors import SandboxError
 from .options import SESSION
 from .pool import Pool
 from .results import Cell
+from .server import resolve as resolve_server
 from .session import Session
 
 # An input whose JSON is larger travels as a context file, not as code.
@@ -112,7 +113,7 @@ _CONTEXT_ALIASES = frozenset({"context", "ctx"})
 _CONTEXT_N = re.compile(r"context_[0-9]+\Z")
 # Session settings that would answer llm_query without DSPy's tools.
 _REFUSED_SETTINGS = frozenset({"llm_command", "llm_endpoint", "llm_model", "llm_api_key_env"})
-_SETTINGS = (SESSION | {"binary", "env"}) - _REFUSED_SETTINGS
+_SETTINGS = (SESSION | {"binary", "env", "server", "wait"}) - _REFUSED_SETTINGS
 # SandboxInterpreter's own arguments (LocalInterpreter's, `timeout` aside).
 _CONSTRUCTOR_ARGS = frozenset({"tools", "output_fields", "callbacks", "execution_timeout"})
 
@@ -333,7 +334,10 @@ class SandboxInterpreter:
         _check_settings({k: v for k, v in settings.items() if k not in ("idle_timeout",)})
         if "prelude" in settings:
             raise TypeError("SandboxInterpreter.pool() sets the prelude itself (the interpreter's setup)")
-        return Pool(size, prelude=PRELUDE, **settings)
+        # A server starts its sandboxes without our prelude: the setup then
+        # comes with the first cell (the pool's `prelude` is None).
+        through_server = resolve_server(settings.get("server"), "SandboxInterpreter.pool()") is not None
+        return Pool(size, prelude=None if through_server else PRELUDE, **settings)
 
     @property
     def session(self) -> Optional[Session]:

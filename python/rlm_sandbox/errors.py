@@ -35,3 +35,25 @@ class SessionDead(SandboxError):
 class ProtocolError(SandboxError):
     """The session process said something the protocol does not allow (or
     went silent mid-request): a bug or a mismatched binary version."""
+
+
+class ServerUnreachable(SandboxUnavailable):
+    """The `rlm-sandbox serve` socket could not be reached (no server, or
+    this user may not open it). No sandbox was started: a server client
+    never falls back to starting one itself. `socket` is the path."""
+
+    def __init__(self, message: str, *, socket: str) -> None:
+        super().__init__(message, kind="unreachable")
+        self.socket = socket
+
+
+class ServerRefused(SandboxUnavailable):
+    """The server refused the request: `kind` is `forbidden` (this peer's
+    uid, or a context it may not pass) or `bad_request` (a setting a
+    client may not set, named in the message). Nothing was started."""
+
+
+class ServerBusy(ServerRefused):
+    """The server's admission limits were full for the request's whole
+    wait (`kind` is `busy`; the message says what is full). Retry later,
+    or wait longer (`wait=` seconds)."""

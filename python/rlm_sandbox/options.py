@@ -71,7 +71,10 @@ def _text(name: str, value: Any, what: str) -> str:
 
 
 def environment(extra: Mapping[str, str]) -> Dict[str, str]:
-    """The binary's environment: ours, plus `extra`."""
-    env = dict(os.environ)
+    """The binary's environment: ours, plus `extra`. Without our
+    RLM_SANDBOX_SERVER: the client has decided already (a process is
+    started only for a local sandbox, e.g. `server=False`), and the binary
+    would otherwise send its session to that server."""
+    env = {k: v for k, v in os.environ.items() if k != "RLM_SANDBOX_SERVER"}
     env.update(extra)
     return env

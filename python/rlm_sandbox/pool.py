@@ -44,6 +44,8 @@ from .options import COMMON, SESSION_ONLY, environment, to_flags
 from .prelude import PreludeFile
 from .process import JSONDict, SessionProcess
 from .results import Result
+from .oneshot import run
+from .server import ServerArg, resolve as resolve_server
 from .session import Session
 
 SIZE_VAR = "RLM_POOL_SIZE"
@@ -74,6 +76,10 @@ def _setting_from_env(name: str, value: Optional[float], default: float, minimum
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise ValueError(f"{source or repr(value)}: expected a number >= {minimum}")
     return float(value)
+
+
+def _no_standbys() -> None:
+    """A server's pool closes nothing: the server owns its sandboxes."""
 
 
 def _ignore_call(event: JSONDict) -> None:
@@ -278,6 +284,12 @@ class Pool:
     first, done off the claim's path; each sandbox runs it on its own, so
     nothing is shared between claims); a cold fallback runs it too.
 
+    `server` (or RLM_SANDBOX_SERVER unless `server=False`) makes it the
+    pool of an `rlm-sandbox serve` (docs/SERVE.md): `session()` and
+    `run()` are requests to the server, which owns the standbys and
+    admits each claim (`wait=` seconds, else ServerBusy); nothing is
+    started or closed here.
+
     A Pool belongs to the process that made it: it cannot be pickled
     (nor sent to another process; a forked child must make its own); a
     copy within the process is the pool itself."""
@@ -294,10 +306,15 @@ class Pool:
         cpus: Optional[float] = None,
         timeout: Optional[float] = None,
         prelude: Optional[str] = None,
+        server: ServerArg = None,
         **sandbox_settings: Any,
     ) -> None:
         self._keeper: Optional[_Keeper] = None
+        self._server = resolve_server(server, "Pool()")
         sandbox_settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
+        if self._server is not None:
+            self._serve_from(self._server, prelude, env, sandbox_settings)
+            return
         per_claim = sorted(set(sandbox_settings) & SESSION_ONLY)
         if per_claim:
             raise TypeError(
@@ -318,6 +335,35 @@ class Pool:
         self._keeper = _Keeper(argv, environment(self._env), count, idle, prelude_file)
         self._finalizer = weakref.finalize(self, self._keeper.close)
 
+    def _serve_from(
+        self, path: str, prelude: Optional[str], env: Optional[Mapping[str, str]], settings: Dict[str, Any]
+    ) -> None:
+        """A pool whose sandboxes the server at `path` owns (docs/SERVE.md):
+        nothing starts here; each claim is a request to the server, whose
+        pools and limits apply (`size` and `idle_timeout` are the server's:
+        they are ignored). `close()` closes nothing remote."""
+        if prelude is not None:
+            raise ValueError(
+                "Pool(server=...): a prelude cannot reach a server's sandboxes (the server starts them); "
+                "run it as each session's first cell instead"
+            )
+        if env:
+            raise TypeError("Pool(server=...) takes no env: the server's environment and RLM_* variables apply")
+        wait = settings.pop("wait", None)
+        to_flags(settings, COMMON, "Pool()")  # a typo is refused now, not at the first claim
+        self._settings = {k: v for k, v in settings.items() if v is not None}
+        if wait is not None:
+            self._settings["wait"] = wait
+        self._prelude = None
+        self._env = {}
+        self._finalizer = weakref.finalize(self, _no_standbys)
+
+    @property
+    def server(self) -> Optional[str]:
+        """The `rlm-sandbox serve` socket whose sandboxes this pool hands
+        out, or None for standbys of this process."""
+        return self._server
+
     @property
     def prelude(self) -> Optional[str]:
         """The Python source every sandbox of the pool ran before its claim."""
@@ -325,12 +371,14 @@ class Pool:
 
     @property
     def size(self) -> int:
-        """How many standbys the pool keeps."""
-        return self._live().size
+        """How many standbys the pool keeps (0 through a server: its own)."""
+        return 0 if self._from_server() else self._live().size
 
     @property
     def ready_count(self) -> int:
-        """How many standbys are ready for a claim now."""
+        """How many standbys are ready for a claim now (here: 0 through a server)."""
+        if self._from_server():
+            return 0
         keeper = self._live()
         with keeper.cond:
             return len(keeper.ready)
@@ -338,13 +386,22 @@ class Pool:
     @property
     def started(self) -> int:
         """How many standbys the pool has started so far."""
-        return self._live().started
+        return 0 if self._from_server() else self._live().started
 
     def wait_full(self, timeout: Optional[float] = None) -> bool:
         """Waits until `size` standbys are ready (an event, not a poll):
         True then, False on timeout or close; SandboxUnavailable (with
-        the standby's stderr) when a start failed."""
-        return self._live().wait_full(timeout)
+        the standby's stderr) when a start failed. Through a server, True
+        at once: there are no standbys here to wait for."""
+        return True if self._from_server() else self._live().wait_full(timeout)
+
+    def _from_server(self) -> bool:
+        """True for a server's pool (ValueError once closed)."""
+        if self._server is None:
+            return False
+        if self.closed:
+            raise ValueError("the Pool is closed")
+        return True
 
     def _live(self) -> _Keeper:
         if self._keeper is None or self._keeper.closed:
@@ -383,7 +440,13 @@ class Pool:
         settings: Dict[str, Any],
     ) -> Session:
         """A claim that does not wait for its `ready` (the caller may write
-        its first requests behind the `begin`: rlm_sandbox.dspy does)."""
+        its first requests behind the `begin`: rlm_sandbox.dspy does).
+        Through a server it is a Session(server=...), ready when returned."""
+        if self._from_server():
+            return Session(
+                contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
+                server=self._server, **{**self._settings, **settings},
+            )
         keeper = self._live()
         unknown = sorted(set(settings) - COMMON - SESSION_ONLY)
         if unknown:
@@ -420,6 +483,8 @@ class Pool:
         sandbox and differ from the pool's run it on a cold session."""
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if self._from_server():
+            return run(code, server=self._server, **{**self._settings, **settings})
         keeper = self._live()
         session = self._session((), None, None, None, None, settings)
         try:

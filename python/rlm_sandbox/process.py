@@ -23,12 +23,12 @@ import json
 import logging
 import os
 import select
-import subprocess
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
+from .channels import Channel, PipeChannel
 from .errors import ProtocolError, SessionDead
 
 log = logging.getLogger("rlm_sandbox")
@@ -49,8 +49,9 @@ class _Lines:
     stream's private buffer would hide what it already holds from poll).
     One reader at a time: the caller holds the read lock."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, read: Callable[[int], bytes]) -> None:
         self.fd = fd
+        self._read = read
         self._buf = bytearray()
         self._scanned = 0
 
@@ -71,7 +72,7 @@ class _Lines:
 
     def fill(self) -> bool:
         """One read (blocking until there is something); False at the end."""
-        data = os.read(self.fd, 1 << 16)
+        data = self._read(1 << 16)
         self._buf += data
         return bool(data)
 
@@ -87,22 +88,25 @@ class SessionProcess:
         on_ready: Optional[Callable[[JSONDict], None]] = None,
         pass_fds: Sequence[int] = (),
     ) -> None:
+        self._start(PipeChannel(argv, env, pass_fds), on_call, on_ready)
+
+    @classmethod
+    def over(
+        cls, channel: Channel, on_call: Callable[[JSONDict], None], on_ready: Optional[Callable[[JSONDict], None]]
+    ) -> "SessionProcess":
+        """The session protocol over `channel` (a server's connection)."""
+        self = cls.__new__(cls)
+        self._start(channel, on_call, on_ready)
+        return self
+
+    def _start(
+        self, channel: Channel, on_call: Callable[[JSONDict], None], on_ready: Optional[Callable[[JSONDict], None]]
+    ) -> None:
         self._on_call = on_call
         # Runs on the reader thread before anything after `ready` is read:
         # a call the code makes at once finds its answerer in place.
         self._on_ready = on_ready
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            # Its own process group: a Ctrl-C meant for this Python process
-            # must not kill the sandbox under it.
-            start_new_session=True,
-            # A prelude's sealed memfd (rlm_sandbox.prelude), if any.
-            pass_fds=tuple(pass_fds),
-        )
+        self._channel = channel
         self._write_lock = threading.Lock()
         self._pending: Dict[int, "Future[JSONDict]"] = {}
         self._pending_lock = threading.Lock()
@@ -110,8 +114,7 @@ class SessionProcess:
         self._first: "Future[JSONDict]" = Future()
         self._stderr: Deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.dead: Optional[str] = None
-        assert self._proc.stdout is not None
-        self._lines = _Lines(self._proc.stdout.fileno())
+        self._lines = _Lines(channel.fd, channel.read)
         #: Held by whoever reads stdout (see the module's docstring).
         self._read_lock = threading.Lock()
         #: Requests whose requester reads (or is about to): the reader
@@ -131,7 +134,8 @@ class SessionProcess:
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        """The session process's pid (through a server: the server's)."""
+        return self._channel.pid
 
     def stderr_tail(self) -> str:
         return "".join(self._stderr)
@@ -219,10 +223,7 @@ class SessionProcess:
         data = (json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8")
         try:
             with self._write_lock:
-                stdin = self._proc.stdin
-                assert stdin is not None
-                stdin.write(data)
-                stdin.flush()
+                self._channel.write(data)
         except (BrokenPipeError, ValueError, OSError):
             self._fail(SessionDead("the session process has exited", kind="session_dead", stderr=self.stderr_tail()))
 
@@ -273,15 +274,9 @@ class SessionProcess:
             self._broke(ProtocolError(f"reading the session failed: {e!r}", stderr=self.stderr_tail()))
             return
         self._ended = True
-        self._proc.wait()
+        why = self._channel.reap()
         self._stderr_thread.join(timeout=2)
-        self._fail(
-            SessionDead(
-                f"the session process exited (code {self._proc.returncode})",
-                kind="session_dead",
-                stderr=self.stderr_tail(),
-            )
-        )
+        self._fail(SessionDead(why, kind="session_dead", stderr=self.stderr_tail()))
 
     def _handle(self, line: bytes) -> None:
         """One line (under the read lock); a protocol error ends the session."""
@@ -308,6 +303,11 @@ class SessionProcess:
             raise ProtocolError(f"the session wrote a JSON line that is not an object: {line[:200]!r}")
         event = msg.get("event")
         rid = msg.get("id")
+        if event is None and rid is None and msg.get("ok") is False and not self._first.done():
+            # A server refusing the peer before reading its opening answers
+            # with a plain error line (docs/SERVE.md): the first line.
+            self._first.set_result(msg)
+            return
         if event is not None and not (event in ("ready", "error") and "id" in msg):
             if event == "call":
                 self._on_call(msg)
@@ -329,8 +329,9 @@ class SessionProcess:
         future.set_result(msg)
 
     def _read_stderr(self) -> None:
-        stderr = self._proc.stderr
-        assert stderr is not None
+        stderr = self._channel.stderr
+        if stderr is None:
+            return  # a server's connection: the server logs
         for raw in iter(lambda: stderr.readline(64 * 1024), b""):
             text = raw.decode("utf-8", "replace")
             self._stderr.append(text)
@@ -354,60 +355,30 @@ class SessionProcess:
             self.dead = why
 
     def _kill(self) -> None:
-        try:
-            self._proc.kill()
-        except OSError:
-            pass
+        self._channel.kill()
 
     def alive(self) -> bool:
-        """The process has not exited."""
-        return self._proc.poll() is None
+        """The process has not exited (the connection is open)."""
+        return self._channel.alive()
 
     def end_input(self) -> None:
         """Closes the session's stdin without waiting: it then removes its
         sandbox and exits (a pool ends many at once this way)."""
         with self._write_lock:
-            if self._proc.stdin is not None:
-                try:
-                    self._proc.stdin.close()
-                except OSError:
-                    pass
+            self._channel.end_input()
 
     def terminate(self, grace: float) -> None:
         """Ends the process without the `close` request (a finalizer)."""
-        terminate(self._proc, grace)
+        self._channel.terminate(grace)
 
     def close(self, grace: float = 10.0) -> None:
         """Ends the session and waits for it to remove its sandbox."""
-        if self._proc.poll() is None and self.dead is None:
+        if self._channel.alive() and self.dead is None:
             try:
                 self.request("close", _wait=grace)
             except Exception:
                 pass  # Not answering: terminate() below ends it.
-        terminate(self._proc, grace)
+        self._channel.terminate(grace)
         self._stdout_thread.join(timeout=grace)
         self.mark_dead("closed")
 
-
-def terminate(proc: "subprocess.Popen[bytes]", grace: float) -> None:
-    """End of input, then SIGTERM, then SIGKILL: each lets the session
-    remove its sandbox, the last only if it hangs. Safe to call twice
-    (and from a finalizer: it holds no reference to the client)."""
-    if proc.stdin is not None:
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-    for step in (proc.terminate, proc.kill):
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            try:
-                step()
-            except OSError:
-                return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass

@@ -18,6 +18,7 @@ from .options import SESSION, SESSION_ONLY, environment, to_flags
 from .prelude import PreludeFile
 from .process import SessionProcess
 from .results import Cell
+from .server import ServerArg, open_session, refusal as server_refusal, request_args, resolve as resolve_server
 
 JSONDict = Dict[str, Any]
 # Starting a sandbox takes about a second; a cold rootfs build is done
@@ -90,13 +91,15 @@ def claim_flags(
     temporary: List[str] = []
     for value in contexts:
         path, _, temp = files.materialize(value)
-        flags += ["--context", path]
+        # Absolute: a server resolves it in its own working directory.
+        flags += ["--context", os.path.abspath(path)]
         if temp:
             temporary.append(path)
     # The session owns the client's temporary directory from the start
     # (contexts added later are written there too): it removes it when
     # it ends, even when this process was killed.
-    # (A pool's standby was given it at its start: `owned` is False then.)
+    # (A pool's standby was given it at its start, and a server may not
+    # take one: `owned` is False then, and the client removes it.)
     return flags + (["--owned-context-dir", files.directory()] if owned else []), temporary
 
 
@@ -166,6 +169,15 @@ class Session:
     host side (egress filter, call answers, limits) stays here. Context
     files cannot reach such an agent (they are bind-mounted locally):
     they are refused before anything starts.
+
+    `server` is the socket of an `rlm-sandbox serve` (docs/SERVE.md) that
+    starts (or claims from its pool) the sandbox; None (the default)
+    uses RLM_SANDBOX_SERVER when it is set, False never does. Through a
+    server the settings are the request's flags (limits and the claim's;
+    a setting the server keeps to itself is refused by name as
+    ServerRefused), `wait` is the admission wait in seconds (ServerBusy
+    when it runs out), and calls are answered here as always. An
+    unreachable socket is ServerUnreachable: nothing starts locally.
     """
 
     def __init__(
@@ -187,11 +199,20 @@ class Session:
         namespace: Optional[str] = None,
         kubectl: Optional[str] = None,
         prelude: Optional[str] = None,
+        server: ServerArg = None,
+        wait: Optional[float] = None,
         **settings: Any,
     ) -> None:
         contexts = list(contexts)
-        remote_flags = remote_agent_flags(agent_command, k8s_pool, namespace, kubectl, bool(contexts))
         settings.update(runtime=runtime, memory=memory, cpus=cpus, timeout=timeout)
+        path = resolve_server(server, "Session()")
+        if path is not None:
+            self._connect(path, contexts, llm, rlm, tools, rlm_concurrency, settings, wait, prelude,
+                          agent_command or k8s_pool, env)
+            return
+        if wait is not None:
+            raise TypeError("Session(): wait= is a server request's admission wait; it goes with server=")
+        remote_flags = remote_agent_flags(agent_command, k8s_pool, namespace, kubectl, bool(contexts))
         sandbox = {k: v for k, v in settings.items() if k not in SESSION_ONLY}
         claim = {k: v for k, v in settings.items() if k in SESSION_ONLY}
         # A typo is refused before any lookup.
@@ -216,6 +237,49 @@ class Session:
         except BaseException:
             if prelude_file is not None:
                 prelude_file.close()
+            self.close()
+            raise
+
+    def _connect(
+        self,
+        path: str,
+        contexts: List[ContextValue],
+        llm: Optional[QueryFn],
+        rlm: Optional[QueryFn],
+        tools: Optional[Mapping[str, Callable[..., Any]]],
+        rlm_concurrency: Optional[int],
+        settings: Dict[str, Any],
+        wait: Optional[float],
+        prelude: Optional[str],
+        remote: Optional[str],
+        env: Optional[Mapping[str, str]],
+    ) -> None:
+        """A session on a sandbox of the `rlm-sandbox serve` at `path`: its
+        flags go in the opening line (the server refuses, by name, any it
+        does not let a client set), then the session protocol runs over
+        the connection. The client keeps its context directory (the
+        server may not take one to remove) and removes it on close."""
+        if remote:
+            raise ValueError("Session(): agent_command and k8s_pool start no sandbox; they do not go with server=")
+        if prelude is not None:
+            raise ValueError(
+                "Session(server=...): a prelude cannot reach a server (it travels as a file descriptor); "
+                "run it as the first cell instead"
+            )
+        if env:
+            raise TypeError("Session(server=...) takes no env: the server's environment and RLM_* variables apply")
+        # A typo is refused before the connection.
+        sandbox_flags = to_flags({k: v for k, v in settings.items() if k not in SESSION_ONLY}, SESSION, "Session()")
+        claim = {k: v for k, v in settings.items() if k in SESSION_ONLY}
+        self._prepare(llm, rlm, tools, rlm_concurrency)
+        self._server: Optional[str] = path
+        self._start_timeout = START_TIMEOUT + (wait or 0.0)
+        try:
+            flags, temporary = claim_flags(contexts, self._contexts, rlm, self._tools, claim, "Session()", owned=False)
+            channel = open_session(path, request_args(wait, [*sandbox_flags, *flags]))
+            self._attach(SessionProcess.over(channel, self._router, self._router.ready), None, temporary)
+            self._await_ready()
+        except BaseException:
             self.close()
             raise
 
@@ -271,6 +335,7 @@ class Session:
         rlm_concurrency: Optional[int],
     ) -> None:
         self._contexts = ContextFiles()
+        self._server = None
         self._start_timeout = START_TIMEOUT
         self._process: Optional[SessionProcess] = None
         self._ready: Optional[JSONDict] = None
@@ -301,6 +366,11 @@ class Session:
         try:
             first = self._pending_ready.result(timeout=self._start_timeout)
         except SessionDead as e:
+            if self._server is not None:
+                raise SandboxUnavailable(
+                    f"the rlm-sandbox server at {self._server} ended the connection before the session was "
+                    f"ready ({e})", kind=e.kind,
+                ) from None
             raise SandboxUnavailable(
                 "rlm-sandbox session could not start; its stderr says why", kind=e.kind, stderr=e.stderr
             ) from None
@@ -311,6 +381,8 @@ class Session:
         if first.get("event") != "ready":
             error = first.get("error") or {}
             process.mark_dead("it did not start")
+            if self._server is not None:
+                raise server_refusal(error, self._server)
             raise SandboxUnavailable(
                 f"the sandbox could not start ({error.get('kind')}): {error.get('message')}",
                 kind=error.get("kind"),
@@ -339,8 +411,14 @@ class Session:
         return str((self.ready.get("runtime") or {}).get("name"))
 
     @property
+    def server(self) -> Optional[str]:
+        """The `rlm-sandbox serve` socket this session runs through, or None."""
+        return self._server
+
+    @property
     def pid(self) -> int:
-        """The `rlm-sandbox session` process's pid."""
+        """The `rlm-sandbox session` process's pid (through a server: the
+        server's, there being no process of the session's own)."""
         return self._live().pid
 
     def _live(self) -> SessionProcess:

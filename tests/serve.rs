@@ -168,31 +168,40 @@ fn marker(i: usize) -> String {
     format!("RLMMARK{i:03}X")
 }
 
-/// Defines `leave(m)`: `m` into /tmp, a variable and a process's argv.
+/// Defines `leave(m)`: `m` into /tmp, a variable, and a process (the
+/// name of a thread that stays; the sandbox runs no other programs).
 const LEAVE_MARKER: &str = concat!(
-    "import subprocess, sys\n",
+    "import threading\n",
     "def leave(m):\n",
     "    global marker, holder\n",
     "    marker = m\n",
     "    open('/tmp/' + m, 'w').write(m)\n",
-    "    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(3600)', m],\n",
-    "        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n",
+    "    named = threading.Event()\n",
+    "    def hold():\n",
+    "        open('/proc/thread-self/comm', 'w').write(m)\n",
+    "        named.set()\n",
+    "        threading.Event().wait()\n",
+    "    holder = threading.Thread(target=hold, daemon=True)\n",
+    "    holder.start()\n",
+    "    named.wait()\n",
 );
 
 /// Prints the session's marker, then every marker in /tmp, in a global
-/// and in a process's argv.
+/// and in the name or argv of any task in the sandbox's /proc.
 const FIND_MARKERS: &str = concat!(
     "import os\n",
     "def find_markers():\n",
     "    files = sorted(f for f in os.listdir('/tmp') if f.startswith('RLMMARK'))\n",
     "    names = sorted(v for v in globals().values() if isinstance(v, str) and v.startswith('RLMMARK'))\n",
     "    procs = set()\n",
-    "    for p in os.listdir('/proc'):\n",
+    "    for p in filter(str.isdigit, os.listdir('/proc')):\n",
     "        try:\n",
-    "            argv = open('/proc/%s/cmdline' % p, 'rb').read().decode().split('\\0')\n",
+    "            seen = open('/proc/%s/cmdline' % p, 'rb').read().decode().split('\\0')\n",
+    "            for t in os.listdir('/proc/%s/task' % p):\n",
+    "                seen.append(open('/proc/%s/task/%s/comm' % (p, t)).read().strip())\n",
     "        except (OSError, ValueError):\n",
     "            continue\n",
-    "        procs.update(a for a in argv if a.startswith('RLMMARK'))\n",
+    "        procs.update(a for a in seen if a.startswith('RLMMARK'))\n",
     "    return files, names, sorted(procs)\n",
     "files, names, procs = find_markers()\n",
     "print(marker, 'files', files, 'vars', names, 'procs', procs)\n",
@@ -385,9 +394,9 @@ on_both_runtimes! {
     fn fifty_concurrent_sessions_from_separate_processes_see_only_their_own_state(env) {
         // All 50 live at once (--max-live 50, nothing queues): each client
         // is its own `session --server` process. Every session leaves its
-        // marker in /tmp, in a variable and in a process's argv, then each
-        // looks for every marker in all three: it must find its own (the
-        // search works) and no other.
+        // marker in /tmp, in a variable and in a process (a thread's name),
+        // then each looks for every marker in all three: it must find its
+        // own (the search works) and no other.
         const N: usize = 50;
         let server = Server::start(env, &["--pool-size", "2", "--max-live", "50", "--max-memory", "16g"]);
         let mut clients: Vec<Client> = (0..N)

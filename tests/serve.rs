@@ -3,7 +3,9 @@
 //! setpriv), concurrent sessions each seeing only its own state,
 //! admission (the request beyond --max-live waits and is served, or is
 //! busy after its wait), a client killed mid-cell freeing its sandbox,
-//! and SIGTERM leaving nothing. Every wait is on an event: a line of the
+//! SIGTERM during load (running cells finish within the grace, the rest
+//! are ended) and SIGKILL during load (the watchdogs end every sandbox;
+//! killed with them, `gc` does) leaving nothing. Every wait is on an event: a line of the
 //! server's --json log or of a client.
 
 #![allow(clippy::unwrap_used)]
@@ -261,14 +263,38 @@ fn assert_gc_finds_nothing(env: &common::Env, prefix: &str) {
     );
 }
 
-/// The cgroups (any hierarchy, counted once per run) of runs named `prefix`.
-fn cgroups_of_runs(prefix: &str) -> usize {
+/// The runs named `prefix` with a cgroup (any hierarchy).
+fn runs_with_cgroups(prefix: &str) -> usize {
+    let mut ids = std::collections::BTreeSet::new();
+    for hierarchy in common::cgroup_mounts() {
+        if let Ok(d) = std::fs::read_dir(hierarchy.join("rlm-sandbox")) {
+            ids.extend(
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix)),
+            );
+        }
+    }
+    ids.len()
+}
+
+/// How many runs named `prefix` have a process in their cgroup (any
+/// hierarchy): the sandboxes running.
+fn runs_with_processes(prefix: &str) -> usize {
+    fn has_procs(dir: &std::path::Path) -> bool {
+        let here =
+            std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty());
+        here || std::fs::read_dir(dir).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().is_dir() && has_procs(&e.path()))
+        })
+    }
     let mut ids = std::collections::BTreeSet::new();
     for hierarchy in common::cgroup_mounts() {
         if let Ok(d) = std::fs::read_dir(hierarchy.join("rlm-sandbox")) {
             for e in d.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(prefix) {
+                if name.starts_with(prefix) && has_procs(&e.path()) {
                     ids.insert(name);
                 }
             }
@@ -496,7 +522,7 @@ on_both_runtimes! {
         let pid = server.child.id();
         let watchdogs = wait_for_pool_full(&server, pid, N + 2);
         let prefix = format!("rlms-{pid}-");
-        assert_eq!(cgroups_of_runs(&prefix), N + 2);
+        assert_eq!(runs_with_processes(&prefix), N + 2);
         let mut server = server;
         server.child.kill().unwrap();
         server.child.wait().unwrap();
@@ -511,6 +537,47 @@ on_both_runtimes! {
             c.finish();
         }
         assert_gc_finds_nothing(env, &prefix);
+        env.assert_clean(pid);
+    }
+
+    // The negative control of the test above: the server killed with its
+    // watchdogs (a power cut, a kill of the whole tree), its sandboxes run
+    // on, and only `gc` removes them.
+    fn gc_removes_what_a_killed_server_and_its_watchdogs_left(env) {
+        const N: usize = 3;
+        let server = Server::start(env, &["--pool-size", "2"]);
+        let mut clients: Vec<Client> = (0..N).map(|_| Client::start(env, &server, &[])).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(c.line()["event"], "ready", "client {i}");
+            c.send(json!({"id": 1, "op": "exec", "code": "llm_query('are you there?')"}));
+            assert_eq!(c.line()["event"], "call", "client {i}");
+        }
+        let pid = server.child.id();
+        let watchdogs = wait_for_pool_full(&server, pid, N + 2);
+        let dogs = watchdogs_of(pid);
+        for w in &dogs {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(*w as i32), nix::sys::signal::SIGKILL).unwrap();
+        }
+        for w in &watchdogs {
+            w.wait_exit();
+        }
+        let mut server = server;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let prefix = format!("rlms-{pid}-");
+        // Left for gc: every run's cgroup and directory, and sandboxes
+        // running (an agent whose input ended with the server may exit;
+        // the others run on, untimed).
+        assert_eq!(runs_with_cgroups(&prefix), N + 2);
+        assert!(runs_with_processes(&prefix) > 0, "no sandbox runs on");
+        for c in clients {
+            c.finish();
+        }
+        let out = env.command(&["gc", "--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let removed = report["removed"].as_array().unwrap().iter().filter(|id| id.as_str().unwrap().starts_with(&prefix)).count();
+        assert_eq!(removed, N + 2, "{report}");
         env.assert_clean(pid);
     }
 

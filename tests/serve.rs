@@ -154,6 +154,14 @@ impl Client {
         drop(self.stdin.take());
         self.child.wait().unwrap()
     }
+
+    /// Closes its input; its exit status and what it wrote on stderr.
+    fn finish_with_stderr(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.stdin.take());
+        let mut err = String::new();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (self.child.wait().unwrap(), err)
+    }
 }
 
 fn run_client(env: &common::Env, server: &Server, code: &str, args: &[&str]) -> (Value, i32) {
@@ -501,8 +509,11 @@ on_both_runtimes! {
         }
         let status = server.child.wait().unwrap();
         assert!(status.success(), "{status:?}");
-        for c in clients {
-            c.finish();
+        // Ended by the server, not by their input: each exits 1, and its
+        // last line said why (nothing on stderr).
+        for (i, c) in clients.into_iter().enumerate() {
+            let (status, err) = c.finish_with_stderr();
+            assert_eq!((status.code(), err.as_str()), (Some(1), ""), "client {i}");
         }
         env.assert_clean(pid);
         assert_gc_finds_nothing(env, &format!("rlms-{pid}-"));
@@ -532,9 +543,12 @@ on_both_runtimes! {
         }
         let left = common::leftovers(env.state.path(), &prefix);
         assert!(left.is_empty(), "left after the watchdogs: {left:?}");
-        // The clients see the connection end: none hangs.
-        for c in clients {
-            c.finish();
+        // The clients see the connection end with no answer: each fails,
+        // naming the server.
+        for (i, c) in clients.into_iter().enumerate() {
+            let (status, err) = c.finish_with_stderr();
+            assert_eq!(status.code(), Some(1), "client {i}: {err}");
+            assert!(err.contains(server.sock()) && err.contains("without an answer"), "client {i}: {err}");
         }
         assert_gc_finds_nothing(env, &prefix);
         env.assert_clean(pid);
@@ -638,6 +652,7 @@ on_both_runtimes! {
         server.stop(env);
         let last = d.line();
         assert_eq!(last["error"]["kind"], "shutdown", "{last}");
-        assert!(d.finish().success());
+        // Ended by the server before its input: not a success.
+        assert_eq!(d.finish().code(), Some(1));
     }
 }

@@ -3,9 +3,12 @@
 //! the server fails naming the socket; it never falls back to starting
 //! a sandbox itself.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
@@ -71,22 +74,49 @@ pub fn run(path: &Path, code: &str, args: Vec<String>) -> anyhow::Result<Result<
 
 /// A session through the server: stdin relayed to it, its lines to
 /// stdout. The exit code: 1 when the session could not start (its first
-/// line an error), else 0.
+/// line an error), or when the server ended it before its input ended
+/// and without answering a `close`: shut down (its last line says so) or
+/// gone (stopped, killed: an error on stderr names the socket, so a
+/// caller never mistakes a dead server for a finished session); else 0.
 pub fn session(path: &Path, args: Vec<String>) -> anyhow::Result<i32> {
     let mut stream = connect(path)?;
     open(&mut stream, &json!({"op": "session", "args": args}))?;
     let mut to_server = stream.try_clone()?;
+    let input_ended = Arc::new(AtomicBool::new(false));
+    let closes: Arc<Mutex<HashSet<String>>> = Arc::default();
     // The end of stdin closes the sending side only: the session runs
     // what was sent and its answers are still read.
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_server);
-        let _ = to_server.shutdown(std::net::Shutdown::Write);
-    });
+    {
+        let (input_ended, closes) = (input_ended.clone(), closes.clone());
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match stdin.read_until(b'\n', &mut line) {
+                    Ok(0) => {
+                        // Set before the server can see the end.
+                        input_ended.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                if let Some(id) = close_id(&line) {
+                    closes.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+                }
+                if to_server.write_all(&line).is_err() {
+                    return;
+                }
+            }
+            let _ = to_server.shutdown(std::net::Shutdown::Write);
+        });
+    }
     let mut from_server = BufReader::new(stream);
     let mut out = std::io::stdout().lock();
     let mut first = true;
     let mut code = 0;
-    let mut line = Vec::new();
+    let (mut line, mut last) = (Vec::new(), Vec::new());
     loop {
         line.clear();
         if from_server.read_until(b'\n', &mut line)? == 0 {
@@ -107,8 +137,36 @@ pub fn session(path: &Path, args: Vec<String>) -> anyhow::Result<i32> {
         }
         out.write_all(&line)?;
         out.flush()?;
+        std::mem::swap(&mut line, &mut last);
+    }
+    if code == 0 && !input_ended.load(Ordering::SeqCst) {
+        let v: Value = serde_json::from_slice(&last).unwrap_or_default();
+        let closed = closes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&v["id"].to_string());
+        if !closed {
+            code = 1;
+            if v["error"]["kind"] != "shutdown" {
+                eprintln!(
+                    "rlm-sandbox: the server at {} ended the session without an answer \
+                     (it was stopped or killed); the session's sandbox is gone",
+                    path.display()
+                );
+            }
+        }
     }
     Ok(code)
+}
+
+/// The id (as JSON text) of a `close` request line; `None` for any other.
+fn close_id(line: &[u8]) -> Option<String> {
+    // Most lines (cells' code) are not parsed twice.
+    if !line.windows(7).any(|w| w == b"\"close\"") {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(line).ok()?;
+    (v["op"] == "close").then(|| v["id"].to_string())
 }
 
 /// `session`'s own command line, for the server: everything after
@@ -185,6 +243,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--server"));
+    }
+
+    #[test]
+    fn only_close_requests_are_noted_by_their_id() {
+        assert_eq!(
+            close_id(b"{\"id\": 7, \"op\": \"close\"}\n"),
+            Some("7".into())
+        );
+        assert_eq!(
+            close_id(b"{\"id\": \"a\", \"op\": \"close\"}"),
+            Some("\"a\"".into())
+        );
+        assert_eq!(
+            close_id(b"{\"id\": 7, \"op\": \"exec\", \"code\": \"'close'\"}"),
+            None
+        );
+        assert_eq!(
+            close_id(b"{\"id\": 7, \"op\": \"exec\", \"code\": \"x = \\\"close\\\"\"}"),
+            None
+        );
+        assert_eq!(close_id(b"not json \"close\""), None);
     }
 
     #[test]

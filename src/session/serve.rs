@@ -333,6 +333,16 @@ fn drive(
             }
             Err(e) => {
                 if e.kind() == "interrupted" {
+                    // Ended by the server's shutdown (the grace is over,
+                    // drain came first): the request is answered, so the
+                    // client is not left with an end and no word why. A
+                    // peer that hung up gets nothing: it is gone.
+                    if gate.drain.load(Ordering::Relaxed) {
+                        out.line(&json!({"id": request.id, "ok": false, "error": {
+                            "kind": "shutdown",
+                            "message": "the server is shutting down; the request did not end within its grace period (serve --grace) and the session was ended",
+                        }}));
+                    }
                     return 130;
                 }
                 json!({"id": request.id, "ok": false, "error": error_object(&e)})

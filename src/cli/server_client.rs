@@ -83,11 +83,11 @@ pub fn session(path: &Path, args: Vec<String>) -> anyhow::Result<i32> {
     open(&mut stream, &json!({"op": "session", "args": args}))?;
     let mut to_server = stream.try_clone()?;
     let input_ended = Arc::new(AtomicBool::new(false));
-    let closes: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let requests: Arc<Mutex<Requests>> = Arc::default();
     // The end of stdin closes the sending side only: the session runs
     // what was sent and its answers are still read.
     {
-        let (input_ended, closes) = (input_ended.clone(), closes.clone());
+        let (input_ended, requests) = (input_ended.clone(), requests.clone());
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut line = Vec::new();
@@ -102,9 +102,8 @@ pub fn session(path: &Path, args: Vec<String>) -> anyhow::Result<i32> {
                     Ok(_) => {}
                     Err(_) => break,
                 }
-                if let Some(id) = close_id(&line) {
-                    closes.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-                }
+                // Noted before the server can answer it.
+                lock(&requests).sent(&line);
                 if to_server.write_all(&line).is_err() {
                     return;
                 }
@@ -135,38 +134,82 @@ pub fn session(path: &Path, args: Vec<String>) -> anyhow::Result<i32> {
                 code = 1;
             }
         }
+        lock(&requests).answered(&line);
         out.write_all(&line)?;
         out.flush()?;
         std::mem::swap(&mut line, &mut last);
     }
-    if code == 0 && !input_ended.load(Ordering::SeqCst) {
+    if code == 0 {
         let v: Value = serde_json::from_slice(&last).unwrap_or_default();
-        let closed = closes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&v["id"].to_string());
-        if !closed {
+        let requests = lock(&requests);
+        if v["error"]["kind"] == "shutdown" {
+            // The server said it ended the session (its last line says why).
             code = 1;
-            if v["error"]["kind"] != "shutdown" {
-                eprintln!(
-                    "rlm-sandbox: the server at {} ended the session without an answer \
-                     (it was stopped or killed); the session's sandbox is gone",
-                    path.display()
-                );
-            }
+        } else if !requests.pending.is_empty()
+            || (!input_ended.load(Ordering::SeqCst) && !requests.closed)
+        {
+            code = 1;
+            eprintln!(
+                "rlm-sandbox: the server at {} ended the session without an answer \
+                 (it was stopped or killed); the session's sandbox is gone",
+                path.display()
+            );
         }
     }
     Ok(code)
 }
 
-/// The id (as JSON text) of a `close` request line; `None` for any other.
-fn close_id(line: &[u8]) -> Option<String> {
-    // Most lines (cells' code) are not parsed twice.
-    if !line.windows(7).any(|w| w == b"\"close\"") {
-        return None;
+/// What a session's client sent and what was answered: a session the
+/// server ends leaves requests unanswered, or ends while its client was
+/// still sending and had not closed it. Decided from the lines, not from
+/// which of two ends was seen first.
+#[derive(Default)]
+struct Requests {
+    /// Ids of requests sent and not yet answered (`call_result` is
+    /// answered by nothing; a request without an id is not tracked).
+    pending: HashSet<String>,
+    /// Ids of `close` requests sent.
+    closes: HashSet<String>,
+    /// A `close` was answered.
+    closed: bool,
+}
+
+impl Requests {
+    fn sent(&mut self, line: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            return;
+        };
+        if v["op"] == "call_result" || v["id"].is_null() {
+            return;
+        }
+        let id = v["id"].to_string();
+        if v["op"] == "close" {
+            self.closes.insert(id.clone());
+        }
+        self.pending.insert(id);
     }
-    let v: Value = serde_json::from_slice(line).ok()?;
-    (v["op"] == "close").then(|| v["id"].to_string())
+
+    fn answered(&mut self, line: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            id: Option<Value>,
+            ok: Option<bool>,
+        }
+        let Ok(Head {
+            id: Some(id),
+            ok: Some(_),
+        }) = serde_json::from_slice::<Head>(line)
+        else {
+            return;
+        };
+        let id = id.to_string();
+        self.closed |= self.closes.contains(&id);
+        self.pending.remove(&id);
+    }
+}
+
+fn lock(requests: &Mutex<Requests>) -> std::sync::MutexGuard<'_, Requests> {
+    requests.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `session`'s own command line, for the server: everything after
@@ -246,24 +289,20 @@ mod tests {
     }
 
     #[test]
-    fn only_close_requests_are_noted_by_their_id() {
-        assert_eq!(
-            close_id(b"{\"id\": 7, \"op\": \"close\"}\n"),
-            Some("7".into())
-        );
-        assert_eq!(
-            close_id(b"{\"id\": \"a\", \"op\": \"close\"}"),
-            Some("\"a\"".into())
-        );
-        assert_eq!(
-            close_id(b"{\"id\": 7, \"op\": \"exec\", \"code\": \"'close'\"}"),
-            None
-        );
-        assert_eq!(
-            close_id(b"{\"id\": 7, \"op\": \"exec\", \"code\": \"x = \\\"close\\\"\"}"),
-            None
-        );
-        assert_eq!(close_id(b"not json \"close\""), None);
+    fn requests_are_pending_until_answered_and_a_close_is_noted() {
+        let mut r = Requests::default();
+        r.sent(b"{\"id\": 1, \"op\": \"exec\", \"code\": \"x = 'close'\"}\n");
+        r.sent(b"{\"op\": \"call_result\", \"call\": 1, \"results\": [\"a\"]}\n");
+        r.sent(b"{\"op\": \"exec\", \"code\": \"1\"}\n");
+        r.sent(b"not json");
+        assert_eq!(r.pending, HashSet::from(["1".to_string()]));
+        r.answered(b"{\"event\": \"call\", \"call\": 1}\n");
+        r.answered(b"{\"id\": 1, \"ok\": true, \"cell\": {\"stdout\": \"close\"}}\n");
+        assert!(r.pending.is_empty() && !r.closed);
+        r.sent(b"{\"id\": \"c\", \"op\": \"close\"}\n");
+        assert!(!r.pending.is_empty());
+        r.answered(b"{\"id\": \"c\", \"ok\": true}\n");
+        assert!(r.pending.is_empty() && r.closed);
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser};
 use rlm_sandbox::config::parse_size;
+use rlm_sandbox::session::contexts::Source;
 use rlm_sandbox::session::llm_command::CommandHandler;
 use rlm_sandbox::session::llm_endpoint::EndpointHandler;
-use rlm_sandbox::session::contexts::Source;
 use rlm_sandbox::session::serve::{Backend, Begin};
 use rlm_sandbox::session::{CallLimits, Handler, SessionOptions, Tool};
 

@@ -73,11 +73,9 @@ impl std::fmt::Display for Refused {
             }
             Refused::NotAFile => write!(f, "is not a regular file"),
             Refused::Switch(why) => write!(f, "cannot be opened as the client: {why}"),
-            Refused::TimedOut => write!(
-                f,
-                "its open took longer than {} s",
-                OPEN_TIMEOUT.as_secs()
-            ),
+            Refused::TimedOut => {
+                write!(f, "its open took longer than {} s", OPEN_TIMEOUT.as_secs())
+            }
         }
     }
 }
@@ -206,10 +204,7 @@ mod tests {
     #[test]
     fn relative_paths_fifos_and_magic_links_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            open(Path::new("x"), None),
-            Err(Refused::Relative)
-        ));
+        assert!(matches!(open(Path::new("x"), None), Err(Refused::Relative)));
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // Would block without O_NONBLOCK; refused as not a file.
@@ -244,8 +239,11 @@ mod tests {
         std::os::unix::fs::chown(&file, Some(0), Some(4242)).unwrap();
         std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640))
             .unwrap();
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let nobody = |groups: Vec<u32>| Credentials {
             uid: 65534,
             gid: 65534,

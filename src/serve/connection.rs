@@ -274,11 +274,7 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
 /// with the server's own for a peer of the server's uid (it could read
 /// what the server reads anyway); the session gets the open file, never
 /// the path. A refusal names the path, the errno and whose credentials.
-fn context_gate(
-    own_uid: u32,
-    peer: PeerCred,
-    groups: std::io::Result<Vec<u32>>,
-) -> ContextGate {
+fn context_gate(own_uid: u32, peer: PeerCred, groups: std::io::Result<Vec<u32>>) -> ContextGate {
     let who = match groups {
         _ if peer.uid == own_uid => Ok(None),
         Ok(groups) => Ok(Some(Credentials {
@@ -286,7 +282,9 @@ fn context_gate(
             gid: peer.gid,
             groups,
         })),
-        Err(e) => Err(format!("cannot read the peer's groups (SO_PEERGROUPS): {e}")),
+        Err(e) => Err(format!(
+            "cannot read the peer's groups (SO_PEERGROUPS): {e}"
+        )),
     };
     Box::new(move |path: &Path| -> Result<Source, SessionError> {
         let refused = |why: String| {

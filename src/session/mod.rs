@@ -235,12 +235,37 @@ impl Session {
         };
         let mut session = Session::assemble(sandbox, options, handler, cancel, parts);
         if !by_runtime {
+            // Once the agent runs, the sandbox's view of the drop directory
+            // is set up: what is mounted there from now on reaches it.
             // Dropped on an error: the sandbox is removed.
+            session.standby(started)?;
             session.place_all()?;
         }
-        session.hello(started, true)?;
+        session.hello(started, by_runtime)?;
         session.ready.startup_ms = started.elapsed().as_millis() as u64;
         Ok(session)
+    }
+
+    /// Waits for the agent's `standby` (by `options.start_timeout` from
+    /// `since`).
+    fn standby(&mut self, since: Instant) -> Result<(), SessionError> {
+        let deadline = since + self.options.start_timeout;
+        match self.next(deadline) {
+            Ok(Some(AgentMsg::Standby)) => Ok(()),
+            Ok(Some(other)) => {
+                let why = format!("the agent sent {} before standby", describe(&other));
+                Err(SessionError::Start(self.die(why, None)))
+            }
+            Ok(None) => {
+                let why = format!(
+                    "the agent did not report standby within {:?}",
+                    self.options.start_timeout
+                );
+                Err(SessionError::Start(self.die(why, None)))
+            }
+            Err(Interrupt::Died(why)) => Err(SessionError::Start(why)),
+            Err(Interrupt::Cancelled) => Err(self.cancelled()),
+        }
     }
 
     /// Places every context in the started sandbox's drop directory (a
@@ -250,8 +275,9 @@ impl Session {
             return Err(SessionError::Dead("the sandbox is gone".into()));
         };
         for (context, (source, _)) in self.contexts.iter_mut().zip(&self.options.contexts) {
-            contexts::place(&input, context, source)
-                .map_err(|e| SessionError::Start(format!("the contexts could not be placed: {e}")))?;
+            contexts::place(&input, context, source).map_err(|e| {
+                SessionError::Start(format!("the contexts could not be placed: {e}"))
+            })?;
         }
         self.ready.contexts = self.contexts.clone();
         Ok(())

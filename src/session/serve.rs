@@ -201,8 +201,7 @@ pub struct Peer {
 }
 
 /// See [`Peer::contexts`].
-pub type ContextGate =
-    Box<dyn FnMut(&std::path::Path) -> Result<Source, SessionError> + Send>;
+pub type ContextGate = Box<dyn FnMut(&std::path::Path) -> Result<Source, SessionError> + Send>;
 
 impl Peer {
     /// This process's stdin and stdout (`rlm-sandbox session`).

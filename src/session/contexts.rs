@@ -9,7 +9,9 @@
 //! propagates into the running sandbox, no byte copied, when the sandbox
 //! user may read the file; else a copy it may read. (A hard link cannot be
 //! made there: the drop directory is a mount point of its own, and `link`
-//! never crosses one, whatever the filesystem.)
+//! never crosses one, whatever the filesystem.) A context given as a file
+//! opened already ([`Source::Opened`]: a server's client's) is always
+//! placed that way, from its descriptor, at the start too.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

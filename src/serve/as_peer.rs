@@ -24,6 +24,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -36,6 +37,33 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most supplementary groups a peer has (NGROUPS_MAX).
 const MAX_GROUPS: usize = 65536;
+
+/// The most opens in flight at once, server-wide: a thread stuck on a
+/// client's stalled filesystem outlives its timeout, and a client must not
+/// pile them up without bound.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// One open in flight, counted until its thread ends.
+struct InFlight;
+
+impl InFlight {
+    fn take() -> Option<InFlight> {
+        IN_FLIGHT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Whose credentials an open uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +86,8 @@ pub enum Refused {
     /// The server cannot take the credentials (not root).
     Switch(String),
     TimedOut,
+    /// [`MAX_IN_FLIGHT`] opens are stuck already.
+    Busy,
 }
 
 impl std::fmt::Display for Refused {
@@ -76,6 +106,10 @@ impl std::fmt::Display for Refused {
             Refused::TimedOut => {
                 write!(f, "its open took longer than {} s", OPEN_TIMEOUT.as_secs())
             }
+            Refused::Busy => write!(
+                f,
+                "{MAX_IN_FLIGHT} opens are in flight already (stalled filesystems?); try again"
+            ),
         }
     }
 }
@@ -129,11 +163,13 @@ pub fn open(path: &Path, who: Option<&Credentials>) -> Result<File, Refused> {
 }
 
 fn open_as(path: &Path, who: &Credentials) -> Result<File, Refused> {
+    let counted = InFlight::take().ok_or(Refused::Busy)?;
     let (tx, rx) = mpsc::channel();
     let (path, who) = (path.to_path_buf(), who.clone());
     std::thread::Builder::new()
         .name("rlm-as-peer".into())
         .spawn(move || {
+            let _counted = counted;
             let opened = become_peer(&who).and_then(|()| {
                 drop_dir::open_for_reading(&path)
                     .map(File::from)

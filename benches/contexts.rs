@@ -72,10 +72,11 @@ fn main() {
     let mut measure = |path: &Path, n: usize, want: Placement| -> Vec<Duration> {
         (0..n)
             .map(|_| {
+                let source = contexts::Source::Path(path.to_path_buf());
                 let mut ctx =
-                    contexts::describe(index, path, None, Placement::Mount).expect("describe");
+                    contexts::describe(index, &source, None, Placement::Mount).expect("describe");
                 let start = Instant::now();
-                contexts::place(&input, &mut ctx).expect("place");
+                contexts::place(&input, &mut ctx, &source).expect("place");
                 let took = start.elapsed();
                 assert_eq!(ctx.placed, want, "{}", path.display());
                 contexts::unplace(&input, index).expect("unplace");

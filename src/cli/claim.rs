@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser};
 use rlm_sandbox::config::parse_size;
+use rlm_sandbox::session::contexts::Source;
 use rlm_sandbox::session::llm_command::CommandHandler;
 use rlm_sandbox::session::llm_endpoint::EndpointHandler;
 use rlm_sandbox::session::serve::{Backend, Begin};
@@ -94,7 +95,7 @@ impl ClaimArgs {
                 .contexts
                 .context
                 .iter()
-                .map(|p| (p.clone(), None))
+                .map(|p| (Source::Path(p.clone()), None))
                 .collect(),
             tools: self.tools.clone(),
             calls: CallLimits {
@@ -364,7 +365,7 @@ mod tests {
         ])
         .unwrap();
         let o = &b.options;
-        assert_eq!(o.contexts, vec![(PathBuf::from(path), None)]);
+        assert_eq!(o.contexts, vec![(Source::Path(PathBuf::from(path)), None)]);
         assert_eq!(
             o.tools,
             vec![Tool {

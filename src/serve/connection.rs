@@ -5,16 +5,18 @@
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::as_peer::{self, Credentials};
 use super::{allowed, Flags, Opening, PeerCred, Shared, FIRST_LINE_TIMEOUT};
+use crate::session::contexts::{Format, Opened, Source};
 use crate::session::serve::{serve_with, ContextGate, Output, Peer};
-use crate::session::Handler;
+use crate::session::{Handler, SessionError};
 
 /// How long a write to a client that does not read may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,14 +125,16 @@ fn session(shared: &Shared, stream: UnixStream, peer: &PeerCred, args: &[String]
         Ok(plan) => plan,
         Err(message) => return refuse("bad_request", message),
     };
-    let mut gate = context_gate(shared.own_uid, *peer);
-    for (path, format) in &mut plan.options.contexts {
-        match gate(path) {
+    let groups = as_peer::peer_groups(&stream);
+    let mut gate = context_gate(shared.own_uid, *peer, groups);
+    for (source, format) in &mut plan.options.contexts {
+        let path = source.path().to_path_buf();
+        match gate(&path) {
             Ok(opened) => {
-                *format = format.or(Some(crate::session::contexts::Format::of(path)));
-                *path = opened;
+                *format = format.or(Some(Format::of(&path)));
+                *source = opened;
             }
-            Err(message) => return refuse("forbidden", message),
+            Err(e) => return refuse(e.kind(), e.to_string()),
         }
     }
     let memory = plan.sandbox.config.limits.memory_bytes;
@@ -265,19 +269,45 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
         })
 }
 
-/// The gate of a peer's context paths: the server's own uid may name any
-/// path; another uid none yet (the server would open it with its own
-/// credentials).
-fn context_gate(own_uid: u32, peer: PeerCred) -> ContextGate {
-    Box::new(move |path: &Path| -> Result<PathBuf, String> {
-        if peer.uid == own_uid {
-            return Ok(path.to_path_buf());
+/// The gate of a peer's context paths: each is opened with the peer's
+/// credentials (uid, gid and groups as of its connect: as_peer.rs), or
+/// with the server's own for a peer of the server's uid (it could read
+/// what the server reads anyway); the session gets the open file, never
+/// the path. A refusal names the path, the errno and whose credentials.
+fn context_gate(own_uid: u32, peer: PeerCred, groups: std::io::Result<Vec<u32>>) -> ContextGate {
+    let who = match groups {
+        _ if peer.uid == own_uid => Ok(None),
+        Ok(groups) => Ok(Some(Credentials {
+            uid: peer.uid,
+            gid: peer.gid,
+            groups,
+        })),
+        Err(e) => Err(format!(
+            "cannot read the peer's groups (SO_PEERGROUPS): {e}"
+        )),
+    };
+    Box::new(move |path: &Path| -> Result<Source, SessionError> {
+        let refused = |why: String| {
+            let whose = match &who {
+                Ok(Some(c)) => format!(
+                    "uid {} (gid {}, groups {:?}), the client's credentials",
+                    c.uid, c.gid, c.groups
+                ),
+                _ => format!("uid {own_uid}, the server's and the client's"),
+            };
+            SessionError::Forbidden(format!(
+                "context {}: {why}, opened as {whose}; a context is opened with its client's \
+                 credentials (an absolute path to a regular file the client may read)",
+                path.display()
+            ))
+        };
+        let who = who.as_ref().map_err(|e| refused(e.clone()))?;
+        match as_peer::open(path, who.as_ref()) {
+            Ok(file) => Ok(Source::Opened(Arc::new(Opened {
+                path: path.to_path_buf(),
+                file,
+            }))),
+            Err(e) => Err(refused(e.to_string())),
         }
-        Err(format!(
-            "context {}: uid {} is not the server's uid {}: contexts from other users are refused",
-            path.display(),
-            peer.uid,
-            own_uid
-        ))
     })
 }

@@ -7,6 +7,7 @@
 //! [`SPARE_CONNECTIONS`]).
 
 mod admission;
+mod as_peer;
 mod connection;
 mod log;
 mod opening;

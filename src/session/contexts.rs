@@ -9,12 +9,15 @@
 //! propagates into the running sandbox, no byte copied, when the sandbox
 //! user may read the file; else a copy it may read. (A hard link cannot be
 //! made there: the drop directory is a mount point of its own, and `link`
-//! never crosses one, whatever the filesystem.)
+//! never crosses one, whatever the filesystem.) A context given as a file
+//! opened already ([`Source::Opened`]: a server's client's) is always
+//! placed that way, from its descriptor, at the start too.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -47,6 +50,59 @@ impl Format {
             other => Err(format!(
                 "format must be \"text\" or \"json\", got {other:?}"
             )),
+        }
+    }
+}
+
+/// Where a session gets a context file from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A path the session resolves and opens itself, with its own
+    /// credentials: its caller's files (`rlm-sandbox session`).
+    Path(PathBuf),
+    /// A file opened already (by `serve`, with its client's credentials:
+    /// src/serve/as_peer.rs): the session mounts, copies and indexes this
+    /// open file and never resolves a path to it again, so what the sandbox
+    /// gets is exactly what the client could open.
+    Opened(Arc<Opened>),
+}
+
+/// A file opened for a session, and the path it was opened at (for the
+/// `ready` event and errors only: never opened again).
+#[derive(Debug)]
+pub struct Opened {
+    pub path: PathBuf,
+    pub file: File,
+}
+
+impl Source {
+    /// The path named: the format follows its extension.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Path(path) => path,
+            Source::Opened(opened) => &opened.path,
+        }
+    }
+
+    /// The file of `context` (described from this source) as a descriptor
+    /// that mounts, copies and reads work on: a path opened now following
+    /// no symbolic link (it is canonical: a link there now was put there
+    /// since), or the opened file itself.
+    fn descriptor(&self, context: &Context) -> std::io::Result<OwnedFd> {
+        match self {
+            Source::Path(_) => drop_dir::open_source(&context.host_path),
+            Source::Opened(opened) => opened.file.as_fd().try_clone_to_owned(),
+        }
+    }
+}
+
+impl PartialEq for Source {
+    /// The same path, or the same opened file.
+    fn eq(&self, other: &Source) -> bool {
+        match (self, other) {
+            (Source::Path(a), Source::Path(b)) => a == b,
+            (Source::Opened(a), Source::Opened(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 }
@@ -84,19 +140,28 @@ pub enum ContextError {
     NotAFile { path: PathBuf },
 }
 
-/// Checks a context file and describes it as the `index`th context.
+/// Checks a context file and describes it as the `index`th context: a
+/// path is made canonical (its links followed, with this process's
+/// credentials); an opened file is described from the open file.
 pub fn describe(
     index: usize,
-    host_path: &Path,
+    source: &Source,
     format: Option<Format>,
     placed: Placement,
 ) -> Result<Context, ContextError> {
+    let named = source.path();
     let io = |err| ContextError::Io {
-        path: host_path.to_path_buf(),
+        path: named.to_path_buf(),
         err,
     };
-    let host_path = std::fs::canonicalize(host_path).map_err(io)?;
-    let meta = std::fs::metadata(&host_path).map_err(io)?;
+    let (host_path, meta) = match source {
+        Source::Path(path) => {
+            let host_path = std::fs::canonicalize(path).map_err(io)?;
+            let meta = std::fs::metadata(&host_path).map_err(io)?;
+            (host_path, meta)
+        }
+        Source::Opened(opened) => (opened.path.clone(), opened.file.metadata().map_err(io)?),
+    };
     if !meta.is_file() {
         return Err(ContextError::NotAFile { path: host_path });
     }
@@ -127,7 +192,9 @@ pub fn needs_copy(path: &Path) -> bool {
 /// Creates `input_dir/contexts` with one empty mount point per context
 /// given at start, and returns the file the runtime mounts on each: the
 /// context itself, or a copy beside the mount points (`.copy-N`) when the
-/// sandbox user may not read it.
+/// sandbox user may not read it. (Contexts given as opened files are
+/// [`place`]d from their descriptors instead, once the sandbox has
+/// started: a runtime mounts paths.)
 pub fn prepare_dir(input_dir: &Path, contexts: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let dir = input_dir.join(CONTEXTS_SUBDIR);
     std::fs::create_dir(&dir)?;
@@ -149,34 +216,39 @@ pub fn prepare_dir(input_dir: &Path, contexts: &[PathBuf]) -> std::io::Result<Ve
     Ok(sources)
 }
 
-/// Opens the context file at `host_path` (canonical) for reading,
+/// Opens the file of `context` (described from `source`) for reading,
 /// following no symbolic link, as [`place`] does: the descriptor its echo
 /// index is built from, so a client that removes or renames the file
 /// after `ready` changes nothing.
-pub fn open(host_path: &Path) -> Result<File, ContextError> {
+pub fn open(source: &Source, context: &Context) -> Result<File, ContextError> {
     let io = |err| ContextError::Io {
-        path: host_path.to_path_buf(),
+        path: context.host_path.clone(),
         err,
     };
-    let source = drop_dir::open_source(host_path).map_err(io)?;
-    reopen_read_only(&source).map_err(io)
+    let fd = source.descriptor(context).map_err(io)?;
+    reopen_read_only(&fd).map_err(io)
 }
 
-/// The file of the `O_PATH` descriptor `source`, opened for reading
+/// The file of the descriptor `source` (`O_PATH` or not), opened for reading
 /// through its `/proc/self/fd` link: the same file, whatever its path
 /// names by now.
 fn reopen_read_only(source: &OwnedFd) -> std::io::Result<File> {
     File::open(format!("/proc/self/fd/{}", source.as_raw_fd()))
 }
 
-/// Places `context` (added to a live session) in the drop directory, at
-/// `contexts/<index>`: bind-mounted read-only (no byte copied) when the
-/// sandbox user may read it, else copied. The file is opened once,
-/// following no symbolic link (its path is canonical: a link there now was
-/// put there since), and every step works on that open file. Returns the
-/// file the sandbox sees, open for reading (for its echo index): the
-/// mounted file itself, or the copy.
-pub fn place(input_dir: &Path, context: &mut Context) -> Result<File, ContextError> {
+/// Places `context` (described from `source`; added to a live session,
+/// claimed with a standby, or opened for a cold one) in the drop
+/// directory, at `contexts/<index>`: bind-mounted read-only (no byte
+/// copied) when the sandbox user may read it, else copied. The file is
+/// opened once (see [`Source::descriptor`]), or was opened already, and
+/// every step works on that open file. Returns the file the sandbox sees,
+/// open for reading (for its echo index): the mounted file itself, or the
+/// copy.
+pub fn place(
+    input_dir: &Path,
+    context: &mut Context,
+    source: &Source,
+) -> Result<File, ContextError> {
     let target = input_dir
         .join(CONTEXTS_SUBDIR)
         .join(context.index.to_string());
@@ -185,7 +257,7 @@ pub fn place(input_dir: &Path, context: &mut Context) -> Result<File, ContextErr
         path: host_path.clone(),
         err,
     };
-    let source = drop_dir::open_source(&host_path).map_err(io)?;
+    let source = source.descriptor(context).map_err(io)?;
     let stat = nix::sys::stat::fstat(source.as_raw_fd()).map_err(|e| io(e.into()))?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(ContextError::NotAFile { path: host_path });
@@ -265,9 +337,17 @@ mod tests {
     #[test]
     fn a_directory_is_not_a_context() {
         let dir = tempfile::tempdir().unwrap();
-        let err = describe(0, dir.path(), None, Placement::Mount).unwrap_err();
+        let path = |p: &Path| Source::Path(p.to_path_buf());
+        let err = describe(0, &path(dir.path()), None, Placement::Mount).unwrap_err();
         assert!(matches!(err, ContextError::NotAFile { .. }), "{err}");
-        let missing = describe(0, &dir.path().join("nope"), None, Placement::Mount).unwrap_err();
+        let opened = Source::Opened(Arc::new(Opened {
+            path: dir.path().to_path_buf(),
+            file: File::open(dir.path()).unwrap(),
+        }));
+        let err = describe(0, &opened, None, Placement::Mount).unwrap_err();
+        assert!(matches!(err, ContextError::NotAFile { .. }), "{err}");
+        let missing =
+            describe(0, &path(&dir.path().join("nope")), None, Placement::Mount).unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");
     }
 }

@@ -39,7 +39,7 @@ use crate::result::{ExecResult, RuntimeUsed};
 use crate::supervise::{EndedBy, Launched, Plan, Sandbox, StdioPlan, SuperviseError};
 pub use broker::{CallLimits, CallRecord, Handler, Tool};
 pub use cell::Cell;
-use contexts::{Context, Format, Placement};
+use contexts::{Context, Format, Placement, Source};
 use frames::{AgentCall, AgentMsg, Frame};
 use link::{AgentFrames, Link};
 pub use standby::{ClaimError, Standby};
@@ -57,7 +57,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// Context files, each with its format (from the extension if `None`).
-    pub contexts: Vec<(PathBuf, Option<Format>)>,
+    pub contexts: Vec<(Source, Option<Format>)>,
     pub tools: Vec<Tool>,
     pub calls: CallLimits,
     /// The handler answers `rlm_query` itself (else it gets `llm_query`).
@@ -131,6 +131,10 @@ pub enum SessionError {
     /// A request the session cannot carry out (the session lives on).
     #[error("{0}")]
     Request(String),
+    /// A context its client may not read (a server's client: the session
+    /// lives on).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the session could not start: {0}")]
     Start(String),
     #[error(transparent)]
@@ -143,6 +147,7 @@ impl SessionError {
         match self {
             SessionError::Dead(_) => "session_dead",
             SessionError::Request(_) => "bad_request",
+            SessionError::Forbidden(_) => "forbidden",
             SessionError::Start(_) => "start",
             SessionError::Supervise(SuperviseError::Interrupted) => "interrupted",
             SessionError::Supervise(_) => "driver",
@@ -199,14 +204,25 @@ impl Session {
         let started = Instant::now();
         check_agent(&sandbox)?;
         let mut contexts = describe_contexts(&options, Placement::Mount)?;
-        for context in &mut contexts {
-            if contexts::needs_copy(&context.host_path) {
-                context.placed = Placement::Copy;
+        // Paths are mounted by the runtime (or copied). Opened files (a
+        // server's) cannot be: then every context is placed in the drop
+        // directory once the sandbox has started, as a standby's claim
+        // places them, from its descriptor.
+        let by_runtime = options
+            .contexts
+            .iter()
+            .all(|(source, _)| matches!(source, Source::Path(_)));
+        let mut paths = Vec::new();
+        if by_runtime {
+            for context in &mut contexts {
+                if contexts::needs_copy(&context.host_path) {
+                    context.placed = Placement::Copy;
+                }
+                paths.push(context.host_path.clone());
             }
         }
-        let paths: Vec<PathBuf> = contexts.iter().map(|c| c.host_path.clone()).collect();
         // Opened now, indexed while the sandbox starts.
-        let opened = open_contexts(&contexts)?;
+        let opened = open_contexts(&options, &contexts)?;
         let echo = echo::SessionEcho::spawn(opened, sandbox.egress.echo_config().clone());
         let (launched, link, frames) = launch_agent(&sandbox, options.prelude.as_ref(), &paths)?;
         let parts = Parts {
@@ -218,9 +234,53 @@ impl Session {
             started,
         };
         let mut session = Session::assemble(sandbox, options, handler, cancel, parts);
-        session.hello(started, true)?;
+        if !by_runtime {
+            // Once the agent runs, the sandbox's view of the drop directory
+            // is set up: what is mounted there from now on reaches it.
+            // Dropped on an error: the sandbox is removed.
+            session.standby(started)?;
+            session.place_all()?;
+        }
+        session.hello(started, by_runtime)?;
         session.ready.startup_ms = started.elapsed().as_millis() as u64;
         Ok(session)
+    }
+
+    /// Waits for the agent's `standby` (by `options.start_timeout` from
+    /// `since`).
+    fn standby(&mut self, since: Instant) -> Result<(), SessionError> {
+        let deadline = since + self.options.start_timeout;
+        match self.next(deadline) {
+            Ok(Some(AgentMsg::Standby)) => Ok(()),
+            Ok(Some(other)) => {
+                let why = format!("the agent sent {} before standby", describe(&other));
+                Err(SessionError::Start(self.die(why, None)))
+            }
+            Ok(None) => {
+                let why = format!(
+                    "the agent did not report standby within {:?}",
+                    self.options.start_timeout
+                );
+                Err(SessionError::Start(self.die(why, None)))
+            }
+            Err(Interrupt::Died(why)) => Err(SessionError::Start(why)),
+            Err(Interrupt::Cancelled) => Err(self.cancelled()),
+        }
+    }
+
+    /// Places every context in the started sandbox's drop directory (a
+    /// cold start with opened files: see [`Session::start`]).
+    fn place_all(&mut self) -> Result<(), SessionError> {
+        let Some(input) = self.launched.as_ref().map(|l| l.guard.dir.input()) else {
+            return Err(SessionError::Dead("the sandbox is gone".into()));
+        };
+        for (context, (source, _)) in self.contexts.iter_mut().zip(&self.options.contexts) {
+            contexts::place(&input, context, source).map_err(|e| {
+                SessionError::Start(format!("the contexts could not be placed: {e}"))
+            })?;
+        }
+        self.ready.contexts = self.contexts.clone();
+        Ok(())
     }
 
     /// A session over a launched sandbox whose agent has not had `hello`.
@@ -413,21 +473,21 @@ impl Session {
         self.request(json!({"t": "reset"})).map(|_| ())
     }
 
-    /// Adds the context file at `path` to the live session.
+    /// Adds the context file of `source` to the live session.
     pub fn add_context(
         &mut self,
-        path: &Path,
+        source: &Source,
         format: Option<Format>,
     ) -> Result<Context, SessionError> {
         self.alive()?;
         let index = self.contexts.len();
-        let mut context = contexts::describe(index, path, format, Placement::Mount)
+        let mut context = contexts::describe(index, source, format, Placement::Mount)
             .map_err(|e| SessionError::Request(e.to_string()))?;
         let input = match &self.launched {
             Some(l) => l.guard.dir.input(),
             None => return Err(SessionError::Dead("the sandbox is gone".into())),
         };
-        let placed = contexts::place(&input, &mut context)
+        let placed = contexts::place(&input, &mut context, source)
             .map_err(|e| SessionError::Request(e.to_string()))?;
         // Its output echo is checked like the first contexts': indexed
         // from the file the sandbox sees, on its own thread; no output
@@ -659,20 +719,25 @@ fn describe_contexts(
         .contexts
         .iter()
         .enumerate()
-        .map(|(i, (path, format))| {
-            contexts::describe(i, path, *format, placed)
+        .map(|(i, (source, format))| {
+            contexts::describe(i, source, *format, placed)
                 .map_err(|e| SessionError::Request(e.to_string()))
         })
         .collect()
 }
 
-/// Opens `contexts`' files for their echo indexes (`contexts::open`).
-fn open_contexts(contexts: &[Context]) -> Result<Vec<echo::OpenContext>, SessionError> {
+/// Opens `contexts`' files (described from `options`' sources) for their
+/// echo indexes (`contexts::open`).
+fn open_contexts(
+    options: &SessionOptions,
+    contexts: &[Context],
+) -> Result<Vec<echo::OpenContext>, SessionError> {
     contexts
         .iter()
-        .map(|c| {
+        .zip(&options.contexts)
+        .map(|(c, (source, _))| {
             let file =
-                contexts::open(&c.host_path).map_err(|e| SessionError::Request(e.to_string()))?;
+                contexts::open(source, c).map_err(|e| SessionError::Request(e.to_string()))?;
             Ok((c.host_path.clone(), file))
         })
         .collect()
@@ -680,7 +745,8 @@ fn open_contexts(contexts: &[Context]) -> Result<Vec<echo::OpenContext>, Session
 
 /// Launches the agent's sandbox with `prelude` and the context files at
 /// `paths` in its input directory (none for a standby: its contexts come
-/// with the claim), and starts the link on its pipes.
+/// with the claim; none either when they are placed after the start), and
+/// starts the link on its pipes.
 fn launch_agent(
     sandbox: &Sandbox,
     prelude: Option<&prelude::Prelude>,

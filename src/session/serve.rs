@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use super::calls::{CallHandler, CallKind, CallOutcome, CallRequest};
-use super::contexts::Format;
+use super::contexts::{Format, Source};
 use super::frames::{CellNamespace, CellOptions};
 use super::leaving::kind_of;
 use super::{Handler, Session, SessionError, SessionOptions};
@@ -195,13 +195,13 @@ pub fn serve(
 pub struct Peer {
     pub unread: Box<dyn Fn() -> bool + Send>,
     pub drain: Arc<AtomicBool>,
-    /// Turns an `add_context` path into the path the session opens, or
-    /// refuses it (a server checks the peer may read it).
+    /// Turns an `add_context` path into the context's source, or refuses
+    /// it (a server opens it with its client's credentials).
     pub contexts: ContextGate,
 }
 
 /// See [`Peer::contexts`].
-pub type ContextGate = Box<dyn FnMut(&std::path::Path) -> Result<PathBuf, String> + Send>;
+pub type ContextGate = Box<dyn FnMut(&std::path::Path) -> Result<Source, SessionError> + Send>;
 
 impl Peer {
     /// This process's stdin and stdout (`rlm-sandbox session`).
@@ -209,7 +209,7 @@ impl Peer {
         Peer {
             unread: Box::new(stdout_unread),
             drain: Arc::new(AtomicBool::new(false)),
-            contexts: Box::new(|p| Ok(p.to_path_buf())),
+            contexts: Box::new(|p| Ok(Source::Path(p.to_path_buf()))),
         }
     }
 }
@@ -432,8 +432,8 @@ fn handle(
             };
             // The format comes from the path asked for, not the one opened.
             let format = format.or(Some(Format::of(&path)));
-            let opened = contexts(&path).map_err(SessionError::Request)?;
-            let context = session.add_context(&opened, format)?;
+            let source = contexts(&path)?;
+            let context = session.add_context(&source, format)?;
             out.insert("context".into(), serde_json::to_value(context).unwrap_or_default());
         }
         "reset" => session.reset()?,

@@ -257,8 +257,8 @@ impl Standby {
         };
         // From here a failure removes the sandbox: it has seen the claim.
         let mut opened = Vec::with_capacity(contexts.len());
-        for context in &mut contexts {
-            match contexts::place(&input, context) {
+        for (context, (source, _)) in contexts.iter_mut().zip(&options.contexts) {
+            match contexts::place(&input, context, source) {
                 // Indexed from the file the sandbox sees.
                 Ok(file) => opened.push((context.host_path.clone(), file)),
                 Err(e) => {

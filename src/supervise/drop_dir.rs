@@ -42,11 +42,35 @@ pub fn make_shared(dir: &Path) -> std::io::Result<()> {
 /// canonical, so a link found now was put there since, by someone else,
 /// and is refused (`ELOOP`).
 pub fn open_source(path: &Path) -> std::io::Result<OwnedFd> {
+    openat2(
+        path,
+        libc::O_PATH | libc::O_CLOEXEC,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Opens the file at `path` for reading with the calling thread's
+/// credentials, as a process's own `open(path, O_RDONLY)` would: ordinary
+/// symbolic links are followed (each hop checked with those credentials),
+/// `/proc` magic links are refused (`ELOOP`: they jump past the
+/// directories' permission checks, and `/proc/self` would be this
+/// process). `O_NONBLOCK` so that a FIFO cannot block the open (the
+/// caller refuses what is not a regular file); `O_NOCTTY` so that a
+/// terminal never becomes ours.
+pub fn open_for_reading(path: &Path) -> std::io::Result<OwnedFd> {
+    openat2(
+        path,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+        libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+fn openat2(path: &Path, flags: libc::c_int, resolve: u64) -> std::io::Result<OwnedFd> {
     let cpath = c_path(path)?;
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        flags: flags as u64,
         mode: 0,
-        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     // SAFETY: openat2 reads a NUL-terminated path and an `open_how` of the
     // size passed, both alive for the call; it returns a new descriptor or -1.
@@ -62,7 +86,7 @@ pub fn open_source(path: &Path) -> std::io::Result<OwnedFd> {
     owned(fd)
 }
 
-/// Mounts the file `source` (from [`open_source`]) read-only, nosuid, nodev
+/// Mounts the file `source` (from [`open_source`] or [`open_for_reading`]) read-only, nosuid, nodev
 /// and noexec onto the existing file `target`, which must be in a drop
 /// directory made by [`make_shared`] for the sandbox to see it.
 pub fn attach_read_only(source: &OwnedFd, target: &Path) -> std::io::Result<()> {

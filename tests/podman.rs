@@ -25,9 +25,11 @@
 //!   where the container is `podman run` with tmpfs flags;
 //! - runc: podman's default rlimits exceed root's hard limits here, so
 //!   `default_ulimits` come from a private containers.conf;
-//! - runsc: kube play starts the pod's containers in one gVisor sandbox
-//!   where the agent container's process exited at once without a word
-//!   (not diagnosed), so under runsc the container is `podman run` with
+//! - runsc: kube play puts the pod's container into the infra
+//!   container's gVisor sandbox (podman's cri-o annotations), where its
+//!   conmon cannot supervise it: podman's cleanup deletes it ~200 ms
+//!   after it starts (docs/KUBERNETES.md, "Why not `podman kube play`
+//!   under runsc"). So under runsc the container is `podman run` with
 //!   the rendered container's settings (user, read-only root, no
 //!   capabilities, no new privileges, memory, tmpfs sizes, workdir).
 //!

@@ -39,6 +39,9 @@ pub struct K8sGcArgs {
 pub fn run(args: &K8sGcArgs, as_json: bool) -> anyhow::Result<i32> {
     let cancel = AtomicBool::new(false);
     let list = list_command(&args.kubectl, args.namespace.as_deref());
+    if args.dry_run && !as_json {
+        println!("list: {}", shell_words(&list));
+    }
     let text = run_step_limited(&list, None, &cancel, MAX_LIST_BYTES)
         .map_err(|e| anyhow::anyhow!("listing the claims: {e}"))?;
     let items = parse_list(&text).map_err(|e| anyhow::anyhow!("{}: {e}", shell_words(&list)))?;

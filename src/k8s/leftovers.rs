@@ -88,7 +88,7 @@ fn judge(claim: &Value, local: &Local) -> Option<Verdict> {
     };
     // The name and namespace go into a command line.
     if !is_dns_label(name) || !is_dns_label(namespace) {
-        let why = "kept: its name or namespace is not a DNS-1123 label".to_string();
+        let why = "its name or namespace is not a DNS-1123 label".to_string();
         return Some(verdict(false, why));
     }
     if label(HOST_LABEL) == Some(local.host.as_str()) {
@@ -103,13 +103,11 @@ fn judge(claim: &Value, local: &Local) -> Option<Verdict> {
     Some(match (local.older_than, age) {
         (None, _) => verdict(
             false,
-            format!(
-                "kept: made on host {host}, whose processes this host cannot see (--older-than)"
-            ),
+            format!("made on host {host}, whose processes this host cannot see (--older-than)"),
         ),
         (Some(_), None) => verdict(
             false,
-            format!("kept: made on host {host}, with no readable creationTimestamp"),
+            format!("made on host {host}, with no readable creationTimestamp"),
         ),
         (Some(bound), Some(age)) if age >= bound => verdict(
             true,
@@ -117,7 +115,7 @@ fn judge(claim: &Value, local: &Local) -> Option<Verdict> {
         ),
         (Some(bound), Some(age)) => verdict(
             false,
-            format!("kept: made on host {host} {age} s ago, younger than {bound} s"),
+            format!("made on host {host} {age} s ago, younger than {bound} s"),
         ),
     })
 }
@@ -129,7 +127,7 @@ fn judge_local<'v>(
     verdict: impl Fn(bool, String) -> Verdict,
 ) -> Verdict {
     let Some(pid) = label(PID_LABEL).and_then(|p| p.parse::<u32>().ok()) else {
-        return verdict(false, "kept: no readable pid label".to_string());
+        return verdict(false, "no readable pid label".to_string());
     };
     if let Some(boot) = label(BOOT_ID_LABEL) {
         if boot != local.boot_id {
@@ -140,10 +138,9 @@ fn judge_local<'v>(
         return verdict(true, format!("its orchestrator (pid {pid}) is gone"));
     };
     match label(PID_START_LABEL).map(str::parse::<u64>) {
-        Some(Ok(made)) if made == start => verdict(
-            false,
-            format!("kept: its orchestrator (pid {pid}) is running"),
-        ),
+        Some(Ok(made)) if made == start => {
+            verdict(false, format!("its orchestrator (pid {pid}) is running"))
+        }
         Some(Ok(_)) => verdict(
             true,
             format!("its orchestrator (pid {pid}) is gone: the pid is another process now"),
@@ -152,7 +149,7 @@ fn judge_local<'v>(
         // another process, but may be ours; it is kept.
         None | Some(Err(_)) => verdict(
             false,
-            format!("kept: pid {pid} is running and the claim has no readable start time"),
+            format!("pid {pid} is running and the claim has no readable start time"),
         ),
     }
 }

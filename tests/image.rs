@@ -337,9 +337,10 @@ fn podman_runs_the_image(runtime: &str) {
     let out = stdout(&mut podman.run(runtime, &["python3", "-c", code]));
     assert_eq!(out, "42 65432 65432 /tmp\n");
 
-    // Modules load from the bytecode the build precompiled: the sources
-    // kept their times in the layer (with the layer's fixed time Python
-    // finds every .pyc stale and recompiles in memory).
+    // Modules load from the bytecode the build precompiled although every
+    // source has the layer's fixed time: the bytecode is unchecked-hash
+    // (timestamp bytecode would be stale, and recompiled in memory on
+    // every import, the root being read-only).
     let verbose =
         output(&mut podman.run(runtime, &["python3", "-I", "-B", "-v", "-c", "import json"]));
     let trace = String::from_utf8_lossy(&verbose.stderr);

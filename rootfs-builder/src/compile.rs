@@ -11,6 +11,8 @@ const SELFCHECK: &str = include_str!("../python/selfcheck.py");
 const SELFCHECK_OK: &str = "rlm-sandbox self-check ok";
 /// Where Debian's Python packages install their modules.
 pub(crate) const DIST_PACKAGES: &str = "usr/lib/python3/dist-packages";
+/// `compileall --invalidation-mode`: see [`compile_bytecode`].
+pub(crate) const INVALIDATION_MODE: &str = "unchecked-hash";
 
 /// Precompiles the stdlib (and dist-packages, where extra packages put
 /// theirs) with the tree's own interpreter (the exact version that will
@@ -18,13 +20,25 @@ pub(crate) const DIST_PACKAGES: &str = "usr/lib/python3/dist-packages";
 /// One process: `compileall -j` needs multiprocessing (gone by now) and
 /// POSIX semaphores in /dev/shm (absent in a bare chroot); the whole
 /// stdlib takes about a second anyway.
+///
+/// The bytecode is hash-based and unchecked ([`INVALIDATION_MODE`]): a
+/// `.pyc` records a hash of its source, not the source's modification
+/// time, so two builds write the same bytes whatever their clocks, and an
+/// image may give every file one fixed time (src/image/layer.rs). Python
+/// loads an unchecked `.pyc` without reading its source (only
+/// `--check-hash-based-pycs always` would), which is right for a root
+/// that is read-only and verified against its manifest as a whole.
 pub fn compile_bytecode(tree: &Path, version: &str) -> Result<(), Error> {
     let mut dirs = vec![format!("/usr/lib/python{version}")];
     // Absent from the default rootfs: its command stays what it was.
     dirs.extend(crate::standins::package_roots(tree, version)?);
     run(command("chroot")
         .arg(tree)
-        .args([PYTHON, "-I", "-m", "compileall", "-q"])
+        // -B: the interpreter's own start-up imports (sitecustomize, the
+        // stand-in list) would otherwise write timestamp bytecode, which
+        // compileall takes as current; -f recompiles whatever is there.
+        .args([PYTHON, "-I", "-B", "-m", "compileall", "-q", "-f"])
+        .args(["--invalidation-mode", INVALIDATION_MODE])
         .args(&dirs))?;
     Ok(())
 }

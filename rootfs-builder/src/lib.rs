@@ -48,7 +48,9 @@ pub const AGENT_MODULE: &str = "_rlm_agent";
 pub const INPUT_DIR: &str = "/rlm";
 /// Bumped when a build's output changes in a way [`content_id`] cannot see
 /// from the embedded sources and lists (the package set, the steps).
-const CONTENT_VERSION: u32 = 1;
+/// 2: bytecode is unchecked-hash (was timestamp), the manifest has no
+/// `built_at`: two builds of one id are the same tree, byte for byte.
+const CONTENT_VERSION: u32 = 2;
 /// Bumped when what a build does for extra packages changes (their
 /// closure, library alternatives, module discovery); a default rootfs's
 /// id does not include it.

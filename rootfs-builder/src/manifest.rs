@@ -29,8 +29,6 @@ pub struct PackageInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
     pub builder_version: String,
-    /// Seconds since the epoch.
-    pub built_at: u64,
     /// PRETTY_NAME of the host's /etc/os-release (the packages' source).
     pub distribution: String,
     pub python_version: String,
@@ -113,10 +111,6 @@ pub(crate) fn write_added(
     .unwrap_or_else(|| "unknown".into());
     let manifest = Manifest {
         builder_version: env!("CARGO_PKG_VERSION").to_string(),
-        built_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
         distribution,
         python_version: python_version.to_string(),
         sandbox_uid: SANDBOX_UID,

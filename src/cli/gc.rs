@@ -1,8 +1,10 @@
-//! `rlm-sandbox gc`.
+//! `rlm-sandbox gc`: local leftovers (src/gc.rs), or with `--k8s` the
+//! SandboxClaims of killed orchestrators (src/cli/k8s_gc.rs).
 
 use clap::Args;
 use rlm_sandbox::cgroup::CgroupLayout;
 
+use super::k8s_gc::{self, K8sGcArgs};
 use super::SandboxArgs;
 
 #[derive(Debug, Args)]
@@ -11,10 +13,15 @@ pub struct GcArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    k8s: K8sGcArgs,
+    #[command(flatten)]
     sandbox: SandboxArgs,
 }
 
 pub fn run(args: &GcArgs) -> anyhow::Result<i32> {
+    if args.k8s.k8s {
+        return k8s_gc::run(&args.k8s, args.json);
+    }
     let config = args.sandbox.config()?;
     let layout = CgroupLayout::detect()?;
     let report = rlm_sandbox::gc::collect(&config.state_dir, &layout);

@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 use rlm_sandbox::k8s::claim::{
-    host_name, plan, random_claim_id, ClaimOptions, ClaimPlan, DEFAULT_WAIT_SECONDS,
+    boot_id, host_name, plan, random_claim_id, start_time, ClaimOptions, ClaimPlan,
+    DEFAULT_WAIT_SECONDS,
 };
 use rlm_sandbox::k8s::claim_run::{claim, Claimed};
 
@@ -52,6 +53,8 @@ impl K8sClaimArgs {
             kubectl: self.kubectl.clone(),
             host: host_name(),
             pid: std::process::id(),
+            pid_start: start_time(std::process::id()).unwrap_or(0),
+            boot_id: boot_id(),
             claim_id: random_claim_id()?,
             wait_seconds: self.claim_timeout,
         })?)

@@ -10,6 +10,7 @@ mod filter;
 mod gc;
 mod k8s;
 mod k8s_claim;
+mod k8s_gc;
 mod limits;
 mod rootfs;
 mod rootfs_image;
@@ -76,7 +77,8 @@ enum Command {
     /// rootfs. Exits 1 when the configured policy cannot be met.
     Check(check::CheckArgs),
     /// Remove what killed drivers left behind: containers, processes,
-    /// cgroups and run directories with the rlms- prefix.
+    /// cgroups and run directories with the rlms- prefix; with --k8s, the
+    /// SandboxClaims of killed `session --k8s-claim` orchestrators.
     Gc(gc::GcArgs),
     /// Build or inspect the Python rootfs.
     #[command(subcommand)]

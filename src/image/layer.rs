@@ -1,7 +1,7 @@
 //! The rootfs as one layer: a tar whose bytes depend only on the tree
 //! (paths in sorted order, numeric owners, modes, contents, link targets)
-//! and never on the host that writes it (no user names, no access or change
-//! times, one fixed modification time).
+//! and never on the host that writes it or the build that made the tree
+//! (no user names, no access or change times, one fixed modification time).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -12,8 +12,10 @@ use tar::{Builder, EntryType, Header};
 
 use super::ImageError;
 
-/// The modification time of every entry except Python sources (the Unix
-/// epoch: no host clock reaches the layer).
+/// The modification time of every entry (the Unix epoch: no clock reaches
+/// the layer). Python sources too: the builder's bytecode is hash-based
+/// and unchecked (rootfs-builder's compile.rs), so Python never compares
+/// a source's time with its `.pyc`.
 pub const FIXED_MTIME: u64 = 0;
 
 /// What a layer holds, for the progress line and the report.
@@ -63,28 +65,15 @@ fn walk(tree: &Path, rel: &Path, entries: &mut Vec<PathBuf>) -> Result<(), Image
 
 /// The header every entry starts from: GNU (long names and link targets
 /// get its extension records), owner ids and mode from the tree, no names.
-fn header(meta: &fs::Metadata, kind: EntryType, mtime: u64) -> Header {
+fn header(meta: &fs::Metadata, kind: EntryType) -> Header {
     let mut header = Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(meta.mode() & 0o7777);
     header.set_uid(u64::from(meta.uid()));
     header.set_gid(u64::from(meta.gid()));
-    header.set_mtime(mtime);
+    header.set_mtime(FIXED_MTIME);
     header.set_size(0);
     header
-}
-
-/// Python checks a precompiled module against its source's modification
-/// time (whole seconds, recorded in the `.pyc` at build time), so a `.py`
-/// keeps its own: with the fixed time every import would recompile in
-/// memory (the root is read-only) and start-up would slow down.
-fn mtime_of(rel: &Path, meta: &fs::Metadata) -> u64 {
-    let is_source = meta.is_file() && rel.extension().is_some_and(|e| e == "py");
-    if is_source {
-        u64::try_from(meta.mtime()).unwrap_or(FIXED_MTIME)
-    } else {
-        FIXED_MTIME
-    }
 }
 
 fn append<W: Write>(
@@ -97,13 +86,12 @@ fn append<W: Write>(
     check_name(tree, rel)?;
     let meta = fs::symlink_metadata(&path).map_err(|err| ImageError::io("stat", &path, err))?;
     let kind = meta.file_type();
-    let mtime = mtime_of(rel, &meta);
     let written = if kind.is_dir() {
-        let mut h = header(&meta, EntryType::Directory, mtime);
+        let mut h = header(&meta, EntryType::Directory);
         builder.append_data(&mut h, rel, io::empty())
     } else if kind.is_symlink() {
         let target = fs::read_link(&path).map_err(|err| ImageError::io("read link", &path, err))?;
-        let mut h = header(&meta, EntryType::Symlink, mtime);
+        let mut h = header(&meta, EntryType::Symlink);
         builder.append_link(&mut h, rel, &target)
     } else if kind.is_file() {
         let size = meta.len();
@@ -114,7 +102,7 @@ fn append<W: Write>(
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|err| ImageError::io("open", &path, err))?;
-        let mut h = header(&meta, EntryType::Regular, mtime);
+        let mut h = header(&meta, EntryType::Regular);
         h.set_size(size);
         stats.file_bytes += size;
         builder.append_data(&mut h, rel, Exact::new(file, size))
@@ -207,14 +195,15 @@ mod tests {
         let dir = tree();
         let t = dir.path();
         let first = layer(t);
-        // A non-Python file and a directory get newer times: the layer
-        // must not change.
+        // A file, a Python source and a directory get newer times: the
+        // layer must not change.
         set_mtime_an_hour_ahead(&t.join("etc/shadow"));
+        set_mtime_an_hour_ahead(&t.join("usr/lib/python3.11/json/__init__.py"));
         fs::write(t.join("usr/share/x"), "").unwrap();
         fs::remove_file(t.join("usr/share/x")).unwrap();
         assert_eq!(first, layer(t));
-        // A Python source's time is kept, so it does change the layer.
-        set_mtime_an_hour_ahead(&t.join("usr/lib/python3.11/json/__init__.py"));
+        // A content does change it.
+        fs::write(t.join("usr/lib/python3.11/json/__init__.py"), "x = 2\n").unwrap();
         assert_ne!(first, layer(t));
     }
 
@@ -226,11 +215,9 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_sorted_with_owners_modes_and_python_source_times() {
+    fn entries_are_sorted_with_owners_modes_and_one_time() {
         let dir = tree();
         let t = dir.path();
-        let source = t.join("usr/lib/python3.11/json/__init__.py");
-        let source_mtime = fs::metadata(&source).unwrap().mtime() as u64;
         let bytes = layer(t);
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut seen = Vec::new();
@@ -238,12 +225,7 @@ mod tests {
             let entry = entry.unwrap();
             let path = entry.path().unwrap().into_owned();
             let h = entry.header();
-            let mtime = h.mtime().unwrap();
-            if path == Path::new("usr/lib/python3.11/json/__init__.py") {
-                assert_eq!(mtime, source_mtime, "a .py keeps its time");
-            } else {
-                assert_eq!(mtime, FIXED_MTIME, "{}", path.display());
-            }
+            assert_eq!(h.mtime().unwrap(), FIXED_MTIME, "{}", path.display());
             if path == Path::new("etc/shadow") {
                 assert_eq!(h.mode().unwrap(), 0o600);
             }

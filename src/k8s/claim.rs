@@ -34,6 +34,10 @@ pub const CREATED_BY: (&str, &str) = ("created-by", "rlm-sandbox");
 /// Labels naming the orchestrator that made a claim.
 pub const HOST_LABEL: &str = "rlm-sandbox/host";
 pub const PID_LABEL: &str = "rlm-sandbox/pid";
+/// The pid's start time (clock ticks after boot): a reused pid has another.
+pub const PID_START_LABEL: &str = "rlm-sandbox/pid-start";
+/// The host's boot id: a pid of another boot is gone.
+pub const BOOT_ID_LABEL: &str = "rlm-sandbox/boot-id";
 pub const CLAIM_ID_LABEL: &str = "rlm-sandbox/claim-id";
 /// In the `pod` step: replaced by the Sandbox name the claim bound.
 pub const SANDBOX_PLACEHOLDER: &str = "{sandbox}";
@@ -55,6 +59,10 @@ pub struct ClaimOptions {
     pub host: String,
     /// This orchestrator's pid.
     pub pid: u32,
+    /// Its start time ([`start_time`]; 0 when unreadable).
+    pub pid_start: u64,
+    /// This boot's id ([`boot_id`], made a label value).
+    pub boot_id: String,
     /// 16 lower-case hex digits, random per session ([`random_claim_id`]).
     pub claim_id: String,
     /// `kubectl wait --timeout`.
@@ -131,6 +139,8 @@ pub fn plan(o: &ClaimOptions) -> Result<ClaimPlan, ClaimError> {
             CREATED_BY.0: CREATED_BY.1,
             HOST_LABEL: host,
             PID_LABEL: o.pid.to_string(),
+            PID_START_LABEL: o.pid_start.to_string(),
+            BOOT_ID_LABEL: label_value(&o.boot_id),
             CLAIM_ID_LABEL: claim_id,
         },
     });
@@ -270,6 +280,7 @@ impl ClaimPlan {
             "# leftovers of a killed orchestrator: {}\n",
             shell_words(&self.leftovers)
         ));
+        out.push_str("#   `rlm-sandbox gc --k8s` deletes those whose orchestrator is gone\n");
         out.push_str(&super::yaml::to_stream(std::slice::from_ref(&self.claim)));
         out
     }
@@ -327,6 +338,24 @@ pub fn random_claim_id() -> std::io::Result<String> {
     let mut bytes = [0u8; 8];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// This boot's id (the kernel's random one, 36 characters), for the
+/// boot-id label; empty when unreadable.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The start time of process `pid` in clock ticks after boot
+/// (`/proc/PID/stat` field 22); None when there is no such process.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields after it follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// This host's name (the kernel's), for the host label.

@@ -89,7 +89,8 @@ impl Drop for Claimed {
     fn drop(&mut self) {
         if let Err(err) = self.delete() {
             eprintln!(
-                "rlm-sandbox: k8s: the claim {} was not deleted ({err}); list what is left with: {}",
+                "rlm-sandbox: k8s: the claim {} was not deleted ({err}); list what is left with: {} \
+                 (`rlm-sandbox gc --k8s` deletes it once this process has ended)",
                 self.plan.name,
                 shell_words(&self.plan.leftovers)
             );
@@ -100,6 +101,17 @@ impl Drop for Claimed {
 /// Runs `argv` (stdin: `input`), its stdout on success; the command line
 /// and the end of its stderr on failure. Killed when `cancel` is set.
 fn run_step(argv: &[String], input: Option<&str>, cancel: &AtomicBool) -> Result<String, String> {
+    run_step_limited(argv, input, cancel, MAX_STEP_OUTPUT)
+}
+
+/// [`run_step`] keeping at most `limit` bytes of stdout: more is an error
+/// (`gc --k8s` reads a claim list, larger than any step's output).
+pub fn run_step_limited(
+    argv: &[String],
+    input: Option<&str>,
+    cancel: &AtomicBool,
+    limit: u64,
+) -> Result<String, String> {
     let line = shell_words(argv);
     if cancel.load(Ordering::SeqCst) {
         return Err(format!("interrupted before {line}"));
@@ -120,11 +132,11 @@ fn run_step(argv: &[String], input: Option<&str>, cancel: &AtomicBool) -> Result
             .write_all(text.as_bytes())
             .map_err(|e| format!("cannot write to {line}: {e}"))?;
     }
-    let read = |pipe: Option<Box<dyn Read + Send>>| {
+    let read = |pipe: Option<Box<dyn Read + Send>>, limit: u64| {
         std::thread::spawn(move || {
             let mut text = Vec::new();
             if let Some(pipe) = pipe {
-                let mut pipe = pipe.take(MAX_STEP_OUTPUT);
+                let mut pipe = pipe.take(limit);
                 let _ = pipe.read_to_end(&mut text);
                 // Drain the rest so the child never blocks on a full pipe.
                 let _ = std::io::copy(pipe.get_mut(), &mut std::io::sink());
@@ -137,12 +149,14 @@ fn run_step(argv: &[String], input: Option<&str>, cancel: &AtomicBool) -> Result
             .stdout
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        limit.saturating_add(1),
     );
     let stderr = read(
         child
             .stderr
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        MAX_STEP_OUTPUT,
     );
     let status = loop {
         match child.try_wait() {
@@ -165,6 +179,9 @@ fn run_step(argv: &[String], input: Option<&str>, cancel: &AtomicBool) -> Result
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
         return Err(format!("{line} failed ({status}): {last}"));
+    }
+    if out.len() as u64 > limit {
+        return Err(format!("{line} wrote more than {limit} bytes"));
     }
     Ok(out)
 }

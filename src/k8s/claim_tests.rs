@@ -16,6 +16,8 @@ fn options() -> ClaimOptions {
         kubectl: "kubectl".into(),
         host: "Orchestrator_1.example".into(),
         pid: 4242,
+        pid_start: 123_456,
+        boot_id: "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into(),
         claim_id: "0123456789abcdef".into(),
         wait_seconds: DEFAULT_WAIT_SECONDS,
     }

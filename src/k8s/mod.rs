@@ -11,12 +11,14 @@
 //! - [`yaml`]: the block-YAML writer and the strict YAML reader.
 //! - [`claim`], [`claim_run`]: `session --k8s-claim`, a SandboxClaim on a
 //!   warm pool, as data and as kubectl commands run.
+//! - [`leftovers`]: `gc --k8s`, the claims a killed orchestrator left.
 //! - [`quantity`]: Kubernetes resource quantities, written and compared.
 
 pub mod check;
 pub mod claim;
 pub mod claim_run;
 pub mod image;
+pub mod leftovers;
 pub mod network;
 pub mod quantity;
 pub mod render;

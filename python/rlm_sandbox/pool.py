@@ -381,9 +381,12 @@ class Pool:
         tools: Optional[Mapping[str, Callable[..., Any]]],
         rlm_concurrency: Optional[int],
         settings: Dict[str, Any],
+        hold: bool = False,
     ) -> Session:
         """A claim that does not wait for its `ready` (the caller may write
-        its first requests behind the `begin`: rlm_sandbox.dspy does)."""
+        its first requests behind the `begin`: rlm_sandbox.dspy does). With
+        `hold` the begin and those requests go out in one write (at the
+        session's `release_held()` or its first wait)."""
         keeper = self._live()
         unknown = sorted(set(settings) - COMMON - SESSION_ONLY)
         if unknown:
@@ -404,7 +407,7 @@ class Pool:
             )
         return Session._claim(
             process, contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
-            settings=claim, files=keeper.take_files(process),
+            settings=claim, files=keeper.take_files(process), hold=hold,
         )
 
     def run(self, code: str, **settings: Any) -> Result:
@@ -421,7 +424,8 @@ class Pool:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         keeper = self._live()
-        session = self._session((), None, None, None, None, settings)
+        # The begin and the exec in one write (the wait releases them).
+        session = self._session((), None, None, None, None, settings, hold=True)
         try:
             response = session._call("exec", code=code, namespace="script")
         except BaseException:

@@ -50,6 +50,13 @@ SIZE_VAR = "RLM_POOL_SIZE"
 IDLE_VAR = "RLM_POOL_IDLE_TIMEOUT"
 DEFAULT_SIZE = 2
 DEFAULT_IDLE_TIMEOUT = 300.0
+# How long after a claim its replacement starts. Starting a standby (a
+# process spawned here, a sandbox created: milliseconds of CPU on every
+# core, and this process's GIL) while the claim's first requests run
+# would take the cores from them: the claim is interactive within a few
+# ms, then the refill runs. Claims in a burst share one delay (the first
+# claim's), so refilling never waits on a steady stream of claims.
+REFILL_DELAY = 0.025
 # How long `close` lets one standby take to remove its sandbox before a
 # SIGTERM (then SIGKILL): end of input normally takes ~0.1 s.
 CLOSE_GRACE = 10.0
@@ -99,6 +106,10 @@ class _Keeper:
         self.closed = False
         self.target = size
         self.last_claim = time.monotonic()
+        # No refill starts before this (a claim sets it REFILL_DELAY ahead,
+        # unless an earlier claim's delay is still running).
+        self.refill_at = 0.0
+        self.refill_delay = REFILL_DELAY
         self.failed: Optional[str] = None
         self.started = 0
         # Sessions the pool used itself (`run`), being closed off the path.
@@ -128,7 +139,10 @@ class _Keeper:
                         break
                     wanted = self.target - len(self.ready) - len(self.starting)
                     if wanted > 0 and len(self.starting) < self.parallel and self.failed is None:
-                        break
+                        if now >= self.refill_at:
+                            break
+                        self.cond.wait(self.refill_at - now)
+                        continue
                     self.cond.wait(idle_end - now if self.target else None)
                 if self.closed:
                     return
@@ -202,7 +216,9 @@ class _Keeper:
         with self.cond:
             if self.closed:
                 raise ValueError("the Pool is closed")
-            self.last_claim = time.monotonic()
+            self.last_claim = now = time.monotonic()
+            if self.refill_at <= now:
+                self.refill_at = now + self.refill_delay
             self.target = self.size
             self.failed = None  # a claim retries a start that failed
             found = None

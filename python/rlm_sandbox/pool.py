@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from .binary import find_binary
 from .calls import QueryFn
@@ -112,8 +112,10 @@ class _Keeper:
         self.refill_delay = REFILL_DELAY
         self.failed: Optional[str] = None
         self.started = 0
-        # Sessions the pool used itself (`run`), being closed off the path.
-        self.retiring: List[threading.Thread] = []
+        # The sessions the pool used itself (`run`), ending (their input
+        # closed) off the caller's path, with their context files;
+        # `close` waits for them.
+        self.retiring: List[Tuple[SessionProcess, ContextFiles]] = []
         # Starts overlap (a runsc start is mostly waiting), but not beyond
         # what the cores can keep busy.
         self.parallel = max(1, min(size, 2 * (os.cpu_count() or 1)))
@@ -242,14 +244,22 @@ class _Keeper:
             return bool(full) and not self.closed
 
     def retire(self, session: Session) -> None:
-        """Closes a session the pool used (a `run`'s) on a thread of its
-        own: its sandbox's removal is off the caller's path; `close`
-        waits for it."""
-        thread = threading.Thread(target=session.close, name="rlm-sandbox-retire", daemon=True)
+        """Ends a session the pool used (a `run`'s) without waiting: its
+        input is closed and it removes its sandbox (and its context
+        directory) on its own: no request, no thread, no file removed on
+        the caller's path. Those that exited are reaped at the next retire;
+        `close` waits for the rest."""
+        process, files = session._end_input()
         with self.cond:
-            self.retiring = [t for t in self.retiring if t.is_alive()]
-            self.retiring.append(thread)
-        thread.start()
+            alive = [p.alive() for p, _ in self.retiring]
+            release = [f for (_, f), a in zip(self.retiring, alive) if not a]
+            self.retiring = [pf for pf, a in zip(self.retiring, alive) if a]
+            if process is not None:
+                self.retiring.append((process, files))
+            else:
+                release.append(files)
+        for done in release:
+            done.close()  # removed by its session already: nothing left to remove
 
     def close(self) -> None:
         """Ends every standby held (ready or starting) and waits for each
@@ -263,8 +273,9 @@ class _Keeper:
             retiring, self.retiring = self.retiring, []
             self.cond.notify_all()
         _end_all(held)
-        for thread in retiring:
-            thread.join()
+        for process, files in retiring:
+            process.terminate(CLOSE_GRACE)
+            files.close()
         if self.thread is not threading.current_thread():
             self.thread.join()
         if self.prelude is not None:

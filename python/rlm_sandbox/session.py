@@ -496,6 +496,19 @@ class Session:
         if contexts is not None:
             contexts.close()
 
+    def _end_input(self) -> Tuple[Optional[SessionProcess], ContextFiles]:
+        """Ends the session without waiting: its input is closed (the
+        session then removes its sandbox and its owned context directory,
+        and exits, as at `close`) and its client side closed. Returns the
+        process and the context files for whoever waits for its exit and
+        releases them then (a pool, off the caller's path)."""
+        process, self._process = getattr(self, "_process", None), None
+        if process is not None:
+            process.end_input()
+        contexts, self._contexts = self._contexts, ContextFiles()
+        self.close()
+        return process, contexts
+
     def __enter__(self) -> "Session":
         return self
 

@@ -93,9 +93,9 @@ def main() -> None:
         shutil.rmtree(staging, ignore_errors=True)
     med = statistics.median
     for name in trees:
-        t = times[name]
-        print(f"{runtime} {name:5s} TTI p50 {med(t['tti']) / 1e6:.3f} p99 {p99(t['tti']):.3f} ms | "
-              f"pool.run p50 {med(t['run']) / 1e6:.3f} p99 {p99(t['run']):.3f} ms")
+        row = times[name]
+        print(f"{runtime} {name:5s} TTI p50 {med(row['tti']) / 1e6:.3f} p99 {p99(row['tti']):.3f} ms | "
+              f"pool.run p50 {med(row['run']) / 1e6:.3f} p99 {p99(row['run']):.3f} ms")
     old, new = times["older"], times["this"]
     print(f"{runtime} older/this p50: TTI {med(old['tti']) / med(new['tti']):.2f}x, "
           f"pool.run {med(old['run']) / med(new['run']):.2f}x (n={n}, load after {os.getloadavg()[0]:.1f})")

@@ -371,7 +371,8 @@ class SandboxInterpreter:
         tools = {HOST_TOOL: host["tool"]}
         try:
             if self._pool is not None:
-                session = self._pool._session((), host["llm"], None, tools, None, dict(self._settings))
+                # The begin is held and goes out with the setup cell: one write.
+                session = self._pool._session((), host["llm"], None, tools, None, dict(self._settings), hold=True)
             else:
                 session = Session(llm=host["llm"], tools=tools, **self._settings)
         except SandboxError as e:  # nothing was lost: a later start() may work
@@ -388,6 +389,7 @@ class SandboxInterpreter:
         defined = self._pool is not None and self._pool.prelude == PRELUDE
         try:
             self._setup = session.submit_exec({"code": _setup_code(first, defined)})
+            session.release_held()
         except SandboxError as e:
             self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
         self._submit_names, self._tool_specs = first["submit"], first.get("tools")

@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from .binary import find_binary
 from .calls import QueryFn
@@ -52,6 +52,13 @@ SIZE_VAR = "RLM_POOL_SIZE"
 IDLE_VAR = "RLM_POOL_IDLE_TIMEOUT"
 DEFAULT_SIZE = 2
 DEFAULT_IDLE_TIMEOUT = 300.0
+# How long after a claim its replacement starts. Starting a standby (a
+# process spawned here, a sandbox created: milliseconds of CPU on every
+# core, and this process's GIL) while the claim's first requests run
+# would take the cores from them: the claim is interactive within a few
+# ms, then the refill runs. Claims in a burst share one delay (the first
+# claim's), so refilling never waits on a steady stream of claims.
+REFILL_DELAY = 0.025
 # How long `close` lets one standby take to remove its sandbox before a
 # SIGTERM (then SIGKILL): end of input normally takes ~0.1 s.
 CLOSE_GRACE = 10.0
@@ -105,10 +112,16 @@ class _Keeper:
         self.closed = False
         self.target = size
         self.last_claim = time.monotonic()
+        # No refill starts before this (a claim sets it REFILL_DELAY ahead,
+        # unless an earlier claim's delay is still running).
+        self.refill_at = 0.0
+        self.refill_delay = REFILL_DELAY
         self.failed: Optional[str] = None
         self.started = 0
-        # Sessions the pool used itself (`run`), being closed off the path.
-        self.retiring: List[threading.Thread] = []
+        # The sessions the pool used itself (`run`), ending (their input
+        # closed) off the caller's path, with their context files;
+        # `close` waits for them.
+        self.retiring: List[Tuple[SessionProcess, ContextFiles]] = []
         # Starts overlap (a runsc start is mostly waiting), but not beyond
         # what the cores can keep busy.
         self.parallel = max(1, min(size, 2 * (os.cpu_count() or 1)))
@@ -134,7 +147,10 @@ class _Keeper:
                         break
                     wanted = self.target - len(self.ready) - len(self.starting)
                     if wanted > 0 and len(self.starting) < self.parallel and self.failed is None:
-                        break
+                        if now >= self.refill_at:
+                            break
+                        self.cond.wait(self.refill_at - now)
+                        continue
                     self.cond.wait(idle_end - now if self.target else None)
                 if self.closed:
                     return
@@ -208,7 +224,9 @@ class _Keeper:
         with self.cond:
             if self.closed:
                 raise ValueError("the Pool is closed")
-            self.last_claim = time.monotonic()
+            self.last_claim = now = time.monotonic()
+            if self.refill_at <= now:
+                self.refill_at = now + self.refill_delay
             self.target = self.size
             self.failed = None  # a claim retries a start that failed
             found = None
@@ -232,14 +250,22 @@ class _Keeper:
             return bool(full) and not self.closed
 
     def retire(self, session: Session) -> None:
-        """Closes a session the pool used (a `run`'s) on a thread of its
-        own: its sandbox's removal is off the caller's path; `close`
-        waits for it."""
-        thread = threading.Thread(target=session.close, name="rlm-sandbox-retire", daemon=True)
+        """Ends a session the pool used (a `run`'s) without waiting: its
+        input is closed and it removes its sandbox (and its context
+        directory) on its own: no request, no thread, no file removed on
+        the caller's path. Those that exited are reaped at the next retire;
+        `close` waits for the rest."""
+        process, files = session._end_input()
         with self.cond:
-            self.retiring = [t for t in self.retiring if t.is_alive()]
-            self.retiring.append(thread)
-        thread.start()
+            alive = [p.alive() for p, _ in self.retiring]
+            release = [f for (_, f), a in zip(self.retiring, alive) if not a]
+            self.retiring = [pf for pf, a in zip(self.retiring, alive) if a]
+            if process is not None:
+                self.retiring.append((process, files))
+            else:
+                release.append(files)
+        for done in release:
+            done.close()  # removed by its session already: nothing left to remove
 
     def close(self) -> None:
         """Ends every standby held (ready or starting) and waits for each
@@ -253,8 +279,9 @@ class _Keeper:
             retiring, self.retiring = self.retiring, []
             self.cond.notify_all()
         _end_all(held)
-        for thread in retiring:
-            thread.join()
+        for process, files in retiring:
+            process.terminate(CLOSE_GRACE)
+            files.close()
         if self.thread is not threading.current_thread():
             self.thread.join()
         if self.prelude is not None:
@@ -438,10 +465,13 @@ class Pool:
         tools: Optional[Mapping[str, Callable[..., Any]]],
         rlm_concurrency: Optional[int],
         settings: Dict[str, Any],
+        hold: bool = False,
     ) -> Session:
         """A claim that does not wait for its `ready` (the caller may write
-        its first requests behind the `begin`: rlm_sandbox.dspy does).
-        Through a server it is a Session(server=...), ready when returned."""
+        its first requests behind the `begin`: rlm_sandbox.dspy does). With
+        `hold` the begin and those requests go out in one write (at the
+        session's `release_held()` or its first wait). Through a server it
+        is a Session(server=...), ready when returned (nothing is held)."""
         if self._from_server():
             return Session(
                 contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
@@ -467,7 +497,7 @@ class Pool:
             )
         return Session._claim(
             process, contexts=contexts, llm=llm, rlm=rlm, tools=tools, rlm_concurrency=rlm_concurrency,
-            settings=claim, files=keeper.take_files(process),
+            settings=claim, files=keeper.take_files(process), hold=hold,
         )
 
     def run(self, code: str, **settings: Any) -> Result:
@@ -486,7 +516,8 @@ class Pool:
         if self._from_server():
             return run(code, server=self._server, **{**self._settings, **settings})
         keeper = self._live()
-        session = self._session((), None, None, None, None, settings)
+        # The begin and the exec in one write (the wait releases them).
+        session = self._session((), None, None, None, None, settings, hold=True)
         try:
             response = session._call("exec", code=code, namespace="script")
         except BaseException:

@@ -108,6 +108,10 @@ class SessionProcess:
         self._on_ready = on_ready
         self._channel = channel
         self._write_lock = threading.Lock()
+        #: Lines written while held (`hold`): they go out in one write
+        #: with the next `release` or `wait`, one wake-up of the session
+        #: instead of one per request.
+        self._held: Optional[bytearray] = None
         self._pending: Dict[int, "Future[JSONDict]"] = {}
         self._pending_lock = threading.Lock()
         self._next_id = 0
@@ -180,7 +184,10 @@ class SessionProcess:
     def wait(self, future: "Future[JSONDict]", wait: Optional[float] = None) -> JSONDict:
         """Waits for a submitted request's response, reading stdout in this
         thread (a response handed over by the reader thread would cost a
-        wake-up); TimeoutError after `wait` seconds."""
+        wake-up); TimeoutError after `wait` seconds. Held lines are written
+        first (their answers may be what is waited for)."""
+        if self._held is not None:
+            self.release()
         with self._pending_lock:
             self._requesters += 1
         try:
@@ -219,13 +226,45 @@ class SessionProcess:
             )
 
     def send(self, message: JSONDict) -> None:
-        """Writes one line; a closed pipe means the session is gone."""
+        """Writes one line (or keeps it with the held ones, see `hold`); a
+        closed pipe means the session is gone."""
         data = (json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._write_lock:
+            if self._held is not None:
+                self._held += data
+                return
+            written = self._write(data)
+        if not written:
+            self._write_failed()
+
+    def hold(self) -> None:
+        """Keeps the lines sent from now on until `release` (or a `wait`,
+        which releases first: nothing held is ever waited for), then writes
+        them at once: a claim's `begin` and the requests written behind it
+        reach the session in one write and wake it once, not once each."""
+        with self._write_lock:
+            if self._held is None:
+                self._held = bytearray()
+
+    def release(self) -> None:
+        """Writes the held lines (if any) and stops holding."""
+        with self._write_lock:
+            held, self._held = self._held, None
+            written = self._write(bytes(held)) if held else True
+        if not written:
+            self._write_failed()
+
+    def _write(self, data: bytes) -> bool:
+        """One write of whole lines (under the write lock); False when the
+        pipe is closed (the caller fails the session outside the lock)."""
         try:
-            with self._write_lock:
-                self._channel.write(data)
+            self._channel.write(data)
         except (BrokenPipeError, ValueError, OSError):
-            self._fail(SessionDead("the session process has exited", kind="session_dead", stderr=self.stderr_tail()))
+            return False
+        return True
+
+    def _write_failed(self) -> None:
+        self._fail(SessionDead("the session process has exited", kind="session_dead", stderr=self.stderr_tail()))
 
     def _read_idle(self) -> None:
         """The reader thread: reads stdout while no request is in flight,

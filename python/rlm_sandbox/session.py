@@ -295,13 +295,16 @@ class Session:
         rlm_concurrency: Optional[int] = None,
         settings: Mapping[str, Any],
         files: Optional[ContextFiles] = None,
+        hold: bool = False,
     ) -> "Session":
         """A Session of a standby process (`session --standby` that said
         `standby`): writes its `begin` and returns without waiting, so the
         caller may write its first requests behind it; `ready` (or any
         request) waits for the claim. `files`: the context directory the
-        standby was started owning (`--owned-context-dir`). Only
-        rlm_sandbox.pool calls this."""
+        standby was started owning (`--owned-context-dir`). `hold`: the
+        `begin` is held (SessionProcess.hold) with the requests the caller
+        writes behind it, until `release_held()` or a wait writes them in
+        one go. Only rlm_sandbox.pool calls this."""
         self = cls.__new__(cls)
         self._prepare(llm, rlm, tools, rlm_concurrency)
         if files is not None:
@@ -317,6 +320,8 @@ class Session:
             # runtime); the claim's own fields win.
             standby = process.first.result(timeout=0)
             self._standby = {k: v for k, v in standby.items() if k not in ("event", "id")}
+            if hold:
+                process.hold()
             # The temporary files stay until the session ends (it removes
             # their directory): a claim's echo index reads them on its own
             # thread after `ready`, which comes within a millisecond.
@@ -364,7 +369,9 @@ class Session:
             return self._ready
         process = self._live()
         try:
-            first = self._pending_ready.result(timeout=self._start_timeout)
+            # Read here, not handed over by the reader thread: a wake-up less
+            # (the requests written behind a claim's begin come right after).
+            first = process.wait(self._pending_ready, self._start_timeout)
         except SessionDead as e:
             if self._server is not None:
                 raise SandboxUnavailable(
@@ -492,6 +499,11 @@ class Session:
         writes several requests before it waits (rlm_sandbox.dspy)."""
         return self._live().submit("exec", **fields)
 
+    def release_held(self) -> None:
+        """Writes the requests held behind a pooled claim's `begin`
+        (`Pool._session(hold=True)`) in one write; nothing when none is held."""
+        self._live().release()
+
     def finish_exec(self, future: "Future[JSONDict]") -> Cell:
         return self._cell(self._response("exec", future))
 
@@ -561,6 +573,19 @@ class Session:
         contexts = getattr(self, "_contexts", None)
         if contexts is not None:
             contexts.close()
+
+    def _end_input(self) -> Tuple[Optional[SessionProcess], ContextFiles]:
+        """Ends the session without waiting: its input is closed (the
+        session then removes its sandbox and its owned context directory,
+        and exits, as at `close`) and its client side closed. Returns the
+        process and the context files for whoever waits for its exit and
+        releases them then (a pool, off the caller's path)."""
+        process, self._process = getattr(self, "_process", None), None
+        if process is not None:
+            process.end_input()
+        contexts, self._contexts = self._contexts, ContextFiles()
+        self.close()
+        return process, contexts
 
     def __enter__(self) -> "Session":
         return self

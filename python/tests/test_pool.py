@@ -15,6 +15,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -295,6 +296,22 @@ def test_pool_run_gives_run_s_result(settings: Dict[str, Any]) -> None:
         # A marker of one run is not seen by the next (each run its own sandbox).
         pool.run("open('/tmp/run-marker', 'w').write('x')")
         assert pool.run("import os; print(os.path.exists('/tmp/run-marker'))").stdout == "False\n"
+
+
+def test_a_runs_sandbox_ends_off_the_callers_path_and_close_waits_for_it(settings: Dict[str, Any]) -> None:
+    """pool.run returns before its sandbox is removed, without a thread or
+    a request for it (its input is closed: the session removes the
+    sandbox on its own); close waits for that removal."""
+    with Pool(1, **settings) as pool:
+        assert pool.wait_full()
+        pid = standby_pids(pool)[0]
+        assert pool.run("print(1)").stdout == "1\n"
+        assert not [t for t in threading.enumerate() if t.name == "rlm-sandbox-retire"]
+        keeper = pool._keeper
+        assert keeper is not None
+        assert [process.pid for process, _ in keeper.retiring] == [pid]
+    assert_clean(Path(settings["state_dir"]), pid)
+    assert_gc_finds_nothing(settings)
 
 
 def test_a_prelude_runs_in_each_standby_on_its_own_before_its_claim(settings: Dict[str, Any]) -> None:

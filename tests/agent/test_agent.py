@@ -62,6 +62,20 @@ def test_the_agent_says_standby_before_any_hello() -> None:
         a.kill()
 
 
+def test_the_first_cells_output_files_are_made_before_standby(agent: Agent) -> None:
+    """A claim's first cell finds its output files made (as every later
+    cell does, made after the cell before it): their system calls are
+    not on the claim's path. Seen from outside, in the agent's open
+    descriptors once it said `standby`; fd 1 and 2 are not yet on them."""
+    fds = Path(f"/proc/{agent.proc.pid}/fd")
+    links = {int(fd.name): os.readlink(fd) for fd in fds.iterdir()}
+    memfds = sorted(target for target in links.values() if target.startswith("/memfd:rlm-"))
+    assert memfds == ["/memfd:rlm-stderr (deleted)", "/memfd:rlm-stdout (deleted)"], links
+    assert not links[1].startswith("/memfd:") and not links[2].startswith("/memfd:"), links
+    agent.hello()
+    assert agent.exec("print(1)").out == "1\n"
+
+
 def test_hello_answers_ready_with_the_names(agent: Agent, files: Any) -> None:
     path = files(b"hello")
     ready = agent.hello(contexts=[ctx_spec(0, path)], tools=[{"name": "lookup", "params": ["key"]}])

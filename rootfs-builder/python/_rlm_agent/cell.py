@@ -212,6 +212,10 @@ class Cells(Scaffold):
         reads it (they cost a handful of system calls)."""
         os.dup2(self.devnull, 1)
         os.dup2(self.devnull, 2)
+        self._make_spare()
+
+    def _make_spare(self) -> None:
+        """The next cell's output files, unless made already."""
         if self.spare is None:
             try:
                 self.spare = self._new_output()

@@ -23,6 +23,7 @@ from typing import Iterator
 import pytest
 
 from rlm_sandbox import Pool
+from rlm_sandbox.channels import PipeChannel
 from rlm_sandbox.process import SessionProcess
 from rlm_sandbox.session import Session
 
@@ -45,7 +46,9 @@ def standby() -> Iterator[SessionProcess]:
 
 def _unread(process: SessionProcess) -> int:
     """Bytes written to the process's stdin that it has not read."""
-    stdin = process._proc.stdin
+    channel = process._channel
+    assert isinstance(channel, PipeChannel)
+    stdin = channel.proc.stdin
     assert stdin is not None
     buf = fcntl.ioctl(stdin.fileno(), termios.FIONREAD, struct.pack("i", 0))
     return int(struct.unpack("i", buf)[0])

@@ -16,93 +16,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
 
 use serde_json::{json, Value};
 
+use common::server::Server;
+
 /// The group of the 0640 file: no user's primary group.
 const GROUP: &str = "4242";
-
-/// A running server, its --json log lines on a channel.
-struct Server {
-    child: Child,
-    log: mpsc::Receiver<Value>,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Serves uid 65534 too, on a socket anyone may open.
-    fn start(env: &common::Env, flags: &[&str]) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("rlm-serve-ctx-test-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let socket = dir.path().join("s.sock");
-        let mut args = vec![
-            "serve",
-            "--json",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--allow-uid",
-            "65534",
-        ];
-        args.extend_from_slice(flags);
-        let mut child = env.command(&args).stderr(Stdio::inherit()).spawn().unwrap();
-        let (tx, log) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                let v: Value = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        });
-        let server = Server {
-            child,
-            log,
-            socket,
-            _dir: dir,
-        };
-        server.until("listening");
-        std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-        server
-    }
-
-    fn until(&self, name: &str) -> Value {
-        loop {
-            let event = self
-                .log
-                .recv()
-                .unwrap_or_else(|_| panic!("the server ended before {name:?}"));
-            if event["event"] == name {
-                return event;
-            }
-        }
-    }
-
-    fn stop(mut self, env: &common::Env) {
-        let pid = self.child.id();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status:?}");
-        env.assert_clean(pid);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Who the client runs as.
 #[derive(Clone, Copy)]
@@ -296,7 +216,8 @@ on_both_runtimes! {
         // ...but these.
         assert!(can_read(As::Nobody, &open));
         assert!(can_read(As::NobodyInGroup, &group));
-        let server = Server::start(env, &["--pool-size", "0"]);
+        let server = Server::start(env, &["--pool-size", "0", "--allow-uid", "65534"]);
+        server.open_to_all();
 
         // Refused at the opening: nothing started, one forbidden line.
         refused_at_opening(env, &server, As::Nobody, &secret, "EACCES");

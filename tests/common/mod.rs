@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod repl;
+pub mod server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -329,21 +330,32 @@ pub fn wait_for_code(pid: u32) {
 /// The pid of the watchdog (`rlm-sandbox __watchdog`) the driver `pid`
 /// started: its child with that command line.
 pub fn watchdog_of(pid: u32) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let child: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let ppid: u32 = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let is_watchdog = cmdline.split(|&b| b == 0).any(|a| a == b"__watchdog");
-        (ppid == pid && is_watchdog).then_some(child)
-    })
+    watchdogs_of(pid).into_iter().next()
+}
+
+/// The watchdogs (`rlm-sandbox __watchdog` children) of `pid`: one per
+/// sandbox a driver or a server started.
+pub fn watchdogs_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let is_watchdog = cmdline.split(|&b| b == 0).any(|a| a == b"__watchdog");
+            (ppid == pid && is_watchdog).then_some(child)
+        })
+        .collect()
 }
 
 /// Mount points of every cgroup hierarchy (v1 controllers and v2).

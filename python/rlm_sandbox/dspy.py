@@ -420,12 +420,19 @@ class SandboxInterpreter:
 
     @_callbacks
     def shutdown(self) -> None:
-        """Removes the sandbox and everything it created; idempotent."""
+        """Removes the sandbox and everything it created; idempotent. A
+        pooled interpreter's sandbox is removed off this path (the pool's
+        `close` waits for it)."""
         if self._ended is None:
             self._ended = "it was shut down"
         self._setup = None
         session, self._session = self._session, None
-        if session is not None:
+        if session is None:
+            return
+        if self._pool is not None:
+            # Removed off this path; the pool's close waits for it.
+            self._pool.retire(session)
+        else:
             session.close()
 
     def __enter__(self) -> "SandboxInterpreter":

@@ -256,14 +256,20 @@ class _Keeper:
         the caller's path. Those that exited are reaped at the next retire;
         `close` waits for the rest."""
         process, files = session._end_input()
+        late = None
         with self.cond:
             alive = [p.alive() for p, _ in self.retiring]
             release = [f for (_, f), a in zip(self.retiring, alive) if not a]
             self.retiring = [pf for pf, a in zip(self.retiring, alive) if a]
-            if process is not None:
-                self.retiring.append((process, files))
-            else:
+            if process is None:
                 release.append(files)
+            elif self.closed:
+                late = process  # close has waited already: wait here
+                release.append(files)
+            else:
+                self.retiring.append((process, files))
+        if late is not None:
+            late.terminate(CLOSE_GRACE)
         for done in release:
             done.close()  # removed by its session already: nothing left to remove
 
@@ -529,9 +535,25 @@ class Pool:
             raise ProtocolError("a script's exec response without a result", stderr="")
         return Result.from_json(result)
 
+    def retire(self, session: Session) -> None:
+        """Ends a Session claimed from this pool without waiting for its
+        sandbox's removal: its input is closed and it removes the sandbox
+        (and its context directory) on its own, off the caller's path;
+        `close` waits for those still going. SandboxInterpreter.shutdown
+        and RlmSandboxREPL.cleanup end their pooled sessions this way (once
+        per dspy.RLM task or rlms completion: a close that waited would add
+        the sandbox's removal, tens of ms, to every task). Through a server,
+        or once the pool is closed, it is `session.close()`."""
+        keeper = self._keeper
+        if self._server is not None or keeper is None or keeper.closed:
+            session.close()
+            return
+        keeper.retire(session)
+
     def close(self) -> None:
         """Ends every standby the pool holds and waits for their removal
-        (claimed Sessions are their owners'). Idempotent."""
+        (claimed Sessions are their owners', but those handed back with
+        `retire` are waited for too). Idempotent."""
         self._finalizer()
 
     @property

@@ -189,9 +189,14 @@ class RlmSandboxREPL(NonIsolatedEnv):  # type: ignore[misc]  # rlms ships no typ
             self._epilogue = scaffold.epilogue(self.compaction)
 
     def cleanup(self) -> None:
-        """Removes the sandbox and everything it created."""
+        """Removes the sandbox and everything it created (a pooled one off
+        this path: the pool's `close` waits for it)."""
         session, self.session = self.session, None
-        if session is not None:
+        if session is None:
+            return
+        if self._pool is not None:
+            self._pool.retire(session)
+        else:
             session.close()
 
     def __enter__(self) -> "RlmSandboxREPL":

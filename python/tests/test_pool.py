@@ -246,11 +246,45 @@ def test_dspy_rlm_gets_a_pooled_interpreter_per_task(settings: Dict[str, Any]) -
         for interpreter in made:
             assert interpreter.session is None  # RLM shut it down
             assert interpreter.pid is not None
-            assert_clean(Path(settings["state_dir"]), interpreter.pid)
         # The sandboxes were the pool's standbys, not cold starts.
         assert pool.started >= 2
         with pytest.raises(TypeError, match="takes no binary"):
             SandboxInterpreter(pool=pool, binary="/bin/false")
+    # Each was removed off the task's path; the pool's close waited for it.
+    for interpreter in made:
+        assert interpreter.pid is not None
+        assert_clean(Path(settings["state_dir"]), interpreter.pid)
+
+
+def test_a_pooled_interpreters_shutdown_hands_its_sandbox_back_and_close_waits_for_it(
+    settings: Dict[str, Any],
+) -> None:
+    """SandboxInterpreter.shutdown (once per dspy.RLM task) and
+    RlmSandboxREPL.cleanup (once per rlms completion) return before the
+    pooled sandbox is removed: it is handed to the pool (its input closed,
+    the session removes it on its own), whose close waits for it."""
+    from rlm_sandbox.dspy import SandboxInterpreter
+    from rlm_sandbox.rlms import RlmSandboxREPL
+
+    with Pool(2, **settings) as pool:
+        assert pool.wait_full()
+        keeper = pool._keeper
+        assert keeper is not None
+        interpreter = SandboxInterpreter(pool=pool)
+        assert interpreter.execute("print(40 + 2)") == "42"
+        repl = RlmSandboxREPL(pool=pool)
+        assert repl.execute_code("print(6 * 7)").stdout == "42\n"
+        pids = [interpreter.pid, repl.session.pid if repl.session else None]
+        # Each still listed right after: a retired session is reaped only
+        # at the next retire or at close.
+        interpreter.shutdown()
+        assert pids[0] in [process.pid for process, _ in keeper.retiring]
+        repl.cleanup()
+        assert pids[1] in [process.pid for process, _ in keeper.retiring]
+    for pid in pids:
+        assert pid is not None
+        assert_clean(Path(settings["state_dir"]), pid)
+    assert_gc_finds_nothing(settings)
 
 
 def test_rlms_gets_a_pooled_environment_through_environment_kwargs(settings: Dict[str, Any]) -> None:

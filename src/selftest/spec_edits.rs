@@ -82,24 +82,33 @@ pub(super) fn no_pids_limit(s: &mut Value, _: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where the rootfs installs the interpreter's hook (rootfs-builder).
-const SITECUSTOMIZE: &str = "/usr/lib/python3.11/sitecustomize.py";
+/// Where the rootfs installs the interpreter's hook (rootfs-builder), and
+/// its bytecode: compiled unchecked-hash (rootfs-builder/src/compile.rs),
+/// so CPython loads the .pyc without looking at the source at all.
+const SITECUSTOMIZE: [&str; 2] = [
+    "/usr/lib/python3.11/sitecustomize.py",
+    "/usr/lib/python3.11/__pycache__/sitecustomize.cpython-311.pyc",
+];
 
-/// An empty file mounted over the rootfs's sitecustomize.py: the audit
-/// hook and the import blocker are never installed (the removed modules
-/// stay removed; the rootfs is not rebuilt).
+/// An empty file mounted over the rootfs's sitecustomize.py and over its
+/// bytecode (an empty .pyc is not valid bytecode: CPython falls back to
+/// the source, which is empty): the audit hook and the import blocker are
+/// never installed (the removed modules stay removed; the rootfs is not
+/// rebuilt).
 pub(super) fn unblock_interpreter(s: &mut Value, input_dir: &Path) -> std::io::Result<()> {
     let empty = input_dir.join("control-empty-sitecustomize.py");
     std::fs::write(&empty, b"")?;
     crate::supervise::guard::share_with_sandbox(&empty, 0o644)?;
-    let mount = json!({
-        "destination": SITECUSTOMIZE,
-        "type": "bind",
-        "source": empty,
-        "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
-    });
-    if let Some(m) = s["mounts"].as_array_mut() {
-        m.push(mount);
+    for destination in SITECUSTOMIZE {
+        let mount = json!({
+            "destination": destination,
+            "type": "bind",
+            "source": empty,
+            "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+        });
+        if let Some(m) = s["mounts"].as_array_mut() {
+            m.push(mount);
+        }
     }
     Ok(())
 }

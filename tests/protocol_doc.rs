@@ -112,6 +112,7 @@ fn the_error_kinds_are_the_ones_the_code_gives() {
         SessionError::Dead(String::new()).kind(),
         SessionError::Request(String::new()).kind(),
         SessionError::Start(String::new()).kind(),
+        SessionError::Forbidden(String::new()).kind(),
         SessionError::Supervise(SuperviseError::Interrupted).kind(),
         SessionError::Supervise(SuperviseError::Cgroup(
             rlm_sandbox::cgroup::CgroupError::InvalidRunId { id: String::new() },

@@ -27,6 +27,7 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
     ),
     ("calls.py", include_str!("../python/_rlm_agent/calls.py")),
     ("cell.py", include_str!("../python/_rlm_agent/cell.py")),
+    ("cjson.py", include_str!("../python/_rlm_agent/cjson.py")),
     (
         "contexts.py",
         include_str!("../python/_rlm_agent/contexts.py"),
@@ -53,6 +54,10 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
         include_str!("../python/_rlm_agent/scaffold.py"),
     ),
     ("script.py", include_str!("../python/_rlm_agent/script.py")),
+    (
+        "sources.py",
+        include_str!("../python/_rlm_agent/sources.py"),
+    ),
     ("wire.py", include_str!("../python/_rlm_agent/wire.py")),
 ];
 /// Module name of [`SUBPROCESS_SHIM`] in the stdlib: not a blocked name.

@@ -1,12 +1,18 @@
 """Starts the agent: `python3 -I -B -m _rlm_agent`."""
 
-import os
-import signal
-import sys
-import traceback
+from __future__ import annotations
 
-from .dispatch import Agent
+import os
+import sys
+
+from .dispatch import Agent, agent_traceback
 from .output import private_fd, text_stream
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+else:
+    import _signal  # signal without its enums (enum costs ~1 ms of every start)
 
 
 # --- Start ---------------------------------------------------------------------------
@@ -47,14 +53,14 @@ def main() -> None:
     except Exception:
         pass
     agent = Agent(*fds)
-    signal.signal(signal.SIGINT, agent.interrupts.handler)
+    _signal.signal(_signal.SIGINT, agent.interrupts.handler)
     agent.start()
     try:
         # Everything a claim does not decide is done: say so, then wait.
         agent.standby()
         agent.serve()
     except BaseException:
-        agent.die("the main loop failed:\n" + traceback.format_exc())
+        agent.die("the main loop failed:\n" + agent_traceback())
 
 
 #: Keeps this module alive once sys.modules["__main__"] is the user's.

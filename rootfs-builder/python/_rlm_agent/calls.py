@@ -1,10 +1,16 @@
 """Calls to the host: ids, and the callers waiting for their answers."""
 
+from __future__ import annotations
+
 import threading
-from typing import Any
 
 from .interrupts import protocol
-from .wire import Channel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .wire import Channel
 
 
 # --- Calls to the host -------------------------------------------------------------

@@ -8,15 +8,13 @@ code, and must keep the protocol intact around it, reads on its own. It
 also owns the output watchdog thread, which watches the running cell.
 """
 
+from __future__ import annotations
+
 import collections
-import linecache
 import os
-import signal
 import sys
 import threading
 import time
-import types
-from typing import Any, Optional
 
 from .interrupts import CELL_PREFIX, protocol
 from .namespace import (
@@ -31,7 +29,16 @@ from .namespace import (
 )
 from .output import WATCH_EVERY, CellOutput, close_quietly, flush, text_stream, usable, write_fd
 from .scaffold import Scaffold
+from .sources import Sources
 from .wire import Channel, DEFAULT_MAX_OUTPUT_BYTES, FRAME_SLACK, STDERR
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+    import types
+    from typing import Any, Optional
+else:
+    import _signal  # signal without its enums (enum costs ~1 ms of every start)
 
 
 #: Cells whose source tracebacks can show.
@@ -62,7 +69,9 @@ class Cells(Scaffold):
         self.retired: list[int] = []
         #: Output frames of the last cell that go out with its `done`.
         self.unsent = b""
-        self.sources: "collections.deque[str]" = collections.deque()
+        #: Cell sources for tracebacks, and their file names, oldest first.
+        self.sources = Sources()
+        self.source_names: collections.deque[str] = collections.deque()
         #: The running cell's trailing expression's value, as `done` carries it.
         self.value: Optional[dict[str, Any]] = None
         #: Values `exec`'s `keep` kept, by name, for a later `restore`.
@@ -150,10 +159,10 @@ class Cells(Scaffold):
         except Exception as e:
             self._print_exception(e)
             return "error"
-        if signal.getsignal(signal.SIGINT) != self.interrupts.handler:
+        if _signal.getsignal(_signal.SIGINT) != self.interrupts.handler:
             # Only when user code replaced it: a system call per cell is
             # dear under gVisor (tens of microseconds).
-            signal.signal(signal.SIGINT, self.interrupts.handler)
+            _signal.signal(_signal.SIGINT, self.interrupts.handler)
         failure = self._run_user(cell, compiled, last)
         if failure is None:
             return "ok"
@@ -163,10 +172,10 @@ class Cells(Scaffold):
     def _remember_source(self, filename: str, code: str) -> None:
         """Keeps the cell's source for tracebacks (linecache), for the last
         KEPT_SOURCES cells only: a long session must not keep all its code."""
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        self.sources.append(filename)
-        while len(self.sources) > KEPT_SOURCES:
-            linecache.cache.pop(self.sources.popleft(), None)
+        self.sources.put(filename, code)
+        self.source_names.append(filename)
+        while len(self.source_names) > KEPT_SOURCES:
+            self.sources.drop(self.source_names.popleft())
 
     @protocol
     def _run_user(self, cell: int, compiled: types.CodeType,

@@ -1,12 +1,16 @@
 """Contexts inside the sandbox: `ctx`/`ctxs` handles over an mmap of each
 context file, and the values `context_N` hold."""
 
-import json
+from __future__ import annotations
+
 import mmap
 import os
-import re
 import sys
-from typing import Any, Iterator, Optional, Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from typing import Any, Iterator, Optional, Union
 
 
 # --- Contexts ------------------------------------------------------------------------
@@ -22,9 +26,12 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _regex(pattern: Union[str, bytes, "re.Pattern[Any]"], ignore_case: bool) -> "re.Pattern[bytes]":
+def _regex(pattern: Union[str, bytes, re.Pattern[Any]], ignore_case: bool) -> re.Pattern[bytes]:
     """A bytes regex (the file is bytes): str patterns are UTF-8 encoded,
-    so classes like \\w and [é] are byte-wise. ^ and $ match at lines."""
+    so classes like \\w and [é] are byte-wise. ^ and $ match at lines.
+    `re` is imported at the first search, not at every sandbox's start."""
+    import re
+
     flags = re.MULTILINE | (re.IGNORECASE if ignore_case else 0)
     if isinstance(pattern, re.Pattern):
         flags |= pattern.flags & (re.IGNORECASE | re.DOTALL | re.VERBOSE)
@@ -226,6 +233,8 @@ def load_value(handle: ContextFile) -> Any:
     if handle.format != "json":
         return _decode(data)
     try:
+        import json  # the real module: its errors, as the user knows them
+
         return json.loads(data)
     except ValueError as e:
         raise ContextError("context %d (%s) is not valid JSON: %s" % (handle.index, handle.path, e)) from None

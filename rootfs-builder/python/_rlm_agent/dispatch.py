@@ -16,15 +16,15 @@ scaffold.Scaffold): kept apart from cell running so that what the host
 may ask, and how each request is answered or refused, reads in one place.
 """
 
-import json
+from __future__ import annotations
+
 import os
 import queue
 import select
 import sys
 import threading
-import traceback
-from typing import Any, Callable, Optional
 
+from . import cjson
 from .script import Scripts
 from .contexts import ContextError
 from .namespace import bounded_repr, compile_cell, make_tool, new_answer, new_namespace
@@ -43,6 +43,18 @@ from .wire import (
     FrameTooLarge,
     JSON,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
+
+
+def agent_traceback() -> str:
+    """The exception being handled, with every frame (the agent's own
+    failure): traceback is imported only when one happens."""
+    import traceback
+
+    return traceback.format_exc()
 
 
 class Agent(Scripts):
@@ -194,7 +206,7 @@ class Agent(Scripts):
         except FrameError as e:
             self.die("refused a frame from the host: %s" % e)
         except BaseException:
-            self.die("the reader thread failed:\n" + traceback.format_exc())
+            self.die("the reader thread failed:\n" + agent_traceback())
 
     def _read_until_stopped(self, poller: "select.poll") -> None:
         """Routes whole frames, and waits for more or for the stop."""
@@ -225,7 +237,7 @@ class Agent(Scripts):
         if kind != JSON:
             raise FrameError("a frame of type 0x%02x from the host" % kind)
         try:
-            msg = json.loads(payload)
+            msg = cjson.loads(payload)
         except ValueError as e:
             raise FrameError("a J frame that is not JSON: %s" % e) from None
         if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
@@ -254,7 +266,7 @@ class Agent(Scripts):
         except BaseException as e:
             detail = "%s: %s" % (type(e).__name__, e)
             if t == "hello":
-                self.die("hello failed:\n" + traceback.format_exc())
+                self.die("hello failed:\n" + agent_traceback())
             elif t == "exec" and isinstance(msg.get("cell"), int):
                 write_fd(self.diag, "rlm-sandbox agent: exec failed: %s\n" % detail)
                 self._send_done(msg["cell"], "error", None)

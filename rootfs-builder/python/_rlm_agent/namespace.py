@@ -1,18 +1,25 @@
 """The user's side: their globals, tracebacks without the agent's
 frames, values shown back to the host, tool functions."""
 
-import ast
+from __future__ import annotations
+
+import _ast
 import builtins
 import collections
-import json
 import keyword
 import reprlib
 import sys
-import traceback
 import types
-from typing import Any, Callable, Optional
 
-from .interrupts import AGENT_FILE, AnyFunc, is_agent_file
+from . import cjson
+from .interrupts import AGENT_FILE, is_agent_file
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import traceback
+    from typing import Any, Callable, Optional
+
+    from .interrupts import AnyFunc
 
 
 # --- Tracebacks ------------------------------------------------------------------------
@@ -20,6 +27,8 @@ from .interrupts import AGENT_FILE, AnyFunc, is_agent_file
 
 def _strip_agent_frames(te: traceback.TracebackException, seen: set[int]) -> None:
     """Removes the agent's frames from `te` and the exceptions chained to it."""
+    import traceback
+
     if id(te) in seen:
         return
     seen.add(id(te))
@@ -31,7 +40,11 @@ def _strip_agent_frames(te: traceback.TracebackException, seen: set[int]) -> Non
 
 def format_user_exception(exc: BaseException) -> str:
     """A traceback as the user expects it: their cells and the library code
-    they called, none of the agent's frames around it."""
+    they called, none of the agent's frames around it. traceback is
+    imported here, at the first error: its import (linecache, tokenize,
+    re) would cost every sandbox's start ~5 ms."""
+    import traceback
+
     te = traceback.TracebackException.from_exception(exc)
     _strip_agent_frames(te, set())
     return "".join(te.format())
@@ -105,13 +118,17 @@ _INT_MIN, _INT_END = -(1 << 63), 1 << 64
 def compile_cell(code: str, filename: str) -> tuple[types.CodeType, Optional[types.CodeType]]:
     """The cell's statements and, when the last one is an expression, that
     expression compiled apart, as DSPy's interpreters and notebooks do:
-    its value is the cell's value (which rlms's REPL never prints)."""
-    tree = ast.parse(code, filename)
+    its value is the cell's value (which rlms's REPL never prints). The
+    tree comes from compile() as ast.parse gets it (the `ast` module's
+    import is not needed for that); no future statement of the agent's
+    is passed on (dont_inherit)."""
+    tree = compile(code, filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+    assert isinstance(tree, _ast.Module)
     last = None
     tail = tree.body[-1] if tree.body else None
-    if isinstance(tail, ast.Expr):
+    if isinstance(tail, _ast.Expr):
         tree.body.pop()
-        expression = ast.Expression(tail.value)
+        expression = _ast.Expression(tail.value)
         last = compile(expression, filename, "eval", dont_inherit=True)
     return compile(tree, filename, "exec", dont_inherit=True), last
 
@@ -188,11 +205,11 @@ def json_form(value: Any, limit: int) -> Any:
     try:
         if not _fits_json(value, limit):
             return None
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = cjson.dumps(value)
         if len(text) > limit:
             return None
         # Read back: plain types only, so sending it runs no user code.
-        return json.loads(text)
+        return cjson.loads(text)
     except Exception:
         return None
 

@@ -1,11 +1,18 @@
 """A cell's fd 1 and fd 2, and the agent's own descriptors and streams."""
 
+from __future__ import annotations
+
 import fcntl
 import io
 import os
-from typing import Any, Sequence
 
-from .wire import CHUNK, Channel, PRIVATE_FD_MIN, STDERR, STDOUT, encode_frame
+from .wire import CHUNK, PRIVATE_FD_MIN, STDERR, STDOUT, encode_frame
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Sequence
+
+    from .wire import Channel
 
 
 # --- Output forwarding ----------------------------------------------------------

@@ -9,11 +9,16 @@ fresh). What it prints to stdout is discarded; its stderr is the agent's
 diagnostics (the host's stderr). An exception in it ends the agent
 before `standby`, its traceback on stderr: the standby fails to start."""
 
+from __future__ import annotations
+
 import sys
-from typing import Any, Optional
 
 from .namespace import format_user_exception, new_namespace
 from .output import flush
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 PRELUDE_FILE = "/rlm/prelude.py"
 
@@ -31,7 +36,7 @@ def run_prelude() -> Optional[dict[str, Any]]:
         return None
     globals_ = new_namespace()
     try:
-        exec(compile(source, PRELUDE_FILE, "exec"), globals_)
+        exec(compile(source, PRELUDE_FILE, "exec", dont_inherit=True), globals_)
     except BaseException as e:  # SystemExit too: the prelude must not end the agent quietly
         raise PreludeFailed(format_user_exception(e)) from None
     finally:

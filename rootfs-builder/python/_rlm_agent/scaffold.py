@@ -9,13 +9,13 @@ running and from message dispatch because user code reaches it from inside
 a cell: what runs here runs on the cell's stack, under its interrupts.
 """
 
-import re
+from __future__ import annotations
+
 import threading
-from typing import Any, Optional
 
 from .calls import Calls, Waiter, outcome_texts
 from .contexts import ContextError, ContextFile, load_value, not_loaded_text, open_context
-from .interrupts import Interrupts, AnyFunc
+from .interrupts import Interrupts
 from .namespace import make_tool, MISSING, new_answer, new_namespace, size_of
 from .output import write_fd
 from .wire import (
@@ -25,6 +25,12 @@ from .wire import (
     encode_json,
     FRAME_SLACK,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+    from .interrupts import AnyFunc
 
 
 class Scaffold:
@@ -194,7 +200,7 @@ class Scaffold:
     def _reserved(self, name: str) -> bool:
         """Whether `name` is one of the sandbox's own names (tools may not take it)."""
         return name in self.api or name in ("answer", "context", "ctx", "ctxs") \
-            or re.fullmatch(r"context_[0-9]+", name) is not None
+            or _is_context_name(name)
 
     # -- calls
 
@@ -348,3 +354,9 @@ def _model(model: Any) -> Optional[str]:
     if model is not None and not isinstance(model, str):
         raise TypeError("model must be str or None, not %s" % type(model).__name__)
     return model
+
+
+def _is_context_name(name: str) -> bool:
+    """Whether `name` is `context_` and decimal digits (ASCII): a context's name."""
+    digits = name[len("context_"):]
+    return name.startswith("context_") and digits.isascii() and digits.isdigit()

@@ -12,18 +12,24 @@ exit, the threads it started that are not daemons are joined and its
 atexit functions run.
 """
 
+from __future__ import annotations
+
 import atexit
-import linecache
-import signal
 import sys
 import threading
-import types
-from typing import Any, Optional
 
 from .cell import Cells
 from .interrupts import USER_FILES, protocol
 from .namespace import new_namespace
 from .output import write_fd
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+    import types
+    from typing import Any, Optional
+else:
+    import _signal  # signal without its enums (enum costs ~1 ms of every start)
 
 
 #: Where `rlm-sandbox run` puts the code (INPUT_DIR/CODE_FILE, checked by a
@@ -32,7 +38,7 @@ SCRIPT_FILE = "/rlm/main.py"
 USER_FILES.add(SCRIPT_FILE)
 
 #: The exit status of a death by SIGINT, as the runtimes report it.
-SIGINT_EXIT = 128 + signal.SIGINT
+SIGINT_EXIT = 128 + _signal.SIGINT
 
 
 def exit_status(code: Any) -> tuple[int, Optional[str]]:
@@ -77,13 +83,13 @@ class Scripts(Cells):
         scope["__file__"] = SCRIPT_FILE
         scope["__cached__"] = None
         sys.argv = [SCRIPT_FILE]
-        linecache.cache[SCRIPT_FILE] = (len(code), None, code.splitlines(True), SCRIPT_FILE)
+        self.sources.put(SCRIPT_FILE, code)
         try:
             compiled = compile(code, SCRIPT_FILE, "exec", dont_inherit=True)
         except Exception as e:
             self._print_exception(e)
             return "error", 1
-        signal.signal(signal.SIGINT, self.interrupts.handler)
+        _signal.signal(_signal.SIGINT, self.interrupts.handler)
         failure = self._run_script(cell, compiled, scope)
         if failure is None:
             exit_code = 0

@@ -1,13 +1,18 @@
 """The frames of docs/PROTOCOL.md: encoding, strict reading, and the
 channel that writes them whole to the host."""
 
-import json
+from __future__ import annotations
+
 import os
 import struct
 import threading
-from typing import Any, BinaryIO, Callable, Optional
 
+from . import cjson
 from .interrupts import protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Callable, Optional
 
 
 # --- Framing ---------------------------------------------------------------
@@ -53,7 +58,7 @@ def encode_frame(kind: int, payload: bytes) -> bytes:
 def encode_json(value: Any) -> bytes:
     """JSON as the host accepts it: UTF-8 (lone surrogates replaced, since
     they are not valid UTF-8), no NaN or infinities (not JSON)."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = cjson.dumps(value, separators=(",", ":"))
     return text.encode("utf-8", "replace")
 
 

@@ -261,6 +261,12 @@ def main() -> None:
         for runtime in ("runc", "runsc"):
             bench(ours, runtime, runs_each, claims, Path(work))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    # The raw baseline's runs at 50 at once can leave their bundles'
+    # cgroups (rlms-bundle-*) on a hybrid host; gc removes what no live
+    # process owns, and says what.
+    gc = subprocess.run([ours, "gc", "--json"], capture_output=True, text=True, check=False)
+    removed = json.loads(gc.stdout or "{}").get("removed", [])
+    print(f"gc after: removed {len(removed)} leftovers {sorted(removed)[:3]}")
 
 
 if __name__ == "__main__":

@@ -128,3 +128,16 @@ def test_cjson_reads_what_json_reads(text: str) -> None:
 def test_cjson_refuses_what_is_not_one_strict_json_document(text: Any) -> None:
     with pytest.raises(ValueError):
         cjson().loads(text)
+
+
+def test_cjson_takes_json_dumps_and_loads_own_settings_when_asked() -> None:
+    codec = cjson()
+    value = {"x": [float("nan"), float("inf"), "é"], "s": {3, 1}}
+
+    def default(o: Any) -> Any:
+        return sorted(o)
+
+    assert codec.dumps(value, default=default, ensure_ascii=True, allow_nan=True) == json.dumps(value, default=default)
+    text = '[NaN, Infinity, -Infinity, 1]'
+    got, want = codec.loads(text, constants=True), json.loads(text)
+    assert [repr(x) for x in got] == [repr(x) for x in want]

@@ -14,10 +14,13 @@ import _json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable, Optional
 
 #: JSON's whitespace (RFC 8259), the only text allowed around a document.
 _SPACE = " \t\n\r"
+
+
+_CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
 def _no_constant(name: str) -> Any:
@@ -27,26 +30,32 @@ def _no_constant(name: str) -> Any:
 
 class _Settings:
     """The attributes the C scanner reads from its context: json.loads's
-    defaults, except that NaN/Infinity are refused."""
+    defaults, except that NaN/Infinity are refused unless asked for."""
 
     strict = True
     object_hook = None
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = staticmethod(_no_constant)
+
+    def __init__(self, constants: bool) -> None:
+        self.parse_constant = _CONSTANTS.__getitem__ if constants else _no_constant
 
 
-_scan = _json.make_scanner(_Settings())  # type: ignore[arg-type]
+_SCANNERS = {
+    False: _json.make_scanner(_Settings(False)),  # type: ignore[arg-type]
+    True: _json.make_scanner(_Settings(True)),  # type: ignore[arg-type]
+}
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, constants: bool = False) -> Any:
     """One JSON document, as json.loads reads it (UTF-8 bytes or str);
-    ValueError when it is not exactly one document."""
+    ValueError when it is not exactly one document. NaN and the
+    infinities only with `constants` (json.loads takes them)."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     start = len(text) - len(text.lstrip(_SPACE))
     try:
-        value, end = _scan(text, start)
+        value, end = _SCANNERS[constants](text, start)
     except StopIteration as e:
         raise ValueError("expecting a value at character %d" % e.value) from None
     if text[end:].strip(_SPACE):
@@ -59,19 +68,23 @@ def _unencodable(value: object) -> Any:
     raise TypeError("Object of type %s is not JSON serializable" % type(value).__name__)
 
 
-def _encoder(separators: tuple[str, str]) -> _json.make_encoder:
-    """json.dumps(ensure_ascii=False, allow_nan=False, separators=...)'s
-    C encoder (markers: circular references are refused, as there)."""
+def dumps(
+    value: Any,
+    separators: tuple[str, str] = (", ", ": "),
+    default: Optional[Callable[[Any], Any]] = None,
+    ensure_ascii: bool = False,
+    allow_nan: bool = False,
+) -> str:
+    """json.dumps(value, separators=..., default=..., ensure_ascii=...,
+    allow_nan=...), with the agent's defaults (UTF-8 text, no NaN):
+    ValueError for NaN/infinities unless allowed or for a cycle,
+    TypeError for what JSON cannot hold and `default` does not turn into
+    something it can."""
     item, key = separators
-    return _json.make_encoder(
-        {}, _unencodable, _json.encode_basestring, None, key, item, False, False, False
-    )
-
-
-def dumps(value: Any, separators: tuple[str, str] = (", ", ": ")) -> str:
-    """json.dumps(value, ensure_ascii=False, allow_nan=False, separators=...):
-    ValueError for NaN/infinities or a cycle, TypeError for what JSON
-    cannot hold."""
+    escape = _json.encode_basestring_ascii if ensure_ascii else _json.encode_basestring
     # A new encoder per call: its circular-reference markers are its own,
     # so threads encoding at once do not share them.
-    return "".join(_encoder(separators)(value, 0))
+    encoder = _json.make_encoder(
+        {}, default or _unencodable, escape, None, key, item, False, False, allow_nan
+    )
+    return "".join(encoder(value, 0))

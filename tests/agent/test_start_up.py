@@ -59,6 +59,17 @@ def test_user_tracebacks_show_lines_of_earlier_cells_and_of_the_importing_cell(r
     assert "raise KeyError('later')" in cell.err, cell.err
 
 
+def test_a_source_put_by_user_side_code_reaches_linecache(ready: Agent) -> None:
+    # rlm_sandbox.dspy's support module keeps its source this way.
+    cell = ready.exec(
+        "import _rlm_agent.sources as s\n"
+        "s.shared().put('<support>', 'first line\\nsecond line\\n')\n"
+        "import linecache\n"
+        "print(linecache.getline('<support>', 2), end='')"
+    )
+    assert (cell.status, cell.out) == ("ok", "second line\n"), cell.err
+
+
 def test_linecache_is_left_as_if_imported_directly(ready: Agent) -> None:
     cell = ready.exec(
         "import linecache, sys\n"

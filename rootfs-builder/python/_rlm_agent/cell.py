@@ -29,7 +29,7 @@ from .namespace import (
 )
 from .output import WATCH_EVERY, CellOutput, close_quietly, flush, text_stream, usable, write_fd
 from .scaffold import Scaffold
-from .sources import Sources
+from . import sources
 from .wire import Channel, DEFAULT_MAX_OUTPUT_BYTES, FRAME_SLACK, STDERR
 
 TYPE_CHECKING = False
@@ -70,7 +70,7 @@ class Cells(Scaffold):
         #: Output frames of the last cell that go out with its `done`.
         self.unsent = b""
         #: Cell sources for tracebacks, and their file names, oldest first.
-        self.sources = Sources()
+        self.sources = sources.shared()
         self.source_names: collections.deque[str] = collections.deque()
         #: The running cell's trailing expression's value, as `done` carries it.
         self.value: Optional[dict[str, Any]] = None

@@ -51,6 +51,18 @@ class Sources:
         self._cache = cache
 
 
+_SHARED: list[Sources] = []
+
+
+def shared() -> Sources:
+    """The interpreter's one Sources: the agent's cells and script, and the
+    code a client's setup defines (rlm_sandbox.dspy's support module), with
+    one finder on sys.meta_path for them all."""
+    if not _SHARED:
+        _SHARED.append(Sources())
+    return _SHARED[0]
+
+
 class _Finder:
     """On sys.meta_path until linecache is imported; finds nothing itself."""
 

@@ -46,9 +46,13 @@ class Sources:
         self._cache.pop(filename, None)
 
     def _attach(self, cache: dict[str, Entry]) -> None:
-        """linecache was just imported: its cache holds the sources from now on."""
-        cache.update(self._cache)
-        self._cache = cache
+        """linecache was just imported: its cache holds the sources from now
+        on. It takes over first, then gets what was kept, without replacing
+        a source put meanwhile (linecache may be imported by a user thread
+        while the main thread starts a cell)."""
+        kept, self._cache = self._cache, cache
+        for filename, entry in list(kept.items()):
+            cache.setdefault(filename, entry)
 
 
 _SHARED: list[Sources] = []

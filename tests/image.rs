@@ -153,7 +153,13 @@ fn the_same_rootfs_gives_the_same_digest_and_skopeo_reads_it() {
     assert_eq!(config["config"]["User"], "65432:65432");
     assert_eq!(
         config["config"]["Cmd"],
-        json!(["/usr/bin/python3", "-I", "-B", "-m", "_rlm_agent"])
+        json!([
+            "/usr/bin/python3",
+            "-I",
+            "-B",
+            "-c",
+            "import _rlm_agent.__main__ as agent; agent.main()"
+        ])
     );
     assert_eq!(config["config"]["WorkingDir"], "/tmp");
     assert_eq!(

@@ -340,10 +340,10 @@ fn session_over_podman_exec(runtime: &str) {
             )
         }
     };
-    let agent = rlm_sandbox::bundle::spec::agent_args().join(" ");
     let mut words = podman.words();
-    words.extend(["exec".into(), "-i".into(), container, agent]);
-    let command = words.join(" ");
+    words.extend(["exec".into(), "-i".into(), container]);
+    words.extend(rlm_sandbox::bundle::spec::agent_args());
+    let command = rlm_sandbox::k8s::claim::shell_words(&words);
 
     let env = Env::new(runtime);
     let conf = podman.dir.path().join("containers.conf");

@@ -39,6 +39,8 @@ const SNIPPETS: &[(&str, &str, bool)] = &[
     ("over the kept output", "print('x' * 5000)\nprint('tail')", true),
     ("a thread outlives the code", "import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), print('late'))).start()", true),
     ("atexit", "import atexit\natexit.register(print, 'bye')\nprint('main')", true),
+    // Its workers end when threading's exit functions run, before the join.
+    ("an executor never shut down", "from concurrent.futures import ThreadPoolExecutor\nex = ThreadPoolExecutor(2)\nprint(ex.submit(lambda: 6 * 7).result())", true),
     ("over the output ceiling", "while True:\n    print('y' * 1000)", false),
     ("timeout", "while True:\n    pass", false),
 ];

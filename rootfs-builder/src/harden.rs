@@ -58,6 +58,7 @@ pub(crate) const AGENT_FILES: &[(&str, &str)] = &[
         "sources.py",
         include_str!("../python/_rlm_agent/sources.py"),
     ),
+    ("sync.py", include_str!("../python/_rlm_agent/sync.py")),
     ("wire.py", include_str!("../python/_rlm_agent/wire.py")),
 ];
 /// Module name of [`SUBPROCESS_SHIM`] in the stdlib: not a blocked name.

@@ -59,7 +59,7 @@ pub enum Program {
     /// The `rlm-probe` binary at [`PROBE_FILE`] (selftest only): the input
     /// mount must allow exec for it.
     Probe,
-    /// The session agent (`python3 -I -B -m _rlm_agent`): waits for cells
+    /// The session agent ([`agent_args`]): waits for cells
     /// on its stdin, so a sandbox starts before any code is known.
     Agent,
 }
@@ -87,14 +87,21 @@ pub fn python_args() -> Vec<String> {
 }
 
 /// The session agent's process: the same isolated, no-bytecode-write
-/// Python, running the agent module from the read-only stdlib.
+/// Python, running the agent module from the read-only stdlib. Its main
+/// is imported and called by `-c` rather than run by `-m`: runpy's own
+/// imports (importlib.util, functools, contextlib, warnings) would cost
+/// every sandbox's start ~4 ms of CPU (scripts/bench_agent_start.py).
+/// `python3 -I -B -m _rlm_agent` starts the same agent.
 pub fn agent_args() -> Vec<String> {
     vec![
         rootfs_builder::PYTHON.to_string(),
         "-I".to_string(),
         "-B".to_string(),
-        "-m".to_string(),
-        rootfs_builder::AGENT_MODULE.to_string(),
+        "-c".to_string(),
+        format!(
+            "import {}.__main__ as agent; agent.main()",
+            rootfs_builder::AGENT_MODULE
+        ),
     ]
 }
 

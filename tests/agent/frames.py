@@ -75,10 +75,10 @@ class Cell:
 
 def command() -> list[str]:
     """How the agent is started (see the module doc)."""
-    # As `python3 -I -B -m _rlm_agent` does, from the source tree (-I
-    # ignores PYTHONPATH, so the path goes in by hand).
-    start = ("import runpy, sys; sys.path.insert(0, %r); "
-             "runpy.run_module('_rlm_agent', run_name='__main__', alter_sys=True)" % str(AGENT_ROOT))
+    # As src/bundle/spec.rs::agent_args starts it, from the source tree
+    # (-I ignores PYTHONPATH, so the path goes in by hand).
+    start = ("import sys; sys.path.insert(0, %r); "
+             "import _rlm_agent.__main__ as agent; agent.main()" % str(AGENT_ROOT))
     return [sys.executable, "-I", "-B", "-c", start]
 
 

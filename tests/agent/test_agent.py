@@ -747,8 +747,8 @@ def test_quick_cells_never_wake_the_reader_thread_and_a_call_does(ready: Agent) 
     """The main thread reads the host's frames itself between cells: the
     reader thread (a thread hand-off per frame, dear under gVisor) sleeps
     through cells that make no call, and reads a call's result."""
-    ready.exec("import threading as _t\n"
-               "_reader = [t.native_id for t in _t.enumerate() if t.name == 'rlm-reader'][0]\n"
+    ready.exec("import sys as _s\n"
+               "_reader = _s.modules['_rlm_agent.sync'].threads['rlm-reader']\n"
                "def _switches():\n"
                "    with open('/proc/self/task/%d/status' % _reader) as f:\n"
                "        return sum(int(l.split()[1]) for l in f if 'ctxt_switches' in l)\n"

@@ -16,7 +16,8 @@ from frames import AGENT_ROOT, Agent
 
 #: Modules the agent used to import at its start and no longer does: a
 #: cell that needs one imports it, as a fresh `python3` would.
-DEFERRED = ("re", "enum", "json", "typing", "traceback", "linecache", "tokenize", "ast", "signal", "textwrap")
+DEFERRED = ("re", "enum", "json", "typing", "traceback", "linecache", "tokenize", "ast", "signal", "textwrap",
+            "threading", "functools", "collections", "queue")
 
 
 def cjson() -> Any:

@@ -1,7 +1,8 @@
 """rlm-sandbox's agent: the sandbox's process in a session.
 
 Installed byte-compiled into the rootfs's stdlib as the package
-`_rlm_agent` and run as `python3 -I -B -m _rlm_agent`. It speaks the frame
+`_rlm_agent` and run as `python3 -I -B -m _rlm_agent` (or, without runpy's
+imports, `-c 'import _rlm_agent.__main__ as agent; agent.main()'`). It speaks the frame
 protocol of docs/PROTOCOL.md ("Agent frames") with the host over the
 sandbox's stdin and stdout, runs cells of user code in one persistent namespace, sends
 what cells write to fd 1 and fd 2 as output frames, and turns the user's

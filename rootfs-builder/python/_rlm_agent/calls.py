@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-
+from . import sync
 from .interrupts import protocol
 
 TYPE_CHECKING = False
@@ -20,7 +19,7 @@ class Waiter:
     """A caller blocked until its call's `call_result` arrives."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = sync.Signal()
         self.outcome: dict[str, Any] = {}
 
 
@@ -29,7 +28,7 @@ class Calls:
     them; safe from any thread."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = sync.Lock()
         self._next = 1
         self._waiting: dict[int, Waiter] = {}
 

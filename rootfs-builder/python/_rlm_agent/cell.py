@@ -10,10 +10,8 @@ also owns the output watchdog thread, which watches the running cell.
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
-import threading
 import time
 
 from .interrupts import CELL_PREFIX, protocol
@@ -29,15 +27,17 @@ from .namespace import (
 )
 from .output import WATCH_EVERY, CellOutput, close_quietly, flush, text_stream, usable, write_fd
 from .scaffold import Scaffold
-from . import sources
+from . import sources, sync
 from .wire import Channel, DEFAULT_MAX_OUTPUT_BYTES, FRAME_SLACK, STDERR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections import deque
     import signal as _signal
     import types
     from typing import Any, Optional
 else:
+    from _collections import deque  # collections without its import (functools, ...)
     import _signal  # signal without its enums (enum costs ~1 ms of every start)
 
 
@@ -61,7 +61,7 @@ class Cells(Scaffold):
         #: the main thread waits on only when it lost the token.
         self.output: Optional[CellOutput] = None
         self.output_token: list[bool] = []
-        self.output_lock = threading.Lock()
+        self.output_lock = sync.Lock()
         #: Output files made ahead for the next cell.
         self.spare: Optional[CellOutput] = None
         #: The last cell's output descriptors, still open: the next cell's
@@ -71,7 +71,7 @@ class Cells(Scaffold):
         self.unsent = b""
         #: Cell sources for tracebacks, and their file names, oldest first.
         self.sources = sources.shared()
-        self.source_names: collections.deque[str] = collections.deque()
+        self.source_names: deque[str] = deque()
         #: The running cell's trailing expression's value, as `done` carries it.
         self.value: Optional[dict[str, Any]] = None
         #: Values `exec`'s `keep` kept, by name, for a later `restore`.

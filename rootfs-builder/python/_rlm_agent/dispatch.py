@@ -19,12 +19,11 @@ may ask, and how each request is answered or refused, reads in one place.
 from __future__ import annotations
 
 import os
-import queue
 import select
 import sys
-import threading
+from _queue import SimpleQueue
 
-from . import cjson
+from . import cjson, sync
 from .script import Scripts
 from .contexts import ContextError
 from .namespace import bounded_repr, compile_cell, make_tool, new_answer, new_namespace
@@ -64,7 +63,7 @@ class Agent(Scripts):
         self.diag = diag
         super().__init__(Channel(host_out, self.die), diag, devnull)
         #: Messages for the main thread the reader thread took.
-        self.inbox: "queue.SimpleQueue[dict[str, Any]]" = queue.SimpleQueue()
+        self.inbox: SimpleQueue[dict[str, Any]] = SimpleQueue()
         self.host = FrameReader(host_in)
         #: The user's globals the prelude left (taken by `hello`).
         self.prelude_globals: Optional[dict[str, Any]] = None
@@ -75,8 +74,8 @@ class Agent(Scripts):
         #: it back knows the reader was never started. No lock: under
         #: gVisor each costs a system call (CPython 3.11 reads the clock).
         self._start_token: list[bool] = []
-        self._reader_go = threading.Event()
-        self._reader_parked = threading.Event()
+        self._reader_go = sync.Signal()
+        self._reader_parked = sync.Signal()
         self._reader_stop = False
         wake_r, wake_w = os.pipe()
         self._wake_r, self._wake_w = private_fd(wake_r), private_fd(wake_w)
@@ -92,8 +91,8 @@ class Agent(Scripts):
 
     def start(self) -> None:
         """Starts the (parked) reader thread and the output watchdog."""
-        threading.Thread(target=self._read_host, name="rlm-reader", daemon=True).start()
-        threading.Thread(target=self._watch_output, name="rlm-watch", daemon=True).start()
+        sync.start("rlm-reader", self._read_host)
+        sync.start("rlm-watch", self._watch_output)
 
     def standby(self) -> None:
         """Tells the host the agent is up and waits for `hello`: every
@@ -181,8 +180,7 @@ class Agent(Scripts):
             pass
         self._reader_stop = True
         os.write(self._wake_w, b"x")
-        self._reader_parked.wait()
-        self._reader_parked.clear()
+        self._reader_parked.take()
         self._reader_stop = False
 
     # -- the reader thread
@@ -197,8 +195,7 @@ class Agent(Scripts):
             poller.register(self.host.fd, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
             while True:
-                self._reader_go.wait()
-                self._reader_go.clear()
+                self._reader_go.take()
                 self._read_until_stopped(poller)
                 self._reader_parked.set()
         except EOFError:

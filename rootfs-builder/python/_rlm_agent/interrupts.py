@@ -4,8 +4,9 @@ frame handling (docs/PROTOCOL.md, "Agent frames")."""
 from __future__ import annotations
 
 import os
-import threading
 import time
+
+from . import sync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Interrupts:
 
     def __init__(self, main_ident: int) -> None:
         self.main_ident = main_ident
-        self.lock = threading.Lock()
+        self.lock = sync.Lock()
         self.in_user = False
         self.cell: Optional[int] = None
         self.last_started = -1
@@ -109,7 +110,7 @@ class Interrupts:
         with self.lock:
             if self._interruptible(cell):
                 self._signal(cell)
-                threading.Thread(target=self._resend, args=(cell,), name="rlm-interrupt", daemon=True).start()
+                sync.start("rlm-interrupt", self._resend, cell)
             elif cell > self.last_started:
                 self.early = cell
 
@@ -151,7 +152,7 @@ class Interrupts:
 
     def check(self) -> None:
         """A safe point in the main thread: raise a deferred interrupt."""
-        if self.pending and self.in_user and threading.get_ident() == self.main_ident:
+        if self.pending and self.in_user and sync.get_ident() == self.main_ident:
             self.pending = False
             self.delivered = self.cell
             raise KeyboardInterrupt

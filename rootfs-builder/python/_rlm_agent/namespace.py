@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import _ast
 import builtins
-import collections
 import keyword
 import reprlib
 import sys
@@ -16,10 +15,13 @@ from .interrupts import AGENT_FILE, is_agent_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections import deque
     import traceback
     from typing import Any, Callable, Optional
 
     from .interrupts import AnyFunc
+else:
+    from _collections import deque  # collections without its import (functools, ...)
 
 
 # --- Tracebacks ------------------------------------------------------------------------
@@ -168,7 +170,7 @@ def value_repr(value: Any, max_bytes: int) -> tuple[str, bool]:
     return bounded_repr(value, max_bytes)
 
 
-_CONTAINERS = (list, tuple, set, frozenset, dict, collections.deque)
+_CONTAINERS = (list, tuple, set, frozenset, dict, deque)
 
 
 def _exceeds(value: Any, budget: int) -> bool:

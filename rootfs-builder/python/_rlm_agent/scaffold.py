@@ -11,8 +11,7 @@ a cell: what runs here runs on the cell's stack, under its interrupts.
 
 from __future__ import annotations
 
-import threading
-
+from . import sync
 from .calls import Calls, Waiter, outcome_texts
 from .contexts import ContextError, ContextFile, load_value, not_loaded_text, open_context
 from .interrupts import Interrupts
@@ -39,7 +38,7 @@ class Scaffold:
     def __init__(self, channel: Channel, diag: int) -> None:
         self.channel = channel
         self.diag = diag
-        self.interrupts = Interrupts(threading.get_ident())
+        self.interrupts = Interrupts(sync.get_ident())
         self.calls = Calls()
         self.max_load = DEFAULT_MAX_LOAD_BYTES
         self.max_prompt = DEFAULT_MAX_PROMPT_BYTES

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import sys
-import threading
 
 from .cell import Cells
 from .interrupts import USER_FILES, protocol
@@ -129,21 +128,21 @@ class Scripts(Cells):
             write_fd(2, text)
 
     def _exit_like_python(self) -> None:
-        """Interpreter exit's work: joins the script's non-daemon threads
-        (until none is left: a thread may start another), then runs its
-        atexit functions (which print their own errors). A thread that
-        never ends holds the cell until the host's timeout kills the
-        sandbox, as it would hold `python3` until the run's timeout."""
-        main = threading.main_thread()
-        while True:
-            waiting = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
-            if not waiting:
-                break
-            for t in waiting:
-                try:
-                    t.join()
-                except BaseException:
-                    return
+        """Interpreter exit's work, in its order: threading's shutdown (its
+        own exit functions first, e.g. concurrent.futures telling its
+        workers to end, then a join of every non-daemon thread until none
+        is left), then the atexit functions (which print their own
+        errors). A thread that never ends holds the cell until the host's
+        timeout kills the sandbox, as it would hold `python3` until the
+        run's timeout. Without `threading` imported the script made no
+        thread python3 would join (the agent's own are not threading's).
+        The sandbox ends after its script, so threading may be shut down."""
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            try:
+                threading._shutdown()  # what Py_FinalizeEx calls (CPython 3.11)
+            except BaseException:
+                return
         try:
             atexit._run_exitfuncs()
         except BaseException:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 
-from . import cjson
+from . import cjson, sync
 from .interrupts import protocol
 
 TYPE_CHECKING = False
@@ -154,7 +153,7 @@ class Channel:
     def __init__(self, fd: int, on_broken: Callable[[str], None]) -> None:
         self.fd = fd
         self.max_frame = DEFAULT_MAX_FRAME
-        self._lock = threading.Lock()
+        self._lock = sync.Lock()
         self._on_broken = on_broken
 
     @protocol

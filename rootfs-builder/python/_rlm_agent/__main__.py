@@ -10,12 +10,6 @@ import sys
 from .dispatch import Agent, agent_traceback
 from .output import private_fd, text_stream
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import signal as _signal
-else:
-    import _signal  # signal without its enums (enum costs ~1 ms of every start)
-
 
 # --- Start ---------------------------------------------------------------------------
 
@@ -55,7 +49,7 @@ def main() -> None:
     except Exception:
         pass
     agent = Agent(*fds)
-    _signal.signal(_signal.SIGINT, agent.interrupts.handler)
+    agent.interrupts.install()
     agent.start()
     try:
         # Everything a claim does not decide is done: say so, then wait.

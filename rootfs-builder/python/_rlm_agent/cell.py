@@ -33,12 +33,10 @@ from .wire import Channel, DEFAULT_MAX_OUTPUT_BYTES, FRAME_SLACK, STDERR
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections import deque
-    import signal as _signal
     import types
     from typing import Any, Optional
 else:
     from _collections import deque  # collections without its import (functools, ...)
-    import _signal  # signal without its enums (enum costs ~1 ms of every start)
 
 
 #: Cells whose source tracebacks can show.
@@ -159,10 +157,10 @@ class Cells(Scaffold):
         except Exception as e:
             self._print_exception(e)
             return "error"
-        if _signal.getsignal(_signal.SIGINT) != self.interrupts.handler:
+        if not self.interrupts.installed():
             # Only when user code replaced it: a system call per cell is
             # dear under gVisor (tens of microseconds).
-            _signal.signal(_signal.SIGINT, self.interrupts.handler)
+            self.interrupts.install()
         failure = self._run_user(cell, compiled, last)
         if failure is None:
             return "ok"

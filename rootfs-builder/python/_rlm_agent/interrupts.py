@@ -19,6 +19,10 @@ else:
     import _signal  # signal without its enums (enum costs ~1 ms of every start)
 
 
+#: The signal an interrupt is (the host's `interrupt`, and SIGINT user code sends itself).
+SIGINT: int = _signal.SIGINT
+
+
 # --- Interrupt safety --------------------------------------------------------
 
 #: Code of the agent's protocol handling: an interrupt that arrives while
@@ -109,7 +113,7 @@ class Interrupts:
         has not started."""
         with self.lock:
             if self._interruptible(cell):
-                self._signal(cell)
+                self._send_sigint(cell)
                 sync.start("rlm-interrupt", self._resend, cell)
             elif cell > self.last_started:
                 self.early = cell
@@ -118,9 +122,9 @@ class Interrupts:
         """Whether `cell` runs user code and has not been interrupted yet (under the lock)."""
         return self.in_user and self.cell == cell and self.delivered != cell
 
-    def _signal(self, cell: int) -> None:
+    def _send_sigint(self, cell: int) -> None:
         self.wanted = cell
-        _signal.pthread_kill(self.main_ident, _signal.SIGINT)
+        _signal.pthread_kill(self.main_ident, SIGINT)
 
     def _resend(self, cell: int) -> None:
         """Signals again until the interrupt has landed (see the class doc)."""
@@ -130,7 +134,7 @@ class Interrupts:
             with self.lock:
                 if not self._interruptible(cell):
                     return
-                self._signal(cell)
+                self._send_sigint(cell)
 
     @protocol
     def enter(self, cell: int) -> None:
@@ -156,6 +160,15 @@ class Interrupts:
             self.pending = False
             self.delivered = self.cell
             raise KeyboardInterrupt
+
+    def install(self) -> None:
+        """Makes `handler` SIGINT's handler (at the start, and again where
+        user code may have replaced it)."""
+        _signal.signal(SIGINT, self.handler)
+
+    def installed(self) -> bool:
+        """Whether `handler` is SIGINT's handler (no system call)."""
+        return _signal.getsignal(SIGINT) == self.handler
 
     def handler(self, signum: int, frame: Optional[types.FrameType]) -> None:
         """SIGINT in the main thread: KeyboardInterrupt in user code only,

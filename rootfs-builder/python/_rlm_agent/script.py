@@ -18,17 +18,14 @@ import atexit
 import sys
 
 from .cell import Cells
-from .interrupts import USER_FILES, protocol
+from .interrupts import SIGINT, USER_FILES, protocol
 from .namespace import new_namespace
 from .output import write_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal as _signal
     import types
     from typing import Any, Optional
-else:
-    import _signal  # signal without its enums (enum costs ~1 ms of every start)
 
 
 #: Where `rlm-sandbox run` puts the code (INPUT_DIR/CODE_FILE, checked by a
@@ -37,7 +34,7 @@ SCRIPT_FILE = "/rlm/main.py"
 USER_FILES.add(SCRIPT_FILE)
 
 #: The exit status of a death by SIGINT, as the runtimes report it.
-SIGINT_EXIT = 128 + _signal.SIGINT
+SIGINT_EXIT = 128 + SIGINT
 
 
 def exit_status(code: Any) -> tuple[int, Optional[str]]:
@@ -88,7 +85,7 @@ class Scripts(Cells):
         except Exception as e:
             self._print_exception(e)
             return "error", 1
-        _signal.signal(_signal.SIGINT, self.interrupts.handler)
+        self.interrupts.install()
         failure = self._run_script(cell, compiled, scope)
         if failure is None:
             exit_code = 0

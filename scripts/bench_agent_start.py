@@ -13,6 +13,8 @@ reports:
   before) and as the `-c` form src/bundle/spec.rs::agent_args gives now,
   each with its stdin at end of file: it starts, says `standby` (to
   /dev/null) and exits at the end of its input;
+- `python3 -I -B -c 'import re, json'`: what a cell's first import of
+  the two now costs (on the host's kernel: more under gVisor);
 and which of the modules the agent no longer imports at its start are
 loaded once it is up. Two rootfs paths (e.g. one built by an older
 checkout with `rootfs build --output DIR`) are measured in the same run.
@@ -34,6 +36,8 @@ STARTS = {
     "bare python3 -c pass": ["-c", "pass"],
     "agent by -m": ["-m", "_rlm_agent"],
     "agent by -c": ["-c", "import _rlm_agent.__main__ as agent; agent.main()"],
+    # What a cell's first `import re, json` costs now that no agent imports them.
+    "python3 -c 'import re, json'": ["-c", "import re, json"],
 }
 DEFERRED = ("re", "enum", "json", "typing", "traceback", "linecache", "tokenize", "ast", "signal", "threading",
             "functools", "collections", "queue", "runpy")
@@ -87,7 +91,7 @@ def main() -> None:
         print(f"{r}: CPU ms, median of {n}")
         for s in STARTS:
             m = statistics.median(times[(r, s)])
-            print(f"  {s:22} {m:6.2f}   - bare {m - bare:6.2f}   / bare {m / bare:5.2f}")
+            print(f"  {s:30} {m:6.2f}   - bare {m - bare:6.2f}   / bare {m / bare:5.2f}")
         count, deferred = loaded(r)
         print(f"  modules loaded by the agent's import: {count}; of {' '.join(DEFERRED)}: {' '.join(deferred) or 'none'}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -6,8 +6,8 @@ in the sandbox's CPython; `g` is always the user's globals. Never
 imported on the host."""
 
 # JSON through the agent's module (CPython's C codec without `import
-# json`, whose regular expressions cost ~5 ms on runc and ~20 ms on runsc
-# here): this module is set up on a claimed pool sandbox's
+# json`, whose regular expressions cost ~6 ms of CPU, scripts/
+# bench_agent_start.py, more under gVisor): this module is set up on a claimed pool sandbox's
 # time-to-interactive path. The calls below give json.dumps/json.loads's
 # own settings where they differ from the agent's.
 from _rlm_agent import cjson

@@ -90,7 +90,7 @@ pub fn python_args() -> Vec<String> {
 /// Python, running the agent module from the read-only stdlib. Its main
 /// is imported and called by `-c` rather than run by `-m`: runpy's own
 /// imports (importlib.util, functools, contextlib, warnings) would cost
-/// every sandbox's start ~4 ms of CPU (scripts/bench_agent_start.py).
+/// every sandbox's start ~3 ms of CPU (scripts/bench_agent_start.py).
 /// `python3 -I -B -m _rlm_agent` starts the same agent.
 pub fn agent_args() -> Vec<String> {
     vec![

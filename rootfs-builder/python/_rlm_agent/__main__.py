@@ -1,6 +1,6 @@
 """Starts the agent: `python3 -I -B -m _rlm_agent`, or `python3 -I -B -c
 'import _rlm_agent.__main__ as agent; agent.main()'` (src/bundle/spec.rs:
-the same start without runpy's imports, ~4 ms of CPU)."""
+the same start without runpy's imports, ~3 ms of CPU)."""
 
 from __future__ import annotations
 

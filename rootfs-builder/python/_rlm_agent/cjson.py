@@ -2,7 +2,7 @@
 
 `import json` compiles the regular expressions of its pure-Python
 fallbacks, which imports `re` and `enum`: about 5 ms of every sandbox's
-start on the development VM (a third of the agent's start-up), for
+start on the development VM (scripts/bench_agent_start.py), for
 fallbacks the agent never takes. The C scanner and encoder below are the
 ones `json.loads` / `json.dumps` use themselves, given the settings those
 pass; user code that imports `json` gets the real module, unchanged.

@@ -1,8 +1,7 @@
 """The agent's threads, locks and signals, on `_thread` alone.
 
 `threading` imports functools, collections and more: ~4 ms of CPU of
-every sandbox's start here (half of what the agent adds to a bare
-`python3`) for three threads, a few locks and flags. The agent's threads
+every sandbox's start here (scripts/bench_agent_start.py) for three threads, a few locks and flags. The agent's threads
 are not `threading.Thread`s, so a user's `threading.enumerate()` does not
 list them (as it lists no thread of another library started this way);
 user code that imports `threading` gets the real module, unchanged.

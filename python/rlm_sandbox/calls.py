@@ -23,6 +23,7 @@ import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 QueryFn = Callable[[str, Optional[str]], str]
@@ -95,6 +96,12 @@ def tool_params(name: str, fn: Callable[..., Any]) -> List[str]:
         raise ValueError(f"tool name {name!r} must be a Python identifier")
     if not callable(fn):
         raise TypeError(f"tool {name!r} must be callable, not {type(fn).__name__}")
+    if type(fn) is FunctionType and not ("__signature__" in fn.__dict__ or "__wrapped__" in fn.__dict__):
+        # What inspect.signature reads for a plain function, from its code
+        # (~0.1 ms less on every claim: rlm_sandbox.dspy's host tool).
+        code = fn.__code__
+        named = code.co_argcount + code.co_kwonlyargcount
+        return list(code.co_varnames[code.co_posonlyargcount:named])
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as e:

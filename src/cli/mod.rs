@@ -226,6 +226,15 @@ impl SandboxArgs {
 pub const EXIT_DRIVER_ERROR: i32 = 2;
 
 pub fn main() -> i32 {
+    // A run's watchdog is started for every sandbox, while the runtime
+    // starts on the same cores: it skips building the whole command line
+    // parser (its only argument is its name).
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(name), None) = (args.next(), args.next()) {
+        if name == rlm_sandbox::supervise::watchdog::SUBCOMMAND {
+            return rlm_sandbox::supervise::watchdog::serve();
+        }
+    }
     // The matches are kept: `session --standby` asks where a value came
     // from (the command line, or an RLM_* variable).
     let matches = Cli::command().get_matches();

@@ -16,6 +16,14 @@ use crate::result::{FilteredOutput, Status, Truncated, Usage};
 use crate::supervise::machine::{Action, Supervisor};
 use crate::supervise::{classify_cell, CellEnd, EndedBy, KILL_GRACE};
 
+/// A cell sent to the agent whose end is still to be read
+/// ([`Session::send_exec`], [`Session::finish_exec`]).
+#[must_use = "a sent cell's end must be read before any other request"]
+#[derive(Debug)]
+pub struct SentCell {
+    cell: u64,
+}
+
 /// The result of one cell (`exec`'s `cell`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
@@ -73,11 +81,22 @@ impl Session {
         timeout: Option<Duration>,
         options: &CellOptions,
     ) -> Result<Cell, SessionError> {
+        let sent = self.send_exec(code, options)?;
+        self.finish_exec(sent, timeout)
+    }
+
+    /// Sends a cell to the agent without waiting for it: the agent runs
+    /// cells in the order they were sent, so a cell sent while another
+    /// runs (or behind a claim's `hello`) starts as soon as that one ends,
+    /// without a round trip through this process. Every sent cell must be
+    /// finished ([`Self::finish_exec`]) in the order sent, before any
+    /// other request.
+    pub fn send_exec(
+        &mut self,
+        code: &str,
+        options: &CellOptions,
+    ) -> Result<SentCell, SessionError> {
         self.alive()?;
-        let start = Instant::now();
-        let limits = &self.sandbox.config.limits;
-        let timeout = timeout.unwrap_or(limits.timeout);
-        let (keep, ceiling) = (limits.max_stdout_bytes, limits.max_output_bytes);
         let cell = self.next_cell;
         self.next_cell += 1;
         let mut exec = json!({"t": "exec", "cell": cell, "code": code, "vars": options.vars,
@@ -89,6 +108,24 @@ impl Session {
             exec["restore"] = json!(options.restore);
         }
         self.link.send(exec);
+        Ok(SentCell { cell })
+    }
+
+    /// Waits for a sent cell's end, by `timeout` from now (the sandbox's
+    /// configured timeout if `None`): its output captured and filtered,
+    /// interrupted at the deadline or the output ceiling. A session that
+    /// died in an earlier cell answers `Dead`.
+    pub fn finish_exec(
+        &mut self,
+        sent: SentCell,
+        timeout: Option<Duration>,
+    ) -> Result<Cell, SessionError> {
+        self.alive()?;
+        let SentCell { cell } = sent;
+        let start = Instant::now();
+        let limits = &self.sandbox.config.limits;
+        let timeout = timeout.unwrap_or(limits.timeout);
+        let (keep, ceiling) = (limits.max_stdout_bytes, limits.max_output_bytes);
         let mut streams = [BoundedCapture::new(keep), BoundedCapture::new(keep)];
         let mut printed = 0u64;
         // Interrupted at the deadline or the output ceiling, killed after

@@ -38,11 +38,11 @@ use crate::egress::ContextEchoIndex;
 use crate::result::{ExecResult, RuntimeUsed};
 use crate::supervise::{EndedBy, Launched, Plan, Sandbox, StdioPlan, SuperviseError};
 pub use broker::{CallLimits, CallRecord, Handler, Tool};
-pub use cell::Cell;
+pub use cell::{Cell, SentCell};
 use contexts::{Context, Format, Placement, Source};
 use frames::{AgentCall, AgentMsg, Frame};
 use link::{AgentFrames, Link};
-pub use standby::{ClaimError, Standby};
+pub use standby::{ClaimError, Claiming, Standby};
 pub use wait::Input;
 
 /// Largest frame the host accepts from the agent: a prompt at the default
@@ -350,6 +350,13 @@ impl Session {
     /// from `since`. On a cold start (`cold`) the agent's `standby` comes
     /// first and is passed over; a claimed standby's was read at launch.
     fn hello(&mut self, since: Instant, cold: bool) -> Result<(), SessionError> {
+        self.send_hello();
+        self.await_ready(since, cold)
+    }
+
+    /// Sends `hello` without waiting for `ready` (a claim may send its
+    /// first cell behind it: [`Self::send_exec`]).
+    fn send_hello(&mut self) {
         let contexts: Vec<Value> = self.contexts.iter().map(agent_context).collect();
         let tools = serde_json::to_value(&self.options.tools).unwrap_or_default();
         self.link.send(json!({
@@ -361,6 +368,10 @@ impl Session {
             "max_prompt_bytes": self.options.calls.max_prompt_bytes,
             "max_output_bytes": self.sandbox.config.limits.max_output_bytes,
         }));
+    }
+
+    /// Waits for the `ready` that answers `hello` (see [`Self::hello`]).
+    fn await_ready(&mut self, since: Instant, cold: bool) -> Result<(), SessionError> {
         let deadline = since + self.options.start_timeout;
         let mut reply = self.next(deadline);
         if cold && matches!(reply, Ok(Some(AgentMsg::Standby))) {

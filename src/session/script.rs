@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::frames::{CellNamespace, CellOptions};
-use super::{Session, SessionError};
+use super::{SentCell, Session, SessionError};
 use crate::result::{ExecResult, RuntimeUsed, Status};
 use crate::supervise::{classify, Observed};
 
@@ -27,12 +27,28 @@ impl Session {
         code: &str,
         timeout: Option<Duration>,
     ) -> Result<ExecResult, SessionError> {
+        let sent = self.send_script(code)?;
+        self.finish_script(sent, timeout)
+    }
+
+    /// Sends a script (its code checked first) without waiting for it, as
+    /// [`Session::send_exec`] sends a cell.
+    pub fn send_script(&mut self, code: &str) -> Result<SentCell, SessionError> {
         crate::code::validate(code.as_bytes()).map_err(|e| SessionError::Request(e.to_string()))?;
         let options = CellOptions {
             namespace: CellNamespace::Script,
             ..CellOptions::default()
         };
-        let cell = self.exec_with(code, timeout, &options)?;
+        self.send_exec(code, &options)
+    }
+
+    /// Waits for a sent script's end: its result, as [`Session::run_script`].
+    pub fn finish_script(
+        &mut self,
+        sent: SentCell,
+        timeout: Option<Duration>,
+    ) -> Result<ExecResult, SessionError> {
+        let cell = self.finish_exec(sent, timeout)?;
         let mut result = ExecResult {
             status: cell.status,
             exit_code: cell.exit_code,

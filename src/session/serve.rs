@@ -23,14 +23,15 @@ use serde_json::{json, Map, Value};
 
 use super::calls::{CallHandler, CallKind, CallOutcome, CallRequest};
 use super::contexts::{Format, Source};
-use super::frames::{CellNamespace, CellOptions};
 use super::leaving::kind_of;
-use super::{Handler, Session, SessionError, SessionOptions};
+use super::{Handler, SentCell, Session, SessionError, SessionOptions};
 use crate::supervise::Sandbox;
 
+mod exec;
 mod requests;
 mod standby;
 
+use exec::{send_ahead, Ahead, ExecRequest};
 use requests::{bad, stdout_unread, Ended, RequestInput};
 pub use standby::{serve_standby, Begin, BEGIN_FORM};
 
@@ -243,7 +244,15 @@ pub fn serve_with(
         drain: peer.drain,
         contexts: peer.contexts,
     };
-    drive(session, requests, &out, &orchestrator, &cancel, &mut gate)
+    drive(
+        session,
+        requests,
+        &out,
+        &orchestrator,
+        &cancel,
+        &mut gate,
+        None,
+    )
 }
 
 impl Backend {
@@ -300,6 +309,7 @@ fn drive(
     orchestrator: &Orchestrator,
     cancel: &AtomicBool,
     gate: &mut Gate,
+    mut ahead: Option<Ahead>,
 ) -> i32 {
     session.attach_input(Box::new(requests.clone()));
     loop {
@@ -307,7 +317,9 @@ fn drive(
             drop(session);
             return 130;
         }
-        if gate.drain.load(Ordering::Relaxed) {
+        // A cell sent ahead is running or about to: answered first, as a
+        // cell under way is.
+        if ahead.is_none() && gate.drain.load(Ordering::Relaxed) {
             orchestrator.close("the session is ending: its server is shutting down");
             let _ = session.close();
             out.line(&json!({"event": "error", "error": {
@@ -316,16 +328,31 @@ fn drive(
             }}));
             return 130;
         }
-        let request = match requests.next() {
-            Some(Ok(r)) => r,
-            Some(Err(Ended)) => break,
-            None => {
-                requests.wait(crate::supervise::TICK);
-                continue;
-            }
+        let (request, sent) = match ahead.take() {
+            Some(Ahead {
+                request,
+                exec,
+                sent,
+            }) => (request, Some((exec, sent))),
+            None => match requests.next() {
+                Some(Ok(r)) => (r, None),
+                Some(Err(Ended)) => break,
+                None => {
+                    requests.wait(crate::supervise::TICK);
+                    continue;
+                }
+            },
         };
         let closing = request.op == "close";
-        let response = match handle(&mut session, &request, &mut gate.contexts) {
+        let answered = match sent {
+            Some((exec, sent)) => {
+                run_exec(&mut session, &mut requests, &exec, Some(sent), &mut ahead)
+            }
+            None if request.op == "exec" => ExecRequest::parse(&request.body)
+                .and_then(|exec| run_exec(&mut session, &mut requests, &exec, None, &mut ahead)),
+            None => handle(&mut session, &request, &mut gate.contexts),
+        };
+        let response = match answered {
             Ok(mut fields) => {
                 fields.insert("id".into(), request.id);
                 fields.insert("ok".into(), json!(true));
@@ -365,6 +392,26 @@ fn drive(
     0
 }
 
+/// One `exec`: sent (unless it went ahead), the next `exec` read sent
+/// behind it (not behind a script, whose end may end the session), then
+/// its end read.
+fn run_exec(
+    session: &mut Session,
+    requests: &mut RequestInput,
+    exec: &ExecRequest,
+    sent: Option<SentCell>,
+    ahead: &mut Option<Ahead>,
+) -> Result<Map<String, Value>, SessionError> {
+    let sent = match sent {
+        Some(sent) => sent,
+        None => exec.send(session)?,
+    };
+    if !exec.script() {
+        *ahead = send_ahead(session, requests);
+    }
+    exec.finish(session, sent)
+}
+
 fn error_object(e: &SessionError) -> Value {
     json!({"kind": e.kind(), "message": e.to_string()})
 }
@@ -377,42 +424,6 @@ fn handle(
 ) -> Result<Map<String, Value>, SessionError> {
     let mut out = Map::new();
     match r.op.as_str() {
-        "exec" => {
-            let code = str_field(&r.body, "code")?;
-            let timeout = match r.body.get("timeout") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(seconds(v)?),
-            };
-            let vars = match r.body.get("vars") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(other) => {
-                    return Err(SessionError::Request(format!(
-                        "field \"vars\" must be true or false, got {other}"
-                    )))
-                }
-            };
-            let namespace =
-                CellNamespace::parse(r.body.get("namespace")).map_err(SessionError::Request)?;
-            let keep = CellOptions::parse_names("keep", r.body.get("keep"))
-                .map_err(SessionError::Request)?;
-            let restore = CellOptions::parse_names("restore", r.body.get("restore"))
-                .map_err(SessionError::Request)?;
-            if namespace == CellNamespace::Script && !(keep.is_empty() && restore.is_empty()) {
-                return Err(SessionError::Request(
-                    "fields \"keep\" and \"restore\" do not apply to \"namespace\": \"script\" (a script has a fresh __main__)".into(),
-                ));
-            }
-            if namespace == CellNamespace::Script {
-                // A one-shot run: `run --json`'s result, not a cell.
-                let result = session.run_script(code, timeout)?;
-                out.insert("result".into(), serde_json::to_value(result).unwrap_or_default());
-                return Ok(out);
-            }
-            let options = CellOptions { vars, namespace, keep, restore };
-            let cell = session.exec_with(code, timeout, &options)?;
-            out.insert("cell".into(), serde_json::to_value(cell).unwrap_or_default());
-        }
         "vars" => {
             let (vars, findings) = session.vars_filtered()?;
             out.insert("vars".into(), vars);

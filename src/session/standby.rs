@@ -41,6 +41,28 @@ pub struct Standby {
     startup: Duration,
 }
 
+/// A claimed standby whose `hello` was sent ([`Standby::begin_claim`]).
+pub struct Claiming {
+    session: Session,
+    since: Instant,
+}
+
+impl Claiming {
+    /// The session, to send the claim's first cells behind `hello`
+    /// ([`Session::send_exec`]); only `send_*` before [`Self::ready`].
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Waits for the agent's `ready`: the claimed session (an error
+    /// removed the sandbox).
+    pub fn ready(mut self) -> Result<Session, SessionError> {
+        self.session.await_ready(self.since, false)?;
+        self.session.ready.claim_ms = Some(self.since.elapsed().as_micros() as f64 / 1000.0);
+        Ok(self.session)
+    }
+}
+
 /// Why a claim did not give a session.
 #[derive(Debug)]
 pub enum ClaimError {
@@ -239,11 +261,25 @@ impl Standby {
     /// when the sandbox user may not read it: `contexts::place`), then `hello` and `ready` as for a
     /// cold [`Session::start`]. Consumed: a standby serves one claim.
     pub fn claim(
-        mut self,
+        self,
         options: SessionOptions,
         handler: Handler,
         cancel: Arc<AtomicBool>,
     ) -> Result<Session, ClaimError> {
+        self.begin_claim(options, handler, cancel)?
+            .ready()
+            .map_err(ClaimError::Failed)
+    }
+
+    /// [`Self::claim`] up to `hello`, sent but not answered: the claim's
+    /// first cells may be sent behind it ([`Claiming::session`]) before
+    /// [`Claiming::ready`] waits.
+    pub fn begin_claim(
+        mut self,
+        options: SessionOptions,
+        handler: Handler,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Claiming, ClaimError> {
         let since = Instant::now();
         let mut contexts = match describe_contexts(&options, Placement::Mount) {
             Ok(contexts) => contexts,
@@ -284,11 +320,10 @@ impl Standby {
             started: self.started,
         };
         let mut session = Session::assemble(self.sandbox.clone(), options, handler, cancel, parts);
-        session.hello(since, false).map_err(ClaimError::Failed)?;
+        session.send_hello();
         session.ready.startup_ms = self.startup.as_millis() as u64;
         session.ready.standby = true;
-        session.ready.claim_ms = Some(since.elapsed().as_micros() as f64 / 1000.0);
-        Ok(session)
+        Ok(Claiming { session, since })
     }
 
     /// Removes the sandbox (killed unless it exited: `exit`); returns `why`

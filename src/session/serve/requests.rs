@@ -91,6 +91,21 @@ impl RequestInput {
         }
     }
 
+    /// The next request read when `take` accepts it (see [`Self::next`]).
+    pub(super) fn next_if(&self, take: impl FnOnce(&Request) -> bool) -> Option<Request> {
+        let mut requests = self.lock();
+        if take(requests.queue.front()?) {
+            requests.queue.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Puts a request taken back where it was: first.
+    pub(super) fn push_front(&self, request: Request) {
+        self.lock().queue.push_front(request);
+    }
+
     /// Waits up to `wait` for input, and reads it.
     pub(super) fn wait(&mut self, wait: Duration) {
         let Some(fd) = self.fd() else { return };

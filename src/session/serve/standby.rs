@@ -70,7 +70,7 @@ pub fn serve_standby<K>(
     // claim's too: what it named is the client's to the end).
     let mut kept = Vec::new();
     let mut standby = standby;
-    let session = loop {
+    let (session, ahead) = loop {
         if cancel.load(Ordering::Relaxed) {
             drop(standby);
             return 130;
@@ -101,10 +101,18 @@ pub fn serve_standby<K>(
         kept.push(begin.keep);
         let answered_by = begin.backend.name();
         let handler = begin.backend.handler(&orchestrator);
-        match standby.claim(begin.options, handler, cancel.clone()) {
-            Ok(session) => {
-                out.line(&ready_event(&session, answered_by, Some(&request.id)));
-                break session;
+        match standby.begin_claim(begin.options, handler, cancel.clone()) {
+            Ok(mut claiming) => {
+                // The request read behind the begin (a client's first
+                // cell, written with it) goes out behind `hello`.
+                let ahead = super::send_ahead(claiming.session(), &mut requests);
+                match claiming.ready() {
+                    Ok(session) => {
+                        out.line(&ready_event(&session, answered_by, Some(&request.id)));
+                        break (session, ahead);
+                    }
+                    Err(e) => return start_failed(&out, &e, Some(&request.id)),
+                }
             }
             Err(ClaimError::Refused(back, e)) => {
                 let message = format!("begin refused, still on standby: {e}");
@@ -119,7 +127,15 @@ pub fn serve_standby<K>(
         drain: peer.drain,
         contexts: peer.contexts,
     };
-    let code = drive(session, requests, &out, &orchestrator, &cancel, &mut gate);
+    let code = drive(
+        session,
+        requests,
+        &out,
+        &orchestrator,
+        &cancel,
+        &mut gate,
+        ahead,
+    );
     drop(kept);
     code
 }

@@ -131,7 +131,22 @@ class CallAnswerer:
         self._llm = llm
         self._rlm = rlm
         self._tools = tools
-        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="rlm-sandbox-call")
+        self._max_workers = max(1, max_workers)
+        # Made at the first call, under this lock: a session whose code
+        # calls nothing (a pool's one-shot run, most first steps) does not
+        # pay for it on its claim (~0.05 ms).
+        self._made = threading.Lock()
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._closed = False
+
+    @property
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._made:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="rlm-sandbox-call")
+                if self._closed:
+                    self._executor.shutdown(wait=False)  # submit raises RuntimeError, as before
+            return self._executor
 
     def answer(self, event: Mapping[str, Any]) -> None:
         """Starts answering one `call` event (returns at once)."""
@@ -209,4 +224,8 @@ class CallAnswerer:
 
     def close(self) -> None:
         """Stops taking calls; running callables finish on their own."""
-        self._pool.shutdown(wait=False)
+        with self._made:
+            self._closed = True
+            executor = self._executor
+        if executor is not None:
+            executor.shutdown(wait=False)

@@ -122,6 +122,8 @@ class _Keeper:
         # closed) off the caller's path, with their context files;
         # `close` waits for them.
         self.retiring: List[Tuple[SessionProcess, ContextFiles]] = []
+        # Used sessions handed to the refill thread to retire (`retire_later`).
+        self.to_retire: List[Session] = []
         # Starts overlap (a runsc start is mostly waiting), but not beyond
         # what the cores can keep busy.
         self.parallel = max(1, min(size, 2 * (os.cpu_count() or 1)))
@@ -133,8 +135,12 @@ class _Keeper:
     def _refill(self) -> None:
         while True:
             drop: List[SessionProcess] = []
+            used: List[Session] = []
             with self.cond:
                 while not self.closed:
+                    if self.to_retire:
+                        used = list(self.to_retire)
+                        break
                     now = time.monotonic()
                     idle_end = self.last_claim + self.idle_timeout
                     if self.target and now >= idle_end:
@@ -152,8 +158,15 @@ class _Keeper:
                         self.cond.wait(self.refill_at - now)
                         continue
                     self.cond.wait(idle_end - now if self.target else None)
-                if self.closed:
+                if self.closed and not used:
                     return
+            if used:
+                for session in used:
+                    self.retire(session)
+                    with self.cond:
+                        self.to_retire.remove(session)
+                        self.cond.notify_all()
+                continue
             if drop:
                 _end_all(drop)
                 continue
@@ -249,6 +262,22 @@ class _Keeper:
                 raise SandboxUnavailable(self.failed)
             return bool(full) and not self.closed
 
+    def retire_later(self, session: Session) -> None:
+        """`retire` on the refill thread: its input's close (which wakes
+        the session process, ~0.1 ms here) and the reaping of earlier ones
+        are off the caller's path too. `close` retires what is left."""
+        with self.cond:
+            if not self.closed:
+                self.to_retire.append(session)
+                self.cond.notify_all()
+                return
+        self.retire(session)
+
+    def wait_retired(self, timeout: Optional[float]) -> bool:
+        """Until every session given to `retire_later` has been retired."""
+        with self.cond:
+            return self.cond.wait_for(lambda: not self.to_retire, timeout)
+
     def retire(self, session: Session) -> None:
         """Ends a session the pool used (a `run`'s) without waiting: its
         input is closed and it removes its sandbox (and its context
@@ -290,6 +319,10 @@ class _Keeper:
             files.close()
         if self.thread is not threading.current_thread():
             self.thread.join()
+        with self.cond:
+            used, self.to_retire = self.to_retire, []
+        for session in used:
+            self.retire(session)  # closed: waits for its removal
         if self.prelude is not None:
             self.prelude.close()
 
@@ -529,7 +562,7 @@ class Pool:
         except BaseException:
             session.close()
             raise
-        keeper.retire(session)
+        keeper.retire_later(session)
         result = response.get("result")
         if not isinstance(result, dict):
             raise ProtocolError("a script's exec response without a result", stderr="")
@@ -538,7 +571,8 @@ class Pool:
     def retire(self, session: Session) -> None:
         """Ends a Session claimed from this pool without waiting for its
         sandbox's removal: its input is closed and it removes the sandbox
-        (and its context directory) on its own, off the caller's path;
+        (and its context directory) on its own, off the caller's path
+        (even the close of its input, on the pool's thread);
         `close` waits for those still going. SandboxInterpreter.shutdown
         and RlmSandboxREPL.cleanup end their pooled sessions this way (once
         per dspy.RLM task or rlms completion: a close that waited would add
@@ -548,7 +582,7 @@ class Pool:
         if self._server is not None or keeper is None or keeper.closed:
             session.close()
             return
-        keeper.retire(session)
+        keeper.retire_later(session)
 
     def close(self) -> None:
         """Ends every standby the pool holds and waits for their removal

@@ -275,11 +275,14 @@ def test_a_pooled_interpreters_shutdown_hands_its_sandbox_back_and_close_waits_f
         repl = RlmSandboxREPL(pool=pool)
         assert repl.execute_code("print(6 * 7)").stdout == "42\n"
         pids = [interpreter.pid, repl.session.pid if repl.session else None]
-        # Each still listed right after: a retired session is reaped only
+        # Each listed once the pool's thread retired it (its input closed
+        # there, off the caller's path): a retired session is reaped only
         # at the next retire or at close.
         interpreter.shutdown()
+        assert keeper.wait_retired(60)
         assert pids[0] in [process.pid for process, _ in keeper.retiring]
         repl.cleanup()
+        assert keeper.wait_retired(60)
         assert pids[1] in [process.pid for process, _ in keeper.retiring]
     for pid in pids:
         assert pid is not None
@@ -333,9 +336,10 @@ def test_pool_run_gives_run_s_result(settings: Dict[str, Any]) -> None:
 
 
 def test_a_runs_sandbox_ends_off_the_callers_path_and_close_waits_for_it(settings: Dict[str, Any]) -> None:
-    """pool.run returns before its sandbox is removed, without a thread or
-    a request for it (its input is closed: the session removes the
-    sandbox on its own); close waits for that removal."""
+    """pool.run returns before its sandbox is removed, without a thread of
+    its own or a request for it (its input is closed by the pool's thread:
+    the session removes the sandbox on its own); close waits for that
+    removal."""
     with Pool(1, **settings) as pool:
         assert pool.wait_full()
         pid = standby_pids(pool)[0]
@@ -343,6 +347,7 @@ def test_a_runs_sandbox_ends_off_the_callers_path_and_close_waits_for_it(setting
         assert not [t for t in threading.enumerate() if t.name == "rlm-sandbox-retire"]
         keeper = pool._keeper
         assert keeper is not None
+        assert keeper.wait_retired(60)
         assert [process.pid for process, _ in keeper.retiring] == [pid]
     assert_clean(Path(settings["state_dir"]), pid)
     assert_gc_finds_nothing(settings)

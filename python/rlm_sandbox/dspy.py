@@ -152,12 +152,15 @@ PRELUDE = "\n".join(_define_support()) + "\n"
 def _setup_code(first_apply: Optional[Dict[str, Any]] = None, defined: bool = False) -> str:
     """The first cell: the support module (unless a prelude `defined` it),
     started on the user's globals; with `first_apply`, the first step's
-    bookkeeping too (SUBMIT's fields: one cell fewer before the first code)."""
+    bookkeeping too (SUBMIT's fields: one cell fewer before the first code).
+    It ends in `pass`, not in a call: the agent compiles a cell's trailing
+    expression apart for its value, a compile less on a claim's path."""
     start = f"__import__({_SUPPORT_MODULE!r}).start(globals(), {_SUBMIT_MARK!r}, {HOST_TOOL!r})"
     return "\n".join(
         ([] if defined else _define_support())
         + [start]
         + ([_support_call("apply", json.dumps(first_apply))] if first_apply else [])
+        + ["pass"]
     )
 
 

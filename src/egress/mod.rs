@@ -253,6 +253,19 @@ impl EgressFilter {
         self.finish(stream, text, hits, None)
     }
 
+    /// Runs every detector once over text like a cell's output, on this
+    /// thread, and drops the result: a detector's automaton builds its
+    /// states lazily, per thread, on its first searches, so a caller whose
+    /// first filtering is latency-sensitive (a claimed standby's first
+    /// cells) warms it before it waits.
+    pub fn warm(&self) {
+        let sample = "print(40 + 2)\n42\n[\"FINAL\", \"FINAL_VAR\", \"answer\", \"llm_query\"]\n\
+                      Traceback (most recent call last):\n  File \"<cell 1>\", line 1, in <module>\n\
+                      NameError: name 'x' is not defined\n{'a': 1, 'b': [2.5, None]}\n";
+        let _ = self.filter_text(Stream::Stdout, sample.as_bytes());
+        let _ = self.filter_answer(Stream::FinalAnswer, sample.to_string(), &[]);
+    }
+
     /// Filters arbitrary bytes (invalid UTF-8 is replaced first; spans
     /// refer to the replaced text). Copies `text`; [`Self::filter_bytes`]
     /// filters a buffer the caller gives up.

@@ -256,6 +256,15 @@ impl Standby {
         self.end(None, None, &format!("protocol error: {e}"))
     }
 
+    /// Warms the egress filter on this thread, the one that will filter
+    /// the claim's cells ([`crate::egress::EgressFilter::warm`]), before
+    /// the standby is reported: off any claim's path.
+    pub fn warm_filters(&self) {
+        if let Ok(egress) = self.sandbox.egress.get() {
+            egress.warm();
+        }
+    }
+
     /// Hands the standby to one claim: `options`' contexts are placed in
     /// the drop directory (a read-only bind mount of each file, or a copy
     /// when the sandbox user may not read it: `contexts::place`), then `hello` and `ready` as for a

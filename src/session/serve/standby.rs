@@ -52,6 +52,8 @@ pub fn serve_standby<K>(
         Ok(standby) => standby,
         Err(e) => return start_failed(&out, &e, None),
     };
+    // Before `standby` is said: a claim may come at once.
+    standby.warm_filters();
     out.line(&json!({
         "event": "standby",
         "runtime": standby.runtime(),

@@ -264,7 +264,7 @@ class _Keeper:
 
     def retire_later(self, session: Session) -> None:
         """`retire` on the refill thread: its input's close (which wakes
-        the session process, ~0.1 ms here) and the reaping of earlier ones
+        the session process) and the reaping of earlier ones
         are off the caller's path too. `close` retires what is left."""
         with self.cond:
             if not self.closed:

@@ -96,10 +96,6 @@ enum Command {
     /// and print attack, runtime, expected, observed, PASS/FAIL. Exits 1 on
     /// any failure.
     Selftest(selftest::SelftestArgs),
-    /// Internal: the watchdog every run starts, which cleans the run up if
-    /// its driver dies (src/supervise/watchdog.rs). Not for people.
-    #[command(name = "__watchdog", hide = true)]
-    Watchdog,
 }
 
 /// The sandbox settings every subcommand that runs or checks a sandbox
@@ -226,9 +222,11 @@ impl SandboxArgs {
 pub const EXIT_DRIVER_ERROR: i32 = 2;
 
 pub fn main() -> i32 {
-    // A run's watchdog is started for every sandbox, while the runtime
-    // starts on the same cores: it skips building the whole command line
-    // parser (its only argument is its name).
+    // Internal: the watchdog every run starts (`rlm-sandbox __watchdog`,
+    // its name its only argument), which cleans the run up if its driver
+    // dies (src/supervise/watchdog.rs). It starts while the runtime starts
+    // on the same cores, so it is not a subcommand of the parser below:
+    // building that whole parser is work it does not need.
     let mut args = std::env::args_os().skip(1);
     if let (Some(name), None) = (args.next(), args.next()) {
         if name == rlm_sandbox::supervise::watchdog::SUBCOMMAND {
@@ -250,7 +248,6 @@ pub fn main() -> i32 {
         Command::Bundle(args) => bundle::run(args),
         Command::K8s(cmd) => k8s::run(cmd),
         Command::Selftest(args) => selftest::run(args),
-        Command::Watchdog => return rlm_sandbox::supervise::watchdog::serve(),
     };
     match outcome {
         Ok(code) => code,

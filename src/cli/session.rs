@@ -170,9 +170,9 @@ fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Resu
         .into_iter()
         .filter(|n| !claim.contains(n))
         .collect();
-    // Once, before the sandbox starts: the parser's first run costs ~0.1
-    // ms more than the next (its code paged in), and the claim's is on a
-    // claim's time to interactive. These args have no side effects.
+    // Once, before the sandbox starts: the parser's first run costs more
+    // than the next (its code paged in), and the claim's is on a claim's
+    // time to interactive. These args have no side effects.
     let _ = parse_begin(&["--tool".into(), "warm:a".into()], &standby);
     let input = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned()?;
     Ok(serve_standby(

@@ -8,8 +8,8 @@ is a trip into the Sentry. This times, inside `rlm-sandbox run`, five
 `getppid()` calls after sleeping 0 (back to back), 0.2, 1 and 10 ms,
 200 times each (median per call), on each runtime, and prints the
 runsc/runc ratio per gap. It explains the floor under a runsc cell
-(docs/BENCHMARKS.md, issue 20): a cell's agent makes about 15 system
-calls and 6 clock reads (which trap under this runsc too).
+(docs/BENCHMARKS.md, issue 20): each of the agent's system calls in a
+cell, and each clock read (which traps under this runsc too), pays it.
 
 Usage: scripts/bench_syscall_idle.py [BIN]   (as root; BIN defaults to
 target/release/rlm-sandbox)

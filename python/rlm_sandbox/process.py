@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import select
 import threading
@@ -75,6 +76,13 @@ class _Lines:
         data = self._read(1 << 16)
         self._buf += data
         return bool(data)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` becomes readable (or ends) within `timeout` seconds."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(1, math.ceil(timeout * 1000))))
 
 
 class SessionProcess:
@@ -190,11 +198,14 @@ class SessionProcess:
             self.release()
         with self._pending_lock:
             self._requesters += 1
+            # Under the lock: the reader thread closes the pipe under it
+            # when it ends (a number written after a close may be reused).
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"r")
+                except BlockingIOError:
+                    pass  # The pipe is full: the reader is woken already.
         try:
-            try:
-                os.write(self._wake_w, b"r")
-            except BlockingIOError:
-                pass  # The pipe is full: the reader is woken already.
             self._read_until(future, wait)
         finally:
             with self._pending_lock:
@@ -215,7 +226,9 @@ class SessionProcess:
                     continue
                 if deadline is not None:
                     left = deadline - time.monotonic()
-                    if left <= 0 or not select.select([self._lines.fd], [], [], left)[0]:
+                    # poll, not select: a descriptor numbered past 1023 (a
+                    # process with many files open) is out of select's range.
+                    if left <= 0 or not _readable(self._lines.fd, left):
                         raise TimeoutError(f"no response within {wait} s")
                 self._fill()
         finally:
@@ -274,14 +287,22 @@ class SessionProcess:
         poller = select.poll()
         poller.register(self._lines.fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
-        while not self._ended:
-            if self._requesters == 0 and self._read_lock.acquire(blocking=False):
-                try:
-                    self._read_while_idle(poller)
-                finally:
-                    self._read_lock.release()
-            else:
-                time.sleep(READER_RESUME)
+        try:
+            while not self._ended:
+                if self._requesters == 0 and self._read_lock.acquire(blocking=False):
+                    try:
+                        self._read_while_idle(poller)
+                    finally:
+                        self._read_lock.release()
+                else:
+                    time.sleep(READER_RESUME)
+        finally:
+            # Nobody reads any more: the wake pipe goes (a process making
+            # thousands of sessions would run out of descriptors).
+            with self._pending_lock:
+                wake, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+            for fd in wake:
+                os.close(fd)
 
     def _read_while_idle(self, poller: "select.poll") -> None:
         while not self._ended and self._requesters == 0:

@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import fcntl
+import gc
+import os
+import resource
 import struct
 import sys
 import termios
@@ -24,7 +27,7 @@ import pytest
 
 from rlm_sandbox import Pool
 from rlm_sandbox.channels import PipeChannel
-from rlm_sandbox.process import SessionProcess
+from rlm_sandbox.process import SessionProcess, _readable
 from rlm_sandbox.session import Session
 
 # Says `standby`, then never reads: every byte written stays in the pipe.
@@ -125,3 +128,50 @@ def test_a_claims_replacement_starts_after_the_refill_delay(tmp_path: Path) -> N
         assert starts[1] >= claimed_at + 0.5, starts[1] - claimed_at
         claimed.end_input()
         claimed.terminate(5)
+
+
+# Says `standby`, then reads until its end of input.
+ENDS_AT_EOF = "import sys\nprint('{\"event\": \"standby\"}', flush=True)\nsys.stdin.read()\n"
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_an_ended_session_process_leaves_no_descriptor_behind() -> None:
+    """An evaluation makes thousands of sessions in one process: each
+    one's descriptors must go with it (the reader's wake pipe did not,
+    two per session, until select() failed past fd 1023)."""
+    gc.collect()
+    before = _open_fds()
+    for _ in range(20):
+        process = SessionProcess([sys.executable, "-c", ENDS_AT_EOF], {}, _no_calls)
+        assert process.first_line(timeout=60) == {"event": "standby"}
+        process.terminate(30)
+        process._stdout_thread.join(timeout=30)
+        assert not process._stdout_thread.is_alive()
+        del process
+    gc.collect()
+    assert _open_fds() - before <= 2, os.listdir("/proc/self/fd")
+
+
+def test_a_timed_wait_works_on_a_descriptor_past_selects_range() -> None:
+    """A client in a process with many files open gets numbers past 1023,
+    which select() refuses (ValueError): the timed wait polls."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if soft <= high:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    r, w = os.pipe()
+    try:
+        fd = os.dup2(r, high)
+        try:
+            assert not _readable(fd, 0.01)
+            os.write(w, b"x")
+            assert _readable(fd, 60)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(r)
+        os.close(w)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

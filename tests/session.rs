@@ -530,3 +530,69 @@ on_both_runtimes! {
         assert!(repl.close().success());
     }
 }
+
+/// The pipes among `pid`'s descriptors (`pipe:[inode]`).
+fn pipes_of(pid: u32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p.starts_with("pipe:"))
+        .collect()
+}
+
+/// The agent process below `ancestor` (its command line runs the agent).
+fn agent_below(ancestor: u32) -> u32 {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+    };
+    let agents: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("_rlm_agent"))
+        })
+        .filter(|&pid| std::iter::successors(Some(pid), |&p| parent(p)).any(|p| p == ancestor))
+        .collect();
+    assert_eq!(agents.len(), 1, "agents below {ancestor}: {agents:?}");
+    agents[0]
+}
+
+/// runc copies its container's stdio through pipes of its own (a hop
+/// through runc each way), so a session's channel goes past it on fds 3
+/// and 4: the agent's two channel pipes are the session process's own.
+/// Through the relay no pipe is shared (the agent's are all runc's).
+#[test]
+fn under_runc_the_agent_channel_is_the_session_process_own_pipes() {
+    if !common::prerequisites("runc") {
+        return;
+    }
+    let env = common::Env::new("runc");
+    let mut repl = Repl::start(&env, &[]);
+    let session = repl.child.id();
+    let agent = agent_below(session);
+    let shared: Vec<_> = pipes_of(agent)
+        .intersection(&pipes_of(session))
+        .cloned()
+        .collect();
+    assert_eq!(
+        shared.len(),
+        2,
+        "pipes shared by the agent and the session: {shared:?}"
+    );
+    // The agent moved them off 3 and 4: user code finds nothing there.
+    let cell = repl.exec(concat!(
+        "import errno, os\n",
+        "for fd in (3, 4):\n",
+        "    try:\n",
+        "        os.fstat(fd)\n",
+        "        print(fd, 'open')\n",
+        "    except OSError as e:\n",
+        "        print(fd, errno.errorcode[e.errno])\n",
+    ));
+    assert_eq!(text(&cell, "stdout"), "3 EBADF\n4 EBADF\n", "{cell}");
+    assert!(repl.close().success());
+    clean(&env, session);
+}

@@ -93,13 +93,35 @@ pub fn python_args() -> Vec<String> {
 /// every sandbox's start ~3 ms of CPU (scripts/bench_agent_start.py).
 /// `python3 -I -B -m _rlm_agent` starts the same agent.
 pub fn agent_args() -> Vec<String> {
+    agent_args_with("")
+}
+
+/// Where the agent's host channel is in a local sandbox under a runtime
+/// that relays its container's stdio ([`RuntimeKind::relays_stdio`]): the
+/// frames from the host on fd 3, the agent's on fd 4, passed to the
+/// runtime past its relay (`--preserve-fds 2`).
+pub const AGENT_CHANNEL_FDS: [i32; 2] = [3, 4];
+
+/// Where a local sandbox's agent finds its host channel: `None` for stdin
+/// and stdout, or the descriptors passed past the runtime's stdio relay.
+pub fn agent_channel_fds(program: Program, runtime: RuntimeKind) -> Option<[i32; 2]> {
+    (program == Program::Agent && runtime.relays_stdio()).then_some(AGENT_CHANNEL_FDS)
+}
+
+/// The agent's process with its host channel on `fds` ([`AGENT_CHANNEL_FDS`])
+/// instead of stdin and stdout.
+pub fn agent_args_on(fds: [i32; 2]) -> Vec<String> {
+    agent_args_with(&format!("{}, {}", fds[0], fds[1]))
+}
+
+fn agent_args_with(main_args: &str) -> Vec<String> {
     vec![
         rootfs_builder::PYTHON.to_string(),
         "-I".to_string(),
         "-B".to_string(),
         "-c".to_string(),
         format!(
-            "import {}.__main__ as agent; agent.main()",
+            "import {}.__main__ as agent; agent.main({main_args})",
             rootfs_builder::AGENT_MODULE
         ),
     ]
@@ -132,7 +154,10 @@ pub fn spec(input: &SpecInput) -> Result<Spec, OciSpecError> {
         .args(match input.program {
             Program::Python => python_args(),
             Program::Probe => vec![format!("{INPUT_DIR}/{PROBE_FILE}")],
-            Program::Agent => agent_args(),
+            Program::Agent => match agent_channel_fds(input.program, input.runtime) {
+                Some(fds) => agent_args_on(fds),
+                None => agent_args(),
+            },
         })
         .env(sandbox_env())
         .cwd(SANDBOX_CWD)

@@ -32,6 +32,16 @@ impl RuntimeKind {
             RuntimeKind::Runc => "runc",
         }
     }
+
+    /// Whether `run` (not detached, no terminal) copies the container's
+    /// stdio through pipes of its own: runc does, from goroutines of its
+    /// waiting process, a hop through one more process each way (a round
+    /// trip into an idle sandbox: scripts/bench_runc_relay.py); runsc hands
+    /// the descriptors to its sandbox. Descriptors passed with
+    /// `--preserve-fds` reach runc's container as they are.
+    pub fn relays_stdio(self) -> bool {
+        self == RuntimeKind::Runc
+    }
 }
 
 /// A runtime binary ready to be called.
@@ -175,6 +185,7 @@ impl Runtime {
         bundle: &Path,
         id: &str,
         network_enabled: bool,
+        preserve_fds: usize,
     ) -> Vec<OsString> {
         let mut argv = self.global(state_root, log);
         if self.kind == RuntimeKind::Runsc {
@@ -189,7 +200,12 @@ impl Runtime {
                 .into(),
             );
         }
-        argv.extend(["run".into(), "--bundle".into(), bundle.into(), id.into()]);
+        argv.push("run".into());
+        if preserve_fds > 0 {
+            // Only runc has the flag (`runsc run` has none).
+            argv.extend(["--preserve-fds".into(), preserve_fds.to_string().into()]);
+        }
+        argv.extend(["--bundle".into(), bundle.into(), id.into()]);
         argv
     }
 
@@ -294,6 +310,7 @@ mod tests {
             Path::new("/b"),
             "rlms-1",
             false,
+            0,
         );
         assert_eq!(
             strings(argv),
@@ -325,7 +342,7 @@ mod tests {
         };
         let (s, l) = (Path::new("/s"), Path::new("/l"));
         assert_eq!(
-            strings(rt.run_argv(s, l, Path::new("/b"), "rlms-1", false)),
+            strings(rt.run_argv(s, l, Path::new("/b"), "rlms-1", false, 0)),
             [
                 "/usr/sbin/runc",
                 "--root",
@@ -339,6 +356,10 @@ mod tests {
                 "/b",
                 "rlms-1"
             ]
+        );
+        assert_eq!(
+            strings(rt.run_argv(s, l, Path::new("/b"), "rlms-1", false, 2))[7..],
+            ["run", "--preserve-fds", "2", "--bundle", "/b", "rlms-1"]
         );
         assert_eq!(
             strings(rt.kill_argv(s, l, "rlms-1"))[7..],

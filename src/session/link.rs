@@ -11,9 +11,9 @@
 //! caller and reading in the session's thread each save a thread hand-off
 //! per frame (tens of microseconds on a VM).
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::process::ChildStdin;
 #[cfg(test)]
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@ pub struct Link {
 #[derive(Clone)]
 enum To {
     /// The agent's stdin; `None` once closed or broken.
-    Agent(Arc<Mutex<Option<ChildStdin>>>),
+    Agent(Arc<Mutex<Option<File>>>),
     /// Frames as values (tests).
     #[cfg(test)]
     Channel(mpsc::Sender<Option<serde_json::Value>>),
@@ -106,7 +106,7 @@ impl AgentFrames {
 
 impl Link {
     /// Frames to the agent's `stdin` (made non-blocking).
-    pub(crate) fn start(stdin: ChildStdin) -> Link {
+    pub(crate) fn start(stdin: File) -> Link {
         let stdin = set_nonblocking(&stdin).map(|()| stdin).ok();
         Link {
             to: To::Agent(Arc::new(Mutex::new(stdin))),
@@ -168,7 +168,7 @@ fn set_nonblocking(fd: &impl AsRawFd) -> nix::Result<()> {
 
 /// Writes all of `data` to the non-blocking `pipe`, waiting for room until
 /// `deadline`; false on an error or at the deadline.
-fn write_all_by(pipe: &mut ChildStdin, mut data: &[u8], deadline: Instant) -> bool {
+fn write_all_by(pipe: &mut File, mut data: &[u8], deadline: Instant) -> bool {
     while !data.is_empty() {
         match pipe.write(data) {
             Ok(0) => return false,

@@ -2,13 +2,15 @@
 //! every run shares, between `Sandbox::run_program`'s preparation and its
 //! finish.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
@@ -19,7 +21,7 @@ use super::{
     new_run_id, watchdog, EndedBy, RunGuard, Sandbox, SuperviseError, KILL_GRACE, TICK,
     V1_OOM_MARGIN,
 };
-use crate::bundle::spec::Program;
+use crate::bundle::spec::{agent_channel_fds, Program};
 use crate::capture::{pipe_file, Reader};
 use crate::cgroup::RunCgroup;
 
@@ -33,7 +35,7 @@ pub struct Launched {
     pub(crate) id: String,
     pub(crate) pgid: Pid,
     pub(crate) readers: [Option<Reader>; 2],
-    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) stdin: Option<std::fs::File>,
     pub(crate) channel: Option<std::fs::File>,
     pub(crate) events: Events,
 }
@@ -135,30 +137,55 @@ impl Sandbox {
             mounts.as_deref(),
         )?;
 
+        let channel = plan.stdio == StdioPlan::Channel;
+        // The agent's channel past the runtime's stdio relay, if it has one.
+        let direct = channel
+            .then(|| agent_channel_fds(plan.program, runtime.kind))
+            .flatten();
         let argv = runtime.run_argv(
             &dir.state_root(),
             &dir.log(),
             &dir.bundle(),
             &id,
             self.config.network_enabled,
+            direct.map_or(0, |fds| fds.len()),
         );
-        let channel = plan.stdio == StdioPlan::Channel;
+        let spawn_err = |err| SuperviseError::Spawn {
+            runtime: runtime.path.display().to_string(),
+            err,
+        };
         let mut command = crate::runtime::command(&argv);
-        if channel {
-            command.stdin(Stdio::piped());
+        // The host's ends of a channel passed past the relay.
+        let mut host_ends = None;
+        match direct {
+            Some(fds) => {
+                let (agent_in, to_agent) =
+                    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+                let (from_agent, agent_out) =
+                    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.into()))?;
+                pass_fds(&mut command, [(agent_in, fds[0]), (agent_out, fds[1])]);
+                // The agent's fd 1 is /dev/null from its first line.
+                command.stdout(Stdio::null());
+                host_ends = Some((to_agent, from_agent));
+            }
+            None => {
+                if channel {
+                    command.stdin(Stdio::piped());
+                }
+                command.stdout(Stdio::piped());
+            }
         }
-        let mut child = command
-            .stdout(Stdio::piped())
+        let spawned = command
             .stderr(Stdio::piped())
             // Its own process group: a Ctrl-C at the terminal reaches the
             // driver only, which then ends the run in order; and the whole
             // group can be killed if the runtime hangs.
             .process_group(0)
-            .spawn()
-            .map_err(|err| SuperviseError::Spawn {
-                runtime: runtime.path.display().to_string(),
-                err,
-            })?;
+            .spawn();
+        // The command holds the agent's ends of a passed channel: closed
+        // here, so each end's only other holder is the sandbox.
+        drop(command);
+        let mut child = spawned.map_err(spawn_err)?;
         let pgid = Pid::from_raw(child.id() as i32);
         // The watchdog has been starting since the run began; checking it
         // only now keeps its start off the run's latency. Its run is in its
@@ -186,10 +213,10 @@ impl Sandbox {
         let limits = &self.config.limits;
         let printed = Arc::new(AtomicU64::new(0));
         let stdout = child.stdout.take().map(pipe_file);
-        let (stdout, channel) = if channel {
-            (None, stdout)
-        } else {
-            (stdout, None)
+        let (stdout, channel, stdin) = match host_ends {
+            Some((to_agent, from_agent)) => (None, Some(from_agent.into()), Some(to_agent.into())),
+            None if channel => (None, stdout, child.stdin.take().map(pipe_file)),
+            None => (stdout, None, None),
         };
         let readers = [stdout, child.stderr.take().map(pipe_file)].map(|pipe| {
             let (printed, tx, ceiling) = (printed.clone(), tx.clone(), limits.max_output_bytes);
@@ -202,7 +229,6 @@ impl Sandbox {
                 })
             })
         });
-        let stdin = child.stdin.take();
         std::thread::spawn(move || {
             tx.send(Event::Exited(child.wait()));
         });
@@ -269,5 +295,34 @@ impl Launched {
                 crate::procs::kill_mentioning(&self.id);
             }
         }
+    }
+}
+
+/// Gives the runtime `fds`, each at its target number (below 10); std
+/// makes every other descriptor close-on-exec.
+fn pass_fds(command: &mut Command, fds: [(OwnedFd, RawFd); 2]) {
+    debug_assert!(fds.iter().all(|(_, to)| (3..10).contains(to)));
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only async-signal-safe calls (fcntl, dup2) on descriptors the closure
+    // owns; it allocates nothing (an io::Error from an errno does not).
+    unsafe {
+        command.pre_exec(move || {
+            // Each source first out of the way of every target (one may
+            // sit on the other's target), then onto its target: dup2's
+            // copy is not close-on-exec, the moved ones are.
+            let mut moved = [-1; 2];
+            for (slot, (fd, _)) in moved.iter_mut().zip(&fds) {
+                *slot = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (from, (_, to)) in moved.iter().zip(&fds) {
+                if libc::dup2(*from, *to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }

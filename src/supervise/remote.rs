@@ -175,7 +175,7 @@ impl Sandbox {
             })
         });
         let channel = child.stdout.take().map(pipe_file);
-        let stdin = child.stdin.take();
+        let stdin = child.stdin.take().map(pipe_file);
         let waiter_tx = tx.clone();
         std::thread::spawn(move || {
             waiter_tx.send(Event::Exited(child.wait()));

@@ -14,17 +14,21 @@ from .output import private_fd, text_stream
 # --- Start ---------------------------------------------------------------------------
 
 
-def _setup_descriptors() -> tuple[int, int, int, int]:
-    """Moves the host channel off fds 0 and 1 (user code must not reach it
-    by accident), keeps the sandbox's stderr as the diagnostic channel,
-    and points fds 0 and 1 at /dev/null. (host_in, host_out, diag, devnull)."""
-    host_in, host_out, diag = private_fd(0), private_fd(1), private_fd(2)
+def _setup_descriptors(host_in: int, host_out: int) -> tuple[int, int, int, int]:
+    """Moves the host channel off its descriptors (user code must not reach
+    it by accident), keeps the sandbox's stderr as the diagnostic channel,
+    and points fds 0 and 1 at /dev/null. The channel is on fds 0 and 1, or
+    on the two a runtime that relays stdio passed past its relay (then
+    closed here). (host_in, host_out, diag, devnull)."""
+    fds = private_fd(host_in), private_fd(host_out), private_fd(2)
+    for fd in {host_in, host_out} - {0, 1}:
+        os.close(fd)
     null = os.open("/dev/null", os.O_RDWR)
     devnull = private_fd(null)
     os.close(null)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
-    return host_in, host_out, diag, devnull
+    return fds + (devnull,)
 
 
 def _setup_streams() -> None:
@@ -35,10 +39,11 @@ def _setup_streams() -> None:
     sys.argv = [""]
 
 
-def main() -> None:
-    """Sets up the channels and serves the host until it closes its end."""
+def main(host_in: int = 0, host_out: int = 1) -> None:
+    """Sets up the channels and serves the host until it closes its end:
+    its frames arrive on `host_in`, ours go out on `host_out`."""
     try:
-        fds = _setup_descriptors()
+        fds = _setup_descriptors(host_in, host_out)
     except OSError as e:
         os.write(2, ("rlm-sandbox agent: cannot set up its descriptors: %s\n" % e).encode())
         os._exit(1)

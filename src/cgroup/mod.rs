@@ -349,6 +349,31 @@ impl RunCgroup {
         killed.len()
     }
 
+    /// Removes the run's cgroup at once if nothing is left in it (the
+    /// normal end of a run: the runtime took its container with it), with
+    /// none of [`Self::kill_all`]'s reads of every hierarchy's members.
+    /// `Ok(false)`, with nothing waited for, when a hierarchy still holds
+    /// processes: then kill them and [`Self::remove`].
+    pub fn remove_if_empty(&self) -> Result<bool, CgroupError> {
+        for dir in self.dirs.iter().rev() {
+            for d in subtree(dir).iter().rev() {
+                match std::fs::remove_dir(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(false),
+                    Err(err) => {
+                        return Err(CgroupError::Remove {
+                            path: d.clone(),
+                            err,
+                        })
+                    }
+                }
+            }
+        }
+        self.removed.store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
     /// Removes the run's cgroup in every hierarchy (depth first).
     pub fn remove(self) -> Result<(), CgroupError> {
         self.remove_ref()

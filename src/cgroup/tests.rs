@@ -343,3 +343,70 @@ fn real_oom_kill_is_counted_after_the_leaf_is_removed() {
     }
     assert!(!leftover_runs(&layout).contains(&id));
 }
+
+#[test]
+fn a_busy_cgroup_is_not_removed_at_once_and_an_empty_one_is() {
+    let skip = |why: &str| {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: {why}"
+        );
+        eprintln!("skipped a_busy_cgroup_is_not_removed_at_once_and_an_empty_one_is: {why}");
+    };
+    if !nix::unistd::Uid::effective().is_root() {
+        return skip("needs root");
+    }
+    let layout = CgroupLayout::detect().unwrap();
+    let id = format!("rlms-cgbusy-{}", std::process::id());
+    /// Removes the test's cgroups even when an assertion fails midway.
+    struct Cleanup<'a>(&'a CgroupLayout, &'a str);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = remove_run(self.0, self.1);
+        }
+    }
+    let _cleanup = Cleanup(&layout, &id);
+    let cg = RunCgroup::create(&layout, &id).unwrap();
+    // A process in a leaf of every hierarchy, as a runtime's would be.
+    let mut join = String::new();
+    for dir in cg.dirs() {
+        let leaf = dir.join(LEAF_DIR);
+        fs::create_dir(&leaf).unwrap();
+        copy_cpuset(dir, &leaf).unwrap();
+        join += &format!("echo $$ > {}/cgroup.procs && ", leaf.display());
+    }
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", &format!("{join}exec sleep 600")])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    while !cg.pids().contains(&pid) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child could not join its cgroups"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        !cg.remove_if_empty().unwrap(),
+        "a cgroup with a process is busy"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "nothing was killed");
+    assert!(
+        cg.dirs().iter().all(|d| d.join(LEAF_DIR).is_dir()),
+        "nothing removed"
+    );
+    assert!(leftover_runs(&layout).contains(&id));
+    assert_eq!(cg.kill_all(), 1);
+    child.wait().unwrap();
+    cg.remove().unwrap();
+    assert!(!leftover_runs(&layout).contains(&id));
+
+    let empty = RunCgroup::create(&layout, &id).unwrap();
+    for dir in empty.dirs() {
+        fs::create_dir(dir.join(LEAF_DIR)).unwrap();
+    }
+    assert!(empty.remove_if_empty().unwrap());
+    assert!(!leftover_runs(&layout).contains(&id));
+    assert_eq!(empty.oom_kills(), None, "removed: unknown");
+}

@@ -175,7 +175,22 @@ impl RunGuard {
         }
         self.done = true;
         let mut errors = Vec::new();
-        if let Some(cgroup) = &self.cgroup {
+        let cgroup_error = |e: crate::cgroup::CgroupError| CleanupError::Cgroup {
+            id: self.id.clone(),
+            detail: e.to_string(),
+        };
+        // After a runtime that exited by itself the cgroup is empty: it
+        // goes at once, and only a busy one has its processes killed.
+        // (An error here is met again, and reported, by `remove` below.)
+        let mut cgroup = self.cgroup.take();
+        if !thorough
+            && cgroup
+                .as_ref()
+                .is_some_and(|c| matches!(c.remove_if_empty(), Ok(true)))
+        {
+            cgroup = None;
+        }
+        if let Some(cgroup) = &cgroup {
             cgroup.kill_all();
         }
         if thorough {
@@ -184,30 +199,25 @@ impl RunGuard {
         if let Err(e) = self.delete_runtime_state() {
             errors.push(e);
         }
-        if let Some(cgroup) = self.cgroup.take() {
-            if let Err(e) = cgroup.remove() {
-                errors.push(CleanupError::Cgroup {
-                    id: self.id.clone(),
-                    detail: e.to_string(),
-                });
+        // Nothing runs any more: the cgroup and the run directory are
+        // removed side by side (on a disk-backed /run the directory's
+        // unlinks cost most of a cleanup).
+        let root = &self.dir.root;
+        let dir_errors = std::thread::scope(|scope| {
+            let dir = scope.spawn(|| remove_run_dir(root));
+            if let Some(cgroup) = cgroup {
+                if let Err(e) = cgroup.remove() {
+                    errors.push(cgroup_error(e));
+                }
             }
-        }
-        // What was mounted into the run (its drop directory) first: a
-        // mount point cannot be removed.
-        if let Err(err) = super::drop_dir::unmount_under(&self.dir.root) {
-            errors.push(CleanupError::RunDir {
-                path: self.dir.root.clone(),
-                err,
-            });
-        }
-        if let Err(err) = std::fs::remove_dir_all(&self.dir.root) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                errors.push(CleanupError::RunDir {
-                    path: self.dir.root.clone(),
-                    err,
-                });
-            }
-        }
+            dir.join().unwrap_or_else(|_| {
+                vec![CleanupError::RunDir {
+                    path: root.clone(),
+                    err: std::io::Error::other("its removal panicked"),
+                }]
+            })
+        });
+        errors.extend(dir_errors);
         let mut errors = errors.into_iter();
         let first = errors.next();
         for other in errors {
@@ -255,6 +265,27 @@ impl RunGuard {
         crate::procs::kill_mentioning(&self.id);
         Ok(())
     }
+}
+
+/// Removes a run's directory: what was mounted into it (its drop
+/// directory) first, as a mount point cannot be removed.
+fn remove_run_dir(root: &Path) -> Vec<CleanupError> {
+    let mut errors = Vec::new();
+    if let Err(err) = super::drop_dir::unmount_under(root) {
+        errors.push(CleanupError::RunDir {
+            path: root.to_path_buf(),
+            err,
+        });
+    }
+    if let Err(err) = std::fs::remove_dir_all(root) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            errors.push(CleanupError::RunDir {
+                path: root.to_path_buf(),
+                err,
+            });
+        }
+    }
+    errors
 }
 
 /// Whether a runtime left anything in its state root (it leaves nothing

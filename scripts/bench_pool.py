@@ -6,7 +6,9 @@ Per runtime, medians and p99 (ms) of:
   (construct + start + first `execute("print(40 + 2)")`), pooled
   (`SandboxInterpreter(pool=pool)`, the pool full before each), from the
   interpreter's own pool (`SandboxInterpreter.pool()`: the setup ran in
-  each standby before its claim) and cold;
+  each standby before its claim; also claimed after the machine was idle
+  for IDLE_S, as a task's claim comes after the model's answer, not right
+  after the pool's refill woke every process) and cold;
 - a one-shot run of `print(40 + 2)`: `pool.run` against `rlm_sandbox.run`
   (`rlm-sandbox run --json`);
 - a warm step, `execute("print(6 * 7)")` on a started SandboxInterpreter;
@@ -34,6 +36,10 @@ from typing import Callable, Dict, List
 import rlm_sandbox
 from rlm_sandbox import Pool
 from rlm_sandbox.dspy import SandboxInterpreter
+
+
+#: The idle gap before each sample of the "after idle" TTI row.
+IDLE_S = 0.2
 
 
 def pct(xs: List[float], q: float) -> float:
@@ -170,10 +176,16 @@ def main() -> None:
         # The interpreter's own pool: its standbys ran the setup (a prelude).
         with SandboxInterpreter.pool(4, runtime=runtime) as pool:
             assert pool.wait_full()
-            prelude_tti = []
+            prelude_tti, idle_tti = [], []
             for _ in range(n):
                 pool.wait_full()
                 prelude_tti.append(tti(pool, runtime))
+            # The same after the machine was idle: a task's sandbox is
+            # claimed after the model answered, not right after a refill.
+            for _ in range(n):
+                pool.wait_full()
+                time.sleep(IDLE_S)
+                idle_tti.append(tti(pool, runtime))
         rate = refill_rate(runtime)
         m = statistics.median
         print(f"{runtime}:")
@@ -181,6 +193,7 @@ def main() -> None:
               + f" | pooled/cold {m(pooled_tti) / m(cold_tti):.4f}")
         print("  tti  SandboxInterpreter.pool() " + show("", prelude_tti)
               + f" | /cold {m(prelude_tti) / m(cold_tti):.4f}")
+        print(f"  tti  SandboxInterpreter.pool(), claimed after {IDLE_S:g} s idle " + show("", idle_tti))
         print("  run  pooled " + show("", pooled_run) + " | cold " + show("", cold_run)
               + f" | pooled/cold {m(pooled_run) / m(cold_run):.4f}")
         print("  warm step " + show("", warm))

@@ -1,39 +1,41 @@
 #!/usr/bin/env python3
 """A pooled claim's latency, an older tree against this one, in one run.
 
-Per runtime, alternating sample by sample in one process (so a load that
-changes during the run weighs on both alike), p50 / p99 (ms) and the
-older/this ratio of:
+Per runtime, alternating sample by sample (so a load that changes during
+the run weighs on both alike), p50 / p99 (ms) and the older/this ratio of:
 - time to interactive through SandboxInterpreter drawn from
   `SandboxInterpreter.pool(3)` (construct + start + first
   `execute("print(40 + 2)")`);
 - `Pool(3).run("print(40 + 2)")`.
-Before every sample each pool of both trees is full (a refill of one
-must not run during a sample of the other) and the sandbox of the last
-`run` is removed (off the timed path, in both trees).
+Each tree runs in a worker process of its own, with its own client, pools
+and threads, as an application would (in one process the two clients'
+pools and threads weighed on each other's samples unevenly). Before every
+sample each pool of both trees is full (a refill of one must not run
+during a sample of the other) and the sandboxes of the worker's last
+interpreter and last `run` are removed (off the timed path, in both).
 
 Usage (PYTHONPATH=python; RLM_STATE_DIR as for the tests):
     scripts/bench_pool_ab.py RUNTIME N OLD_PYTHON_DIR OLD_BIN OLD_CACHE [NEW_CACHE]
 OLD_PYTHON_DIR holds the older client's `rlm_sandbox` package (e.g.
-`git archive OLD python | tar -x -C /tmp/old` then /tmp/old/python),
-OLD_BIN its binary, OLD_CACHE a rootfs cache for it (the rootfs embeds
-the agent, so each tree needs its own); NEW_CACHE defaults to
-$RLM_CACHE_DIR. The older package is loaded as `rlm_sandbox_old` (its
-imports are relative).
+`git worktree add /tmp/old OLD` then /tmp/old/python), OLD_BIN its
+binary, OLD_CACHE a rootfs cache for it (the rootfs embeds the agent, so
+each tree needs its own: `RLM_CACHE_DIR=OLD_CACHE OLD_BIN rootfs build`);
+NEW_CACHE defaults to $RLM_CACHE_DIR.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
-import shutil
 import statistics
+import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
+
+HERE = Path(__file__).resolve()
 
 
 def p99(xs: List[int]) -> float:
@@ -41,56 +43,103 @@ def p99(xs: List[int]) -> float:
     return xs[min(len(xs) - 1, int(0.99 * len(xs)))] / 1e6
 
 
+def drain(pool: Any) -> None:
+    """Waits until the sandboxes the pool is retiring are removed: a sample
+    must not overlap the removal of the one before."""
+    keeper = pool._keeper
+    if hasattr(keeper, "wait_retired"):  # handed to its refill thread first
+        assert keeper.wait_retired(600)
+    for retired in list(keeper.retiring):  # a thread (older trees) or (process, files)
+        retired.join() if isinstance(retired, threading.Thread) else retired[0].terminate(10)
+
+
+def worker(runtime: str) -> None:
+    """One tree's client (the `rlm_sandbox` on PYTHONPATH): answers `full`,
+    `tti` and `run` lines on stdin with a JSON line on stdout."""
+    import rlm_sandbox
+    from rlm_sandbox.dspy import SandboxInterpreter
+
+    interpreter_pool = SandboxInterpreter.pool(3, runtime=runtime)
+    run_pool = rlm_sandbox.Pool(3, runtime=runtime)
+    try:
+        for line in sys.stdin:
+            op = line.strip()
+            if op == "full":
+                ok = interpreter_pool.wait_full(timeout=600) and run_pool.wait_full(timeout=600)
+                print(json.dumps({"full": bool(ok)}), flush=True)
+            elif op == "tti":
+                t = time.perf_counter_ns()
+                it = SandboxInterpreter(pool=interpreter_pool)
+                it.start()
+                out = it.execute("print(40 + 2)")
+                ns = time.perf_counter_ns() - t
+                assert out == "42", out
+                it.shutdown()
+                drain(interpreter_pool)
+                print(json.dumps({"ns": ns}), flush=True)
+            elif op == "run":
+                t = time.perf_counter_ns()
+                result = run_pool.run("print(40 + 2)")
+                ns = time.perf_counter_ns() - t
+                assert result.stdout == "42\n", result
+                drain(run_pool)
+                print(json.dumps({"ns": ns}), flush=True)
+            else:
+                break
+    finally:
+        interpreter_pool.close()
+        run_pool.close()
+
+
+class Worker:
+    def __init__(self, runtime: str, python_dir: str, binary: str, cache: str) -> None:
+        env = dict(os.environ, PYTHONPATH=python_dir, RLM_SANDBOX_BIN=binary, RLM_CACHE_DIR=cache)
+        self.proc = subprocess.Popen([sys.executable, str(HERE), "--worker", runtime], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, op: str) -> Dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(op + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker ended (status {self.proc.wait()})")
+        answer: Dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=600)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        return worker(sys.argv[2])
     runtime, n, old_python, old_bin, old_cache = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
     new_cache = sys.argv[6] if len(sys.argv) > 6 else os.environ["RLM_CACHE_DIR"]
-    new_bin = os.environ.get("RLM_SANDBOX_BIN") or str(Path(__file__).resolve().parent.parent / "target/release/rlm-sandbox")
-    staging = tempfile.mkdtemp(prefix="bench-pool-ab-")
-    shutil.copytree(Path(old_python) / "rlm_sandbox", Path(staging) / "rlm_sandbox_old")
-    sys.path.append(staging)
-    trees = {"older": ("rlm_sandbox_old", old_bin, old_cache), "this": ("rlm_sandbox", new_bin, new_cache)}
-    interpreters: Dict[str, Any] = {}
-    pools: Dict[str, Any] = {}
-    for name, (module, binary, cache) in trees.items():
-        package = importlib.import_module(module)
-        dspy = importlib.import_module(module + ".dspy")
-        env = {"RLM_CACHE_DIR": cache, "RLM_SANDBOX_BIN": binary}
-        interpreters[name] = dspy.SandboxInterpreter
-        pools[name] = (
-            dspy.SandboxInterpreter.pool(3, runtime=runtime, binary=binary, env=env),
-            package.Pool(3, runtime=runtime, binary=binary, env=env),
-        )
+    new_bin = os.environ.get("RLM_SANDBOX_BIN") or str(HERE.parent.parent / "target/release/rlm-sandbox")
+    trees: Dict[str, Tuple[str, str, str]] = {
+        "older": (old_python, old_bin, old_cache),
+        "this": (str(HERE.parent.parent / "python"), new_bin, new_cache),
+    }
+    workers = {name: Worker(runtime, *tree) for name, tree in trees.items()}
     times: Dict[str, Dict[str, List[int]]] = {name: {"tti": [], "run": []} for name in trees}
 
     def full() -> None:
-        for interpreter_pool, run_pool in pools.values():
-            assert interpreter_pool.wait_full(timeout=600) and run_pool.wait_full(timeout=600)
+        for w in workers.values():
+            assert w.ask("full")["full"]
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     try:
         for _ in range(n):
-            for name, interpreter in interpreters.items():
-                interpreter_pool, run_pool = pools[name]
-                full()
-                t = time.perf_counter_ns()
-                it = interpreter(pool=interpreter_pool)
-                it.start()
-                out = it.execute("print(40 + 2)")
-                times[name]["tti"].append(time.perf_counter_ns() - t)
-                assert out == "42", out
-                it.shutdown()
-                full()
-                t = time.perf_counter_ns()
-                result = run_pool.run("print(40 + 2)")
-                times[name]["run"].append(time.perf_counter_ns() - t)
-                assert result.stdout == "42\n", result
-                for retired in run_pool._keeper.retiring:  # a thread (older) or (process, files)
-                    retired.join() if isinstance(retired, threading.Thread) else retired[0].terminate(10)
+            for name, w in workers.items():
+                for op in ("tti", "run"):
+                    full()
+                    times[name][op].append(w.ask(op)["ns"])
     finally:
-        for interpreter_pool, run_pool in pools.values():
-            interpreter_pool.close()
-            run_pool.close()
-        shutil.rmtree(staging, ignore_errors=True)
+        for w in workers.values():
+            w.close()
     med = statistics.median
     for name in trees:
         row = times[name]

@@ -17,33 +17,28 @@
 //!   `memory.oom_control` at creation counts the OOMs that hit it.
 
 mod counters;
+mod end;
 mod layout;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 pub use counters::{
     parse_cpu_stat_ns, parse_keyed, parse_memory_events, parse_oom_control, parse_single,
 };
+pub use end::{leftover_runs, remove_run};
 pub use layout::{Capabilities, CgroupLayout, CgroupMode, V1Hierarchy};
 
 /// Directory below each hierarchy's root that holds every run's cgroup.
 pub const ROOT_DIR: &str = "rlm-sandbox";
 /// The runtime's leaf below the run's cgroup.
 pub const LEAF_DIR: &str = "ctr";
-/// How long `remove` retries a cgroup whose processes are still exiting.
-const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -299,133 +294,6 @@ impl RunCgroup {
             (dir, false) => read_parsed(&dir.join("cpu.stat"), parse_cpu_stat_ns),
         }
     }
-
-    /// Every pid below the run's cgroup in any hierarchy, sorted, once each.
-    /// (runsc leaves the unified tree empty in hybrid mode; runc joins it.)
-    pub fn pids(&self) -> Vec<i32> {
-        let pids: BTreeSet<i32> = self.dirs.iter().flat_map(|d| procs_below(d)).collect();
-        pids.into_iter().collect()
-    }
-
-    /// SIGKILLs everything in the run (sandbox, gofer, stubs, guest);
-    /// returns how many distinct pids were signalled. v2 `cgroup.kill`
-    /// when present; on v1 the freezer stops a fork loop from outrunning us.
-    pub fn kill_all(&self) -> usize {
-        let mut killed = BTreeSet::new();
-        if let Some(u) = &self.unified {
-            let knob = u.join("cgroup.kill");
-            // v2 kills the whole subtree atomically, fork loops included.
-            // Members of v1 hierarchies only (runsc in hybrid mode) are
-            // left for the loop below.
-            let members = procs_below(u);
-            if knob.exists() && write_file(&knob, "1").is_ok() {
-                killed.extend(members);
-            }
-        }
-        // Nothing left (the normal end of a run): no freezing, no waiting.
-        if self.pids().is_empty() {
-            return killed.len();
-        }
-        let freezer = self.freezer.as_ref().map(|f| f.join("freezer.state"));
-        for _round in 0..5 {
-            let frozen = freezer
-                .as_ref()
-                .is_some_and(|f| write_file(f, "FROZEN").is_ok());
-            let pids = self.pids();
-            for &pid in &pids {
-                if pid > 0 && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                    killed.insert(pid);
-                }
-            }
-            if let (true, Some(f)) = (frozen, &freezer) {
-                // Killed tasks only die once thawed.
-                let _ = write_file(f, "THAWED");
-            }
-            if pids.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        killed.len()
-    }
-
-    /// Removes the run's cgroup at once if nothing is left in it (the
-    /// normal end of a run: the runtime took its container with it), with
-    /// none of [`Self::kill_all`]'s reads of every hierarchy's members.
-    /// `Ok(false)`, with nothing waited for, when a hierarchy still holds
-    /// processes: then kill them and [`Self::remove`].
-    pub fn remove_if_empty(&self) -> Result<bool, CgroupError> {
-        for dir in self.dirs.iter().rev() {
-            for d in subtree(dir).iter().rev() {
-                match std::fs::remove_dir(d) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(false),
-                    Err(err) => {
-                        return Err(CgroupError::Remove {
-                            path: d.clone(),
-                            err,
-                        })
-                    }
-                }
-            }
-        }
-        self.removed.store(true, Ordering::Relaxed);
-        Ok(true)
-    }
-
-    /// Removes the run's cgroup in every hierarchy (depth first).
-    pub fn remove(self) -> Result<(), CgroupError> {
-        self.remove_ref()
-    }
-
-    /// As [`Self::remove`], for a guard's `Drop`. Every hierarchy is tried;
-    /// the first error is returned. Idempotent.
-    pub fn remove_ref(&self) -> Result<(), CgroupError> {
-        let mut first = None;
-        for dir in self.dirs.iter().rev() {
-            if let Err(e) = remove_tree(dir) {
-                first.get_or_insert(e);
-            }
-        }
-        match first {
-            None => {
-                self.removed.store(true, Ordering::Relaxed);
-                Ok(())
-            }
-            Some(e) => Err(e),
-        }
-    }
-}
-
-/// Ids of runs whose cgroup is still there, in any hierarchy.
-pub fn leftover_runs(layout: &CgroupLayout) -> Vec<String> {
-    let mut ids = BTreeSet::new();
-    for mount in layout.mounts() {
-        let Ok(entries) = std::fs::read_dir(mount.join(ROOT_DIR)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && validate_id(&name).is_ok() {
-                ids.insert(name);
-            }
-        }
-    }
-    ids.into_iter().collect()
-}
-
-/// Removes a leftover run's cgroup in every hierarchy. Kill its processes
-/// first (they keep a cgroup busy).
-pub fn remove_run(layout: &CgroupLayout, run_id: &str) -> Result<(), CgroupError> {
-    validate_id(run_id)?;
-    let mut first = None;
-    for mount in layout.mounts() {
-        if let Err(e) = remove_tree(&mount.join(ROOT_DIR).join(run_id)) {
-            first.get_or_insert(e);
-        }
-    }
-    first.map_or(Ok(()), Err)
 }
 
 fn validate_id(id: &str) -> Result<(), CgroupError> {
@@ -487,19 +355,6 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Pids in `dir`'s `cgroup.procs` and every descendant's.
-fn procs_below(dir: &Path) -> BTreeSet<i32> {
-    subtree(dir)
-        .iter()
-        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-        .flat_map(|t| {
-            t.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
-}
-
 /// Sum of a non-hierarchical counter over `dir` and its children, only
 /// while children exist (the leaf's count dies with the leaf).
 fn sum_if_leaves(dir: &Path, file: &str, parse: fn(&str) -> Option<u64>) -> Option<u64> {
@@ -508,29 +363,6 @@ fn sum_if_leaves(dir: &Path, file: &str, parse: fn(&str) -> Option<u64>) -> Opti
         return None;
     }
     all.iter().map(|d| read_parsed(&d.join(file), parse)).sum()
-}
-
-/// rmdir depth first; retries EBUSY while processes finish exiting.
-fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
-    for d in subtree(dir).iter().rev() {
-        let deadline = Instant::now() + REMOVE_PATIENCE;
-        loop {
-            match std::fs::remove_dir(d) {
-                Ok(()) => break,
-                Err(e) if e.kind() == ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(err) => {
-                    return Err(CgroupError::Remove {
-                        path: d.clone(),
-                        err,
-                    })
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn copy_cpuset(from: &Path, to: &Path) -> Result<(), CgroupError> {

@@ -52,6 +52,25 @@ fn strip_files(dir: &Path) {
     }
 }
 
+/// Skips a test of this host's real cgroups (with why) when it cannot run
+/// here; under CI=true that is a failure instead.
+fn skip_real(test: &str, why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {why}"
+    );
+    eprintln!("skipped {test}: {why}");
+}
+
+/// Removes a test's real cgroups even when an assertion fails midway.
+struct Cleanup<'a>(&'a CgroupLayout, &'a str);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = remove_run(self.0, self.1);
+    }
+}
+
 const V1_NAMES: [&str; 6] = ["cpuacct", "cpuset", "memory", "freezer", "pids", "systemd"];
 
 #[test]
@@ -218,13 +237,7 @@ fn run_ids_are_single_path_components() {
 /// what the parent still knows after the leaf is gone.
 #[test]
 fn real_oom_kill_is_counted_after_the_leaf_is_removed() {
-    let skip = |why: &str| {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: {why}"
-        );
-        eprintln!("skipped real_oom_kill_is_counted_after_the_leaf_is_removed: {why}");
-    };
+    let skip = |why: &str| skip_real("real_oom_kill_is_counted_after_the_leaf_is_removed", why);
     if !nix::unistd::Uid::effective().is_root() {
         return skip("needs root");
     }
@@ -234,13 +247,6 @@ fn real_oom_kill_is_counted_after_the_leaf_is_removed() {
     }
     let layout = CgroupLayout::detect().unwrap();
     let id = format!("rlms-cgtest-{}", std::process::id());
-    /// Removes the test's cgroups even when an assertion fails midway.
-    struct Cleanup<'a>(&'a CgroupLayout, &'a str);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            let _ = remove_run(self.0, self.1);
-        }
-    }
     let _cleanup = Cleanup(&layout, &id);
     let leaves = |cg: &RunCgroup| {
         cg.dirs()
@@ -347,25 +353,14 @@ fn real_oom_kill_is_counted_after_the_leaf_is_removed() {
 
 #[test]
 fn a_busy_cgroup_is_not_removed_at_once_and_an_empty_one_is() {
-    let skip = |why: &str| {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: {why}"
-        );
-        eprintln!("skipped a_busy_cgroup_is_not_removed_at_once_and_an_empty_one_is: {why}");
-    };
     if !nix::unistd::Uid::effective().is_root() {
-        return skip("needs root");
+        return skip_real(
+            "a_busy_cgroup_is_not_removed_at_once_and_an_empty_one_is",
+            "needs root",
+        );
     }
     let layout = CgroupLayout::detect().unwrap();
     let id = format!("rlms-cgbusy-{}", std::process::id());
-    /// Removes the test's cgroups even when an assertion fails midway.
-    struct Cleanup<'a>(&'a CgroupLayout, &'a str);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            let _ = remove_run(self.0, self.1);
-        }
-    }
     let _cleanup = Cleanup(&layout, &id);
     let cg = RunCgroup::create(&layout, &id).unwrap();
     // A process in a leaf of every hierarchy, as a runtime's would be.

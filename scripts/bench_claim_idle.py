@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Dict, List
 
+from bench_pool_ab import drain  # scripts/ is on sys.path: it holds this script
 from rlm_sandbox.dspy import SandboxInterpreter
 
 
@@ -40,8 +41,7 @@ def main() -> None:
     gaps = [float(g) for g in sys.argv[3:]] or [0.0, 0.05, 0.2, 0.5]
     samples: Dict[float, List[float]] = {gap: [] for gap in gaps}
     with SandboxInterpreter.pool(3, runtime=runtime) as pool:
-        keeper = pool._keeper
-        assert keeper is not None and pool.wait_full(timeout=600)
+        assert pool.wait_full(timeout=600)
         for gap in gaps:
             for _ in range(n):
                 assert pool.wait_full(timeout=600)
@@ -53,10 +53,7 @@ def main() -> None:
                 samples[gap].append((time.perf_counter() - t) * 1000)
                 assert out == "42", out
                 interpreter.shutdown()
-                # Removed before the next claim (not during it).
-                assert keeper.wait_retired(600)
-                for process, _ in list(keeper.retiring):
-                    process.terminate(10)
+                drain(pool)  # removed before the next claim, not during it
     first = statistics.median(samples[gaps[0]])
     for gap in gaps:
         xs = samples[gap]

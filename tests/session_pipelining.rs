@@ -38,6 +38,13 @@ fn together(repl: &mut Repl, requests: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// Ends the session in order and checks it left nothing behind.
+fn close_clean(env: &common::Env, repl: Repl) {
+    let pid = repl.child.id();
+    assert!(repl.close().success());
+    env.assert_clean(pid);
+}
+
 fn stdout(answer: &Value) -> &str {
     answer["cell"]["stdout"].as_str().unwrap_or_default()
 }
@@ -64,9 +71,7 @@ on_both_runtimes! {
         let names: Vec<&str> = answers[5]["vars"].as_array().unwrap().iter()
             .map(|v| v["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"x"), "{}", answers[5]);
-        let pid = repl.child.id();
-        assert!(repl.close().success());
-        env.assert_clean(pid);
+        close_clean(env, repl);
     }
 
     fn a_cell_sent_ahead_has_its_own_timeout_from_its_own_start(env) {
@@ -86,9 +91,7 @@ on_both_runtimes! {
         assert_eq!(answers[2]["cell"]["status"], "timeout", "{}", answers[2]);
         assert_eq!(answers[2]["cell"]["session_dead"], false, "{}", answers[2]);
         assert_eq!(stdout(&answers[3]), "after the interrupt\n", "{}", answers[3]);
-        let pid = repl.child.id();
-        assert!(repl.close().success());
-        env.assert_clean(pid);
+        close_clean(env, repl);
     }
 
     fn a_cell_sent_behind_one_that_ends_the_sandbox_is_answered_dead(env) {
@@ -100,8 +103,6 @@ on_both_runtimes! {
         assert_eq!(answers[0]["cell"]["session_dead"], true, "{}", answers[0]);
         assert_eq!(answers[1]["ok"], false, "{}", answers[1]);
         assert_eq!(answers[1]["error"]["kind"], "session_dead", "{}", answers[1]);
-        let pid = repl.child.id();
-        assert!(repl.close().success());
-        env.assert_clean(pid);
+        close_clean(env, repl);
     }
 }

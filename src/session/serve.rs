@@ -205,6 +205,16 @@ pub struct Peer {
 pub type ContextGate = Box<dyn FnMut(&std::path::Path) -> Result<Source, SessionError> + Send>;
 
 impl Peer {
+    /// Its unread check (for the requests' reader) and what it adds to
+    /// each request (the gate `drive` takes).
+    fn split(self) -> (Box<dyn Fn() -> bool + Send>, Gate) {
+        let gate = Gate {
+            drain: self.drain,
+            contexts: self.contexts,
+        };
+        (self.unread, gate)
+    }
+
     /// This process's stdin and stdout (`rlm-sandbox session`).
     pub fn stdio() -> Peer {
         Peer {
@@ -233,26 +243,15 @@ pub fn serve_with(
         Err(e) => return start_failed(&out, &e, None),
     };
     out.line(&ready_event(&session, answered_by, None));
+    let (unread, gate) = peer.split();
     let requests = RequestInput::new(
         input,
         out.clone(),
         orchestrator.clone(),
         cancel.clone(),
-        peer.unread,
+        unread,
     );
-    let mut gate = Gate {
-        drain: peer.drain,
-        contexts: peer.contexts,
-    };
-    drive(
-        session,
-        requests,
-        &out,
-        &orchestrator,
-        &cancel,
-        &mut gate,
-        None,
-    )
+    drive(session, requests, &out, &orchestrator, &cancel, gate, None)
 }
 
 impl Backend {
@@ -308,7 +307,7 @@ fn drive(
     out: &Output,
     orchestrator: &Orchestrator,
     cancel: &AtomicBool,
-    gate: &mut Gate,
+    mut gate: Gate,
     mut ahead: Option<Ahead>,
 ) -> i32 {
     session.attach_input(Box::new(requests.clone()));

@@ -60,13 +60,13 @@ pub fn serve_standby<K>(
         "startup_ms": standby.startup().as_millis() as u64,
     }));
     let orchestrator = Arc::new(Orchestrator::new(out.clone()));
-    let peer = super::Peer::stdio();
+    let (unread, gate) = super::Peer::stdio().split();
     let mut requests = RequestInput::new(
         input,
         out.clone(),
         orchestrator.clone(),
         cancel.clone(),
-        peer.unread,
+        unread,
     );
     // Every parsed begin's keep, held until the session ends (a refused
     // claim's too: what it named is the client's to the end).
@@ -125,19 +125,7 @@ pub fn serve_standby<K>(
             Err(ClaimError::Failed(e)) => return start_failed(&out, &e, Some(&request.id)),
         }
     };
-    let mut gate = super::Gate {
-        drain: peer.drain,
-        contexts: peer.contexts,
-    };
-    let code = drive(
-        session,
-        requests,
-        &out,
-        &orchestrator,
-        &cancel,
-        &mut gate,
-        ahead,
-    );
+    let code = drive(session, requests, &out, &orchestrator, &cancel, gate, ahead);
     drop(kept);
     code
 }

@@ -19,9 +19,9 @@ use super::frames::FrameError;
 use super::frames::{AgentMsg, Frame};
 use super::link::{AgentFrames, Link};
 use super::prelude::Prelude;
+use super::start::{check_agent, describe_contexts, launch_agent};
 use super::{
-    check_agent, contexts, describe_contexts, echo, end_run, launch_agent, Handler, Parts, Session,
-    SessionError, SessionOptions, START_TIMEOUT,
+    contexts, echo, end_run, Handler, Parts, Session, SessionError, SessionOptions, START_TIMEOUT,
 };
 use crate::result::RuntimeUsed;
 use crate::supervise::launch::Event;

@@ -78,23 +78,9 @@ impl Session {
     /// Waits for the agent's `standby` (by `options.start_timeout` from
     /// `since`).
     fn standby(&mut self, since: Instant) -> Result<(), SessionError> {
-        let deadline = since + self.options.start_timeout;
-        match self.next(deadline) {
-            Ok(Some(AgentMsg::Standby)) => Ok(()),
-            Ok(Some(other)) => {
-                let why = format!("the agent sent {} before standby", describe(&other));
-                Err(SessionError::Start(self.die(why, None)))
-            }
-            Ok(None) => {
-                let why = format!(
-                    "the agent did not report standby within {:?}",
-                    self.options.start_timeout
-                );
-                Err(SessionError::Start(self.die(why, None)))
-            }
-            Err(Interrupt::Died(why)) => Err(SessionError::Start(why)),
-            Err(Interrupt::Cancelled) => Err(self.cancelled()),
-        }
+        let reply = self.next(since + self.options.start_timeout);
+        self.start_reply(reply, "standby", |m| matches!(m, AgentMsg::Standby))
+            .map(drop)
     }
 
     /// Places every context in the started sandbox's drop directory (a
@@ -206,18 +192,31 @@ impl Session {
         if cold && matches!(reply, Ok(Some(AgentMsg::Standby))) {
             reply = self.next(deadline);
         }
+        let is_ready = |m: &AgentMsg| matches!(m, AgentMsg::Ready { .. });
+        if let AgentMsg::Ready { python, .. } = self.start_reply(reply, "ready", is_ready)? {
+            self.ready.python = python;
+        }
+        Ok(())
+    }
+
+    /// The start message `want` (`standby`, `ready`) from a wait's `reply`;
+    /// anything else, silence by the start timeout or the sandbox's end
+    /// fails the start (the sandbox removed).
+    fn start_reply(
+        &mut self,
+        reply: Result<Option<AgentMsg>, Interrupt>,
+        want: &str,
+        is: fn(&AgentMsg) -> bool,
+    ) -> Result<AgentMsg, SessionError> {
         match reply {
-            Ok(Some(AgentMsg::Ready { python, .. })) => {
-                self.ready.python = python;
-                Ok(())
-            }
+            Ok(Some(msg)) if is(&msg) => Ok(msg),
             Ok(Some(other)) => {
-                let why = format!("the agent sent {} before ready", describe(&other));
+                let why = format!("the agent sent {} before {want}", describe(&other));
                 Err(SessionError::Start(self.die(why, None)))
             }
             Ok(None) => {
                 let why = format!(
-                    "the agent did not report ready within {:?}",
+                    "the agent did not report {want} within {:?}",
                     self.options.start_timeout
                 );
                 Err(SessionError::Start(self.die(why, None)))

@@ -70,7 +70,9 @@ impl RunCgroup {
     /// normal end of a run: the runtime took its container with it), with
     /// none of [`Self::kill_all`]'s reads of every hierarchy's members.
     /// `Ok(false)`, with nothing waited for, when a hierarchy still holds
-    /// processes: then kill them and [`Self::remove`].
+    /// processes: then kill them and [`Self::remove`]. The hierarchies
+    /// found empty before the busy one are already gone then; no process
+    /// of the run can join them afterwards, and `remove` skips them.
     pub fn remove_if_empty(&self) -> Result<bool, CgroupError> {
         for dir in self.dirs.iter().rev() {
             for d in subtree(dir).iter().rev() {

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::*;
 
@@ -327,18 +326,7 @@ fn real_oom_kill_is_counted_after_the_leaf_is_removed() {
 
     // kill_all reaches a process in the leaf.
     make_leaves(&cg);
-    let join: String = leaves(&cg)
-        .iter()
-        .map(|l| format!("echo $$ > {}/cgroup.procs; ", l.display()))
-        .collect();
-    let mut sleeper = std::process::Command::new("/bin/sh")
-        .args(["-c", &format!("{join}exec sleep 30")])
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while cg.pids().is_empty() && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut sleeper = sleeper_in(&leaves(&cg));
     assert_eq!(cg.pids(), vec![sleeper.id() as i32]);
     assert_eq!(cg.kill_all(), 1);
     assert_eq!(sleeper.wait().unwrap().signal(), Some(9));
@@ -349,6 +337,29 @@ fn real_oom_kill_is_counted_after_the_leaf_is_removed() {
         assert!(!d.exists(), "{} left behind", d.display());
     }
     assert!(!leftover_runs(&layout).contains(&id));
+}
+
+/// A sleeping process that has joined every cgroup in `leaves`; returns
+/// once it has (it says so on a pipe: a pid seen in one hierarchy may not
+/// be in the next yet).
+fn sleeper_in(leaves: &[PathBuf]) -> std::process::Child {
+    let join: String = leaves
+        .iter()
+        .map(|l| format!("echo $$ > {}/cgroup.procs && ", l.display()))
+        .collect();
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", &format!("{join}echo joined && exec sleep 600")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said, "joined\n", "the child could not join its cgroups");
+    child
 }
 
 #[test]
@@ -364,25 +375,16 @@ fn a_busy_cgroup_is_not_removed_at_once_and_an_empty_one_is() {
     let _cleanup = Cleanup(&layout, &id);
     let cg = RunCgroup::create(&layout, &id).unwrap();
     // A process in a leaf of every hierarchy, as a runtime's would be.
-    let mut join = String::new();
+    let mut leaves = Vec::new();
     for dir in cg.dirs() {
         let leaf = dir.join(LEAF_DIR);
         fs::create_dir(&leaf).unwrap();
         copy_cpuset(dir, &leaf).unwrap();
-        join += &format!("echo $$ > {}/cgroup.procs && ", leaf.display());
+        leaves.push(leaf);
     }
-    let mut child = std::process::Command::new("/bin/sh")
-        .args(["-c", &format!("{join}exec sleep 600")])
-        .spawn()
-        .unwrap();
+    let mut child = sleeper_in(&leaves);
     let pid = child.id() as i32;
-    while !cg.pids().contains(&pid) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the child could not join its cgroups"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    assert!(cg.pids().contains(&pid));
     assert!(
         !cg.remove_if_empty().unwrap(),
         "a cgroup with a process is busy"

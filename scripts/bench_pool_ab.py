@@ -13,6 +13,8 @@ pools and threads weighed on each other's samples unevenly). Before every
 sample each pool of both trees is full (a refill of one must not run
 during a sample of the other) and the sandboxes of the worker's last
 interpreter and last `run` are removed (off the timed path, in both).
+With RLM_BENCH_IDLE_S set, every sample waits that long after the pools
+are full (a claim after the machine was idle: see bench_claim_idle.py).
 
 Usage (PYTHONPATH=python; RLM_STATE_DIR as for the tests):
     scripts/bench_pool_ab.py RUNTIME N OLD_PYTHON_DIR OLD_BIN OLD_CACHE [NEW_CACHE]
@@ -126,9 +128,12 @@ def main() -> None:
     workers = {name: Worker(runtime, *tree) for name, tree in trees.items()}
     times: Dict[str, Dict[str, List[int]]] = {name: {"tti": [], "run": []} for name in trees}
 
+    idle = float(os.environ.get("RLM_BENCH_IDLE_S", "0"))
+
     def full() -> None:
         for w in workers.values():
             assert w.ask("full")["full"]
+        time.sleep(idle)
 
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     try:
@@ -147,7 +152,7 @@ def main() -> None:
               f"pool.run p50 {med(row['run']) / 1e6:.3f} p99 {p99(row['run']):.3f} ms")
     old, new = times["older"], times["this"]
     print(f"{runtime} older/this p50: TTI {med(old['tti']) / med(new['tti']):.2f}x, "
-          f"pool.run {med(old['run']) / med(new['run']):.2f}x (n={n}, load after {os.getloadavg()[0]:.1f})")
+          f"pool.run {med(old['run']) / med(new['run']):.2f}x (n={n}, idle {idle:g} s, load after {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -237,6 +237,98 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+// A `run` forks its watchdog at its start (no exec of the binary while
+// the runtime starts): named rlm-watchdog, in a process group of its own
+// (a kill of the driver's group spares it), with the signal dispositions
+// an exec'd one has (only the terminal's signals and SIGPIPE ignored, no
+// handler of the driver's), holding none of the driver's stdio. The
+// control: with RLM_SANDBOX_BIN naming another copy of the binary, that
+// binary is exec'd as the watchdog instead. (That either one cleans up
+// after a killed driver: a_killed_driver_leaves_no_sandbox_running.)
+#[test]
+fn a_run_forks_its_watchdog_unless_another_binary_is_named() {
+    if !common::prerequisites("runc") {
+        return;
+    }
+    let env = common::Env::new("runc");
+    let copy = env.state.path().join("rlm-sandbox-copy");
+    std::fs::copy(common::BIN, &copy).expect("copy the binary");
+    for named in [None, Some(&copy)] {
+        let mut command = env.command(&[
+            "run",
+            "-c",
+            &format!("{}import time\ntime.sleep(120)", common::MARK_STARTED),
+        ]);
+        match named {
+            Some(path) => command.env("RLM_SANDBOX_BIN", path),
+            None => command.env_remove("RLM_SANDBOX_BIN"),
+        };
+        let mut child = command.spawn().expect("spawn");
+        let pid = child.id();
+        common::wait_for_code(pid);
+        let watchdog = common::watchdog_of(pid).expect("the run's watchdog");
+        let proc = |file: &str| {
+            std::fs::read_to_string(format!("/proc/{watchdog}/{file}")).expect("/proc")
+        };
+        let status_field = |name: &str| {
+            let status = proc("status");
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .expect("field")
+                .to_string();
+            u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+        };
+        let fd = |n: u32| std::fs::read_link(format!("/proc/{watchdog}/fd/{n}")).expect("fd");
+        let stat = proc("stat");
+        let pgid: u32 = stat
+            .rsplit_once(')')
+            .expect("stat")
+            .1
+            .split_whitespace()
+            .nth(2)
+            .expect("pgid")
+            .parse()
+            .expect("pgid");
+        assert_eq!(pgid, watchdog, "a process group of its own");
+        let ignored = [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE]
+            .iter()
+            .fold(0u64, |m, s| m | 1 << (s - 1));
+        // The standard signals (1-31); real-time ones ignored by whoever
+        // started this test stay ignored across an exec as across a fork.
+        let standard = (1u64 << 31) - 1;
+        assert_eq!(status_field("SigIgn:") & standard, ignored);
+        let drivers = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+            .iter()
+            .fold(0u64, |m, s| m | 1 << (s - 1));
+        assert_eq!(
+            status_field("SigCgt:") & drivers,
+            0,
+            "no handler of the driver's"
+        );
+        if named.is_none() {
+            assert_eq!(proc("comm"), "rlm-watchdog\n");
+            for n in 0..3 {
+                assert_eq!(fd(n), std::path::Path::new("/dev/null"), "fd {n}");
+            }
+        } else {
+            assert_eq!(
+                proc("comm"),
+                "rlm-sandbox-cop\n",
+                "the named binary, exec'd"
+            );
+            assert!(proc("cmdline").contains("__watchdog"));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT");
+        assert_eq!(child.wait().expect("wait").code(), Some(130));
+        env.assert_clean(pid);
+    }
+}
+
 #[test]
 fn memory_bomb_is_oom_with_137_on_runc() {
     if !common::prerequisites("runc") {

@@ -87,6 +87,10 @@ fn run_inner(args: &RunArgs) -> anyhow::Result<i32> {
         return run_on_server(args, server);
     }
     let config = args.sandbox.config()?;
+    if config.mode == ExecutionMode::Oci {
+        // Before any thread, signal handler or code (see `prefork`).
+        rlm_sandbox::supervise::watchdog::prefork();
+    }
     let code = read_code(args)?;
     // Refused before anything is prepared (the library checks again).
     rlm_sandbox::code::validate(&code)?;

@@ -85,6 +85,11 @@ pub fn run(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Result<i
     if config.mode == ExecutionMode::Local {
         bail!("a session needs a sandbox: --mode local (no isolation) offers no sessions");
     }
+    if args.agent_command.is_none() && args.k8s.k8s_claim.is_none() {
+        // A local sandbox: before any thread, signal handler or secret
+        // (see `prefork`).
+        rlm_sandbox::supervise::watchdog::prefork();
+    }
     let (mut options, backend) = (args.claim.options(), args.claim.backend()?);
     options.prelude = prelude(args)?;
     let cancel = super::cancel_on_signals()?;
@@ -154,6 +159,8 @@ fn run_standby(args: &SessionArgs, matches: Option<&ArgMatches>) -> anyhow::Resu
     }
     let _owned = OwnedDir(args.claim.owned_context_dir.clone());
     let prelude = prelude(args)?;
+    // Before any thread or signal handler (see `prefork`).
+    rlm_sandbox::supervise::watchdog::prefork();
     let cancel = super::cancel_on_signals()?;
     let egress = args.egress.to_pending_without_contexts(&[])?;
     let sandbox = Arc::new(Sandbox::prepare(

@@ -17,12 +17,28 @@
 //! The run id travels on the pipe, not in argv: `procs::kill_mentioning`
 //! finds a run's processes by the id in their command line, and must not
 //! kill the run's own watchdog.
+//!
+//! A command that starts one local sandbox (`run`, `session`) forks its
+//! watchdog early instead ([`prefork`]), while it is still one thread: no
+//! exec of this 10 MB binary and no dynamic linking while the runtime
+//! starts on the same cores (docs/BENCHMARKS.md). The forked watchdog,
+//! named `rlm-watchdog`, waits for its run on the same pipes; the first
+//! [`Watchdog::start`] takes it, later ones (and library callers) exec.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::{dup2, fork, pipe2, setpgid, ForkResult, Pid};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -79,9 +95,107 @@ impl Watched {
 /// The driver's end: dropping it disarms the watchdog (the run was cleaned
 /// up by the driver) and reaps it.
 pub struct Watchdog {
-    child: Child,
-    disarm: Option<ChildStdin>,
+    pid: Pid,
+    disarm: Option<File>,
+    answer: Option<File>,
+    /// What is named in errors: the binary, or the forked watchdog.
     path: PathBuf,
+}
+
+/// A watchdog forked by [`prefork`], waiting for its run.
+struct Preforked {
+    pid: Pid,
+    to: File,
+    from: File,
+}
+
+/// The process's pre-forked watchdog, until a run takes it.
+static PREFORKED: Mutex<Option<Preforked>> = Mutex::new(None);
+
+/// The command name (`/proc/PID/comm`) of a forked watchdog (an exec'd
+/// one is `rlm-sandbox __watchdog`).
+pub const FORKED_NAME: &std::ffi::CStr = c"rlm-watchdog";
+
+/// Forks the watchdog of this process's next run now, if the process is
+/// still a single thread (a fork of a threaded process may copy a lock
+/// another thread holds). Otherwise, when the fork fails, or when
+/// `RLM_SANDBOX_BIN` names another binary (its watchdog is wanted), the
+/// run execs its watchdog as before. Call it before anything starts a
+/// thread or installs a signal handler, and before reading any secret
+/// (the child keeps a copy of this process's memory).
+pub fn prefork() {
+    if thread_count() != Some(1) || another_binary_named() {
+        return;
+    }
+    let (Ok((child_in, to)), Ok((from, child_out))) =
+        (pipe2(OFlag::O_CLOEXEC), pipe2(OFlag::O_CLOEXEC))
+    else {
+        return;
+    };
+    // SAFETY: the process has one thread (checked above; nothing here can
+    // start another before the fork), so the child's copy holds no lock
+    // some other thread owned, and it may run any code until it exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop((to, from));
+            let code = as_watchdog(File::from(child_in), File::from(child_out));
+            // SAFETY: `_exit` ends this process at once, without running
+            // the parent's atexit handlers or flushing the parent's copied
+            // stdio buffers in it.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let preforked = Preforked {
+                pid: child,
+                to: File::from(to),
+                from: File::from(from),
+            };
+            *PREFORKED.lock().unwrap_or_else(|e| e.into_inner()) = Some(preforked);
+        }
+        Err(_) => {}
+    }
+}
+
+/// The threads of this process (from /proc), if it can be read.
+fn thread_count() -> Option<usize> {
+    Some(std::fs::read_dir("/proc/self/task").ok()?.count())
+}
+
+/// Whether `RLM_SANDBOX_BIN` names a file other than this executable.
+fn another_binary_named() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(named) = std::env::var_os(BINARY_VAR).filter(|p| !p.is_empty()) else {
+        return false;
+    };
+    let id = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let this = std::env::current_exe().ok().and_then(|e| id(&e));
+    this.is_none() || this != id(Path::new(&named))
+}
+
+/// The forked child becomes a watchdog as the exec'd one is made: its own
+/// process group, the signal dispositions an exec gives (the driver's
+/// handlers are not its own), /dev/null for stdio (it must not hold the
+/// driver's caller's pipes open), a name of its own; then [`serve_on`]
+/// its two pipes.
+fn as_watchdog(input: File, output: File) -> i32 {
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    for signal in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: SIG_DFL installs no handler code; this process is one
+        // thread, and only its own dispositions change.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = nix::sys::prctl::set_name(FORKED_NAME);
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = dup2(null.as_raw_fd(), fd);
+        }
+    }
+    serve_on(input, output)
 }
 
 impl Watchdog {
@@ -91,6 +205,25 @@ impl Watchdog {
     /// watchdog's pipe before this returns, so it is watched from here on
     /// even if the driver dies before the watchdog has read it.
     pub fn start(watched: &Watched) -> Result<Self, WatchdogError> {
+        let mut line = serde_json::to_vec(watched).map_err(|e| WatchdogError::Spawn {
+            path: PathBuf::from(SUBCOMMAND),
+            err: e.into(),
+        })?;
+        line.push(b'\n');
+        let preforked = PREFORKED.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(Preforked { pid, mut to, from }) = preforked {
+            let path = PathBuf::from(format!("forked at start (pid {pid})"));
+            to.write_all(&line).map_err(|err| WatchdogError::Spawn {
+                path: path.clone(),
+                err,
+            })?;
+            return Ok(Self {
+                pid,
+                disarm: Some(to),
+                answer: Some(from),
+                path,
+            });
+        }
         let path = binary()?;
         let spawn_err = |err| WatchdogError::Spawn {
             path: path.clone(),
@@ -107,15 +240,18 @@ impl Watchdog {
             .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
-        let mut disarm = child.stdin.take();
-        let mut line = serde_json::to_vec(watched).map_err(|e| spawn_err(e.into()))?;
-        line.push(b'\n');
+        let pid = Pid::from_raw(child.id() as i32);
+        let mut disarm = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
+        let answer = child.stdout.take().map(|p| File::from(OwnedFd::from(p)));
+        // Dropping a `Child` neither waits nor kills: the pid is ours to reap.
+        drop(child);
         if let Some(pipe) = disarm.as_mut() {
             pipe.write_all(&line).map_err(spawn_err)?;
         }
         Ok(Self {
-            child,
+            pid,
             disarm,
+            answer,
             path,
         })
     }
@@ -126,31 +262,35 @@ impl Watchdog {
             path: self.path.clone(),
             detail,
         };
-        let Some(mut out) = self.child.stdout.take() else {
+        let Some(mut out) = self.answer.take() else {
             return Ok(());
         };
         // A watchdog that starts cannot take long; one that hangs is
-        // killed, and the run refused.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut answer = [0u8; READY.len()];
-            let _ = tx.send(out.read_exact(&mut answer).map(|()| answer));
-        });
-        let got = rx.recv_timeout(ARM_TIMEOUT);
-        if got.is_err() {
-            let _ = self.child.kill();
+        // killed, and the run refused. (Its answer is one short write:
+        // readable at once is readable whole.)
+        let timeout = PollTimeout::try_from(ARM_TIMEOUT).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLIN)];
+        let ready = loop {
+            match poll(&mut fds, timeout) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.unwrap_or(0),
+            }
+        };
+        if ready == 0 {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            return Err(not_armed(format!("no answer within {ARM_TIMEOUT:?}")));
         }
-        match got {
-            Ok(Ok(answer)) if answer == READY => Ok(()),
-            Ok(Ok(answer)) => Err(not_armed(format!(
+        let mut answer = [0u8; READY.len()];
+        match out.read_exact(&mut answer) {
+            Ok(()) if answer == READY => Ok(()),
+            Ok(()) => Err(not_armed(format!(
                 "it answered {:?}",
                 String::from_utf8_lossy(&answer)
             ))),
-            Ok(Err(e)) => Err(not_armed(format!(
+            Err(e) => Err(not_armed(format!(
                 "it exited ({e}; status {:?}): an rlm-sandbox binary without {SUBCOMMAND}?",
-                self.child.try_wait().ok().flatten()
+                waitpid(self.pid, Some(WaitPidFlag::WNOHANG)).ok()
             ))),
-            Err(_) => Err(not_armed(format!("no answer within {ARM_TIMEOUT:?}"))),
         }
     }
 }
@@ -164,9 +304,9 @@ impl Drop for Watchdog {
         // It exits at once; reaping it (a few hundred microseconds of
         // address-space teardown) is kept off the run's latency.
         // (Dropping a `Child` neither waits nor kills; only this waits.)
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = self.pid;
         std::thread::spawn(move || {
-            let _ = nix::sys::wait::waitpid(pid, None);
+            let _ = waitpid(pid, None);
         });
     }
 }
@@ -204,6 +344,12 @@ pub fn binary() -> Result<PathBuf, WatchdogError> {
 /// The watchdog process itself (`rlm-sandbox __watchdog`): reads its run,
 /// arms, and waits. Returns the exit code.
 pub fn serve() -> i32 {
+    serve_on(std::io::stdin().lock(), std::io::stdout().lock())
+}
+
+/// A watchdog on its two pipes (exec'd or forked): reads its run, arms,
+/// and waits.
+fn serve_on(input: impl Read, mut out: impl Write) -> i32 {
     // Only the pipe decides: a hangup or Ctrl-C meant for the driver's
     // terminal must not end the watchdog first.
     for signal in [libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
@@ -214,7 +360,7 @@ pub fn serve() -> i32 {
     // The host's OOM killer may pick the driver: the watchdog, a few MB,
     // must survive to clean up (best effort: needs root, as runs do).
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
-    let mut input = BufReader::new(std::io::stdin().lock());
+    let mut input = BufReader::new(input);
     let mut line = Vec::new();
     let watched: Watched = match input.read_until(b'\n', &mut line) {
         Ok(n) if n > 0 => match serde_json::from_slice(&line) {
@@ -223,11 +369,8 @@ pub fn serve() -> i32 {
         },
         _ => return 2,
     };
-    {
-        // A driver that died before it read this is seen at the read below.
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(READY).and_then(|()| out.flush());
-    }
+    // A driver that died before it read this is seen at the read below.
+    let _ = out.write_all(READY).and_then(|()| out.flush());
     let mut byte = [0u8; 1];
     loop {
         match input.read(&mut byte) {

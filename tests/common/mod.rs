@@ -327,14 +327,14 @@ pub fn wait_for_code(pid: u32) {
     panic!("the code of driver {pid} did not start within 120 s");
 }
 
-/// The pid of the watchdog (`rlm-sandbox __watchdog`) the driver `pid`
-/// started: its child with that command line.
+/// The pid of the watchdog the driver `pid` started (see `watchdogs_of`).
 pub fn watchdog_of(pid: u32) -> Option<u32> {
     watchdogs_of(pid).into_iter().next()
 }
 
-/// The watchdogs (`rlm-sandbox __watchdog` children) of `pid`: one per
-/// sandbox a driver or a server started.
+/// The watchdogs of `pid`: its `rlm-sandbox __watchdog` children, or
+/// the one it forked (named `rlm-watchdog`); one per sandbox a driver or
+/// a server started.
 pub fn watchdogs_of(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -352,7 +352,8 @@ pub fn watchdogs_of(pid: u32) -> Vec<u32> {
                 .parse()
                 .ok()?;
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let is_watchdog = cmdline.split(|&b| b == 0).any(|a| a == b"__watchdog");
+            let forked = std::fs::read(e.path().join("comm")).ok()? == b"rlm-watchdog\n";
+            let is_watchdog = forked || cmdline.split(|&b| b == 0).any(|a| a == b"__watchdog");
             (ppid == pid && is_watchdog).then_some(child)
         })
         .collect()

@@ -199,24 +199,27 @@ impl RunGuard {
         if let Err(e) = self.delete_runtime_state() {
             errors.push(e);
         }
-        // Nothing runs any more: the cgroup and the run directory are
+        // Nothing runs any more. A cgroup still there (its processes were
+        // killed and may take a while to exit) and the run directory are
         // removed side by side (on a disk-backed /run the directory's
-        // unlinks cost most of a cleanup).
+        // unlinks cost most of a cleanup); with the cgroup gone already
+        // there is nothing to overlap, and no thread to start.
         let root = &self.dir.root;
-        let dir_errors = std::thread::scope(|scope| {
-            let dir = scope.spawn(|| remove_run_dir(root));
-            if let Some(cgroup) = cgroup {
+        let dir_errors = match cgroup {
+            None => remove_run_dir(root),
+            Some(cgroup) => std::thread::scope(|scope| {
+                let dir = scope.spawn(|| remove_run_dir(root));
                 if let Err(e) = cgroup.remove() {
                     errors.push(cgroup_error(e));
                 }
-            }
-            dir.join().unwrap_or_else(|_| {
-                vec![CleanupError::RunDir {
-                    path: root.clone(),
-                    err: std::io::Error::other("its removal panicked"),
-                }]
-            })
-        });
+                dir.join().unwrap_or_else(|_| {
+                    vec![CleanupError::RunDir {
+                        path: root.clone(),
+                        err: std::io::Error::other("its removal panicked"),
+                    }]
+                })
+            }),
+        };
         errors.extend(dir_errors);
         let mut errors = errors.into_iter();
         let first = errors.next();

@@ -1,6 +1,5 @@
-//! Requests written together (a client pipelining, as rlm_sandbox's
-//! interpreter does with a claim's `begin`, its setup cell and its first
-//! step): the session sends an `exec` read behind a running cell (or
+//! Requests written together (a client pipelining, as `Pool.run` does
+//! with a claim's `begin` and its `exec`): the session sends an `exec` read behind a running cell (or
 //! behind a claim's `hello`) to the agent at once, and still answers each
 //! request in its turn, exactly as if it had been written after the
 //! answer before it: its own output, its own timeout from its own start,

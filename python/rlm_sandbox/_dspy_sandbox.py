@@ -12,15 +12,14 @@ imported on the host."""
 # own settings where they differ from the agent's.
 from _rlm_agent import cjson
 
-# `inspect` is imported only to bind tools: importing it costs ~11 ms in
-# a fresh sandbox, and this module is set up on a claimed pool sandbox's
-# time-to-interactive path (SUBMIT binds its own arguments).
-_KIND_NAMES = {
-    "positional_only": "POSITIONAL_ONLY",
-    "positional": "POSITIONAL_OR_KEYWORD",
-    "var_positional": "VAR_POSITIONAL",
-    "keyword": "KEYWORD_ONLY",
-    "var_keyword": "VAR_KEYWORD",
+# Each parameter kind rlm_sandbox.dspy sends (tool_params), and how a def
+# spells it.
+_PREFIXES = {
+    "positional_only": "",
+    "positional": "",
+    "var_positional": "*",
+    "keyword": "",
+    "var_keyword": "**",
 }
 #: rlm_sandbox.dspy.POSITIONAL_KEY: the arguments given by position.
 POSITIONAL_KEY = "*args"
@@ -44,11 +43,10 @@ _HOST_DEFAULT = _HostDefault()
 
 
 def start(g, mark, host_tool):
-    """Keeps the sandbox's answer dict and host tool; answers the sandbox's own names."""
+    """Keeps the sandbox's answer dict and host tool (the sandbox's own
+    names reach the host in the session's `ready`)."""
     global MARK, _answer, _host
     MARK, _answer, _host = mark, g["answer"], g[host_tool]
-    _answer["content"] = cjson.dumps(sorted(n for n in g if not n.startswith("_")))
-    _answer["ready"] = True
 
 
 def put_json(name, text):
@@ -130,19 +128,25 @@ def _bind_tools(g, specs):
 
 
 def _make_tool(name, params):
-    import inspect
-
-    P = inspect.Parameter
-    signature = inspect.Signature([
-        P(p, getattr(P, _KIND_NAMES[kind]), default=_HOST_DEFAULT if has_default else P.empty)
-        for p, kind, has_default in params
-    ])
+    """The sandbox's function for host tool `name`: called as the code
+    calls it (its arguments sent as given), after Python's own binding
+    check against the host function's parameters: a function of those
+    parameters, compiled here, that inspect.signature and help() find
+    through __wrapped__. Not inspect.Signature: importing inspect costs
+    ~10 ms in a fresh sandbox, on the first step of every dspy.RLM task
+    (it registers tools)."""
+    if not name.isidentifier():
+        raise ValueError("tool name %r is not an identifier" % (name,))
+    source, shown = _parameters(params)
+    spec = {"_D": _HOST_DEFAULT}
+    exec("def %s(%s): pass" % (name, source), spec)
+    check = spec[name]
 
     def tool(*args, **kwargs):
         try:
-            signature.bind(*args, **kwargs)
+            check(*args, **kwargs)
         except TypeError as e:
-            raise TypeError("%s%s: %s" % (name, signature, e)) from None
+            raise TypeError(str(e)) from None
         # Sent as called (LocalInterpreter's host calls tools[name](*args, **kwargs)).
         arguments = dict(kwargs)
         if args:
@@ -150,9 +154,32 @@ def _make_tool(name, params):
         return _call(name, arguments)
 
     tool.__name__ = tool.__qualname__ = name
-    tool.__signature__ = signature
-    tool.__doc__ = "Calls the host tool %s%s; a host error is a RuntimeError." % (name, signature)
+    tool.__wrapped__ = check
+    tool.__doc__ = "Calls the host tool %s(%s); a host error is a RuntimeError." % (name, shown)
     return tool
+
+
+def _parameters(params):
+    """A parameter list from the host's [name, kind, has_default] triples,
+    in their order, as a def's source (defaults `_D`) and as shown (as
+    inspect.Signature shows it). Names must be identifiers: they are
+    compiled."""
+    last_positional_only = max((i for i, (_, k, _) in enumerate(params) if k == "positional_only"), default=-1)
+    source, shown = [], []
+    star = False
+    for i, (param, kind, has_default) in enumerate(params):
+        if kind not in _PREFIXES or not isinstance(param, str) or not param.isidentifier():
+            raise ValueError("tool parameter %r of kind %r cannot be bound" % (param, kind))
+        if kind == "keyword" and not star:
+            source.append("*")
+            shown.append("*")
+        star = star or kind in ("keyword", "var_positional")
+        source.append(_PREFIXES[kind] + param + ("=_D" if has_default else ""))
+        shown.append(_PREFIXES[kind] + param + ("=%r" % _HOST_DEFAULT if has_default else ""))
+        if i == last_positional_only:
+            source.append("/")
+            shown.append("/")
+    return ", ".join(source), ", ".join(shown)
 
 
 def _call(name, arguments):

@@ -71,7 +71,7 @@ import keyword
 import re
 import threading
 import weakref
-from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Tuple, TypeVar, cast
 
@@ -150,17 +150,16 @@ PRELUDE = "\n".join(_define_support()) + "\n"
 
 
 def _setup_code(first_apply: Optional[Dict[str, Any]] = None, defined: bool = False) -> str:
-    """The first cell: the support module (unless a prelude `defined` it),
-    started on the user's globals; with `first_apply`, the first step's
-    bookkeeping too (SUBMIT's fields: one cell fewer before the first code).
-    It ends in `pass`, not in a call: the agent compiles a cell's trailing
-    expression apart for its value, a compile less on a claim's path."""
+    """The first cell's setup: the support module (unless a prelude
+    `defined` it), started on the user's globals; with `first_apply`, the
+    first step's bookkeeping too (SUBMIT's fields). It goes as the `setup`
+    of the first cell, whatever that is (exec's `setup`: one cell, not a
+    cell of setup before the step's)."""
     start = f"__import__({_SUPPORT_MODULE!r}).start(globals(), {_SUBMIT_MARK!r}, {HOST_TOOL!r})"
     return "\n".join(
         ([] if defined else _define_support())
         + [start]
         + ([_support_call("apply", json.dumps(first_apply))] if first_apply else [])
-        + ["pass"]
     )
 
 
@@ -295,8 +294,9 @@ class SandboxInterpreter:
         self._settings = settings
         self._pool = pool
         self._session: Optional[Session] = None
-        # The setup cell, written but not yet read (see _start_session).
-        self._setup: "Optional[Future[Dict[str, Any]]]" = None
+        # The interpreter's setup, not yet sent: the setup of the first cell
+        # (see _start_session).
+        self._setup: Optional[str] = None
         self._pid: Optional[int] = None
         self._ended: Optional[str] = None
         self._busy = threading.Lock()
@@ -311,9 +311,8 @@ class SandboxInterpreter:
         self._tool_params: Dict[str, Tuple[Callable[..., Any], List[List[Any]]]] = {}
         self._sent: Dict[str, Sent] = {}
         # The input names the sandbox keeps bound as the last preparation
-        # bound them (exec's `keep`), and those the next cell restores.
+        # bound them (exec's `keep`).
         self._kept: FrozenSet[str] = frozenset()
-        self._restore: List[str] = []
         self._contexts = 0
 
     @classmethod
@@ -366,18 +365,16 @@ class SandboxInterpreter:
                 self._start_session()
 
     def _start_session(self) -> None:
-        """Starts (or, with a pool, claims) the session and writes the setup
-        cell without waiting for it: its answer is read when something
-        needs it (the first cell, a name check), so a pooled start and the
-        first step wait once for the claim, the setup and the step's code,
-        all written in order (the session reads its input in order). A
-        setup that fails ends the interpreter at that point."""
+        """Starts (or, with a pool, claims) the session; the claim goes out
+        now (the agent is ready while the caller goes on), the
+        interpreter's setup with the first cell, as its `setup`: a pooled
+        start and its first step are one cell after the claim. A setup
+        that fails ends the interpreter at that point."""
         host = _weak_host(self)
         tools = {HOST_TOOL: host["tool"]}
         try:
             if self._pool is not None:
-                # The begin is held and goes out with the setup cell: one write.
-                session = self._pool._session((), host["llm"], None, tools, None, dict(self._settings), hold=True)
+                session = self._pool._session((), host["llm"], None, tools, None, dict(self._settings))
             else:
                 session = Session(llm=host["llm"], tools=tools, **self._settings)
         except SandboxError as e:  # nothing was lost: a later start() may work
@@ -385,39 +382,28 @@ class SandboxInterpreter:
         self._session = session
         self._pid = session.pid
         # SUBMIT's fields (and no tools, when none is set) are known now;
-        # tools need the sandbox's names (the setup's answer) to be checked.
+        # tools are checked against the sandbox's names first.
         first: Dict[str, Any] = {"submit": _output_names(self.output_fields)}
         if not self._current_tool_names():
             first["tools"] = {}
         # A sandbox of SandboxInterpreter.pool() (a claimed standby or its
         # cold fallback) ran PRELUDE before it was ready.
         defined = self._pool is not None and self._pool.prelude == PRELUDE
-        try:
-            self._setup = session.submit_exec({"code": _setup_code(first, defined)})
-            session.release_held()
-        except SandboxError as e:
-            self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
+        self._setup = _setup_code(first, defined)
         self._submit_names, self._tool_specs = first["submit"], first.get("tools")
-
-    def _finish_setup(self) -> None:
-        """Reads the setup cell's answer (the sandbox's own names)."""
-        setup, self._setup = self._setup, None
-        if setup is None or self._session is None:
-            return
-        try:
-            cell = self._session.finish_exec(setup)
-        except SandboxError as e:
-            self._terminal(f"the sandbox could not start: {str(e).splitlines()[0]}", e)
-        except ValueError as e:
-            self._terminal(f"the session refused the setup: {e}", e)
-        if not cell.ok or cell.final_answer is None:
-            self._terminal(f"the interpreter's setup failed in the sandbox: {_printed(cell).rstrip()}")
-        self._names = frozenset(json.loads(cell.final_answer))
 
     @property
     def _sandbox_names(self) -> FrozenSet[str]:
-        """The sandbox's own names (answer, llm_query, ...), once set up."""
-        self._finish_setup()
+        """The sandbox's own names (answer, llm_query, ...), from its
+        session's `ready` (a pooled claim's is waited for here)."""
+        if not self._names and self._session is not None:
+            try:
+                names = self._session.ready.get("names")
+            except SandboxError as e:
+                self._terminal(f"the sandbox could not start: {str(e).splitlines()[0]}", e)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                self._terminal(f"the session's ready lists no names (got {names!r:.100}): rlm-sandbox is too old")
+            self._names = frozenset(names)
         return self._names
 
     def _current_tool_names(self) -> List[str]:
@@ -472,7 +458,8 @@ class SandboxInterpreter:
     def execute(self, code: str, variables: Optional[Dict[str, Any]] = None) -> Any:
         """Runs `code` with `variables` bound: FinalOutput when it called
         SUBMIT, else its trailing expression's value when not None, else
-        what it printed (None when nothing)."""
+        what it printed (None when nothing). One cell: what the step needs
+        bound first goes as the cell's setup (`_prepare`)."""
         if not isinstance(code, str):
             raise CodeInterpreterError(f"code must be a str, not {type(code).__name__}")
         if variables is not None and not isinstance(variables, dict):
@@ -483,37 +470,38 @@ class SandboxInterpreter:
             self._call_context = contextvars.copy_context()
             if self._session is None:
                 self.start()
-            self._prepare(variables or {})
-            return self._outcome(self._run(code, restore=self._restore))
+            step = self._prepare(variables or {})
+            cell = self._run(code, keep=step.keep, restore=step.restore, setup=step.setup)
+            if step.setup is not None:
+                self._prepared(step, cell)
+            return self._outcome(cell)
         finally:
             self._busy.release()
 
-    def _run(self, code: str, keep: Sequence[str] = (), restore: Sequence[str] = ()) -> Cell:
+    def _run(
+        self, code: str, keep: Sequence[str] = (), restore: Sequence[str] = (), setup: Optional[str] = None
+    ) -> Cell:
         """One cell (keeping or restoring input names, exec's `keep` and
-        `restore`); an ended sandbox ends the interpreter."""
+        `restore`; `setup` run before the code, exec's `setup`); the first
+        cell's setup starts with the interpreter's, and ends the
+        interpreter when it fails, as does an ended sandbox."""
         session = self._session
         if session is None:
             self._check_usable()
             raise CodeInterpreterError("the sandbox has not started")
+        first, self._setup = self._setup, None
+        if first is not None:
+            setup = first if setup is None else first + "\n" + setup
         try:
-            if self._setup is not None:
-                # Written before the setup's answer is read: one wait for both.
-                fields: Dict[str, Any] = {"code": code}
-                if keep:
-                    fields["keep"] = list(keep)
-                if restore:
-                    fields["restore"] = list(restore)
-                pending = session.submit_exec(fields)
-                self._finish_setup()
-                cell = session.finish_exec(pending)
-            else:
-                cell = session.exec(code, keep=keep, restore=restore)
+            cell = session.exec(code, keep=keep, restore=restore, setup=setup)
         except SandboxError as e:
             self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
         except ValueError as e:
             self._terminal(f"the session refused the code: {e}", e)
         if cell.session_dead:
             self._terminal(f"the sandbox ended in this code (status {cell.status}: {cell.error})")
+        if first is not None and cell.setup != "ok":
+            self._terminal(f"the interpreter's setup failed in the sandbox: {_printed(cell).rstrip()}")
         return cell
 
     def _outcome(self, cell: Cell) -> Any:
@@ -541,15 +529,16 @@ class SandboxInterpreter:
 
     # -- what each step needs in the sandbox ---------------------------------
 
-    def _prepare(self, variables: Dict[str, Any]) -> None:
+    def _prepare(self, variables: Dict[str, Any]) -> "_Step":
         """Brings SUBMIT, the tool functions and the inputs up to date:
-        only what changed travels, then every input name is bound. The
-        bookkeeping changes only once the sandbox has done it. A step
-        whose inputs, tools and SUBMIT did not change (DSPy passes the
-        same variables every step) needs no cell of its own: the sandbox
-        kept the bound inputs (exec's `keep`) and the step's own cell
-        restores them (`restore`), one round trip instead of two."""
-        self._restore = []
+        only what changed travels, then every input name is bound, as the
+        setup of the step's own cell (exec's `setup`, which `keep` follows:
+        the inputs are kept as bound, whatever the code rebinds). The
+        bookkeeping changes only once the sandbox has done it
+        (`_prepared`). A step whose inputs, tools and SUBMIT did not
+        change (DSPy passes the same variables every step) needs no setup:
+        the sandbox kept the bound inputs and the step's cell restores
+        them (exec's `restore`)."""
         ops: Dict[str, Any] = {}
         names = _output_names(self.output_fields)
         if names != self._submit_names:
@@ -559,20 +548,28 @@ class SandboxInterpreter:
             ops["tools"] = specs
         lines, pending, changed = self._send_inputs(variables, ops)
         if not ops and not lines:
-            return
+            return _Step()
         if not changed and not lines and ops.keys() <= {"bind", "files"} and self._kept >= set(variables):
-            self._restore = list(variables)
-            return
+            return _Step(restore=list(variables))
         lines.append(_support_call("apply", json.dumps(ops)))
-        cells = _pack(lines)
-        for i, code in enumerate(cells):
-            cell = self._run(code, keep=list(variables) if i == len(cells) - 1 else [])
-            if not cell.ok:
-                self._forget_inline_inputs()
-                raise CodeInterpreterError(f"preparing the step in the sandbox failed:\n{_printed(cell).strip()}")
-        self._submit_names, self._tool_specs = names, specs
-        self._sent.update(pending)
-        self._kept = frozenset(variables) | self._kept
+        *before, setup = _pack(lines)
+        for code in before:  # many small inputs: cells of their own first
+            self._check_prepared(self._run(code))
+        return _Step(setup=setup, keep=list(variables), names=names, specs=specs, pending=pending)
+
+    def _prepared(self, step: "_Step", cell: Cell) -> None:
+        """Records what the step's setup did, once it ended ok."""
+        self._check_prepared(cell, cell.setup)
+        self._submit_names, self._tool_specs = step.names, step.specs
+        self._sent.update(step.pending)
+        self._kept = frozenset(step.keep) | self._kept
+
+    def _check_prepared(self, cell: Cell, status: Optional[str] = None) -> None:
+        """A preparation that did not end ok: nothing small is known to be
+        in the sandbox any more; CodeInterpreterError."""
+        if (status or cell.status) != "ok":
+            self._forget_inline_inputs()
+            raise CodeInterpreterError(f"preparing the step in the sandbox failed:\n{_printed(cell).strip()}")
 
     def _current_tool_specs(self, variables: Dict[str, Any]) -> Dict[str, List[List[Any]]]:
         specs = {}
@@ -731,6 +728,20 @@ class SandboxInterpreter:
             return {"value": tool_result(self._in_caller_context(name, kwargs))}
         except BaseException as e:  # the code sees it as RuntimeError; the session goes on
             return {"error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__}
+
+
+@dataclass
+class _Step:
+    """What a step's cell carries beside its code (`_prepare`): the setup
+    binding its inputs and what the sandbox holds once it ran, or the
+    kept inputs to restore."""
+
+    setup: Optional[str] = None
+    keep: List[str] = field(default_factory=list)
+    restore: List[str] = field(default_factory=list)
+    names: Optional[List[str]] = None
+    specs: Optional[Dict[str, List[List[Any]]]] = None
+    pending: Dict[str, Sent] = field(default_factory=dict)
 
 
 def _output_names(fields: Optional[List[Dict[str, Any]]]) -> List[str]:

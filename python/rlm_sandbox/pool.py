@@ -246,9 +246,8 @@ class Pool:
         hold: bool = False,
     ) -> Session:
         """A claim that does not wait for its `ready` (the caller may write
-        its first requests behind the `begin`: rlm_sandbox.dspy does). With
-        `hold` the begin and those requests go out in one write (at the
-        session's `release_held()` or its first wait). Through a server it
+        its first requests behind the `begin`). With `hold` the begin and
+        those requests go out in one write (at the session's first wait). Through a server it
         is a Session(server=...), ready when returned (nothing is held)."""
         if self._from_server():
             return Session(

@@ -65,6 +65,9 @@ class Cell:
     error: Optional[str] = None
     vars: Optional[List[JSONDict]] = None
     value: Optional[CellValue] = None
+    #: How the cell's setup ended (ok, error, interrupted), when it had one
+    #: that ran: its code ran only after an ok one.
+    setup: Optional[str] = None
     extra: JSONDict = field(default_factory=dict)
 
     @property

@@ -303,8 +303,7 @@ class Session:
         request) waits for the claim. `files`: the context directory the
         standby was started owning (`--owned-context-dir`). `hold`: the
         `begin` is held (SessionProcess.hold) with the requests the caller
-        writes behind it, until `release_held()` or a wait writes them in
-        one go. Only rlm_sandbox.pool calls this."""
+        writes behind it, until a wait writes them in one go. Only rlm_sandbox.pool calls this."""
         self = cls.__new__(cls)
         self._prepare(llm, rlm, tools, rlm_concurrency)
         if files is not None:
@@ -462,6 +461,7 @@ class Session:
         namespace: str = "session",
         keep: Sequence[str] = (),
         restore: Sequence[str] = (),
+        setup: Optional[str] = None,
     ) -> Cell:
         """Runs `code` in the REPL's globals; with `vars`, `Cell.vars` lists
         the globals afterwards (what `vars()` returns, without its round
@@ -474,7 +474,11 @@ class Session:
         (docs/PROTOCOL.md, `exec`); the default keeps every binding.
         `keep` names globals the sandbox keeps after a cell that ended ok,
         `restore` globals bound to their kept values before the code runs:
-        inputs rebound at every step without a cell of their own."""
+        inputs rebound at every step without a cell of their own. `setup`
+        is code run on its own before `code`, in the same cell (a step's
+        preparation and the step in one round trip): `code` runs only when
+        it ended ok (`Cell.setup` says how it ended), and `keep` then keeps
+        what the setup bound, not what `code` rebinds."""
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         if namespace not in ("session", "rlms"):
@@ -484,6 +488,10 @@ class Session:
             fields["vars"] = True
         if namespace != "session":
             fields["namespace"] = namespace
+        if setup is not None:
+            if not isinstance(setup, str):
+                raise TypeError(f"setup must be a str, not {type(setup).__name__}")
+            fields["setup"] = setup
         for field, names in (("keep", keep), ("restore", restore)):
             if isinstance(names, str) or not all(isinstance(n, str) for n in names):
                 raise TypeError(f"{field} must be a sequence of names (str), not {names!r}")
@@ -496,13 +504,8 @@ class Session:
     def submit_exec(self, fields: JSONDict) -> "Future[JSONDict]":
         """Writes an `exec` request (its fields as `exec` builds them)
         without waiting; `finish_exec` reads its Cell. For a caller that
-        writes several requests before it waits (rlm_sandbox.dspy)."""
+        writes several requests before it waits."""
         return self._live().submit("exec", **fields)
-
-    def release_held(self) -> None:
-        """Writes the requests held behind a pooled claim's `begin`
-        (`Pool._session(hold=True)`) in one write; nothing when none is held."""
-        self._live().release()
 
     def finish_exec(self, future: "Future[JSONDict]") -> Cell:
         return self._cell(self._response("exec", future))

@@ -1,9 +1,8 @@
 """What a pooled claim's path does, without a sandbox (stand-in standbys):
 
 - Its requests reach the session in one write: the `begin` is held with
-  what the caller writes behind it (rlm_sandbox.dspy's setup cell,
-  `Pool.run`'s exec) until it releases them or waits, so the session is
-  woken once for all of them. The stand-in says `standby` and then reads
+  what the caller writes behind it (`Pool.run`'s exec) until it waits,
+  so the session is woken once for all of them. The stand-in says `standby` and then reads
   nothing: what reached its stdin is counted in the pipe (FIONREAD), so
   nothing depends on when it would have read.
 - The claim's replacement starts only after the refill delay: a start
@@ -63,28 +62,19 @@ def _forget(session: Session) -> None:
     session.close()
 
 
-def test_a_held_claim_writes_its_begin_with_the_requests_behind_it(standby: SessionProcess) -> None:
-    session = Session._claim(standby, settings={}, hold=True)
-    assert _unread(standby) == 0  # the begin is held
-    session.submit_exec({"code": "print(1)"})
-    assert _unread(standby) == 0  # and the exec behind it
-    session.release_held()
-    begin_and_exec = _unread(standby)
-    assert begin_and_exec > 0
-    session.submit_exec({"code": "print(2)"})  # no longer held
-    assert _unread(standby) > begin_and_exec
-    _forget(session)
-
-
 def test_a_wait_writes_what_is_held(standby: SessionProcess) -> None:
     """Nothing held is ever waited for: a wait writes it first (here the
     stand-in never answers, so the wait ends by its time bound)."""
     session = Session._claim(standby, settings={}, hold=True)
+    assert _unread(standby) == 0  # the begin is held
     pending = session.submit_exec({"code": "print(1)"})
-    assert _unread(standby) == 0
+    assert _unread(standby) == 0  # and the exec behind it
     with pytest.raises(TimeoutError):
         standby.wait(pending, 0.01)
-    assert _unread(standby) > 0
+    begin_and_exec = _unread(standby)
+    assert begin_and_exec > 0
+    session.submit_exec({"code": "print(2)"})  # no longer held
+    assert _unread(standby) > begin_and_exec
     _forget(session)
 
 

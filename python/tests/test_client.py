@@ -33,6 +33,25 @@ def test_state_persists_across_cells(settings: dict) -> None:
         assert s.exec("print('x' in globals())").stdout == "False\n"
 
 
+def test_a_setup_and_its_code_are_one_cell(settings: dict) -> None:
+    """`exec`'s setup runs before the code in the same cell; the code runs
+    only after an ok setup, `keep` keeps what the setup bound. The session's
+    ready lists the sandbox's own names (what a client must not rebind)."""
+    with Session(**settings) as s:
+        assert {"answer", "llm_query", "FINAL_VAR"} <= set(s.ready["names"])
+        cell = s.exec("q = q.upper()\nprint(q)", setup="q = 'input'\nprint('set up')", keep=["q"])
+        assert (cell.status, cell.setup, cell.stdout) == ("ok", "ok", "set up\nINPUT\n")
+        assert s.exec("print(q)", restore=["q"]).stdout == "input\n"
+        cell = s.exec("ran = True", setup="raise KeyError('k')")
+        assert (cell.status, cell.setup) == ("error", "error") and "KeyError" in cell.stderr
+        cell = s.exec("print('ran' in globals())")
+        assert (cell.stdout, cell.setup) == ("False\n", None)
+        with pytest.raises(ValueError, match='"setup" must be a string of code or null, got a number'):
+            s._call("exec", code="1", setup=1)
+        with pytest.raises(ValueError, match='"setup" do not apply to "namespace": "script"'):
+            s._call("exec", code="1", setup="x = 1", namespace="script")
+
+
 def test_a_requester_reads_its_own_response(settings: dict) -> None:
     """Back-to-back requests never wake the client's reader thread: the
     requesting thread reads its response itself (a thread hand-off less per

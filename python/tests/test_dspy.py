@@ -39,12 +39,15 @@ ROOT_STEPS = [
 
 
 def _spy(session: Session) -> Dict[str, List[Any]]:
-    """Records the code and contexts the interpreter sends to its (real) session."""
-    log: Dict[str, List[Any]] = {"exec": [], "add_context": []}
+    """Records the cells (their code; their setups apart) and contexts the
+    interpreter sends to its (real) session."""
+    log: Dict[str, List[Any]] = {"exec": [], "setup": [], "add_context": []}
     real_exec, real_add = session.exec, session.add_context
 
     def exec_(code: str, *args: Any, **kwargs: Any) -> Any:
         log["exec"].append(code)
+        if kwargs.get("setup") is not None:
+            log["setup"].append(kwargs["setup"])
         return real_exec(code, *args, **kwargs)
 
     def add_context(value: Any, *args: Any, **kwargs: Any) -> Any:
@@ -151,20 +154,23 @@ def test_inputs_are_sent_once_and_bound_every_step(settings: dict) -> None:
         variables: Dict[str, Any] = {"question": "How many apples?", "rows": [{"n": 1}, {"n": 2}], "limit": 3}
         step = "print(question, sum(r['n'] for r in rows), limit)"
         assert interp.execute(step, variables) == "How many apples? 3 3"
-        assert any("How many apples?" in code for code in sent["exec"])
+        # One cell: the inputs are bound by its setup (exec's `setup`).
+        assert sent["exec"] == [step] and "How many apples?" in sent["setup"][0]
         assert interp.execute("question = 'changed'\nlimit = None") is None
         sent["exec"].clear()
+        sent["setup"].clear()
         # The same inputs again: not sent, yet bound again (DSPy's interpreters
         # assign every input at every step, so the code's change is undone).
         assert interp.execute("print(question, limit)", variables) == "How many apples? 3"
-        # ... in the step's own cell: no cell before it (exec's `restore`).
-        assert sent["exec"] == ["print(question, limit)"]
-        # A changed input is sent again, and only that one.
+        # ... in the step's own cell, without a setup (exec's `restore`).
+        assert sent["exec"] == ["print(question, limit)"] and sent["setup"] == []
+        # A changed input is sent again, and only that one; the code that
+        # rebinds an input does not change what the next step restores.
         variables["question"] = "And pears?"
         sent["exec"].clear()
-        assert interp.execute("print(question, len(rows))", variables) == "And pears? 2"
-        assert any("pears" in code for code in sent["exec"])
-        assert not any('"n": 1' in code for code in sent["exec"])
+        assert interp.execute("print(question, len(rows))\nquestion = 'rebound'", variables) == "And pears? 2"
+        assert len(sent["exec"]) == 1 and "pears" in sent["setup"][0] and '"n": 1' not in sent["setup"][0]
+        assert interp.execute("print(question)", variables) == "And pears?"
         assert sent["add_context"] == []
         # Converted as DSPy's reference does; anything else is the host's error, not the code's.
         converted = {"point": Point(1, 2), "tags": {"b", "a"}, "pair": (1, 2)}
@@ -173,6 +179,20 @@ def test_inputs_are_sent_once_and_bound_every_step(settings: dict) -> None:
             with pytest.raises(CodeInterpreterError) as refused:
                 interp.execute("print(1)", bad)
             assert not isinstance(refused.value, CodeExecutionError)
+
+
+def test_a_failed_preparation_is_the_interpreters_error_and_runs_no_code(settings: dict) -> None:
+    """A step's inputs are bound by its cell's setup: when that fails (here
+    the code broke the sandbox's support module) the code does not run and
+    the error is not the code's (CodeInterpreterError, not the recoverable
+    CodeExecutionError RLM shows the model)."""
+    with SandboxInterpreter(**settings) as interp:
+        assert interp.execute("print(q)", {"q": 1}) == "1"
+        interp.execute("import sys\nsys.modules['_rlm_sandbox_dspy'].inputs = None")
+        with pytest.raises(CodeInterpreterError, match="preparing the step in the sandbox failed") as failed:
+            interp.execute("ran = True", {"q": 2})
+        assert not isinstance(failed.value, CodeExecutionError) and "TypeError" in str(failed.value)
+        assert interp.execute("print('ran' in globals())") == "False"
 
 
 def test_large_inputs_arrive_as_context_files_once(settings: dict) -> None:
@@ -212,8 +232,14 @@ def test_tools_are_read_at_call_time(settings: dict) -> None:
 
         interp.tools["lookup"] = lookup
         assert interp.execute("print(lookup('a'), lookup(key='z'), lookup('z', default='?'))") == "apple none ?"
-        with pytest.raises(CodeExecutionError, match="missing a required argument: 'key'"):
+        with pytest.raises(CodeExecutionError, match=r"lookup\(\) missing 1 required positional argument: 'key'"):
             interp.execute("lookup()")
+        # Its parameters as the host function's, for inspect and help()
+        # (defaults are the host's: shown as such).
+        shown = "(key, default=<host default>)"
+        assert interp.execute("import inspect\nstr(inspect.signature(lookup)), lookup.__doc__") == [
+            shown, f"Calls the host tool lookup{shown}; a host error is a RuntimeError."
+        ]
 
         # A host exception is a RuntimeError in the code; the session goes on.
         def fail() -> None:

@@ -22,6 +22,8 @@ use crate::supervise::{classify_cell, CellEnd, EndedBy, KILL_GRACE};
 #[derive(Debug)]
 pub struct SentCell {
     cell: u64,
+    /// The cell had a setup: its `done` may say how it ended.
+    setup: bool,
 }
 
 /// The result of one cell (`exec`'s `cell`).
@@ -61,6 +63,10 @@ pub struct Cell {
     /// agent reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// How the cell's setup ended (`ok`, `error`, `interrupted`), when it
+    /// had one that ran; the code ran only after an `ok` one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<DoneStatus>,
 }
 
 impl Session {
@@ -107,8 +113,14 @@ impl Session {
         if !options.restore.is_empty() {
             exec["restore"] = json!(options.restore);
         }
+        if let Some(setup) = &options.setup {
+            exec["setup"] = json!(setup);
+        }
         self.link.send(exec);
-        Ok(SentCell { cell })
+        Ok(SentCell {
+            cell,
+            setup: options.setup.is_some(),
+        })
     }
 
     /// Waits for a sent cell's end, by `timeout` from now (the sandbox's
@@ -121,7 +133,10 @@ impl Session {
         timeout: Option<Duration>,
     ) -> Result<Cell, SessionError> {
         self.alive()?;
-        let SentCell { cell } = sent;
+        let SentCell {
+            cell,
+            setup: had_setup,
+        } = sent;
         let start = Instant::now();
         let limits = &self.sandbox.config.limits;
         let timeout = timeout.unwrap_or(limits.timeout);
@@ -173,7 +188,17 @@ impl Session {
                     vars,
                     value,
                     exit_code,
-                }))) if c == cell => break Ok((status, final_answer, vars, value, exit_code)),
+                    setup,
+                }))) if c == cell => {
+                    if setup.is_some() && !had_setup {
+                        let why = format!(
+                            "protocol error: the agent reported a setup for cell {cell}, which had none; \
+                             the sandbox was killed"
+                        );
+                        break Err(Interrupt::Died(self.die(why, None)));
+                    }
+                    break Ok((status, final_answer, vars, value, exit_code, setup));
+                }
                 Ok(Some(Frame::Msg(other))) => {
                     let why = format!(
                         "protocol error: the agent sent {} during cell {cell}; the sandbox was killed",
@@ -185,17 +210,17 @@ impl Session {
             }
         };
         let ended_by = sup.ended_by();
-        let (status, final_answer, dead, vars, value, exit_code) = match outcome {
-            Ok((done, final_answer, vars, value, exit_code)) => {
+        let (status, final_answer, dead, vars, value, exit_code, setup) = match outcome {
+            Ok((done, final_answer, vars, value, exit_code, setup)) => {
                 let ok = done == DoneStatus::Ok;
                 let status = classify_cell(ended_by, CellEnd::Done { ok });
-                (status, final_answer, None, vars, value, exit_code)
+                (status, final_answer, None, vars, value, exit_code, setup)
             }
             Err(Interrupt::Cancelled) => return Err(self.cancelled()),
             Err(Interrupt::Died(why)) => {
                 let sandbox = self.ended.as_ref().map(|r| r.status);
                 let status = classify_cell(ended_by, CellEnd::Died { sandbox });
-                (status, None, Some(why), None, None, None)
+                (status, None, Some(why), None, None, None, None)
             }
         };
         let (egress, echo) = self.leaving_filters()?;
@@ -228,6 +253,7 @@ impl Session {
             vars,
             value,
             exit_code,
+            setup,
         })
     }
 

@@ -77,6 +77,10 @@ pub struct CellOptions {
     /// Globals bound to their kept values before the code runs: a step
     /// whose inputs did not change rebinds them in its own cell.
     pub restore: Vec<String>,
+    /// Code run on its own before the code, in the same cell: the code
+    /// runs only when it ended ok, and `keep` then keeps what it bound
+    /// (a step's preparation and its code in one cell).
+    pub setup: Option<String>,
 }
 
 impl CellOptions {
@@ -167,6 +171,9 @@ pub enum AgentMsg {
         /// A script cell's exit status (0..=255).
         #[serde(default)]
         exit_code: Option<i32>,
+        /// How the cell's setup ended, when it had one that ran.
+        #[serde(default)]
+        setup: Option<DoneStatus>,
     },
     Call(AgentCall),
     /// The cell's output passed the ceiling (`max_output_bytes`): the
@@ -202,7 +209,7 @@ pub struct AgentCall {
     pub args: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DoneStatus {
     Ok,
@@ -316,9 +323,27 @@ impl Decoder {
     }
 }
 
+/// Most names the agent's `ready` may list (the scaffold's names, the
+/// tools' and the contexts' among them).
+pub const MAX_READY_NAMES: usize = 4096;
+
 /// Parses a `J` payload: one JSON object with a known `t`.
 pub fn parse_msg(payload: &[u8]) -> Result<AgentMsg, FrameError> {
     let msg = serde_json::from_slice(payload).map_err(|e| FrameError::BadMessage(e.to_string()))?;
+    if let AgentMsg::Ready { names, .. } = &msg {
+        let bad = names
+            .iter()
+            .find(|n| n.is_empty() || n.len() > MAX_KEPT_NAME_BYTES);
+        if names.len() > MAX_READY_NAMES || bad.is_some() {
+            return Err(FrameError::BadMessage(format!(
+                "ready's names must be at most {MAX_READY_NAMES} non-empty names of at most \
+                 {MAX_KEPT_NAME_BYTES} bytes, got {} names{}",
+                names.len(),
+                bad.map(|n| format!(", one of {} bytes", n.len()))
+                    .unwrap_or_default()
+            )));
+        }
+    }
     if let AgentMsg::Done {
         value, exit_code, ..
     } = &msg
@@ -478,6 +503,7 @@ mod tests {
                 vars: None,
                 value: None,
                 exit_code: None,
+                setup: None,
             }))
         );
         let call = frame(
@@ -609,6 +635,37 @@ mod tests {
             refused(&frame(JSON, br#"{"t":"nope"}"#)),
             FrameError::BadMessage(_)
         ));
+    }
+
+    #[test]
+    fn a_setups_end_is_read_and_readys_names_are_bounded() {
+        let done =
+            br#"{"t":"done","cell":2,"status":"error","final_answer":null,"setup":"interrupted"}"#;
+        assert!(matches!(
+            parse_msg(done).unwrap(),
+            AgentMsg::Done {
+                setup: Some(DoneStatus::Interrupted),
+                ..
+            }
+        ));
+        let bad = br#"{"t":"done","cell":2,"status":"ok","final_answer":null,"setup":"maybe"}"#;
+        assert!(matches!(parse_msg(bad), Err(FrameError::BadMessage(_))));
+        let ready = |names: Vec<String>| {
+            parse_msg(
+                &serde_json::to_vec(
+                    &serde_json::json!({"t": "ready", "python": "3.11", "names": names}),
+                )
+                .unwrap(),
+            )
+        };
+        assert!(matches!(ready(vec!["answer".into(), "llm_query".into()]),
+            Ok(AgentMsg::Ready { names, .. }) if names == ["answer", "llm_query"]));
+        let many = ready(vec!["n".into(); MAX_READY_NAMES + 1]).unwrap_err();
+        assert!(many.to_string().contains("got 4097 names"), "{many}");
+        let long = ready(vec!["x".repeat(MAX_KEPT_NAME_BYTES + 1)]).unwrap_err();
+        assert!(long.to_string().contains("one of 257 bytes"), "{long}");
+        let empty = ready(vec![String::new()]).unwrap_err();
+        assert!(empty.to_string().contains("one of 0 bytes"), "{empty}");
     }
 
     #[test]

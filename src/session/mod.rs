@@ -96,6 +96,10 @@ impl Default for SessionOptions {
 pub struct Ready {
     pub runtime: RuntimeUsed,
     pub python: String,
+    /// The sandbox's own names in the user's globals (`answer`,
+    /// `llm_query`, the tools, the contexts' names, ...), as the agent
+    /// reported them: what a client must not bind its inputs to.
+    pub names: Vec<String>,
     pub contexts: Vec<Context>,
     pub limits: ReadyLimits,
     /// From the start to `ready` (cold), or to `standby` (a claimed

@@ -125,6 +125,7 @@ impl Session {
         let ready = Ready {
             runtime: RuntimeUsed::from(&sandbox.selection),
             python: String::new(),
+            names: Vec::new(),
             contexts: contexts.clone(),
             limits: ReadyLimits {
                 memory_bytes: limits.memory_bytes,
@@ -193,8 +194,9 @@ impl Session {
             reply = self.next(deadline);
         }
         let is_ready = |m: &AgentMsg| matches!(m, AgentMsg::Ready { .. });
-        if let AgentMsg::Ready { python, .. } = self.start_reply(reply, "ready", is_ready)? {
+        if let AgentMsg::Ready { python, names } = self.start_reply(reply, "ready", is_ready)? {
             self.ready.python = python;
+            self.ready.names = names;
         }
         Ok(())
     }

@@ -244,3 +244,17 @@ class Agent:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+def in_user_code(mark: str) -> str:
+    """Cell code that creates the file `mark` (the test then knows the cell
+    runs user code: output reaches the host only at the cell's end)."""
+    return "open(%r, 'w').close()\n" % mark
+
+
+def wait_mark(mark: str, timeout: float = 10.0) -> None:
+    """Waits until the cell has run in_user_code(mark)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(mark):
+        assert time.monotonic() < deadline, "the cell did not start"
+        time.sleep(0.005)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from frames import AGENT_ROOT, JSON, Agent, Message, context_file, echo, encode_msg
+from frames import AGENT_ROOT, JSON, Agent, Message, context_file, echo, encode_msg, in_user_code, wait_mark
 
 
 def load_module() -> Any:
@@ -220,20 +220,6 @@ def test_chained_exceptions_lose_agent_frames_too(ready: Agent) -> None:
 
 
 # --- interrupts ------------------------------------------------------------------
-
-
-def in_user_code(mark: str) -> str:
-    """Cell code that creates the file `mark` (the test then knows the cell
-    runs user code: output reaches the host only at the cell's end)."""
-    return "open(%r, 'w').close()\n" % mark
-
-
-def wait_mark(mark: str, timeout: float = 10.0) -> None:
-    """Waits until the cell has run in_user_code(mark)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(mark):
-        assert time.monotonic() < deadline, "the cell did not start"
-        time.sleep(0.005)
 
 
 def test_interrupt_stops_a_sleep_and_keeps_the_state(ready: Agent, tmp_path: Path) -> None:

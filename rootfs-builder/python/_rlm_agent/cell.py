@@ -74,37 +74,58 @@ class Cells(Scaffold):
         self.value: Optional[dict[str, Any]] = None
         #: Values `exec`'s `keep` kept, by name, for a later `restore`.
         self.kept: dict[str, Any] = {}
+        #: How the running cell's setup ended (None: it had none, or it
+        #: did not run), as `done` carries it.
+        self.setup_status: Optional[str] = None
 
     def run_cell(self, cell: int, code: str, rlms: bool = False, restore: tuple[str, ...] = (),
-                 keep: tuple[str, ...] = ()) -> tuple[str, Optional[str]]:
+                 keep: tuple[str, ...] = (), setup: Optional[str] = None) -> tuple[str, Optional[str]]:
         """Runs `code` with its own output files: (status, final answer).
         With `rlms`, only the bindings rlms's LocalREPL would keep outlive
         the cell (see `_keep_as_rlms`). The names in `restore` are bound to
         their kept values before the code runs, and those in `keep` kept
         after a cell that ended ok (`exec`'s options: a step whose inputs
-        did not change rebinds them in its own cell, no cell before it)."""
+        did not change rebinds them in its own cell, no cell before it).
+        A `setup` is compiled and run on its own after `restore`, before
+        the code: the code runs only when it ended ok, and `keep` then
+        keeps what it bound (a step's inputs, before the code can rebind
+        them); `setup_status` says how it ended. One cell instead of a
+        cell of setup and a cell of code: under gVisor a cell's fixed
+        cost is tens of system calls."""
         self._ensure_std_streams()
         self.value = None
+        self.setup_status = None
         output = self._start_output(cell)
         if output is None:
             return "error", None
         self.rlms_names = rlms
         try:
-            if self._restore_kept(restore):
+            if not self._restore_kept(restore):
+                status = "error"
+            elif setup is not None and self._run_setup(cell, setup, keep) != "ok":
+                status = self.setup_status or "error"
+            else:
                 before = dict(self.globals) if rlms else None
                 status = self._execute(cell, code)
                 if before is not None:
                     self._keep_as_rlms(before, status == "ok")
-            else:
-                status = "error"
-            if status == "ok":
-                self._keep(keep)
+                if status == "ok" and setup is None:
+                    self._keep(keep)
             final = self._take_answer()
             self._restore_names()
         finally:
             self.rlms_names = False
             self._end_output(output)
         return status, final
+
+    def _run_setup(self, cell: int, setup: str, keep: tuple[str, ...]) -> str:
+        """The cell's setup, as a cell of its own would run it (its value
+        is not reported); `keep` after it when it ended ok."""
+        status = self.setup_status = self._execute(cell, setup, "%s%d setup>" % (CELL_PREFIX, cell))
+        self.value = None
+        if status == "ok":
+            self._keep(keep)
+        return status
 
     def _restore_kept(self, names: tuple[str, ...]) -> bool:
         """Binds each name to its kept value; False (the cell does not run,
@@ -148,9 +169,10 @@ class Cells(Scaffold):
             if isinstance(name, str) and name.startswith("_") and g.get(name, MISSING) is not value:
                 g[name] = value
 
-    def _execute(self, cell: int, code: str) -> str:
-        """Compiles and runs the cell; a failure's traceback goes to its stderr."""
-        filename = "%s%d>" % (CELL_PREFIX, cell)
+    def _execute(self, cell: int, code: str, filename: Optional[str] = None) -> str:
+        """Compiles and runs the cell (or its setup, under `filename`); a
+        failure's traceback goes to its stderr."""
+        filename = filename or "%s%d>" % (CELL_PREFIX, cell)
         self._remember_source(filename, code)
         try:
             compiled, last = compile_cell(code, filename)

@@ -304,14 +304,21 @@ class Agent(Scripts):
         if namespace not in ("session", "rlms", "script"):
             raise ValueError("exec's namespace must be \"session\", \"rlms\" or \"script\", got %r" % (namespace,))
         restore, keep = _names(msg, "restore"), _names(msg, "keep")
+        setup = msg.get("setup")
+        if setup is not None and (not isinstance(setup, str) or namespace == "script"):
+            raise ValueError("exec's setup must be a str, and not with namespace \"script\", got %r"
+                             % (type(setup).__name__,))
         try:
             if namespace == "script":
                 status, exit_code = self.run_script(cell, code)
                 self._send_done(cell, status, None, exit_code=exit_code)
                 return
-            status, final = self.run_cell(cell, code, rlms=namespace == "rlms", restore=restore, keep=keep)
+            status, final = self.run_cell(cell, code, rlms=namespace == "rlms", restore=restore, keep=keep,
+                                          setup=setup)
             value, self.value = self.value, None
-            self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value)
+            setup_status, self.setup_status = self.setup_status, None
+            self._send_done(cell, status, final, self.user_vars() if msg.get("vars") is True else None, value,
+                            setup_status=setup_status)
         finally:
             # After the `done`, while the host reads it: off the step's path.
             self._prepare_output()
@@ -362,13 +369,16 @@ class Agent(Scripts):
     def _send_done(self, cell: int, status: str, final: Optional[str],
                    user_vars: Optional[list[dict[str, Any]]] = None,
                    value: Optional[dict[str, Any]] = None,
-                   exit_code: Optional[int] = None) -> None:
+                   exit_code: Optional[int] = None, setup_status: Optional[str] = None) -> None:
         """The cell's `done` (with the user's globals when the host asked,
-        and its trailing expression's value), in one write with its small
-        output's frames. A value that does not fit beside the rest loses
-        its JSON form, then itself."""
+        its trailing expression's value, and how its setup ended when it
+        had one that ran), in one write with its small output's frames. A
+        value that does not fit beside the rest loses its JSON form, then
+        itself."""
         before, self.unsent = self.unsent, b""
         done: dict[str, Any] = {"t": "done", "cell": cell, "status": status, "final_answer": final}
+        if setup_status is not None:
+            done["setup"] = setup_status
         if user_vars is not None:
             done["vars"] = user_vars
         if value is not None:

@@ -44,9 +44,21 @@ impl ExecRequest {
             CellOptions::parse_names("keep", body.get("keep")).map_err(SessionError::Request)?;
         let restore = CellOptions::parse_names("restore", body.get("restore"))
             .map_err(SessionError::Request)?;
-        if namespace == CellNamespace::Script && !(keep.is_empty() && restore.is_empty()) {
+        let setup = match body.get("setup") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(SessionError::Request(format!(
+                    "field \"setup\" must be a string of code or null, got {}",
+                    super::kind_of(other)
+                )))
+            }
+        };
+        if namespace == CellNamespace::Script
+            && !(keep.is_empty() && restore.is_empty() && setup.is_none())
+        {
             return Err(SessionError::Request(
-                "fields \"keep\" and \"restore\" do not apply to \"namespace\": \"script\" (a script has a fresh __main__)".into(),
+                "fields \"keep\", \"restore\" and \"setup\" do not apply to \"namespace\": \"script\" (a script has a fresh __main__)".into(),
             ));
         }
         let options = CellOptions {
@@ -54,6 +66,7 @@ impl ExecRequest {
             namespace,
             keep,
             restore,
+            setup,
         };
         Ok(ExecRequest {
             code,

@@ -8,7 +8,10 @@ Per runtime, medians and p99 (ms) of:
   interpreter's own pool (`SandboxInterpreter.pool()`: the setup ran in
   each standby before its claim; also claimed after the machine was idle
   for IDLE_S, as a task's claim comes after the model's answer, not right
-  after the pool's refill woke every process) and cold;
+  after the pool's refill woke every process) and cold; and, after idle,
+  dspy.RLM's own first step: a tool registered and a step that binds an
+  input (`execute("print(q)", {"q": ...})`: RLM's first step installs
+  DSPy's facade with a variable, its tools registered);
 - a one-shot run of `print(40 + 2)`: `pool.run` against `rlm_sandbox.run`
   (`rlm-sandbox run --json`);
 - a warm step, `execute("print(6 * 7)")` on a started SandboxInterpreter;
@@ -65,6 +68,18 @@ def tti(pool: Pool | None, runtime: str) -> float:
     out = interp.execute("print(40 + 2)")
     ms = (time.perf_counter() - t) * 1000
     assert out == "42", out
+    interp.shutdown()
+    return ms
+
+
+def tti_rlm(pool: Pool) -> float:
+    """tti with dspy.RLM's first step: a tool, an input bound."""
+    t = time.perf_counter()
+    interp = SandboxInterpreter(pool=pool, tools={"lookup": lambda key: key})
+    interp.start()
+    out = interp.execute("print(q)", {"q": "forty-two"})
+    ms = (time.perf_counter() - t) * 1000
+    assert out == "forty-two", out
     interp.shutdown()
     return ms
 
@@ -176,7 +191,7 @@ def main() -> None:
         # The interpreter's own pool: its standbys ran the setup (a prelude).
         with SandboxInterpreter.pool(4, runtime=runtime) as pool:
             assert pool.wait_full()
-            prelude_tti, idle_tti = [], []
+            prelude_tti, idle_tti, rlm_tti = [], [], []
             for _ in range(n):
                 pool.wait_full()
                 prelude_tti.append(tti(pool, runtime))
@@ -186,6 +201,10 @@ def main() -> None:
                 pool.wait_full()
                 time.sleep(IDLE_S)
                 idle_tti.append(tti(pool, runtime))
+            for _ in range(n):
+                pool.wait_full()
+                time.sleep(IDLE_S)
+                rlm_tti.append(tti_rlm(pool))
         rate = refill_rate(runtime)
         m = statistics.median
         print(f"{runtime}:")
@@ -194,6 +213,7 @@ def main() -> None:
         print("  tti  SandboxInterpreter.pool() " + show("", prelude_tti)
               + f" | /cold {m(prelude_tti) / m(cold_tti):.4f}")
         print(f"  tti  SandboxInterpreter.pool(), claimed after {IDLE_S:g} s idle " + show("", idle_tti))
+        print(f"  tti  the same, dspy.RLM's first step (a tool, an input) " + show("", rlm_tti))
         print("  run  pooled " + show("", pooled_run) + " | cold " + show("", cold_run)
               + f" | pooled/cold {m(pooled_run) / m(cold_run):.4f}")
         print("  warm step " + show("", warm))

@@ -6,7 +6,12 @@ the run weighs on both alike), p50 / p99 (ms) and the older/this ratio of:
 - time to interactive through SandboxInterpreter drawn from
   `SandboxInterpreter.pool(3)` (construct + start + first
   `execute("print(40 + 2)")`);
+- the same with a tool and a first step that binds an input
+  (`execute("print(q)", {"q": ...})`), as dspy.RLM's first step is (it
+  installs DSPy's facade with a variable, its tools registered);
 - `Pool(3).run("print(40 + 2)")`.
+The trees take their turns in a shuffled order each round (a fixed
+order lets one sample's teardown weigh on the next one's).
 Each tree runs in a worker process of its own, with its own client, pools
 and threads, as an application would (in one process the two clients'
 pools and threads weighed on each other's samples unevenly). Before every
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -79,6 +85,16 @@ def worker(runtime: str) -> None:
                 it.shutdown()
                 drain(interpreter_pool)
                 print(json.dumps({"ns": ns}), flush=True)
+            elif op == "tti_input":
+                t = time.perf_counter_ns()
+                it = SandboxInterpreter(pool=interpreter_pool, tools={"lookup": lambda key: key})
+                it.start()
+                out = it.execute("print(q)", {"q": "forty-two"})
+                ns = time.perf_counter_ns() - t
+                assert out == "forty-two", out
+                it.shutdown()
+                drain(interpreter_pool)
+                print(json.dumps({"ns": ns}), flush=True)
             elif op == "run":
                 t = time.perf_counter_ns()
                 result = run_pool.run("print(40 + 2)")
@@ -126,7 +142,8 @@ def main() -> None:
         "this": (str(HERE.parent.parent / "python"), new_bin, new_cache),
     }
     workers = {name: Worker(runtime, *tree) for name, tree in trees.items()}
-    times: Dict[str, Dict[str, List[int]]] = {name: {"tti": [], "run": []} for name in trees}
+    ops = ("tti", "tti_input", "run")
+    times: Dict[str, Dict[str, List[int]]] = {name: {op: [] for op in ops} for name in trees}
 
     idle = float(os.environ.get("RLM_BENCH_IDLE_S", "0"))
 
@@ -138,21 +155,21 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     try:
         for _ in range(n):
-            for name, w in workers.items():
-                for op in ("tti", "run"):
+            for op in ops:
+                for name in random.sample(list(workers), len(workers)):
                     full()
-                    times[name][op].append(w.ask(op)["ns"])
+                    times[name][op].append(workers[name].ask(op)["ns"])
     finally:
         for w in workers.values():
             w.close()
     med = statistics.median
     for name in trees:
         row = times[name]
-        print(f"{runtime} {name:5s} TTI p50 {med(row['tti']) / 1e6:.3f} p99 {p99(row['tti']):.3f} ms | "
-              f"pool.run p50 {med(row['run']) / 1e6:.3f} p99 {p99(row['run']):.3f} ms")
+        print(f"{runtime} {name:5s} " + " | ".join(
+            f"{op} p50 {med(row[op]) / 1e6:.3f} p99 {p99(row[op]):.3f} ms" for op in ops))
     old, new = times["older"], times["this"]
-    print(f"{runtime} older/this p50: TTI {med(old['tti']) / med(new['tti']):.2f}x, "
-          f"pool.run {med(old['run']) / med(new['run']):.2f}x (n={n}, idle {idle:g} s, load after {os.getloadavg()[0]:.1f})")
+    print(f"{runtime} older/this p50: " + ", ".join(f"{op} {med(old[op]) / med(new[op]):.2f}x" for op in ops)
+          + f" (n={n}, idle {idle:g} s, load after {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

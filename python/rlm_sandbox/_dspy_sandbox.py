@@ -28,6 +28,15 @@ inputs = {}
 bound_tools = {}
 _answer = None
 _host = None
+#: The sandbox's own names (answer, llm_query, the contexts', ...), as at
+#: the start: no input or tool may be bound to one.
+_own = frozenset()
+
+
+class Refused(Exception):
+    """A step's input or tool is named as one of the sandbox's own names:
+    the step is refused before anything is bound (the host reads this
+    exception's line as the interpreter's error, not the code's)."""
 
 
 class Submitted(BaseException):
@@ -43,10 +52,14 @@ _HOST_DEFAULT = _HostDefault()
 
 
 def start(g, mark, host_tool):
-    """Keeps the sandbox's answer dict and host tool (the sandbox's own
-    names reach the host in the session's `ready`)."""
-    global MARK, _answer, _host
+    """Keeps the sandbox's answer dict, host tool and own names. The names
+    are checked here, not on the host: the host would wait for a claim's
+    `ready` (its names) before it could send a step's first cell."""
+    global MARK, _answer, _host, _own
     MARK, _answer, _host = mark, g["answer"], g[host_tool]
+    # An input named `context` is the first context file's value (the
+    # host sends it so), which may be bound already.
+    _own = frozenset(n for n in g if not n.startswith("_") and n != "context")
 
 
 def put_json(name, text):
@@ -54,8 +67,14 @@ def put_json(name, text):
 
 
 def apply(g, text):
-    """One step's bookkeeping, in order: SUBMIT, tools, file inputs, bindings."""
+    """One step's bookkeeping, in order: SUBMIT, tools, file inputs,
+    bindings; refused first when a tool or input has one of the sandbox's
+    own names."""
     ops = cjson.loads(text, constants=True)
+    for what, names in (("tool", ops.get("tools", ())), ("input", ops.get("bind", ()))):
+        for name in names:
+            if name in _own:
+                raise Refused("%s name %r is one of the sandbox's own names" % (what, name))
     if "submit" in ops:
         g["SUBMIT"] = _make_submit(ops["submit"])
     if "tools" in ops:

@@ -192,6 +192,17 @@ def _ends_in_syntax_error(stderr: str) -> bool:
 
 # The last line of the traceback of a SUBMIT that ended the code.
 _SUBMITTED_LINE = f"{_SUPPORT_MODULE}.Submitted: SUBMIT ends the step"
+# How the last line of a step's setup refused by the sandbox starts.
+_REFUSED_PREFIX = f"{_SUPPORT_MODULE}.Refused: "
+
+
+def _refusal(cell: Cell) -> Optional[str]:
+    """The sandbox's refusal of a step's name (its support's `Refused`),
+    when that is how the cell's setup failed."""
+    if cell.setup != "error":
+        return None
+    last = cell.stderr.rstrip("\n").rsplit("\n", 1)[-1]
+    return last[len(_REFUSED_PREFIX):] if last.startswith(_REFUSED_PREFIX) else None
 
 
 def _submission(cell: Cell) -> Optional[Dict[str, Any]]:
@@ -302,9 +313,8 @@ class SandboxInterpreter:
         self._busy = threading.Lock()
         self._starting = threading.Lock()
         self._call_context = contextvars.copy_context()
-        # What the sandbox holds: its own names, SUBMIT's fields, the tool
-        # signatures, the inputs and how many context files it has.
-        self._names: FrozenSet[str] = frozenset()
+        # What the sandbox holds: SUBMIT's fields, the tool signatures, the
+        # inputs and how many context files it has.
         self._submit_names: Optional[List[str]] = None
         self._tool_specs: Optional[Dict[str, List[List[Any]]]] = None
         # Each tool's signature, read once per function object.
@@ -391,20 +401,6 @@ class SandboxInterpreter:
         defined = self._pool is not None and self._pool.prelude == PRELUDE
         self._setup = _setup_code(first, defined)
         self._submit_names, self._tool_specs = first["submit"], first.get("tools")
-
-    @property
-    def _sandbox_names(self) -> FrozenSet[str]:
-        """The sandbox's own names (answer, llm_query, ...), from its
-        session's `ready` (a pooled claim's is waited for here)."""
-        if not self._names and self._session is not None:
-            try:
-                names = self._session.ready.get("names")
-            except SandboxError as e:
-                self._terminal(f"the sandbox could not start: {str(e).splitlines()[0]}", e)
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                self._terminal(f"the session's ready lists no names (got {names!r:.100}): rlm-sandbox is too old")
-            self._names = frozenset(names)
-        return self._names
 
     def _current_tool_names(self) -> List[str]:
         return [name for name in self.tools if name not in QUERY_TOOLS]
@@ -500,7 +496,7 @@ class SandboxInterpreter:
             self._terminal(f"the session refused the code: {e}", e)
         if cell.session_dead:
             self._terminal(f"the sandbox ended in this code (status {cell.status}: {cell.error})")
-        if first is not None and cell.setup != "ok":
+        if first is not None and cell.setup != "ok" and _refusal(cell) is None:
             self._terminal(f"the interpreter's setup failed in the sandbox: {_printed(cell).rstrip()}")
         return cell
 
@@ -566,9 +562,13 @@ class SandboxInterpreter:
 
     def _check_prepared(self, cell: Cell, status: Optional[str] = None) -> None:
         """A preparation that did not end ok: nothing small is known to be
-        in the sandbox any more; CodeInterpreterError."""
+        in the sandbox any more; CodeInterpreterError (the sandbox's
+        refusal of a name, or what failed)."""
         if (status or cell.status) != "ok":
             self._forget_inline_inputs()
+            refused = _refusal(cell)
+            if refused is not None:
+                raise CodeInterpreterError(refused)
             raise CodeInterpreterError(f"preparing the step in the sandbox failed:\n{_printed(cell).strip()}")
 
     def _current_tool_specs(self, variables: Dict[str, Any]) -> Dict[str, List[List[Any]]]:
@@ -588,12 +588,14 @@ class SandboxInterpreter:
         return specs
 
     def _check_name(self, name: Any, what: str) -> None:
-        """A name the sandbox lets us bind: an identifier, none of its own
-        (answer, FINAL, llm_query, ...), no context_N, not SUBMIT or
-        __builtins__ (LocalInterpreter refuses both)."""
+        """A name the sandbox may bind: an identifier, no context_N, not
+        SUBMIT or __builtins__ (LocalInterpreter refuses both). The
+        sandbox's other own names (answer, FINAL, llm_query, ...) it
+        refuses itself (its support's `apply`): checking them here would
+        wait for a claim's `ready` before the step's cell could go out."""
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise CodeInterpreterError(f"{what} name {name!r} is not a Python identifier")
-        if name in ("SUBMIT", "__builtins__") or name in self._sandbox_names or _CONTEXT_N.match(name):
+        if name in ("SUBMIT", "__builtins__") or _CONTEXT_N.match(name):
             raise CodeInterpreterError(f"{what} name {name!r} is one of the sandbox's own names")
 
     def _send_inputs(

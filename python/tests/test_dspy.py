@@ -177,8 +177,12 @@ def test_inputs_are_sent_once_and_bound_every_step(settings: dict) -> None:
         assert interp.execute("print(point, sorted(tags), pair)", converted) == "{'x': 1, 'y': 2} ['a', 'b'] [1, 2]"
         for bad in ({"opaque": object()}, {"answer": 1}, {"llm_query": "x"}, {"context_0": "x"}, {"not valid": 1}):
             with pytest.raises(CodeInterpreterError) as refused:
-                interp.execute("print(1)", bad)
+                interp.execute("ran = True", bad)
             assert not isinstance(refused.value, CodeExecutionError)
+        # The sandbox's own names are refused by the sandbox, before anything is bound or run.
+        with pytest.raises(CodeInterpreterError, match="^input name 'llm_query' is one of the sandbox's own names$"):
+            interp.execute("ran = True", {"llm_query": "x", "question": "q"})
+        assert interp.execute("print('ran' in globals(), callable(llm_query), question)", variables) == "False True And pears?"
 
 
 def test_a_failed_preparation_is_the_interpreters_error_and_runs_no_code(settings: dict) -> None:
@@ -252,6 +256,12 @@ def test_tools_are_read_at_call_time(settings: dict) -> None:
         del interp.tools["fail"]
         interp.tools["__dspy_probe__"] = lambda: {"ok": [1, 2]}
         assert interp.execute("print(double(2), 'fail' in globals(), __dspy_probe__())") == "6 False {'ok': [1, 2]}"
+        # A tool may not take one of the sandbox's own names: refused, nothing run.
+        interp.tools["FINAL"] = lambda x: x
+        with pytest.raises(CodeInterpreterError, match="^tool name 'FINAL' is one of the sandbox's own names$"):
+            interp.execute("ran = True")
+        del interp.tools["FINAL"]
+        assert interp.execute("print('ran' in globals(), double(2))") == "False 6"
 
 
 def test_llm_query_is_answered_by_dspys_tool(settings: dict) -> None:

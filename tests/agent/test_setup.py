@@ -97,3 +97,27 @@ def test_a_bad_setup_is_an_error_of_the_cell(ready: Agent, fields: Any) -> None:
     assert ready.exec("print('ran' in globals(), 'x' in globals())").out == "False False\n"
     assert ready.close() == 0
     assert "exec's setup must be a str" in ready.stderr_text()
+
+
+def test_an_interrupt_between_the_setup_and_the_code_is_not_lost() -> None:
+    """The host's interrupt may arrive after the setup left user code and
+    before the code entered it: the code then starts interrupted (else the
+    cell would run on until the host kills the sandbox)."""
+    from frames import AGENT_ROOT
+    import sys
+
+    if str(AGENT_ROOT) not in sys.path:
+        sys.path.insert(0, str(AGENT_ROOT))
+    from _rlm_agent.interrupts import Interrupts
+
+    interrupts = Interrupts(main_ident=0)  # never signalled: nothing is in user code when asked
+    interrupts.enter(5)  # the setup
+    interrupts.leave()
+    interrupts.request(5)
+    interrupts.enter(5)  # the code
+    assert interrupts.pending
+    interrupts.leave()
+    # An interrupt for a cell that has ended does not reach the next one.
+    interrupts.request(5)
+    interrupts.enter(6)
+    assert not interrupts.pending

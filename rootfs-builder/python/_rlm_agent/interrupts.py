@@ -110,12 +110,14 @@ class Interrupts:
     def request(self, cell: int) -> None:
         """The host's `interrupt` (reader thread): signal the main thread if
         `cell` is in user code (and keep signalling); remember it if `cell`
-        has not started."""
+        has not started, or is between its setup and its code (the code
+        then starts interrupted; for a cell that has ended it is dropped
+        at the next cell's start)."""
         with self.lock:
             if self._interruptible(cell):
                 self._send_sigint(cell)
                 sync.start("rlm-interrupt", self._resend, cell)
-            elif cell > self.last_started:
+            elif cell >= self.last_started and self.delivered != cell:
                 self.early = cell
 
     def _interruptible(self, cell: int) -> bool:

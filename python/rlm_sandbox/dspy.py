@@ -392,7 +392,7 @@ class SandboxInterpreter:
         self._session = session
         self._pid = session.pid
         # SUBMIT's fields (and no tools, when none is set) are known now;
-        # tools are checked against the sandbox's names first.
+        # tools come with the first step (_prepare).
         first: Dict[str, Any] = {"submit": _output_names(self.output_fields)}
         if not self._current_tool_names():
             first["tools"] = {}
@@ -554,8 +554,9 @@ class SandboxInterpreter:
         return _Step(setup=setup, keep=list(variables), names=names, specs=specs, pending=pending)
 
     def _prepared(self, step: "_Step", cell: Cell) -> None:
-        """Records what the step's setup did, once it ended ok."""
-        self._check_prepared(cell, cell.setup)
+        """Records what the step's setup did, once it ended ok (a cell
+        that says nothing of its setup did not run it)."""
+        self._check_prepared(cell, cell.setup or "not run")
         self._submit_names, self._tool_specs = step.names, step.specs
         self._sent.update(step.pending)
         self._kept = frozenset(step.keep) | self._kept

@@ -499,16 +499,7 @@ class Session:
                 fields[field] = list(names)
         if timeout is not None:
             fields["timeout"] = timeout
-        return self._cell(self._response("exec", self.submit_exec(fields)))
-
-    def submit_exec(self, fields: JSONDict) -> "Future[JSONDict]":
-        """Writes an `exec` request (its fields as `exec` builds them)
-        without waiting; `finish_exec` reads its Cell. For a caller that
-        writes several requests before it waits."""
-        return self._live().submit("exec", **fields)
-
-    def finish_exec(self, future: "Future[JSONDict]") -> Cell:
-        return self._cell(self._response("exec", future))
+        return self._cell(self._call("exec", **fields))
 
     def _cell(self, response: JSONDict) -> Cell:
         cell_json = response.get("cell")

@@ -67,13 +67,13 @@ def test_a_wait_writes_what_is_held(standby: SessionProcess) -> None:
     stand-in never answers, so the wait ends by its time bound)."""
     session = Session._claim(standby, settings={}, hold=True)
     assert _unread(standby) == 0  # the begin is held
-    pending = session.submit_exec({"code": "print(1)"})
+    pending = standby.submit("exec", code="print(1)")
     assert _unread(standby) == 0  # and the exec behind it
     with pytest.raises(TimeoutError):
         standby.wait(pending, 0.01)
     begin_and_exec = _unread(standby)
     assert begin_and_exec > 0
-    session.submit_exec({"code": "print(2)"})  # no longer held
+    standby.submit("exec", code="print(2)")  # no longer held
     assert _unread(standby) > begin_and_exec
     _forget(session)
 

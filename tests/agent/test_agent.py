@@ -9,6 +9,7 @@ import sys
 import io
 import json
 import os
+import subprocess
 import struct
 import time
 from pathlib import Path
@@ -62,18 +63,74 @@ def test_the_agent_says_standby_before_any_hello() -> None:
         a.kill()
 
 
-def test_the_first_cells_output_files_are_made_before_standby(agent: Agent) -> None:
-    """A claim's first cell finds its output files made (as every later
-    cell does, made after the cell before it): their system calls are
-    not on the claim's path. Seen from outside, in the agent's open
-    descriptors once it said `standby`; fd 1 and 2 are not yet on them."""
+def test_the_first_cells_output_files_are_in_place_before_standby(agent: Agent) -> None:
+    """A claim's first cell finds its output files made and on fd 1 and
+    2 (as every later cell does, placed after the cell before it): their
+    system calls are not on the claim's path. Seen from outside, in the
+    agent's open descriptors once it said `standby`: fd 1 and 2 and the
+    agent's own copies, one file each."""
     fds = Path(f"/proc/{agent.proc.pid}/fd")
     links = {int(fd.name): os.readlink(fd) for fd in fds.iterdir()}
     memfds = sorted(target for target in links.values() if target.startswith("/memfd:rlm-"))
-    assert memfds == ["/memfd:rlm-stderr (deleted)", "/memfd:rlm-stdout (deleted)"], links
-    assert not links[1].startswith("/memfd:") and not links[2].startswith("/memfd:"), links
+    assert memfds == ["/memfd:rlm-stderr (deleted)"] * 2 + ["/memfd:rlm-stdout (deleted)"] * 2, links
+    assert (links[1], links[2]) == ("/memfd:rlm-stdout (deleted)", "/memfd:rlm-stderr (deleted)"), links
+    inodes = {fd: os.stat(fds / str(fd)).st_ino for fd in links}
+    copies = [fd for fd in links if fd > 2 and links[fd] == links[1]]
+    assert [inodes[fd] for fd in copies] == [inodes[1]], (links, inodes)
     agent.hello()
     assert agent.exec("print(1)").out == "1\n"
+
+
+def test_what_a_thread_prints_after_its_cells_done_is_the_next_cells_output(ready: Agent) -> None:
+    """fd 1 points at the next cell's file as soon as a cell's `done` is
+    out: a thread of an earlier cell that writes then is read with the
+    next cell (it waits, without a clock, for fd 1 to be another file)."""
+    cell = ready.exec(
+        "import os, threading\n"
+        "first = os.fstat(1).st_ino\n"
+        "def late():\n"
+        "    while os.fstat(1).st_ino == first:\n"
+        "        os.sched_yield()\n"
+        "    os.write(1, b'late\\n')\n"
+        "t = threading.Thread(target=late, daemon=True)\n"
+        "t.start()\n"
+        "print('first')\n"
+    )
+    assert (cell.status, cell.out) == ("ok", "first\n")
+    cell = ready.exec("t.join()\nprint('second')")
+    assert (cell.status, cell.out, cell.err) == ("ok", "late\nsecond\n", ""), cell
+
+
+HELLO: Message = {"t": "hello", "contexts": [], "tools": [], "max_load_bytes": 64 << 20, "max_frame": 8 << 20,
+                  "max_prompt_bytes": 4 << 20, "max_output_bytes": 256 << 20}
+
+
+def test_a_cell_sent_behind_hello_comes_after_ready(agent: Agent) -> None:
+    """A claim writes `hello` and its first `exec` at once; the agent may
+    hold `ready` for the cell's first frame (one write), but `ready`
+    still comes first, then the cell's output, then its `done`."""
+    agent.send_raw(encode_msg(HELLO) + encode_msg({"t": "exec", "cell": 1, "code": "print('first')\n7"}))
+    agent.next_cell = 2
+    assert agent.msg()["t"] == "ready"
+    cell = agent.finish(1)
+    assert (cell.status, cell.out, cell.done.get("value", {}).get("repr")) == ("ok", "first\n", "7"), cell
+    assert agent.exec("print('next')").out == "next\n"
+
+
+def test_a_held_ready_goes_out_while_a_long_first_cell_runs(agent: Agent, tmp_path: Path) -> None:
+    """`ready` held for the frames of a cell sent behind `hello` does not
+    wait for that cell's end: the cell here blocks until the test has
+    seen `ready` (it opens a FIFO the test opens only then)."""
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    code = "import os\nfd = os.open(%r, os.O_RDONLY)\nprint(os.read(fd, 2).decode())" % str(fifo)
+    agent.send_raw(encode_msg(HELLO) + encode_msg({"t": "exec", "cell": 1, "code": code}))
+    agent.next_cell = 2
+    assert agent.msg(timeout=30)["t"] == "ready"
+    with open(fifo, "wb") as go:
+        go.write(b"go")
+    cell = agent.finish(1)
+    assert (cell.status, cell.out) == ("ok", "go\n"), cell
 
 
 def test_hello_answers_ready_with_the_names(agent: Agent, files: Any) -> None:
@@ -111,6 +168,57 @@ def test_print_and_raw_writes_land_in_their_cell_and_streams_stay_apart(ready: A
     assert "err" not in cell.out and "out" not in cell.err
     nxt = ready.exec("print('next')")
     assert (nxt.out, nxt.err) == ("next\n", "")
+
+
+#: Prints and raw writes to fd 1, interleaved (test below).
+INTERLEAVED = (
+    "import os, sys\n"
+    "print('flushed')\n"
+    "sys.stdout.flush()\n"
+    "os.write(1, b'raw\\n')\n"
+    "print('kept')\n"
+    "os.write(1, b'raw again\\n')\n"
+    "for i in range(3000):\n"
+    "    print('line %04d' % i)\n"
+    "    if i in (1000, 2000, 2500):\n"
+    "        os.write(1, b'raw at %d\\n' % i)\n"
+    "sys.stdout.buffer.write(b'bytes\\n')\n"
+    "print(sys.stdout.name, sys.stdout.fileno(), sys.stdout.isatty())\n"
+)
+
+
+def test_prints_and_raw_writes_come_in_python3s_order(ready: Agent) -> None:
+    """sys.stdout buffers as python3's does writing to a pipe: a print
+    user code flushed precedes a later raw write, an unflushed one
+    follows it, a full buffer goes out where python3's would, and what
+    is left at the cell's end comes last. The same code, python3 with
+    its stdout a pipe, gives the same bytes."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    python3 = subprocess.run([sys.executable, "-I", "-c", INTERLEAVED], stdout=subprocess.PIPE, env=env, check=True)
+    cell = ready.exec(INTERLEAVED)
+    assert cell.status == "ok", cell
+    assert cell.out.startswith("flushed\nraw\nraw again\nkept\nline 0000\n") and "raw at 1000" in cell.out
+    assert cell.out == python3.stdout.decode()
+
+
+def test_threads_printing_at_once_lose_no_line(ready: Agent) -> None:
+    """The streams' buffer takes no lock (a clock read under gVisor): what
+    many threads print at once, and a flush racing with them, loses nothing."""
+    cell = ready.exec(
+        "import sys, threading\n"
+        "def chatter(n):\n"
+        "    for i in range(2000):\n"
+        "        print('t%d %d' % (n, i))\n"
+        "        if i % 97 == 0:\n"
+        "            sys.stdout.flush()\n"
+        "threads = [threading.Thread(target=chatter, args=(n,)) for n in range(4)]\n"
+        "for t in threads:\n"
+        "    t.start()\n"
+        "for t in threads:\n"
+        "    t.join()\n"
+    )
+    assert cell.status == "ok", cell
+    assert sorted(cell.out.splitlines()) == sorted("t%d %d" % (n, i) for n in range(4) for i in range(2000))
 
 
 def test_large_output_arrives_whole_in_bounded_chunks_before_done(ready: Agent) -> None:

@@ -25,7 +25,7 @@ from .namespace import (
     MISSING,
     new_answer,
 )
-from .output import WATCH_EVERY, CellOutput, close_quietly, flush, text_stream, usable, write_fd
+from .output import WATCH_EVERY, CellOutput, close_quietly, flush, held, text_stream, usable, write_fd
 from .scaffold import Scaffold
 from . import sources, sync
 from .wire import Channel, DEFAULT_MAX_OUTPUT_BYTES, FRAME_SLACK, STDERR
@@ -235,13 +235,28 @@ class Cells(Scaffold):
             sys.stderr = text_stream(2, "w")
 
     def _prepare_output(self) -> None:
-        """Points fd 1 and 2 at /dev/null (a thread still printing now
-        prints into nothing, not into memory) and makes the next cell's
-        output files, after this cell's `done` went out, while the host
-        reads it (they cost a handful of system calls)."""
-        os.dup2(self.devnull, 1)
-        os.dup2(self.devnull, 2)
+        """Makes the next cell's output files and points fd 1 and 2 at
+        them, after this cell's `done` went out, while the host reads it:
+        their system calls (a handful, each a round trip into the Sentry
+        under gVisor) are off the next cell's path, which starts with its
+        files in place. What a thread still printing writes from here on
+        is the next cell's output, as it is while that cell runs. Files
+        that cannot be made are made (or reported) when the next cell
+        starts; until then fd 1 and 2 are /dev/null."""
         self._make_spare()
+        if self.spare is None or not self._place(self.spare):
+            os.dup2(self.devnull, 1)
+            os.dup2(self.devnull, 2)
+
+    def _place(self, output: CellOutput) -> bool:
+        """Points fd 1 and 2 at `output`'s files."""
+        try:
+            os.dup2(output.files[0], 1)
+            os.dup2(output.files[1], 2)
+        except OSError:
+            return False
+        output.placed = True
+        return True
 
     def _make_spare(self) -> None:
         """The next cell's output files, unless made already."""
@@ -269,8 +284,9 @@ class Cells(Scaffold):
         # No lock (a lock costs a system call under gVisor): the watchdog
         # acts only on the output it finds in self.output, set once fd 1
         # and 2 point at it; until then it finds None.
-        os.dup2(output.files[0], 1)
-        os.dup2(output.files[1], 2)
+        if not output.placed:
+            os.dup2(output.files[0], 1)
+            os.dup2(output.files[1], 2)
         self.output_token.append(True)
         self.output = output
         return output
@@ -278,11 +294,9 @@ class Cells(Scaffold):
     def _end_output(self, output: CellOutput) -> None:
         """Ends the cell's output (the watchdog cannot cut it any more),
         then sends what the cell wrote: each file as far as it is now
-        (what a thread still printing writes later goes nowhere: the
-        files are replaced before the next cell, and fd 1 and 2 pointed
-        at /dev/null once the `done` is out, see _prepare_output)."""
-        flush(sys.stdout)
-        flush(sys.stderr)
+        (what a thread still printing writes later is never read: fd 1
+        and 2 point at the next cell's files once the `done` is out, see
+        _prepare_output)."""
         try:
             self.output_token.pop()
         except IndexError:
@@ -291,15 +305,19 @@ class Cells(Scaffold):
             with self.output_lock:
                 pass
         self.output = None
+        # What the streams still buffer goes after what the files hold
+        # (into /dev/null, as a flush would, once the output was cut off).
+        tails = [held(sys.stdout), held(sys.stderr)]
         try:
-            self.unsent = output.send(self.channel, self.max_output)
+            self.unsent = output.send(self.channel, self.max_output, [b"", b""] if output.limited else tails)
         finally:
             for fd in self.retired:  # None unless no files were made since the last cell.
                 close_quietly(fd)
             self.retired = output.retire()
 
     def _watch_output(self) -> None:
-        """The watchdog thread: a running cell whose output passes the
+        """The watchdog thread: frames the channel held go out (see
+        Channel.later); a running cell whose output passes the
         host's ceiling has fd 1 and 2 pointed at /dev/null (its files stop
         growing in the sandbox's memory) and the host is told with
         `output_limit`, which interrupts the cell as a timeout does. A
@@ -307,6 +325,8 @@ class Cells(Scaffold):
         (`reading_needed`): a cell shorter than a tick never pays for it."""
         while True:
             time.sleep(WATCH_EVERY)
+            # A `ready` held for the frame of a request that is taking long.
+            self.channel.send_held()
             output = self.output
             if output is None:
                 continue

@@ -95,7 +95,7 @@ class Interrupts:
 
     def __init__(self, main_ident: int) -> None:
         self.main_ident = main_ident
-        self.lock = sync.Lock()
+        self.lock = sync.Token()
         self.in_user = False
         self.cell: Optional[int] = None
         self.last_started = -1

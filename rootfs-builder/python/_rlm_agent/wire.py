@@ -133,6 +133,11 @@ class FrameReader:
             raise EOFError("the channel ended" + (" inside a frame" if self._buf else ""))
         self._buf += data
 
+    def pending(self) -> bool:
+        """Whether the host has sent more than was handled (the start of a
+        next frame, at least, is buffered)."""
+        return bool(self._buf)
+
     def read(self) -> tuple[int, bytes]:
         """The next frame, reading as needed; EOFError at the end."""
         while True:
@@ -153,30 +158,60 @@ class Channel:
     def __init__(self, fd: int, on_broken: Callable[[str], None]) -> None:
         self.fd = fd
         self.max_frame = DEFAULT_MAX_FRAME
-        self._lock = sync.Lock()
+        self._lock = sync.Token()
         self._on_broken = on_broken
+        #: Whole frames that go out first with the next write (`later`).
+        self.held = b""
 
     @protocol
     def send(self, kind: int, payload: bytes, before: bytes = b"") -> None:
-        """Writes one frame, after the whole frames `before` (one write for
-        both: a system call and a wake-up of the host saved); a broken
-        channel means the host is gone."""
-        data = memoryview(before + encode_frame(kind, payload))
+        """Writes one frame, after the held frames and the whole frames
+        `before` (one write for all: a system call and a wake-up of the
+        host saved); a broken channel means the host is gone."""
+        frame = before + encode_frame(kind, payload)
         with self._lock:
-            try:
-                while data:
-                    data = data[os.write(self.fd, data):]
-            except OSError as e:
-                self._on_broken("the frame channel to the host broke: %s" % e)
+            self._write(frame)
+
+    @protocol
+    def later(self, msg: dict[str, Any]) -> None:
+        """Holds `msg` (a J frame) to go out first with the next frame sent,
+        or at `send_held`."""
+        frame = self._encode(msg)
+        with self._lock:
+            self.held += frame
+
+    @protocol
+    def send_held(self) -> None:
+        """Writes the held frames now, if any."""
+        if self.held:
+            with self._lock:
+                if self.held:
+                    self._write(b"")
+
+    def _write(self, frames: bytes) -> None:
+        """Writes the held frames and `frames` (under the lock)."""
+        data, self.held = memoryview(self.held + frames), b""
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError as e:
+            self._on_broken("the frame channel to the host broke: %s" % e)
 
     @protocol
     def send_json(self, msg: dict[str, Any], before: bytes = b"") -> None:
         """Sends `msg` as a J frame (after the frames `before`);
         FrameTooLarge instead of a frame the host would refuse."""
+        frame = self._encode(msg)
+        with self._lock:
+            self._write(before + frame)
+
+    def _encode(self, msg: dict[str, Any]) -> bytes:
+        """`msg` as a J frame; FrameTooLarge instead of a frame the host
+        would refuse."""
         payload = encode_json(msg)
         if len(payload) + 1 > self.max_frame:
             raise FrameTooLarge(
                 "a %r message of %d bytes is above the frame limit of %d"
                 % (msg.get("t"), len(payload) + 1, self.max_frame)
             )
-        self.send(JSON, payload, before)
+        return encode_frame(JSON, payload)

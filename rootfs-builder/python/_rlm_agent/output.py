@@ -219,7 +219,7 @@ def text_stream(fd: int, mode: str) -> io.TextIOWrapper:
 def held(stream: Any) -> bytes:
     """Flushes a sys stream user code may have replaced with anything;
     what it buffered in a StdBuffer is returned instead of written."""
-    buffer = getattr(stream, "buffer", None) if stream is not None else None
+    buffer = getattr(stream, "buffer", None)
     if not isinstance(buffer, StdBuffer):
         flush(stream)
         return b""

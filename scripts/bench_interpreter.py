@@ -23,7 +23,12 @@ the same machine:
   a cell binds them before the step's cell: two round trips).
 
 The three are timed in turns (a block of each, BLOCKS times), so the shared
-machine's drift hits them alike. Prints p50 and p99 of each and the ratios
+machine's drift hits them alike. Each block starts with BLOCK_WARMUP
+untimed runs of its own: gVisor's systrap turns its spinning fast path on
+and off by the latency it measures, so a sandbox left idle while the
+other rows ran starts slow, and without them a row that follows another on
+the same interpreter (vstep after step) would start hot while step started
+cold. Prints p50 and p99 of each and the ratios
 to the floor.
 
 Usage: python scripts/bench_interpreter.py [STEPS] [BLOCKS]
@@ -59,6 +64,8 @@ for line in iter(r.readline, b""):
     w.flush()
 """
 LINE = b"x" * 63 + b"\n"
+#: Untimed runs at the start of each block (see the docstring).
+BLOCK_WARMUP = 20
 #: A DSPy RLM step's variables: the same every step.
 INPUTS = {"context": "a few lines of text " * 20, "query": "What is six times seven?"}
 
@@ -132,6 +139,8 @@ def bench(binary: str, runtime: str, steps: int, blocks: int, work: Path) -> Non
         times: Dict[str, List[float]] = {name: [] for name in runs}
         for _ in range(blocks):
             for name, run in runs.items():
+                for _ in range(BLOCK_WARMUP):
+                    run()
                 times[name].extend(timed(run) for _ in range(steps // blocks))
     finally:
         interpreter.shutdown()

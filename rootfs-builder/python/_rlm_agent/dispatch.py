@@ -47,6 +47,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
+#: A document with every kind of JSON value a host frame holds, decoded
+#: once before `standby` (see `Agent._warm`).
+WARM_JSON = '{"t": "hello", "n": [1, -2.5e3, true, false, null], "s": "a\\n\\u00e9\\ud83d\\ude00", "o": {}}'
+
 
 def agent_traceback() -> str:
     """The exception being handled, with every frame (the agent's own
@@ -109,13 +113,32 @@ class Agent(Scripts):
 
     def _warm(self) -> None:
         """Runs once, on throwaway input, what a claim's `hello` and its
-        first cell run first: the compiler (a cell, a tool's function),
-        the tool name check's pattern. Their first use costs most (code
-        paged in, a pattern compiled; under gVisor a millisecond and
-        more), and before `standby` nobody waits for it."""
+        first cell run first: the JSON decoder (the `hello` is the first
+        frame the agent reads), the compiler (a cell, a tool's function),
+        the tool name check's pattern, and each system call of a cell's
+        output files. Their first use costs most (code paged in, a
+        pattern compiled; under gVisor a millisecond and more, and a
+        system call's first use at each place in the code is a trap the
+        Sentry then patches away: up to a millisecond each, measured by
+        scripts/bench_first_use.py), and before `standby` nobody waits."""
+        cjson.loads(WARM_JSON)
         compile_cell("_w = 1\n_w", "<warm>")
         make_tool("_w", ["a"], lambda name, args: None)
         self._reserved("_w")
+        # Throwaway output files, read back as a cell's are (pread) and
+        # retired: the first cell's files take their numbers (dup3), as
+        # each later cell's do.
+        scratch = self._new_output()
+        scratch.send(self.channel, 0)  # empty: nothing is sent
+        self.retired = scratch.retire()
+        # One turn of the reader thread, as a cell's first call (a tool,
+        # llm_query) makes: woken (a futex wake), stopped and parked. Its
+        # poll is libc's, called here once for certain (the turn may end
+        # before the reader polls).
+        self._start_token.append(True)
+        self.reading_needed()
+        self._take_back_reading()
+        select.poll().poll(0)
         # The first cell's output files, on fd 1 and 2 from here on, as
         # each later cell's are after the cell before it (off the path):
         # eight system calls fewer in a claim's first cell. Until now fd 2

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from frames import Agent  # noqa: E402
+from frames import Agent, context_file  # noqa: E402
 
 
 @pytest.fixture
@@ -30,3 +30,18 @@ def ready(agent: Agent) -> Agent:
     """An agent after a plain hello (no contexts, no tools)."""
     agent.hello()
     return agent
+
+
+@pytest.fixture
+def files() -> Iterator[Any]:
+    """Makes context files; removes them afterwards."""
+    cleanups = []
+
+    def make(data: bytes, suffix: str = "") -> str:
+        path, cleanup = context_file(data, suffix)
+        cleanups.append(cleanup)
+        return path
+
+    yield make
+    for cleanup in cleanups:
+        cleanup()

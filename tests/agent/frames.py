@@ -82,6 +82,11 @@ def command() -> list[str]:
     return [sys.executable, "-I", "-B", "-c", start]
 
 
+def ctx_spec(index: int, path: str, fmt: str = "text") -> Message:
+    """A `hello`'s or `add_context`'s description of context file `path`."""
+    return {"index": index, "path": path, "format": fmt, "size": os.path.getsize(path)}
+
+
 def context_file(data: bytes, suffix: str = "") -> tuple[str, Callable[[], None]]:
     """A context file the agent can open: (its path, cleanup)."""
     fd, path = tempfile.mkstemp(suffix=suffix)

@@ -10,13 +10,12 @@ import io
 import json
 import os
 import struct
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from frames import AGENT_ROOT, JSON, Agent, Message, context_file, echo, encode_msg, in_user_code, wait_mark
+from frames import AGENT_ROOT, JSON, Agent, Message, ctx_spec, encode_msg, in_user_code, wait_mark
 
 
 def load_module() -> Any:
@@ -24,25 +23,6 @@ def load_module() -> Any:
     if str(AGENT_ROOT) not in sys.path:
         sys.path.insert(0, str(AGENT_ROOT))
     return importlib.import_module("_rlm_agent.wire")
-
-
-@pytest.fixture
-def files() -> Iterator[Any]:
-    """Makes context files; removes them afterwards."""
-    cleanups = []
-
-    def make(data: bytes, suffix: str = "") -> str:
-        path, cleanup = context_file(data, suffix)
-        cleanups.append(cleanup)
-        return path
-
-    yield make
-    for cleanup in cleanups:
-        cleanup()
-
-
-def ctx_spec(index: int, path: str, fmt: str = "text") -> Message:
-    return {"index": index, "path": path, "format": fmt, "size": os.path.getsize(path)}
 
 
 # --- start, state -----------------------------------------------------------------
@@ -140,99 +120,6 @@ def test_tracebacks_show_user_frames_only(ready: Agent) -> None:
 def test_chained_exceptions_lose_agent_frames_too(ready: Agent) -> None:
     cell = ready.exec("try:\n    ctx_missing\nexcept NameError as e:\n    raise RuntimeError('wrapped') from e")
     assert "NameError" in cell.err and "RuntimeError: wrapped" in cell.err and "agent" not in cell.err
-
-
-# --- interrupts ------------------------------------------------------------------
-
-
-def test_interrupt_stops_a_sleep_and_keeps_the_state(ready: Agent, tmp_path: Path) -> None:
-    ready.exec("before = 'kept'")
-    mark = str(tmp_path / "started")
-    cell = ready.start_exec("import time\nprint('started')\n" + in_user_code(mark) + "time.sleep(30)\nprint('not reached')")
-    wait_mark(mark)
-    started = time.monotonic()
-    ready.send({"t": "interrupt", "cell": cell})
-    result = ready.finish(cell)
-    # Before the 30 s sleep ends (a bound no loaded machine reaches).
-    assert time.monotonic() - started < 30
-    assert result.status == "interrupted"
-    # Usually inside the sleep; the print may not have returned yet.
-    assert result.err.endswith("KeyboardInterrupt\n") and "<cell 2>" in result.err, result.err
-    assert "not reached" not in result.out
-    assert ready.exec("print(before)").out == "kept\n"
-
-
-def test_output_buffered_before_an_interrupt_is_kept(ready: Agent, tmp_path: Path) -> None:
-    mark = str(tmp_path / "go")
-    cell = ready.start_exec("print('buffered')\nimport sys, time\nsys.stderr.write('go\\n')\n" + in_user_code(mark) + "time.sleep(30)")
-    wait_mark(mark)
-    ready.send({"t": "interrupt", "cell": cell})
-    result = ready.finish(cell)
-    assert (result.status, result.out) == ("interrupted", "buffered\n")
-
-
-def test_interrupt_stops_a_busy_loop_and_a_waiting_call(ready: Agent, tmp_path: Path) -> None:
-    mark = str(tmp_path / "go")
-    cell = ready.start_exec(in_user_code(mark) + "while True:\n    pass")
-    wait_mark(mark)
-    ready.send({"t": "interrupt", "cell": cell})
-    assert ready.finish(cell).status == "interrupted"
-    # Interrupted while waiting for a call's answer, which then comes late.
-    cell = ready.start_exec("print(llm_query('never answered'))")
-    call = ready.msg()
-    assert call["t"] == "call"
-    ready.send({"t": "interrupt", "cell": cell})
-    result = ready.finish(cell, answer=None)
-    assert result.status == "interrupted" and "KeyboardInterrupt" in result.err
-    ready.send({"t": "call_result", "call": call["call"], "results": ["late"]})
-    cell2 = ready.exec("print(llm_query('next'))")
-    assert cell2.out == "re:next\n"
-    assert cell2.calls[0]["call"] == call["call"] + 1
-
-
-def test_an_interrupt_after_the_cell_ended_is_harmless(ready: Agent) -> None:
-    cell = ready.start_exec("x = 1")
-    ready.finish(cell)
-    ready.send({"t": "interrupt", "cell": cell})
-    ready.send({"t": "interrupt", "cell": cell})
-    time.sleep(0.3)
-    result = ready.exec("import time\ntime.sleep(0.5)\nprint('fine', x)")
-    assert (result.status, result.out, result.err) == ("ok", "fine 1\n", "")
-
-
-def test_an_interrupt_before_the_cell_starts_still_interrupts_it(ready: Agent) -> None:
-    # The interrupt is read before the main thread has started the cell.
-    ready.send_raw(encode_msg({"t": "exec", "cell": 1, "code": "import time\ntime.sleep(20)"})
-                   + encode_msg({"t": "interrupt", "cell": 1}))
-    ready.next_cell = 2
-    started = time.monotonic()
-    result = ready.finish(1)
-    # Before the 20 s sleep ends.
-    assert result.status == "interrupted" and time.monotonic() - started < 20
-
-
-def test_interrupts_never_break_the_protocol_while_calls_fly(ready: Agent) -> None:
-    for round_ in range(5):
-        # Output and call frames are not ordered with each other.
-        cell = ready.start_exec("print('loop')\nn = 0\nwhile True:\n    llm_query_batched(['a', 'b'])\n    n += 1")
-        interrupted, calls = False, 0
-        deadline = time.monotonic() + 20
-        while True:
-            frame = ready.frame(max(deadline - time.monotonic(), 0.01))
-            assert frame is not None
-            if frame[0] != JSON:
-                continue
-            msg = json.loads(frame[1])
-            if msg["t"] == "call":
-                ready.send({"t": "call_result", "call": msg["call"], **echo(msg)})
-                calls += 1
-                if not interrupted and calls == 3 + round_:
-                    ready.send({"t": "interrupt", "cell": cell})
-                    interrupted = True
-            else:
-                assert msg == {"t": "done", "cell": cell, "status": "interrupted", "final_answer": None}, msg
-                break
-        assert ready.exec("print(n > 0)").out == "True\n"
 
 
 # --- calls -----------------------------------------------------------------------
@@ -470,105 +357,6 @@ def test_add_context_defines_the_next_name(ready: Agent, files: Any) -> None:
     assert ready.exec("print(context_2)").out == "{not json\n"
     ready.request("reset")
     assert ready.exec("print(len(ctxs), context_2)").out == "3 {not json\n"
-
-
-# --- contexts ----------------------------------------------------------------------
-
-
-def test_json_context_arrives_parsed(agent: Agent, files: Any) -> None:
-    path = files(b'{"items": [1, 2, 3], "name": "ctx"}', ".json")
-    agent.hello(contexts=[ctx_spec(0, path, "json")])
-    cell = agent.exec("print(type(context).__name__, context['items'], context_0 is context, ctx.format)")
-    assert cell.out == "dict [1, 2, 3] True json\n"
-
-
-def test_text_context_is_decoded_with_replacement(agent: Agent, files: Any) -> None:
-    path = files(b"caf\xc3\xa9 \xff!")
-    agent.hello(contexts=[ctx_spec(0, path)])
-    assert agent.exec("print(ascii(context))").out == "'caf\\xe9 \\ufffd!'\n"
-
-
-def test_ctx_reads_and_searches_a_file(agent: Agent, files: Any) -> None:
-    text = "".join("line %d alpha\n" % i for i in range(1, 1001)) + "THE-NEEDLE-7f3a here\nlast line no newline"
-    path = files(text.encode())
-    agent.hello(contexts=[ctx_spec(0, path)])
-    cell = agent.exec(
-        "hits = ctx.search('THE-NEEDLE-[0-9a-f]+')\n"
-        "print(hits)\n"
-        "print(repr(ctx.snippet(hits[0]['offset'], 5)))\n"
-        "print(ctx.search_lines('needle', ignore_case=True))\n"
-        "print(ctx.search_lines('^line 99[0-9] ', max_results=3))\n"
-        "print(len(ctx.search('alpha', max_results=None)), len(ctx.search('alpha')))\n"
-        "print(repr(ctx.head(13)), repr(ctx.tail(7)), repr(ctx.read(7, 5)))\n"
-        "lines = list(ctx.iter_lines())\n"
-        "print(len(lines), lines[0], lines[-1])\n"
-        "print(next(ctx.iter_lines(hits[0]['offset'])))\n"
-        "print(ctx.size == len(ctx) == %d)\n" % len(text)
-    )
-    assert cell.status == "ok", cell.err
-    offset = text.index("THE-NEEDLE")
-    out = cell.out.splitlines()
-    assert out[0] == str([{"offset": offset, "match": "THE-NEEDLE-7f3a"}])
-    assert out[1] == repr(text[offset - 5:offset + 5])
-    assert out[2] == str([{"line": 1001, "offset": offset, "text": "THE-NEEDLE-7f3a here"}])
-    assert out[3] == str([{"line": n, "offset": text.index("line %d alpha" % n), "text": "line %d alpha" % n}
-                          for n in (990, 991, 992)])
-    assert out[4] == "1000 10"
-    assert out[5] == "'line 1 alpha\\n' 'newline' 'alpha'"
-    assert out[6] == "1002 line 1 alpha last line no newline"
-    assert out[7] == "THE-NEEDLE-7f3a here"
-    assert out[8] == "True"
-
-
-def test_ctx_handles_are_read_only_and_empty_files_work(agent: Agent, files: Any) -> None:
-    empty = files(b"")
-    agent.hello(contexts=[ctx_spec(0, empty)])
-    cell = agent.exec("print(repr(context), ctx.size, ctx.search('x'), ctx.search_lines('x'), "
-                      "list(ctx.iter_lines()), repr(ctx.head()), repr(ctx.tail()))\n"
-                      "try:\n    ctx.size = 3\nexcept AttributeError as e:\n    print(e)")
-    assert cell.out == "'' 0 [] [] [] '' ''\ncontext handles are read-only\n", cell.err
-
-
-def test_a_context_above_max_load_bytes_is_not_loaded(agent: Agent, files: Any) -> None:
-    big = files(b"0123456789" * 100 + b"MARK" + b"\n" * 10)
-    small = files(b"small")
-    agent.hello(contexts=[ctx_spec(0, big), ctx_spec(1, small)], max_load_bytes=100)
-    cell = agent.exec("print(type(context).__name__, 'ctx' in context, '1014 bytes' in context)\n"
-                      "print(context_1)\n"
-                      "print(ctx.search('MARK'), ctxs[1].read(0, 5))")
-    assert cell.out == "str True True\nsmall\n[{'offset': 1000, 'match': 'MARK'}] small\n", cell.err
-    too_big = files(b"y" * 200)
-    reply = agent.request("add_context", context=ctx_spec(2, too_big))
-    assert (reply["ok"], reply["name"], reply["loaded"]) == (True, "context_2", False)
-    assert agent.exec("print('ctxs[2]' in context_2, ctxs[2].head(3))").out == "True yyy\n"
-
-
-def rss_anon_kb(pid: int) -> int:
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    raise AssertionError("no RssAnon")
-
-
-def test_a_gigabyte_context_is_searched_without_loading_it(agent: Agent, files: Any) -> None:
-    size = 1 << 30
-    path = files(b"")
-    with open(path, "r+b") as f:
-        f.truncate(size)
-        f.seek(size // 2)
-        f.write(b"\nTHE-NEEDLE-7f3a\n")
-        f.seek(size - 5)
-        f.write(b"\nend\n")
-    agent.hello(contexts=[ctx_spec(0, path)], max_load_bytes=64 << 20)
-    cell = agent.exec("hits = ctx.search('THE-NEEDLE-[0-9a-f]+')\nprint(hits)\n"
-                      "print(ctx.search_lines('^end$'))\nprint(repr(ctx.tail(4)), ctx.size)", timeout=120)
-    assert cell.status == "ok", cell.err
-    lines = cell.out.splitlines()
-    assert lines[0] == str([{"offset": size // 2 + 1, "match": "THE-NEEDLE-7f3a"}])
-    assert lines[1] == str([{"line": 4, "offset": size - 4, "text": "end"}])
-    assert lines[2] == "'end\\n' %d" % size
-    assert rss_anon_kb(agent.proc.pid) < 200_000
 
 
 # --- the channel ---------------------------------------------------------------------

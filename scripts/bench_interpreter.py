@@ -114,7 +114,7 @@ def timed(f: Callable[[], object]) -> float:
 
 def two_cells(interpreter: SandboxInterpreter) -> object:
     """A step with its inputs as before exec's `restore`: a binding cell first."""
-    interpreter._kept = frozenset()
+    interpreter._holdings.kept = frozenset()
     return interpreter.execute("print(6 * 7)", INPUTS)
 
 

@@ -71,25 +71,14 @@ import keyword
 import re
 import threading
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Tuple, TypeVar, cast
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, TypeVar, cast
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 from dspy.utils.callback import with_callbacks
 
-from ._dspy_boundary import (
-    POSITIONAL_KEY,
-    Input,
-    Sent,
-    awaited,
-    check_constructor_args,
-    param_names,
-    prepare_input,
-    tool_params,
-    tool_result,
-    unchanged,
-)
+from ._dspy_boundary import POSITIONAL_KEY, Input, awaited, check_constructor_args, param_names, tool_result
+from ._dspy_holdings import INLINE_BYTES, QUERY_TOOLS, Holdings, Step
 from .errors import SandboxError
 from .options import SESSION
 from .pool import Pool
@@ -97,20 +86,15 @@ from .results import Cell
 from .server import resolve as resolve_server
 from .session import Session
 
-# An input whose JSON is larger travels as a context file, not as code.
-INLINE_BYTES = 64 * 1024
 # The one tool the session declares; the sandbox's tool functions call it.
 HOST_TOOL = "rlm_sandbox_dspy_tool"
 # DSPy's tools the sandbox already has (answered through tools["llm_query"]).
-QUERY_TOOLS = frozenset({"llm_query", "llm_query_batched"})
 _SUPPORT_MODULE = "_rlm_sandbox_dspy"
 _SUPPORT_FILE = "<rlm_sandbox.dspy>"
 _SUBMIT_MARK = "\x00rlm_sandbox.dspy SUBMIT\x00"
 # Prelude cells stay well under the session's 8 MiB frame.
 _PRELUDE_CELL_BYTES = 1 << 20
 # The sandbox defines these once it has a context file (PROTOCOL.md).
-_CONTEXT_ALIASES = frozenset({"context", "ctx"})
-_CONTEXT_N = re.compile(r"context_[0-9]+\Z")
 # Session settings that would answer llm_query without DSPy's tools.
 _REFUSED_SETTINGS = frozenset({"llm_command", "llm_endpoint", "llm_model", "llm_api_key_env"})
 _SETTINGS = (SESSION | {"binary", "env", "server", "wait"}) - _REFUSED_SETTINGS
@@ -314,16 +298,8 @@ class SandboxInterpreter:
         self._starting = threading.Lock()
         self._call_context = contextvars.copy_context()
         # What the sandbox holds: SUBMIT's fields, the tool signatures, the
-        # inputs and how many context files it has.
-        self._submit_names: Optional[List[str]] = None
-        self._tool_specs: Optional[Dict[str, List[List[Any]]]] = None
-        # Each tool's signature, read once per function object.
-        self._tool_params: Dict[str, Tuple[Callable[..., Any], List[List[Any]]]] = {}
-        self._sent: Dict[str, Sent] = {}
-        # The input names the sandbox keeps bound as the last preparation
-        # bound them (exec's `keep`).
-        self._kept: FrozenSet[str] = frozenset()
-        self._contexts = 0
+        # inputs, the kept inputs and how many context files it has.
+        self._holdings = Holdings()
 
     @classmethod
     def factory(cls, **settings: Any) -> Callable[[], "SandboxInterpreter"]:
@@ -400,7 +376,7 @@ class SandboxInterpreter:
         # cold fallback) ran PRELUDE before it was ready.
         defined = self._pool is not None and self._pool.prelude == PRELUDE
         self._setup = _setup_code(first, defined)
-        self._submit_names, self._tool_specs = first["submit"], first.get("tools")
+        self._holdings.submit_names, self._holdings.tool_specs = first["submit"], first.get("tools")
 
     def _current_tool_names(self) -> List[str]:
         return [name for name in self.tools if name not in QUERY_TOOLS]
@@ -525,146 +501,52 @@ class SandboxInterpreter:
 
     # -- what each step needs in the sandbox ---------------------------------
 
-    def _prepare(self, variables: Dict[str, Any]) -> "_Step":
+    def _prepare(self, variables: Dict[str, Any]) -> Step:
         """Brings SUBMIT, the tool functions and the inputs up to date:
-        only what changed travels, then every input name is bound, as the
-        setup of the step's own cell (exec's `setup`, which `keep` follows:
-        the inputs are kept as bound, whatever the code rebinds). The
-        bookkeeping changes only once the sandbox has done it
-        (`_prepared`). A step whose inputs, tools and SUBMIT did not
-        change (DSPy passes the same variables every step) needs no setup:
-        the sandbox kept the bound inputs and the step's cell restores
-        them (exec's `restore`)."""
+        only what changed travels (the record: _dspy_holdings.py), then
+        every input name is bound, as the setup of the step's own cell
+        (exec's `setup`, which `keep` follows: the inputs are kept as
+        bound, whatever the code rebinds). The record changes only once
+        the sandbox has done it (`_prepared`). A step whose inputs, tools
+        and SUBMIT did not change (DSPy passes the same variables every
+        step) needs no setup: the sandbox kept the bound inputs and the
+        step's cell restores them (exec's `restore`)."""
+        held = self._holdings
         ops: Dict[str, Any] = {}
         names = _output_names(self.output_fields)
-        if names != self._submit_names:
+        if names != held.submit_names:
             ops["submit"] = names
-        specs = self._current_tool_specs(variables)
-        if specs != self._tool_specs:
+        specs = held.tool_specs_for(self.tools, variables)
+        if specs != held.tool_specs:
             ops["tools"] = specs
-        lines, pending, changed = self._send_inputs(variables, ops)
+        inline, pending, changed = held.changed_inputs(variables, ops, self._add_file)
+        lines = [_support_call("put_json", name, text) for name, text in inline]
         if not ops and not lines:
-            return _Step()
-        if not changed and not lines and ops.keys() <= {"bind", "files"} and self._kept >= set(variables):
-            return _Step(restore=list(variables))
+            return Step()
+        if not changed and not lines and ops.keys() <= {"bind", "files"} and held.kept >= set(variables):
+            return Step(restore=list(variables))
         lines.append(_support_call("apply", json.dumps(ops)))
         *before, setup = _pack(lines)
         for code in before:  # many small inputs: cells of their own first
             self._check_prepared(self._run(code))
-        return _Step(setup=setup, keep=list(variables), names=names, specs=specs, pending=pending)
+        return Step(setup=setup, keep=list(variables), names=names, specs=specs, pending=pending)
 
-    def _prepared(self, step: "_Step", cell: Cell) -> None:
+    def _prepared(self, step: Step, cell: Cell) -> None:
         """Records what the step's setup did, once it ended ok (a cell
         that says nothing of its setup did not run it)."""
         self._check_prepared(cell, cell.setup or "not run")
-        self._submit_names, self._tool_specs = step.names, step.specs
-        self._sent.update(step.pending)
-        self._kept = frozenset(step.keep) | self._kept
+        self._holdings.record(step)
 
     def _check_prepared(self, cell: Cell, status: Optional[str] = None) -> None:
         """A preparation that did not end ok: nothing small is known to be
         in the sandbox any more; CodeInterpreterError (the sandbox's
         refusal of a name, or what failed)."""
         if (status or cell.status) != "ok":
-            self._forget_inline_inputs()
+            self._holdings.forget_inline()
             refused = _refusal(cell)
             if refused is not None:
                 raise CodeInterpreterError(refused)
             raise CodeInterpreterError(f"preparing the step in the sandbox failed:\n{_printed(cell).strip()}")
-
-    def _current_tool_specs(self, variables: Dict[str, Any]) -> Dict[str, List[List[Any]]]:
-        specs = {}
-        for name, fn in self.tools.items():
-            if name in QUERY_TOOLS:
-                continue
-            self._check_name(name, "tool")
-            if name in _CONTEXT_ALIASES or name in variables:
-                raise CodeInterpreterError(f"tool name {name!r} clashes with an input or a sandbox name")
-            # The same function object keeps its signature: read it once
-            # (inspect.signature is most of a step's own time on the host).
-            cached = self._tool_params.get(name)
-            if cached is None or cached[0] is not fn:
-                cached = self._tool_params[name] = (fn, tool_params(fn))
-            specs[name] = cached[1]
-        return specs
-
-    def _check_name(self, name: Any, what: str) -> None:
-        """A name the sandbox may bind: an identifier, no context_N, not
-        SUBMIT or __builtins__ (LocalInterpreter refuses both). The
-        sandbox's other own names (answer, FINAL, llm_query, ...) it
-        refuses itself (its support's `apply`): checking them here would
-        wait for a claim's `ready` before the step's cell could go out."""
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise CodeInterpreterError(f"{what} name {name!r} is not a Python identifier")
-        if name in ("SUBMIT", "__builtins__") or _CONTEXT_N.match(name):
-            raise CodeInterpreterError(f"{what} name {name!r} is one of the sandbox's own names")
-
-    def _send_inputs(
-        self, variables: Dict[str, Any], ops: Dict[str, Any]
-    ) -> Tuple[List[str], Dict[str, Sent], bool]:
-        """Adds context files for large changed inputs (`context` first)
-        and returns the code lines for small changed ones, with what the
-        sandbox holds once they ran, and whether any input changed; `ops`
-        gets the file-borne inputs and the names to bind."""
-        for name in variables:
-            self._check_name(name, "input")
-        changed: Dict[str, Input] = {}
-        for name, value in variables.items():
-            sent = self._sent.get(name)
-            if unchanged(sent, value):
-                continue
-            prepared = prepare_input(name, value)
-            if sent is None or sent.digest != prepared.digest:
-                changed[name] = prepared
-        large = [n for n, p in changed.items() if p.size > INLINE_BYTES and p.fits_a_file]
-        files = self._order_files(large, variables, changed)
-        for name in files:
-            # Recorded at once: the file is in the sandbox whatever follows.
-            prepared = changed[name]
-            self._sent[name] = Sent(prepared.digest, prepared.value, self._add_file(name, prepared))
-        lines, pending = [], {}
-        for name, prepared in changed.items():
-            if name not in files:
-                lines.append(_support_call("put_json", name, json.dumps(prepared.jsonable)))
-                pending[name] = Sent(prepared.digest, prepared.value)
-        from_files = {}
-        for name in variables:
-            sent = self._sent.get(name)
-            if name not in pending and sent is not None and sent.context is not None:
-                from_files[name] = sent.context
-        if from_files:
-            ops["files"] = from_files
-        if variables:
-            ops["bind"] = list(variables)
-        return lines, pending, bool(changed)
-
-    def _order_files(self, files: List[str], variables: Dict[str, Any], changed: Dict[str, Input]) -> List[str]:
-        """Once the sandbox has a context file, its `context` is the first
-        file's value and `ctx` the first file, restored after every cell:
-        an input named `context` must be that file, one named `ctx`
-        cannot be bound."""
-        if not files and self._contexts == 0:
-            return files
-        if "ctx" in variables:
-            raise CodeInterpreterError("an input named 'ctx' cannot be bound: the sandbox's ctx is its first context file")
-        if "context" not in variables:
-            return files
-        sent = self._sent.get("context")
-        if sent is not None and sent.context == 0 and "context" not in changed:
-            return files
-        if self._contexts > 0:
-            raise CodeInterpreterError(
-                "the input 'context' cannot change once the sandbox has context files: its `context` is the first "
-                "file's value; use a new SandboxInterpreter"
-            )
-        prepared = changed.get("context") or prepare_input("context", variables["context"])
-        if not prepared.fits_a_file:
-            raise CodeInterpreterError(
-                "the input 'context' must be a str, dict or list when another input is large: the sandbox's "
-                "`context` is its first context file"
-            )
-        changed["context"] = prepared
-        return ["context"] + [n for n in files if n != "context"]
 
     def _add_file(self, name: str, prepared: Input) -> int:
         """Sends one input as a context file; its index."""
@@ -681,15 +563,7 @@ class SandboxInterpreter:
             self._terminal(f"the sandbox has ended: {str(e).splitlines()[0]}", e)
         except (TypeError, ValueError) as e:
             raise CodeInterpreterError(f"input {name!r} could not be sent as a context file: {e}") from e
-        self._contexts += 1
         return int(added["index"])
-
-    def _forget_inline_inputs(self) -> None:
-        """After a failed preparation nothing small is known to be there
-        (files stay: their context_N remain); send it all again."""
-        self._sent = {n: s for n, s in self._sent.items() if s.context is not None}
-        self._submit_names = self._tool_specs = None
-        self._kept = frozenset()
 
     # -- the host side of the sandbox's calls ----------------------------------
 
@@ -731,20 +605,6 @@ class SandboxInterpreter:
             return {"value": tool_result(self._in_caller_context(name, kwargs))}
         except BaseException as e:  # the code sees it as RuntimeError; the session goes on
             return {"error": f"{type(e).__name__}: {e}" if str(e) else type(e).__name__}
-
-
-@dataclass
-class _Step:
-    """What a step's cell carries beside its code (`_prepare`): the setup
-    binding its inputs and what the sandbox holds once it ran, or the
-    kept inputs to restore."""
-
-    setup: Optional[str] = None
-    keep: List[str] = field(default_factory=list)
-    restore: List[str] = field(default_factory=list)
-    names: Optional[List[str]] = None
-    specs: Optional[Dict[str, List[List[Any]]]] = None
-    pending: Dict[str, Sent] = field(default_factory=dict)
 
 
 def _output_names(fields: Optional[List[Dict[str, Any]]]) -> List[str]:

@@ -75,17 +75,15 @@ impl RunCgroup {
     /// of the run can join them afterwards, and `remove` skips them.
     pub fn remove_if_empty(&self) -> Result<bool, CgroupError> {
         for dir in self.dirs.iter().rev() {
+            // Normally one rmdir: the runtime took its leaf with it. A leaf
+            // still there keeps its parent busy as members do: then the
+            // subtree is listed and removed depth first.
+            if rmdir_unless_busy(dir)? {
+                continue;
+            }
             for d in subtree(dir).iter().rev() {
-                match std::fs::remove_dir(d) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(false),
-                    Err(err) => {
-                        return Err(CgroupError::Remove {
-                            path: d.clone(),
-                            err,
-                        })
-                    }
+                if !rmdir_unless_busy(d)? {
+                    return Ok(false);
                 }
             }
         }
@@ -158,6 +156,20 @@ fn procs_below(dir: &Path) -> BTreeSet<i32> {
                 .collect::<Vec<i32>>()
         })
         .collect()
+}
+
+/// rmdir of one cgroup: `Ok(false)` when it is busy (members, or a child
+/// cgroup), `Ok(true)` when it is gone (or was already).
+fn rmdir_unless_busy(dir: &Path) -> Result<bool, CgroupError> {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
+        Err(err) => Err(CgroupError::Remove {
+            path: dir.to_path_buf(),
+            err,
+        }),
+    }
 }
 
 /// rmdir depth first; retries EBUSY while processes finish exiting.

@@ -162,9 +162,12 @@ impl RunCgroup {
         let run_dir = |mount: &Path| mount.join(ROOT_DIR).join(&self.id);
         for mount in layout.mounts() {
             let base = mount.join(ROOT_DIR);
-            mkdir(&base, true)?;
             let dir = base.join(&self.id);
-            mkdir(&dir, false)?;
+            // The parent exists after a hierarchy's first run: one mkdir.
+            if std::fs::create_dir(&dir).is_err() {
+                mkdir(&base, true)?;
+                mkdir(&dir, false)?;
+            }
             self.dirs.push(dir);
         }
         if let Some(cpuset) = layout.v1_mount("cpuset") {
@@ -367,13 +370,17 @@ fn sum_if_leaves(dir: &Path, file: &str, parse: fn(&str) -> Option<u64>) -> Opti
 
 fn copy_cpuset(from: &Path, to: &Path) -> Result<(), CgroupError> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
-        let (Ok(value), Ok(current)) = (
-            std::fs::read_to_string(from.join(file)),
-            std::fs::read_to_string(to.join(file)),
-        ) else {
+        // `from` is read only when `to` is empty (a new cgroup).
+        let Ok(current) = std::fs::read_to_string(to.join(file)) else {
             continue;
         };
-        if current.trim().is_empty() && !value.trim().is_empty() {
+        if !current.trim().is_empty() {
+            continue;
+        }
+        let Ok(value) = std::fs::read_to_string(from.join(file)) else {
+            continue;
+        };
+        if !value.trim().is_empty() {
             write_file(&to.join(file), value.trim())?;
         }
     }

@@ -14,6 +14,7 @@ use rlm_sandbox::k8s::{image, yaml};
 use super::SandboxArgs;
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum K8sCommand {
     /// Print a SandboxTemplate and a SandboxWarmPool (agent-sandbox
     /// v1beta1) whose pod runs the session agent under gVisor with this

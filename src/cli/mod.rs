@@ -40,6 +40,9 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Each subcommand's arguments are built only when it is the one invoked
+// (a one-shot run does not build the parsers of the nine others).
+#[command(defer = true)]
 enum Command {
     /// Run Python code once in a fresh sandbox and remove it afterwards.
     ///

@@ -7,6 +7,7 @@ use rlm_sandbox::image::Format;
 use rootfs_builder::{ExtraPackages, PipRequirements};
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum RootfsCommand {
     /// Build the Python rootfs from the distribution's packages (no Docker):
     /// download, unpack, harden, precompile, self-check, write a manifest.

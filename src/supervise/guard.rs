@@ -86,6 +86,10 @@ pub struct RunGuard {
     /// Held for the whole run: `gc` takes a run directory whose lock it can
     /// get as the leftover of a dead driver.
     _lock: Option<Flock<std::fs::File>>,
+    /// Whether something may be mounted in the run directory (a session's
+    /// drop directory; unknown for an adopted run): only then does cleanup
+    /// read the mount table, which on a host with many containers is long.
+    pub mounts: bool,
     done: bool,
 }
 
@@ -118,6 +122,7 @@ impl RunGuard {
             cgroup: None,
             watchdog: None,
             _lock: None,
+            mounts: false,
             done: false,
         };
         let lock_file = std::fs::File::create(dir.root.join(LOCK_FILE))?;
@@ -159,6 +164,7 @@ impl RunGuard {
             cgroup,
             watchdog: None,
             _lock: lock,
+            mounts: true,
             done: false,
         }))
     }
@@ -179,10 +185,30 @@ impl RunGuard {
             id: self.id.clone(),
             detail: e.to_string(),
         };
-        // After a runtime that exited by itself the cgroup is empty: it
-        // goes at once, and only a busy one has its processes killed.
-        // (An error here is met again, and reported, by `remove` below.)
+        let root = &self.dir.root;
+        let mounts = self.mounts;
+        let remove_dir = || remove_run_dir(root, mounts);
         let mut cgroup = self.cgroup.take();
+        // The normal end: the runtime exited by itself and left no state.
+        // Then its cgroup is empty and goes at once (only a busy one has
+        // its processes killed), side by side with the run directory.
+        // (An error here is met again, and reported, by `remove` below.)
+        if !thorough && !has_runtime_state(&self.dir.state_root()) {
+            let dir_errors = std::thread::scope(|scope| {
+                let dir = scope.spawn(remove_dir);
+                if let Some(cgroup) = cgroup {
+                    if !matches!(cgroup.remove_if_empty(), Ok(true)) {
+                        cgroup.kill_all();
+                        if let Err(e) = cgroup.remove() {
+                            errors.push(cgroup_error(e));
+                        }
+                    }
+                }
+                join_removal(dir, root)
+            });
+            errors.extend(dir_errors);
+            return first_of(errors);
+        }
         if !thorough
             && cgroup
                 .as_ref()
@@ -204,29 +230,18 @@ impl RunGuard {
         // removed side by side (on a disk-backed /run the directory's
         // unlinks cost most of a cleanup); with the cgroup gone already
         // there is nothing to overlap, and no thread to start.
-        let root = &self.dir.root;
         let dir_errors = match cgroup {
-            None => remove_run_dir(root),
+            None => remove_dir(),
             Some(cgroup) => std::thread::scope(|scope| {
-                let dir = scope.spawn(|| remove_run_dir(root));
+                let dir = scope.spawn(remove_dir);
                 if let Err(e) = cgroup.remove() {
                     errors.push(cgroup_error(e));
                 }
-                dir.join().unwrap_or_else(|_| {
-                    vec![CleanupError::RunDir {
-                        path: root.clone(),
-                        err: std::io::Error::other("its removal panicked"),
-                    }]
-                })
+                join_removal(dir, root)
             }),
         };
         errors.extend(dir_errors);
-        let mut errors = errors.into_iter();
-        let first = errors.next();
-        for other in errors {
-            eprintln!("rlm-sandbox: cleanup: {other}");
-        }
-        first.map_or(Ok(()), Err)
+        first_of(errors)
     }
 
     /// `runtime delete --force` when the runtime left state behind (it does
@@ -270,15 +285,42 @@ impl RunGuard {
     }
 }
 
+/// The errors of a run directory's removal on another thread.
+fn join_removal(
+    handle: std::thread::ScopedJoinHandle<'_, Vec<CleanupError>>,
+    root: &Path,
+) -> Vec<CleanupError> {
+    handle.join().unwrap_or_else(|_| {
+        vec![CleanupError::RunDir {
+            path: root.to_path_buf(),
+            err: std::io::Error::other("its removal panicked"),
+        }]
+    })
+}
+
+/// The first of a cleanup's errors; the others are printed.
+fn first_of(errors: Vec<CleanupError>) -> Result<(), CleanupError> {
+    let mut errors = errors.into_iter();
+    let first = errors.next();
+    for other in errors {
+        eprintln!("rlm-sandbox: cleanup: {other}");
+    }
+    first.map_or(Ok(()), Err)
+}
+
 /// Removes a run's directory: what was mounted into it (its drop
 /// directory) first, as a mount point cannot be removed.
-fn remove_run_dir(root: &Path) -> Vec<CleanupError> {
+/// `mounts`: whether anything may be mounted there at all (else the mount
+/// table is not read).
+fn remove_run_dir(root: &Path, mounts: bool) -> Vec<CleanupError> {
     let mut errors = Vec::new();
-    if let Err(err) = super::drop_dir::unmount_under(root) {
-        errors.push(CleanupError::RunDir {
-            path: root.to_path_buf(),
-            err,
-        });
+    if mounts {
+        if let Err(err) = super::drop_dir::unmount_under(root) {
+            errors.push(CleanupError::RunDir {
+                path: root.to_path_buf(),
+                err,
+            });
+        }
     }
     if let Err(err) = std::fs::remove_dir_all(root) {
         if err.kind() != std::io::ErrorKind::NotFound {

@@ -115,6 +115,7 @@ impl Sandbox {
         let input_dir = dir.input();
         let mounts = match plan.mounts {
             Some(prepare) => {
+                guard.mounts = true;
                 let drop = input_dir.join(crate::bundle::spec::CONTEXTS_SUBDIR);
                 let err = |err| SuperviseError::Write {
                     path: drop.clone(),

@@ -124,7 +124,7 @@ impl Sandbox {
         }
         let id = new_run_id();
         let state_dir = &self.config.state_dir;
-        let guard =
+        let mut guard =
             RunGuard::create(state_dir, &id, self.selection.runtime.clone()).map_err(|err| {
                 SuperviseError::RunDir {
                     path: state_dir.clone(),
@@ -132,6 +132,7 @@ impl Sandbox {
                 }
             })?;
         if let Some(prepare) = plan.mounts {
+            guard.mounts = true;
             let input = guard.dir.input();
             let mounts = prepare(&input).map_err(|err| SuperviseError::Write {
                 path: input.clone(),

@@ -122,14 +122,22 @@ pub fn is_current_with(rootfs: &Path, extra: &ExtraPackages) -> bool {
 
 /// Whether the rootfs at `rootfs` was written by this builder with exactly
 /// the `extra` packages and the `pip` requirements (its id recomputed with
-/// the wheels its manifest lists).
+/// the wheels its manifest lists, unless the manifest carries this build's
+/// [`SOURCE_ID`]: the same sources wrote the same content).
 pub fn is_current_for(rootfs: &Path, extra: &ExtraPackages, pip: &PipRequirements) -> bool {
     read_manifest(rootfs).is_ok_and(|m| {
-        m.content_id == content_id_for(extra, pip, &m.wheels)
-            && m.extra_packages == extra.names()
+        m.extra_packages == extra.names()
             && m.pip_requirements == pip.items()
+            && (m.source_id.as_deref() == Some(SOURCE_ID)
+                || m.content_id == content_id_for(extra, pip, &m.wheels))
     })
 }
+
+/// A sha256 over this crate's sources (build.rs), which determine all it
+/// writes into a rootfs of itself: a manifest with this id needs no
+/// [`content_id`] recomputed (a hash of all the embedded content, ~130 KB,
+/// on every run that checks its rootfs).
+pub const SOURCE_ID: &str = env!("RLM_ROOTFS_SOURCE_ID");
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -482,16 +490,36 @@ mod tests {
         std::fs::write(t.join("a"), "one").expect("write");
         manifest::write(t, "3.11", Vec::new(), &ExtraPackages::default()).expect("manifest");
         assert!(is_current(t));
-        // A manifest from before the field (or another build) is not current.
         let path = t.join(MANIFEST_PATH);
         let mut old: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-        old.as_object_mut().expect("object").remove("content_id");
-        std::fs::write(&path, old.to_string()).expect("write");
-        assert_eq!(read_manifest(t).expect("old manifest reads").content_id, "");
-        assert!(!is_current(t));
+        assert_eq!(old["source_id"], SOURCE_ID);
+        let rewrite = |value: &serde_json::Value| {
+            std::fs::write(&path, value.to_string()).expect("write");
+        };
+        // Another build of the same content: its id is recomputed, and equal.
+        old["source_id"] = "f".repeat(64).into();
+        rewrite(&old);
+        assert!(is_current(t));
+        // This build's source id is enough: the content id is not looked at.
+        old["source_id"] = SOURCE_ID.into();
         old["content_id"] = "0".repeat(64).into();
-        std::fs::write(&path, old.to_string()).expect("write");
+        rewrite(&old);
+        assert!(is_current(t));
+        // Another build with other content is not current.
+        old["source_id"] = "f".repeat(64).into();
+        rewrite(&old);
+        assert!(!is_current(t));
+        // Nor is a manifest from before the fields.
+        let fields = old.as_object_mut().expect("object");
+        fields.remove("content_id");
+        fields.remove("source_id");
+        rewrite(&old);
+        let manifest = read_manifest(t).expect("old manifest reads");
+        assert_eq!(
+            (manifest.content_id.as_str(), manifest.source_id),
+            ("", None)
+        );
         assert!(!is_current(t));
     }
 

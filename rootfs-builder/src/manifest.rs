@@ -62,6 +62,10 @@ pub struct Manifest {
     /// wrote the tree; empty in manifests from before the field.
     #[serde(default)]
     pub content_id: String,
+    /// [`crate::SOURCE_ID`] of the builder that wrote the tree; absent in
+    /// manifests from before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
 }
 
 /// What a build added beyond the default rootfs.
@@ -119,6 +123,7 @@ pub(crate) fn write_added(
         extra_packages: extra.names().to_vec(),
         pip_requirements: added.pip.items().to_vec(),
         content_id: crate::content_id_for(extra, &added.pip, &added.wheels),
+        source_id: Some(crate::SOURCE_ID.to_string()),
         wheels: added.wheels,
         stand_ins: added.stand_ins,
         files,

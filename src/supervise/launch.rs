@@ -100,7 +100,8 @@ impl Sandbox {
         guard.watchdog = Some(watchdog::Watchdog::start(&watchdog::Watched::new(
             state_dir, &id, runtime,
         ))?);
-        let mut cgroup = RunCgroup::create(&self.layout, &id)?;
+        // In the guard before anything else can fail: it removes the cgroup.
+        let cgroup = guard.cgroup.insert(RunCgroup::create(&self.layout, &id)?);
         if !self.cgroup_caps.hierarchical_oom_counter {
             // v1 counts an OOM kill only in the runtime's leaf, which the
             // runtime deletes on exit; an OOM taken at our parent's limit is
@@ -111,7 +112,6 @@ impl Sandbox {
             cgroup.limit_memory(limit.saturating_sub(V1_OOM_MARGIN))?;
         }
         let cgroups_path = cgroup.container_path();
-        guard.cgroup = Some(cgroup);
         let input_dir = dir.input();
         let mounts = match plan.mounts {
             Some(prepare) => {

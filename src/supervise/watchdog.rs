@@ -93,13 +93,19 @@ impl Watched {
 }
 
 /// The driver's end: dropping it disarms the watchdog (the run was cleaned
-/// up by the driver) and reaps it.
+/// up by the driver) and, unless it was forked at the start, reaps it.
 pub struct Watchdog {
     pid: Pid,
     disarm: Option<File>,
     answer: Option<File>,
     /// What is named in errors: the binary, or the forked watchdog.
     path: PathBuf,
+    /// Whether dropping it reaps it (on a thread). The one forked at the
+    /// start is not reaped: its process ends with its run (a CLI `run` or
+    /// `session`), and init reaps the watchdog then; at most one such
+    /// zombie waits per process, and no thread is started at the end of
+    /// the run for it.
+    reap: bool,
 }
 
 /// A watchdog forked by [`prefork`], waiting for its run.
@@ -222,6 +228,7 @@ impl Watchdog {
                 disarm: Some(to),
                 answer: Some(from),
                 path,
+                reap: false,
             });
         }
         let path = binary()?;
@@ -253,6 +260,7 @@ impl Watchdog {
             disarm,
             answer,
             path,
+            reap: true,
         })
     }
 
@@ -304,6 +312,9 @@ impl Drop for Watchdog {
         // It exits at once; reaping it (a few hundred microseconds of
         // address-space teardown) is kept off the run's latency.
         // (Dropping a `Child` neither waits nor kills; only this waits.)
+        if !self.reap {
+            return;
+        }
         let pid = self.pid;
         std::thread::spawn(move || {
             let _ = waitpid(pid, None);

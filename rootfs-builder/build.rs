@@ -1,9 +1,9 @@
-//! The builder's source id: sha256 over this crate's own files (src/ and
-//! python/), from which comes everything the builder writes into a rootfs
-//! of itself (the embedded content [`content_id`] hashes). A manifest
-//! carrying this build's source id was written by a builder with the same
-//! content, so a run need not hash that content again to know its rootfs
-//! is current (`is_current_for`).
+//! The builder's source id: sha256 over this crate's own sources (the
+//! Rust and Python files in src/ and python/), from which comes all the
+//! builder writes into a rootfs of itself (the embedded content that
+//! `content_id` hashes). A manifest carrying this build's source id was
+//! written by a builder with the same content, so a run need not hash that
+//! content again to know its rootfs is current (`is_current_for`).
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,8 @@ fn main() {
     println!("cargo:rustc-env=RLM_ROOTFS_SOURCE_ID={id}");
 }
 
-/// Every file below `dir`.
+/// Every Rust and Python source below `dir`: what tools leave beside
+/// them (`__pycache__`, `.mypy_cache`) is not the builder's.
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     let entries =
         std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
@@ -40,9 +41,14 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry
             .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
             .path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        if name.starts_with('.') || name == "__pycache__" {
+            continue;
+        }
         if path.is_dir() {
             collect(&path, out);
-        } else {
+        } else if name.ends_with(".rs") || name.ends_with(".py") {
             out.push(path);
         }
     }

@@ -188,27 +188,10 @@ impl RunGuard {
         let root = &self.dir.root;
         let mounts = self.mounts;
         let remove_dir = || remove_run_dir(root, mounts);
-        let mut cgroup = self.cgroup.take();
-        // The normal end: the runtime exited by itself and left no state.
-        // Then its cgroup is empty and goes at once (only a busy one has
-        // its processes killed), side by side with the run directory.
+        // After a runtime that exited by itself the cgroup is empty: it
+        // goes at once, and only a busy one has its processes killed.
         // (An error here is met again, and reported, by `remove` below.)
-        if !thorough && !has_runtime_state(&self.dir.state_root()) {
-            let dir_errors = std::thread::scope(|scope| {
-                let dir = scope.spawn(remove_dir);
-                if let Some(cgroup) = cgroup {
-                    if !matches!(cgroup.remove_if_empty(), Ok(true)) {
-                        cgroup.kill_all();
-                        if let Err(e) = cgroup.remove() {
-                            errors.push(cgroup_error(e));
-                        }
-                    }
-                }
-                join_removal(dir, root)
-            });
-            errors.extend(dir_errors);
-            return first_of(errors);
-        }
+        let mut cgroup = self.cgroup.take();
         if !thorough
             && cgroup
                 .as_ref()
@@ -237,11 +220,21 @@ impl RunGuard {
                 if let Err(e) = cgroup.remove() {
                     errors.push(cgroup_error(e));
                 }
-                join_removal(dir, root)
+                dir.join().unwrap_or_else(|_| {
+                    vec![CleanupError::RunDir {
+                        path: root.clone(),
+                        err: std::io::Error::other("its removal panicked"),
+                    }]
+                })
             }),
         };
         errors.extend(dir_errors);
-        first_of(errors)
+        let mut errors = errors.into_iter();
+        let first = errors.next();
+        for other in errors {
+            eprintln!("rlm-sandbox: cleanup: {other}");
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// `runtime delete --force` when the runtime left state behind (it does
@@ -283,29 +276,6 @@ impl RunGuard {
         crate::procs::kill_mentioning(&self.id);
         Ok(())
     }
-}
-
-/// The errors of a run directory's removal on another thread.
-fn join_removal(
-    handle: std::thread::ScopedJoinHandle<'_, Vec<CleanupError>>,
-    root: &Path,
-) -> Vec<CleanupError> {
-    handle.join().unwrap_or_else(|_| {
-        vec![CleanupError::RunDir {
-            path: root.to_path_buf(),
-            err: std::io::Error::other("its removal panicked"),
-        }]
-    })
-}
-
-/// The first of a cleanup's errors; the others are printed.
-fn first_of(errors: Vec<CleanupError>) -> Result<(), CleanupError> {
-    let mut errors = errors.into_iter();
-    let first = errors.next();
-    for other in errors {
-        eprintln!("rlm-sandbox: cleanup: {other}");
-    }
-    first.map_or(Ok(()), Err)
 }
 
 /// Removes a run's directory: what was mounted into it (its drop
